@@ -1,0 +1,27 @@
+"""jaxsm: load TensorFlow SavedModels into JAX, without TensorFlow."""
+
+from jaxsm import errors
+from jaxsm.format.checkpoint import load_checkpoint
+from jaxsm.functional import functional, merge, split_trainable
+from jaxsm.objects import (
+    ConcreteFunction,
+    LoadOptions,
+    RestoredFunction,
+    UserObject,
+    Variable,
+    load,
+)
+
+__all__ = [
+    "ConcreteFunction",
+    "LoadOptions",
+    "RestoredFunction",
+    "UserObject",
+    "Variable",
+    "errors",
+    "functional",
+    "load",
+    "load_checkpoint",
+    "merge",
+    "split_trainable",
+]

@@ -1,0 +1,1 @@
+"""Modules generated from ``protos/`` — do not edit; regenerate with ``python scripts/gen_protos.py``."""

@@ -1,0 +1,144 @@
+"""The pure API: any restored function as ``apply(params, *args, **kwargs)`` over a params pytree.
+
+``params`` is a nested dict following the object paths of the variables the function uses (``{"inner": {"w": …}}``),
+so it composes with ``jax.jit``, ``jax.grad``, ``jax.vmap``, ``lax.scan`` and ``jax.export``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+
+from jaxsm.errors import FunctionMatchError
+from jaxsm.graph.node import Node
+from jaxsm.objects import ConcreteFunction, RestoredFunction, Variable, _match, structure
+
+# Ops that change variable state: a function containing any of them returns (outputs, new_params).
+ASSIGN_OPS = frozenset({
+    "AssignVariableOp", "AssignAddVariableOp", "AssignSubVariableOp", "ResourceScatterAdd", "ResourceScatterSub",
+    "ResourceScatterMul", "ResourceScatterDiv", "ResourceScatterMin", "ResourceScatterMax", "ResourceScatterUpdate",
+    "ResourceScatterNdUpdate", "ResourceScatterNdAdd", "ResourceScatterNdSub", "Assign", "AssignAdd", "AssignSub",
+})
+
+
+def _nest(flat: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        node = out
+        parts = key.split("/")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+    return out
+
+
+def _flatten(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in params.items():
+        key = f"{prefix}/{k}" if prefix else k
+        if isinstance(v, dict):
+            out.update(_flatten(v, key))
+        else:
+            out[key] = v
+    return out
+
+
+def _assigns(cf: ConcreteFunction) -> bool:
+    lib = cf._context.library
+    seen, stack = set(), [cf.name]
+    while stack:
+        name = stack.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        for nd in lib.function_def(name).node_def:
+            if nd.op in ASSIGN_OPS:
+                return True
+            stack.extend(lib.called_functions(Node(nd, name)))
+    return False
+
+
+def variables_of(fn: ConcreteFunction | RestoredFunction) -> list[Variable]:
+    """The variables a restored function (any of its concrete functions) reads or writes."""
+    cfs = fn.concrete_functions if isinstance(fn, RestoredFunction) else [fn]
+    seen: dict[str, Variable] = {}
+    for cf in cfs:
+        for v in cf._variables():
+            seen.setdefault(v.key, v)
+    return list(seen.values())
+
+
+def functional(fn: ConcreteFunction | RestoredFunction) -> tuple[Callable[..., Any], dict[str, Any]]:
+    """Split a restored function or signature into a pure ``apply`` and its ``params``.
+
+    Arguments:
+      fn: a restored ``tf.function`` (``model.f``), a concrete function, or a signature
+        (``model.signatures["serving_default"]``).
+
+    Returns:
+      ``(apply, params)``. ``apply(params, *args, **kwargs)`` returns the outputs in TF's structure, computed
+      from ``params`` instead of the stored variable values. If the function assigns variables (a counter, a
+      BatchNorm update…), ``apply`` returns ``(outputs, new_params)`` instead; ``apply.assigns`` says which.
+      ``params`` is a nested dict keyed by object path; see :func:`split_trainable`.
+    """
+    cfs = fn.concrete_functions if isinstance(fn, RestoredFunction) else [fn]
+    variables = variables_of(fn)
+    params = _nest({v.key: v.value() for v in variables if v.initialized})
+    assigns = any(_assigns(cf) for cf in cfs)
+
+    def pick(args: tuple, kwargs: dict) -> tuple[ConcreteFunction, list[Any]]:
+        if isinstance(fn, RestoredFunction):
+            call = fn._canonicalize(args, kwargs)
+            for convert in (False, True):
+                for cf in fn.concrete_functions:
+                    flat = _match(call, cf.structured_input_signature, convert)
+                    if flat is not None:
+                        return cf, flat
+            raise FunctionMatchError("no concrete function matches the arguments of apply()")
+        cf = fn
+        if cf._is_signature:
+            _, sig = cf.structured_input_signature
+            if args:
+                kwargs = {next(iter(sig)): args[0]}
+            flat = _match(((), kwargs), ((), sig), True)
+        else:
+            flat = _match((tuple(args), kwargs), cf.structured_input_signature, True)
+        if flat is None:
+            raise FunctionMatchError(f"arguments of apply() do not match {structure.format_signature(*cf.structured_input_signature)}")
+        return cf, flat
+
+    def apply(params: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        cf, flat = pick(args, kwargs)
+        cf._context.check_ops(cf.name)
+        state = _flatten(params)
+        outputs, updated = cf.pure()(state, flat)
+        result = cf._pack_outputs(outputs)
+        if assigns:
+            new = dict(state)
+            new.update({k: v for k, v in updated.items() if k in state})
+            return result, _nest(new)
+        return result
+
+    apply.assigns = assigns  # type: ignore[attr-defined]
+    return apply, params
+
+
+def split_trainable(fn: ConcreteFunction | RestoredFunction, params: dict[str, Any]) -> tuple[dict, dict]:
+    """``(trainable, non_trainable)`` parts of ``params`` (merge them back with :func:`merge`)."""
+    trainable_keys = {v.key for v in variables_of(fn) if v.trainable}
+    flat = _flatten(params)
+    return (_nest({k: v for k, v in flat.items() if k in trainable_keys}),
+            _nest({k: v for k, v in flat.items() if k not in trainable_keys}))
+
+
+def merge(*parts: dict[str, Any]) -> dict[str, Any]:
+    """Merge params dicts split by :func:`split_trainable`."""
+    flat: dict[str, Any] = {}
+    for p in parts:
+        flat.update(_flatten(p))
+    return _nest(flat)
+
+
+__all__ = ["functional", "split_trainable", "merge", "variables_of", "jax"]

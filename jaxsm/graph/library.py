@@ -1,0 +1,335 @@
+"""The FunctionDef library: function bodies ready to interpret, output-arg layouts, reachability scans."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from jaxsm._proto import function_pb2, graph_pb2, op_def_pb2
+from jaxsm.errors import GraphError, UnsupportedOpError
+from jaxsm.graph.node import FuncAttr, Node
+from jaxsm.graph.op_outputs import OP_OUTPUTS
+
+# A resolved data input: (node index in Body.nodes, or -1 for a body input; output or input index).
+Ref = tuple[int, int]
+
+
+@dataclass
+class Body:
+    """One graph body (a FunctionDef, or a pruned GraphDef) in topological order.
+
+    ``inputs[i]`` is the i-th input's name; ``node_inputs[k]`` are the resolved data inputs of ``nodes[k]``;
+    ``outputs`` the resolved results; ``free_after[k]`` the node indices whose values are dead after node k.
+    """
+
+    name: str
+    inputs: list[str]
+    nodes: list[Node]
+    node_inputs: list[list[Ref]]
+    outputs: list[Ref]
+    output_names: list[str]
+    free_after: list[list[int]]
+    # input index -> node indices that consume it (lets the interpreter drop inputs after their last use too)
+
+
+class Library:
+    """All FunctionDefs of a graph plus the OpDefs needed to resolve ``node:out_arg:i`` references."""
+
+    def __init__(
+        self,
+        library: function_pb2.FunctionDefLibrary | None = None,
+        op_list: op_def_pb2.OpList | None = None,
+    ):
+        self.functions: dict[str, function_pb2.FunctionDef] = {}
+        if library is not None:
+            for f in library.function:
+                self.functions[f.signature.name] = f
+        self._op_defs = {o.name: o for o in op_list.op} if op_list is not None else {}
+        self._bodies: dict[str, Body] = {}
+
+    # -- output layouts -------------------------------------------------------------------------------
+    def output_args(self, node: Node) -> list[tuple[str, int, int]]:
+        """``[(arg name, first flat index, length)]`` for the outputs of ``node``."""
+        if node.op in self.functions:
+            sig = self.functions[node.op].signature
+            return [(a.name, i, 1) for i, a in enumerate(sig.output_arg)]
+        spec = OP_OUTPUTS.get(node.op)
+        if spec is None and node.op in self._op_defs:
+            spec = tuple(
+                (a.name, "n" if a.number_attr else "list" if a.type_list_attr else "", a.number_attr or a.type_list_attr)
+                for a in self._op_defs[node.op].output_arg
+            )
+        if spec is None:
+            return []  # a single one-tensor output: any arg name maps to output 0
+        layout, start = [], 0
+        for arg_name, kind, attr in spec:
+            if kind == "n":
+                n = int(node.attr(attr))
+            elif kind == "list":
+                n = len(node.attr(attr))
+            else:
+                n = 1
+            layout.append((arg_name, start, n))
+            start += n
+        return layout
+
+    def _flat_index(self, node: Node, arg: str, i: int, where: str) -> int:
+        layout = self.output_args(node)
+        if not layout:
+            if i != 0:
+                raise GraphError(f"{where}: '{node.name}:{arg}:{i}' but {node.op} has a single output")
+            return 0
+        for name, start, n in layout:
+            if name == arg:
+                if i >= n:
+                    raise GraphError(f"{where}: '{node.name}:{arg}:{i}' is out of range ({arg} has {n} outputs)")
+                return start + i
+        raise GraphError(f"{where}: {node.op} has no output arg '{arg}' (referenced as '{node.name}:{arg}:{i}')")
+
+    # -- bodies -----------------------------------------------------------------------------------------
+    def function_def(self, name: str) -> function_pb2.FunctionDef:
+        try:
+            return self.functions[name]
+        except KeyError:
+            raise GraphError(f"function '{name}' is not in the graph's function library") from None
+
+    def body(self, name: str) -> Body:
+        """The interpretable body of FunctionDef ``name`` (built once, cached)."""
+        if name not in self._bodies:
+            fdef = self.function_def(name)
+            nodes = [Node(nd, name) for nd in fdef.node_def]
+            inputs = [a.name for a in fdef.signature.input_arg]
+            ret_names = [a.name for a in fdef.signature.output_arg]
+            try:
+                rets = [fdef.ret[n] for n in ret_names]
+            except KeyError as e:
+                raise GraphError(f"function '{name}' has no ret entry for output {e}") from None
+            control = [fdef.control_ret[k] for k in sorted(fdef.control_ret)]
+            self._bodies[name] = self.build_body(name, inputs, nodes, rets, ret_names, control, function_style=True)
+        return self._bodies[name]
+
+    def sliced_body(self, name: str, outputs: tuple[int, ...]) -> Body:
+        """The body of ``name`` pruned to the given outputs (and without side-effect targets)."""
+        key = f"{name}\0{outputs}"
+        if key not in self._bodies:
+            full = self.function_def(name)
+            nodes = [Node(nd, name) for nd in full.node_def]
+            inputs = [a.name for a in full.signature.input_arg]
+            names = [full.signature.output_arg[i].name for i in outputs]
+            rets = [full.ret[n] for n in names]
+            self._bodies[key] = self.build_body(name, inputs, nodes, rets, names, (), function_style=True)
+        return self._bodies[key]
+
+    def build_body(
+        self,
+        name: str,
+        inputs: list[str],
+        nodes: list[Node],
+        outputs: list[str],
+        output_names: list[str],
+        targets: Iterable[str] = (),
+        function_style: bool = False,
+    ) -> Body:
+        """Resolve references, keep only what ``outputs``/``targets`` need, and order it topologically.
+
+        Inside a FunctionDef a reference is ``arg`` or ``node:out_arg:i``; in a GraphDef it is ``node`` or
+        ``node:i`` (FORMAT.md). ``inputs`` name body inputs: FunctionDef args, or GraphDef tensors being fed
+        (``"x:0"``/``"x"``), which cut the graph there.
+        """
+        by_name = {n.name: n for n in nodes}
+        input_index: dict[str, int] = {}
+        for i, nm in enumerate(inputs):
+            input_index[nm] = i
+            if not function_style and ":" not in nm:
+                input_index[nm + ":0"] = i
+        where = f"function '{name}'" if function_style else f"graph '{name}'"
+
+        def parse(ref: str) -> tuple[str, int] | int:
+            if ref in input_index:
+                return input_index[ref]
+            parts = ref.split(":")
+            if not function_style:
+                if len(parts) == 1:
+                    key = ref + ":0"
+                    return input_index[key] if key in input_index else (ref, 0)
+                if len(parts) == 2:
+                    return (parts[0], int(parts[1]))
+            else:
+                if len(parts) == 3:
+                    src = by_name.get(parts[0])
+                    if src is None:
+                        raise GraphError(f"{where}: input '{ref}' names a node that does not exist")
+                    return (parts[0], self._flat_index(src, parts[1], int(parts[2]), where))
+                if len(parts) == 2:
+                    return (parts[0], int(parts[1]))
+                if len(parts) == 1:
+                    return (ref, 0)
+            raise GraphError(f"{where}: cannot parse input reference '{ref}'")
+
+        # Backward reachability from outputs and targets (data + control edges), stopping at fed inputs.
+        parsed: dict[str, list] = {}
+        needed: set[str] = set()
+        stack = []
+        out_parsed = [parse(r) for r in outputs]
+        for p in out_parsed:
+            if isinstance(p, tuple):
+                stack.append(p[0])
+        for t in targets:
+            stack.append(t.split(":")[0].lstrip("^"))
+        while stack:
+            nm = stack.pop()
+            if nm in needed:
+                continue
+            node = by_name.get(nm)
+            if node is None:
+                raise GraphError(f"{where}: reference to missing node '{nm}'")
+            needed.add(nm)
+            ins = [parse(r) for r in node.inputs]
+            parsed[nm] = ins
+            for p in ins:
+                if isinstance(p, tuple) and p[0] not in needed:
+                    stack.append(p[0])
+            for c in node.control_inputs:
+                if c not in needed:
+                    stack.append(c)
+
+        # Kahn's algorithm in the original node order, so execution order is deterministic.
+        indeg = {nm: 0 for nm in needed}
+        users: dict[str, list[str]] = {nm: [] for nm in needed}
+        for nm in needed:
+            deps = {p[0] for p in parsed[nm] if isinstance(p, tuple)} | set(by_name[nm].control_inputs)
+            for d in deps:
+                if d in needed:
+                    indeg[nm] += 1
+                    users[d].append(nm)
+        position = {n.name: i for i, n in enumerate(nodes)}
+        import heapq
+
+        ready = [(position[nm], nm) for nm in needed if indeg[nm] == 0]
+        heapq.heapify(ready)
+        order: list[str] = []
+        while ready:
+            _, nm = heapq.heappop(ready)
+            order.append(nm)
+            for u in users[nm]:
+                indeg[u] -= 1
+                if indeg[u] == 0:
+                    heapq.heappush(ready, (position[u], u))
+        if len(order) != len(needed):
+            stuck = sorted(nm for nm in needed if indeg[nm] > 0)[:5]
+            raise GraphError(f"{where} has a cycle (TF1 loop frames?) through {stuck}")
+
+        index = {nm: k for k, nm in enumerate(order)}
+
+        def to_ref(p) -> Ref:
+            return (-1, p) if isinstance(p, int) else (index[p[0]], p[1])
+
+        node_inputs = [[to_ref(p) for p in parsed[nm]] for nm in order]
+        out_refs = [to_ref(p) for p in out_parsed]
+        last_use: dict[int, int] = {}
+        for k, ins in enumerate(node_inputs):
+            for src, _ in ins:
+                if src >= 0:
+                    last_use[src] = k
+        for src, _ in out_refs:
+            if src >= 0:
+                last_use[src] = len(order)
+        free_after: list[list[int]] = [[] for _ in order]
+        for src, k in last_use.items():
+            if k < len(order):
+                free_after[k].append(src)
+        for k in range(len(order)):
+            if k not in last_use:
+                free_after[k].append(k)  # never read: drop right away (side effects already happened)
+        return Body(name, list(inputs), [by_name[nm] for nm in order], node_inputs, out_refs,
+                    list(output_names), free_after)
+
+    # -- reachability -------------------------------------------------------------------------------------
+    def called_functions(self, node: Node) -> list[str]:
+        """Names of library functions a node calls (``f``, ``then_branch``, ``body``, ``branches``…)."""
+        names = [node.op] if node.op in self.functions else []
+        for attr in node.attr_names():
+            try:
+                value = node.attr(attr)
+            except Exception:
+                continue
+            vals = value if isinstance(value, list) else [value]
+            for v in vals:
+                if isinstance(v, FuncAttr) and v.name in self.functions:
+                    names.append(v.name)
+        return names
+
+    def scan_ops(self, roots: Iterable[str]) -> dict[str, tuple[int, str]]:
+        """Op types used by the functions ``roots`` and everything they call: ``{op: (count, example path)}``."""
+        counts: Counter[str] = Counter()
+        example: dict[str, str] = {}
+        seen: set[str] = set()
+        stack = [r for r in roots]
+        while stack:
+            fname = stack.pop()
+            if fname in seen:
+                continue
+            seen.add(fname)
+            for nd in self.function_def(fname).node_def:
+                node = Node(nd, fname)
+                if node.op in self.functions:
+                    stack.append(node.op)
+                    continue
+                counts[node.op] += 1
+                example.setdefault(node.op, f"{fname}/{node.name}")
+                stack.extend(self.called_functions(node))
+        return {o: (counts[o], example[o]) for o in sorted(counts)}
+
+    def scan_graph_ops(self, graph_def: graph_pb2.GraphDef) -> dict[str, tuple[int, str]]:
+        """Like :meth:`scan_ops` for the nodes of a (TF1) GraphDef and the functions they call."""
+        counts: Counter[str] = Counter()
+        example: dict[str, str] = {}
+        called: list[str] = []
+        for nd in graph_def.node:
+            node = Node(nd)
+            if node.op in self.functions:
+                called.append(node.op)
+                continue
+            counts[node.op] += 1
+            example.setdefault(node.op, node.name)
+            called.extend(self.called_functions(node))
+        for o, (c, ex) in self.scan_ops(called).items():
+            counts[o] += c
+            example.setdefault(o, ex)
+        return {o: (counts[o], example[o]) for o in sorted(counts)}
+
+
+def check_supported(found: dict[str, tuple[int, str]], what: str) -> None:
+    """Raise ONE UnsupportedOpError listing every op type in ``found`` that has no lowering."""
+    from jaxsm.ops import NEVER_LOWERED, OPS
+
+    missing = {o: v for o, v in found.items() if o not in OPS and o not in NEVER_LOWERED}
+    if missing:
+        lines = [f"  {o}: {c} node(s), e.g. '{ex}'" for o, (c, ex) in missing.items()]
+        raise UnsupportedOpError(
+            f"{what} uses {len(missing)} op type(s) jaxsm cannot lower yet:\n" + "\n".join(lines)
+            + "\nRun `jaxsm ops DIR` for the full coverage report; please file an issue with these op names.",
+            missing,
+        )
+
+
+# Marks an output that depends on something other than the body's inputs (state, random, calls).
+DYNAMIC = -2
+
+
+def output_dependencies(library: Library, body: Body) -> list[set[int]]:
+    """For each output of ``body``: the body inputs its value depends on (DYNAMIC when it also depends on
+    variable state, stateful ops or nested calls). Used to find loop variables computable at trace time."""
+    from jaxsm.ops import OPS
+
+    deps: list[set[int]] = []
+    for k, node in enumerate(body.nodes):
+        d: set[int] = set()
+        opdef = OPS.get(node.op)
+        if opdef is None or opdef.stateful or node.op in library.functions:
+            d.add(DYNAMIC)
+        for src, idx in body.node_inputs[k]:
+            d |= {idx} if src < 0 else deps[src]
+        deps.append(d)
+    return [{idx} if src < 0 else deps[src] for src, idx in body.outputs]

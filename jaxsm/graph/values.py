@@ -1,0 +1,41 @@
+"""Non-array values that flow through a lowered graph."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Resource:
+    """A resource handle (DT_RESOURCE): names an entry of the interpreter's state (a variable, a table…).
+
+    Handles are Python values known at trace time; the state they point to is functional (see
+    :class:`jaxsm.graph.interpreter.Interpreter`).
+    """
+
+    key: str
+    kind: str = "variable"
+
+
+def is_static(x: Any) -> bool:
+    """True when ``x`` is known at trace time (a NumPy array or a Python scalar)."""
+    return isinstance(x, (np.ndarray, np.generic, int, float, bool, bytes, str))
+
+
+def is_array(x: Any) -> bool:
+    return isinstance(x, (np.ndarray, np.generic, jax.Array)) or isinstance(x, jax.core.Tracer)
+
+
+def to_static(x: Any) -> np.ndarray | None:
+    """``x`` as a NumPy array when its value is known now (NumPy, or a concrete, non-traced jax.Array)."""
+    if isinstance(x, np.ndarray):
+        return x
+    if isinstance(x, (np.generic, int, float, bool)):
+        return np.asarray(x)
+    if isinstance(x, jax.Array) and not isinstance(x, jax.core.Tracer):
+        return np.asarray(x)
+    return None

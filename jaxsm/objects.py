@@ -1,0 +1,814 @@
+"""SavedObjectGraph -> Python objects: user objects, Variables, restored functions, signatures.
+
+This is what :func:`jaxsm.load` returns for a TF2 SavedModel, mirroring ``tf.saved_model.load``: every node of
+``MetaGraphDef.object_graph_def`` becomes an object, children become attributes, variables get their checkpoint
+values, and functions run their FunctionDefs through the interpreter as jitted JAX functions.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxsm import dtypes
+from jaxsm._proto import meta_graph_pb2, saved_object_graph_pb2, trackable_object_graph_pb2
+from jaxsm.errors import FunctionMatchError, JaxsmError, VariableError
+from jaxsm.format import structure
+from jaxsm.format.structure import TensorSpec
+from jaxsm.format.tensor import tensor_from_proto
+from jaxsm.graph.interpreter import pure_function
+from jaxsm.graph.library import Library, check_supported
+from jaxsm.graph.values import Resource
+
+_X64_WARNED = False
+
+
+def _warn_x64_once() -> None:
+    global _X64_WARNED
+    if not _X64_WARNED and not jax.config.jax_enable_x64:
+        _X64_WARNED = True
+        warnings.warn(
+            "jaxsm: this model uses 64-bit tensors but jax_enable_x64 is off, so they are computed in 32 bits. "
+            "Call jax.config.update('jax_enable_x64', True) before loading for TF's exact dtypes.",
+            stacklevel=3,
+        )
+
+
+@dataclass
+class LoadOptions:
+    """Options for :func:`jaxsm.load` (``tf.saved_model.LoadOptions`` plus jaxsm's own).
+
+    Arguments:
+      verify_checksums: check every tensor's crc32c while restoring variables (on by default).
+      allow_partial_checkpoint: variables missing from the checkpoint stay uninitialized instead of raising.
+      load_variables: False skips reading the checkpoint (every variable uninitialized until assigned).
+      device: a ``jax.Device`` to place variable values on (default: JAX's default device).
+      experimental_skip_checkpoint: TF's spelling of ``load_variables=False``.
+    """
+
+    verify_checksums: bool = True
+    allow_partial_checkpoint: bool = False
+    load_variables: bool = True
+    device: Any = None
+    experimental_skip_checkpoint: bool = False
+
+
+class Variable:
+    """A restored ``tf.Variable``: its value is a ``jax.Array`` that functions read and assign."""
+
+    def __init__(self, key: str, name: str, shape: tuple | None, dtype: np.dtype, trainable: bool):
+        self._key = key
+        self.name = name
+        self._shape = shape
+        self._dtype = np.dtype(dtype)
+        self.trainable = trainable
+        self._value: jax.Array | None = None
+
+    @property
+    def key(self) -> str:
+        """The stable state key of this variable (its object path, e.g. ``model/dense/kernel``)."""
+        return self._key
+
+    @property
+    def shape(self) -> tuple:
+        return tuple(self._value.shape) if self._value is not None else tuple(self._shape or ())
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._dtype
+
+    @property
+    def initialized(self) -> bool:
+        return self._value is not None
+
+    def value(self) -> jax.Array:
+        if self._value is None:
+            raise VariableError(f"variable '{self.name}' ({self._key}) is not initialized")
+        return self._value
+
+    def read_value(self) -> jax.Array:
+        return self.value()
+
+    def numpy(self) -> np.ndarray:
+        return np.asarray(self.value())
+
+    def __array__(self, dtype=None, copy=None):
+        a = np.asarray(self.value())
+        return a.astype(dtype) if dtype is not None else a
+
+    def __jax_array__(self):
+        return self.value()
+
+    def assign(self, value: Any) -> Variable:
+        new = jnp.asarray(value, dtype=self._dtype if jax.config.jax_enable_x64 else None)
+        if self._value is not None and new.shape != self._value.shape:
+            raise VariableError(
+                f"cannot assign a value of shape {new.shape} to variable '{self.name}' of shape {self._value.shape}"
+            )
+        self._value = new.astype(self._value.dtype) if self._value is not None else new
+        return self
+
+    def assign_add(self, delta: Any) -> Variable:
+        return self.assign(self.value() + jnp.asarray(delta))
+
+    def assign_sub(self, delta: Any) -> Variable:
+        return self.assign(self.value() - jnp.asarray(delta))
+
+    # arithmetic, as tf.Variable supports it
+    def __add__(self, o): return self.value() + o  # noqa: E704
+    def __radd__(self, o): return o + self.value()  # noqa: E704
+    def __sub__(self, o): return self.value() - o  # noqa: E704
+    def __rsub__(self, o): return o - self.value()  # noqa: E704
+    def __mul__(self, o): return self.value() * o  # noqa: E704
+    def __rmul__(self, o): return o * self.value()  # noqa: E704
+    def __truediv__(self, o): return self.value() / o  # noqa: E704
+    def __neg__(self): return -self.value()  # noqa: E704
+    def __getitem__(self, i): return self.value()[i]  # noqa: E704
+    def __float__(self): return float(self.numpy())  # noqa: E704
+    def __int__(self): return int(self.numpy())  # noqa: E704
+    def __eq__(self, o): return self.value() == o  # noqa: E704
+    __hash__ = object.__hash__
+
+    def __repr__(self) -> str:
+        v = "uninitialized" if self._value is None else np.array2string(np.asarray(self._value), threshold=6)
+        return f"<jaxsm.Variable '{self.name}' shape={self.shape} dtype={dtypes.name(dtypes.from_numpy(self._dtype))} {v}>"
+
+
+class UserObject:
+    """A restored trackable object (``tf.Module``, Keras layer, ...): children are attributes."""
+
+    def __init__(self, identifier: str = "_generic_user_object"):
+        self._jaxsm_identifier = identifier
+        self._jaxsm_children: dict[str, Any] = {}
+
+    def _add_child(self, name: str, value: Any) -> None:
+        self._jaxsm_children[name] = value
+        if name.isidentifier() or name == "__call__":
+            try:
+                object.__setattr__(self, name, value)
+            except (AttributeError, TypeError):
+                pass
+
+    def __call__(self, *args, **kwargs):
+        fn = self._jaxsm_children.get("__call__")
+        if fn is None:
+            raise TypeError(f"this restored object ({self._jaxsm_identifier}) is not callable: it has no __call__")
+        return fn(*args, **kwargs)
+
+    def _walk_variables(self) -> list[Variable]:
+        seen: set[int] = set()
+        out: list[Variable] = []
+
+        def visit(obj):
+            if id(obj) in seen:
+                return
+            seen.add(id(obj))
+            if isinstance(obj, Variable):
+                out.append(obj)
+            elif isinstance(obj, UserObject):
+                for k, v in obj._jaxsm_children.items():
+                    if k != "signatures":
+                        visit(v)
+            elif isinstance(obj, (list, tuple)):
+                for v in obj:
+                    visit(v)
+            elif isinstance(obj, dict):
+                for v in obj.values():
+                    visit(v)
+
+        visit(self)
+        return out
+
+    def __getattr__(self, name: str):
+        # Only reached when no child of that name exists: tf.Module-style collections.
+        if name == "variables":
+            return self._walk_variables()
+        if name == "trainable_variables":
+            return [v for v in self._walk_variables() if v.trainable]
+        if name == "non_trainable_variables":
+            return [v for v in self._walk_variables() if not v.trainable]
+        raise AttributeError(f"restored object has no attribute '{name}' (children: {sorted(self._jaxsm_children)})")
+
+    def __repr__(self) -> str:
+        return tree_repr(self)
+
+
+class Signatures(Mapping):
+    """``imported.signatures``: signature key -> :class:`ConcreteFunction` (keyword-argument calls)."""
+
+    def __init__(self, functions: dict[str, ConcreteFunction]):
+        self._functions = dict(functions)
+
+    def __getitem__(self, key: str) -> ConcreteFunction:
+        try:
+            return self._functions[key]
+        except KeyError:
+            raise KeyError(f"no signature '{key}'; available: {sorted(self._functions)}") from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._functions)
+
+    def __len__(self) -> int:
+        return len(self._functions)
+
+    def __repr__(self) -> str:
+        return f"_SignatureMap({sorted(self._functions)})"
+
+
+class ConcreteFunction:
+    """One traced function (a FunctionDef): fixed input signature, runs as a jitted JAX function."""
+
+    def __init__(self, context: _LoadContext, name: str, proto: saved_object_graph_pb2.SavedConcreteFunction):
+        self.name = name
+        self._context = context
+        self._proto = proto
+        args, kwargs = structure.decode(proto.canonicalized_input_signature) \
+            if proto.HasField("canonicalized_input_signature") else ((), {})
+        self.structured_input_signature: tuple[tuple, dict] = (tuple(args), dict(kwargs))
+        self.structured_outputs = structure.decode(proto.output_signature) \
+            if proto.HasField("output_signature") else None
+        self._captures: list[Any] | None = None
+        self._jitted: Callable | None = None
+        self._arg_keywords: list[str] | None = None
+        self._num_positional: int | None = None
+        self._is_signature = False
+        self._lock = threading.Lock()
+
+    # -- inputs -----------------------------------------------------------------------------------------
+    @property
+    def inputs_spec(self) -> list[TensorSpec]:
+        return [s for s in structure.flatten(self.structured_input_signature) if isinstance(s, TensorSpec)]
+
+    def _bind_captures(self) -> list[Any]:
+        if self._captures is None:
+            self._captures = [self._context.capture(node_id) for node_id in self._proto.bound_inputs]
+        return self._captures
+
+    def _variables(self) -> list[Variable]:
+        return [c for c in (self._context.nodes[i] for i in self._proto.bound_inputs) if isinstance(c, Variable)]
+
+    # -- running --------------------------------------------------------------------------------------------
+    def pure(self) -> Callable[[dict[str, Any], Sequence[Any]], tuple[list[Any], dict[str, Any]]]:
+        """``fn(state, flat_inputs) -> (flat_outputs, updated_state)`` over the FunctionDef."""
+        return pure_function(self._context.library, self.name, self._bind_captures())
+
+    def _run_flat(self, flat_inputs: list[Any]) -> list[Any]:
+        with self._lock:
+            if self._jitted is None:
+                self._context.check_ops(self.name)
+                self._jitted = jax.jit(self.pure())
+        variables = self._variables()
+        state = {}
+        for v in variables:
+            if v._value is not None:
+                state[v.key] = v._value
+        outputs, updated = self._jitted(state, flat_inputs)
+        for v in variables:
+            if v.key in updated:
+                v._value = updated[v.key]
+        return outputs
+
+    def _pack_outputs(self, flat: list[Any]) -> Any:
+        it = iter(flat)
+
+        def fill(s):
+            if isinstance(s, TensorSpec) or isinstance(s, structure.TypeSpec):
+                return next(it)
+            if isinstance(s, dict):
+                return {k: fill(v) for k, v in s.items()}
+            if isinstance(s, tuple) and hasattr(s, "_fields"):
+                return type(s)(*(fill(v) for v in s))
+            if isinstance(s, (list, tuple)):
+                return type(s)(fill(v) for v in s)
+            return s
+
+        if self.structured_outputs is None:
+            return flat[0] if len(flat) == 1 else flat
+        return fill(self.structured_outputs)
+
+    def call_flat(self, flat_inputs: Sequence[Any]) -> list[Any]:
+        """Run on flattened tensor inputs (in ``inputs_spec`` order); returns the flat outputs."""
+        return self._run_flat([_as_input(x) for x in flat_inputs])
+
+    def __call__(self, *args, **kwargs):
+        if self._is_signature:
+            return self._call_signature(args, kwargs)
+        sig_args, sig_kwargs = self.structured_input_signature
+        names = self._arg_keywords or [s.name if isinstance(s, TensorSpec) else None for s in sig_args]
+        bound = list(args)
+        if len(bound) > len(sig_args):
+            raise TypeError(f"{self.name} takes {len(sig_args)} positional arguments, got {len(bound)}")
+        rest = dict(kwargs)
+        for i in range(len(bound), len(sig_args)):
+            nm = names[i] if i < len(names) else None
+            if nm is not None and nm in rest:
+                bound.append(rest.pop(nm))
+            elif not isinstance(sig_args[i], TensorSpec) and not _has_tensors(sig_args[i]):
+                bound.append(sig_args[i])
+            else:
+                raise TypeError(f"{self.name}: missing argument {nm or i}")
+        kw = {}
+        for k, spec in sig_kwargs.items():
+            if k in rest:
+                kw[k] = rest.pop(k)
+            elif not _has_tensors(spec):
+                kw[k] = spec
+            else:
+                raise TypeError(f"{self.name}: missing keyword argument '{k}'")
+        if rest:
+            raise TypeError(f"{self.name}: unexpected arguments {sorted(rest)}")
+        flat = _match((tuple(bound), kw), (sig_args, sig_kwargs), convert=True)
+        if flat is None:
+            raise FunctionMatchError(
+                f"arguments do not match the signature of {self.name}: {_describe((tuple(bound), kw))} vs "
+                f"{structure.format_signature(sig_args, sig_kwargs)}"
+            )
+        return self._pack_outputs(self._run_flat(flat))
+
+    def _call_signature(self, args, kwargs):
+        _, sig_kwargs = self.structured_input_signature
+        kw = dict(kwargs)
+        if args:
+            if len(args) > 1 or len(sig_kwargs) != 1 or kw:
+                raise TypeError(
+                    f"signature functions take keyword arguments ({sorted(sig_kwargs)}); one positional argument "
+                    "is allowed only when the signature has exactly one input"
+                )
+            kw = {next(iter(sig_kwargs)): args[0]}
+        missing = sorted(set(sig_kwargs) - set(kw))
+        extra = sorted(set(kw) - set(sig_kwargs))
+        if missing or extra:
+            raise TypeError(f"signature expects inputs {sorted(sig_kwargs)}; missing {missing}, unexpected {extra}")
+        flat = _match(((), kw), ((), sig_kwargs), convert=True)
+        if flat is None:
+            raise FunctionMatchError(
+                f"inputs do not match the signature: {_describe(kw)} vs {structure.format_value(sig_kwargs)}"
+            )
+        return self._pack_outputs(self._run_flat(flat))
+
+    def __repr__(self) -> str:
+        a, k = self.structured_input_signature
+        return f"<ConcreteFunction {self.name}{structure.format_signature(a, k)}>"
+
+
+class RestoredFunction:
+    """A restored polymorphic ``tf.function``: dispatches to the first matching concrete function (TF's rule)."""
+
+    def __init__(self, context: _LoadContext, proto: saved_object_graph_pb2.SavedFunction):
+        self._context = context
+        self.concrete_functions = [context.concrete(n) for n in proto.concrete_functions]
+        spec = proto.function_spec
+        self._fullargspec = structure.decode(spec.fullargspec) if spec.HasField("fullargspec") else None
+        self._is_method = spec.is_method
+        self.input_signature = structure.decode(spec.input_signature) if spec.HasField("input_signature") else None
+
+    def _canonicalize(self, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        fas = self._fullargspec
+        if fas is None:
+            return tuple(args), dict(kwargs)
+        names = list(fas.args or [])
+        if self._is_method and names and names[0] == "self":
+            names = names[1:]
+        defaults = list(fas.defaults or [])
+        default_of = dict(zip(names[len(names) - len(defaults):], defaults)) if defaults else {}
+        if len(args) > len(names) and not fas.varargs:
+            raise TypeError(f"function takes {len(names)} positional arguments but {len(args)} were given")
+        bound = list(args)
+        rest = dict(kwargs)
+        for nm in names[len(args):]:
+            if nm in rest:
+                bound.append(rest.pop(nm))
+            elif nm in default_of:
+                bound.append(default_of[nm])
+            else:
+                raise TypeError(f"missing required argument '{nm}'")
+        kwonly = {}
+        for nm in fas.kwonlyargs or []:
+            if nm in rest:
+                kwonly[nm] = rest.pop(nm)
+            elif fas.kwonlydefaults and nm in fas.kwonlydefaults:
+                kwonly[nm] = fas.kwonlydefaults[nm]
+        if rest and not fas.varkw:
+            raise TypeError(f"unexpected keyword arguments {sorted(rest)}")
+        kwonly.update(rest)
+        return tuple(bound), kwonly
+
+    def __call__(self, *args, **kwargs):
+        call = self._canonicalize(args, kwargs)
+        for convert in (False, True):
+            for cf in self.concrete_functions:
+                flat = _match(call, cf.structured_input_signature, convert)
+                if flat is not None:
+                    return cf._pack_outputs(cf._run_flat(flat))
+        options = "\n".join(
+            f"  Option {i + 1}: {structure.format_signature(*cf.structured_input_signature)}"
+            for i, cf in enumerate(self.concrete_functions)
+        )
+        raise FunctionMatchError(
+            f"Could not find matching concrete function to call loaded from the SavedModel. Got:\n"
+            f"  {_describe(call)}\nExpected one of:\n{options}"
+        )
+
+    def get_concrete_function(self, *args, **kwargs) -> ConcreteFunction:
+        """The concrete function a call with these arguments (or TensorSpecs) would run."""
+        call = self._canonicalize(args, kwargs)
+        for convert in (False, True):
+            for cf in self.concrete_functions:
+                if _match(call, cf.structured_input_signature, convert, specs_ok=True) is not None:
+                    return cf
+        raise FunctionMatchError(f"no concrete function matches {_describe(call)}")
+
+    def __repr__(self) -> str:
+        return f"<RestoredFunction with {len(self.concrete_functions)} concrete function(s)>"
+
+
+# -- matching calls to signatures (TF's function_type rules) -------------------------------------------------
+def _has_tensors(s: Any) -> bool:
+    return any(isinstance(x, (TensorSpec, structure.TypeSpec)) for x in structure.flatten(s))
+
+
+def _as_input(x: Any) -> Any:
+    if isinstance(x, Variable):
+        return x.value()
+    return x
+
+
+def _dtype_matches(got: np.dtype, want: np.dtype) -> bool:
+    if got == want:
+        return True
+    if not jax.config.jax_enable_x64:  # JAX arrays cannot be 64-bit here; accept their 32-bit twins
+        pairs = {(np.dtype("int32"), np.dtype("int64")), (np.dtype("float32"), np.dtype("float64")),
+                 (np.dtype("uint32"), np.dtype("uint64")), (np.dtype("complex64"), np.dtype("complex128"))}
+        return (got, want) in pairs
+    return False
+
+
+def _match(value: Any, spec: Any, convert: bool, specs_ok: bool = False) -> list[Any] | None:
+    """Flat tensor inputs when ``value`` fits ``spec`` (structure, dtype, compatible shape), else None."""
+    out: list[Any] = []
+
+    def go(v, s) -> bool:
+        if isinstance(s, TensorSpec):
+            v = _as_input(v)
+            if specs_ok and isinstance(v, TensorSpec):
+                ok = v.dtype == s.dtype and s.is_compatible_with_shape(tuple(d if d is not None else -1
+                                                                            for d in (v.shape or ())))
+                out.append(v)
+                return ok
+            if isinstance(v, (np.ndarray, jax.Array, np.generic)):
+                arr = v
+            elif convert and isinstance(v, (bool, int, float, complex, list, tuple)) and s.dtype is not None:
+                try:
+                    arr = np.asarray(v)
+                except Exception:
+                    return False
+                # Python numbers convert like TF: ints to any numeric dtype, floats only to floating types.
+                if arr.dtype == object or (arr.dtype.kind == "f" and s.dtype.kind not in "fc"):
+                    return False
+                if (arr.dtype.kind == "b") != (s.dtype.kind == "b"):
+                    return False
+                arr = arr.astype(s.dtype)
+            else:
+                return False
+            if s.dtype is None or not _dtype_matches(np.dtype(arr.dtype), s.dtype):
+                return False
+            if not s.is_compatible_with_shape(tuple(arr.shape)):
+                return False
+            out.append(arr)
+            return True
+        if isinstance(s, dict):
+            if not isinstance(v, Mapping) or set(v) != set(s):
+                return False
+            return all(go(v[k], s[k]) for k in sorted(s))
+        if isinstance(s, (list, tuple)):
+            if not isinstance(v, (list, tuple)) or len(v) != len(s):
+                return False
+            return all(go(a, b) for a, b in zip(v, s))
+        if isinstance(s, structure.TypeSpec):
+            return False
+        if isinstance(v, (np.ndarray, jax.Array)):
+            return False
+        try:
+            return bool(v == s) and type(v) is not bool or (type(v) is type(s) and v == s)
+        except Exception:
+            return False
+
+    return out if go(value, spec) else None
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, (np.ndarray, jax.Array)):
+        return f"Tensor(shape={tuple(value.shape)}, dtype={np.dtype(value.dtype).name})"
+    if isinstance(value, Variable):
+        return f"Variable(shape={value.shape}, dtype={value.dtype.name})"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k!r}: {_describe(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        inner = ", ".join(_describe(v) for v in value)
+        return f"[{inner}]" if isinstance(value, list) else f"({inner})"
+    return repr(value)
+
+
+# -- loading -------------------------------------------------------------------------------------------------
+class _LoadContext:
+    """Shared state while restoring one SavedModel: the object nodes, library, checkpoint, concrete functions."""
+
+    def __init__(self, export_dir: str, meta_graph: meta_graph_pb2.MetaGraphDef, options: LoadOptions):
+        from jaxsm.format.saved_model import SavedModelFiles
+
+        self.export_dir = export_dir
+        self.files = SavedModelFiles.of(export_dir)
+        self.meta_graph = meta_graph
+        self.options = options
+        self.graph = meta_graph.object_graph_def
+        self.library = Library(meta_graph.graph_def.library, meta_graph.meta_info_def.stripped_op_list)
+        self.nodes: list[Any] = [None] * len(self.graph.nodes)
+        self._concrete: dict[str, ConcreteFunction] = {}
+        self._checked: set[str] = set()
+        self._graph_consts: dict[str, Any] | None = None
+
+    def concrete(self, name: str) -> ConcreteFunction:
+        if name not in self._concrete:
+            proto = self.graph.concrete_functions.get(name)
+            if proto is None:
+                proto = saved_object_graph_pb2.SavedConcreteFunction()
+            self._concrete[name] = ConcreteFunction(self, name, proto)
+        return self._concrete[name]
+
+    def check_ops(self, fname: str) -> None:
+        if fname not in self._checked:
+            check_supported(self.library.scan_ops([fname]), f"function '{fname}'")
+            self._checked.add(fname)
+
+    def check_all_ops(self) -> None:
+        """One UnsupportedOpError for every missing op reachable from exposed functions (principle 4)."""
+        names = list(self._concrete)
+        if names:
+            check_supported(self.library.scan_ops(names), f"the SavedModel at {self.export_dir}")
+            self._checked.update(names)
+
+    def capture(self, node_id: int) -> Any:
+        """The value bound for ``bound_inputs`` entry ``node_id``."""
+        obj = self.nodes[node_id]
+        if isinstance(obj, Variable):
+            return Resource(obj.key)
+        if isinstance(obj, _Captured):
+            return obj.value
+        if isinstance(obj, RestoredResource):
+            return Resource(obj.key, "resource")
+        raise JaxsmError(
+            f"bound input node {node_id} ({self.graph.nodes[node_id].WhichOneof('kind')}) cannot be captured"
+        )
+
+    def graph_constant(self, op_name: str) -> np.ndarray:
+        if self._graph_consts is None:
+            self._graph_consts = {n.name: n for n in self.meta_graph.graph_def.node}
+        node = self._graph_consts.get(op_name)
+        if node is None or "value" not in node.attr:
+            raise JaxsmError(f"constant '{op_name}' is not a Const node of the SavedModel's graph")
+        return tensor_from_proto(node.attr["value"].tensor)
+
+
+@dataclass
+class _Captured:
+    """A constant or asset captured by functions: a host-side value."""
+
+    value: Any
+
+
+class RestoredResource:
+    """A restored non-variable resource (e.g. a lookup table)."""
+
+    def __init__(self, key: str, device: str = ""):
+        self.key = key
+        self.device = device
+
+    def __repr__(self) -> str:
+        return f"<RestoredResource {self.key}>"
+
+
+def _checkpoint_keys(reader, saved_graph) -> dict[int, str]:
+    """SavedObjectGraph node id -> checkpoint key of its VARIABLE_VALUE, walking both graphs from the root."""
+    if not reader.has_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"):
+        return {}
+    raw = reader.get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH")
+    tog = trackable_object_graph_pb2.TrackableObjectGraph.FromString(
+        raw.item() if isinstance(raw, np.ndarray) else raw)
+    keys: dict[int, str] = {}
+    seen = {0}
+    stack = [(0, 0)]
+    while stack:
+        sid, cid = stack.pop()
+        for attr in tog.nodes[cid].attributes:
+            if attr.name == "VARIABLE_VALUE":
+                keys[sid] = attr.checkpoint_key
+        ckpt_children = {c.local_name: c.node_id for c in tog.nodes[cid].children}
+        for child in saved_graph.nodes[sid].children:
+            if child.node_id in seen or child.local_name not in ckpt_children:
+                continue
+            seen.add(child.node_id)
+            stack.append((child.node_id, ckpt_children[child.local_name]))
+    return keys
+
+
+def _object_paths(saved_graph) -> dict[int, str]:
+    """Shortest object path ('model/dense/kernel') of every node, breadth first from the root."""
+    paths = {0: ""}
+    queue = [0]
+    for nid in queue:
+        for child in saved_graph.nodes[nid].children:
+            if child.node_id not in paths:
+                base = paths[nid]
+                paths[child.node_id] = f"{base}/{child.local_name}" if base else child.local_name
+                queue.append(child.node_id)
+    return paths
+
+
+def load_object_graph(export_dir: str, meta_graph: meta_graph_pb2.MetaGraphDef, options: LoadOptions) -> Any:
+    """Restore the object tree of a TF2 MetaGraph (called by :func:`jaxsm.load`)."""
+    ctx = _LoadContext(export_dir, meta_graph, options)
+    graph = ctx.graph
+    paths = _object_paths(graph)
+
+    reader = None
+    if options.load_variables and not options.experimental_skip_checkpoint and ctx.files.has_variables:
+        from jaxsm.format.checkpoint import load_checkpoint
+
+        reader = load_checkpoint(ctx.files.variables_prefix, verify_checksums=options.verify_checksums)
+    ckpt_keys = _checkpoint_keys(reader, graph) if reader is not None else {}
+
+    # First pass: create every object (children are attached in the second pass; cycles are legal).
+    for nid, node in enumerate(graph.nodes):
+        kind = node.WhichOneof("kind")
+        if kind == "user_object":
+            ident = node.user_object.identifier
+            if ident == "trackable_list_wrapper":
+                ctx.nodes[nid] = []
+            elif ident == "trackable_dict_wrapper":
+                ctx.nodes[nid] = {}
+            elif ident == "trackable_tuple_wrapper":
+                ctx.nodes[nid] = []
+            elif ident == "signature_map":
+                ctx.nodes[nid] = None  # filled in below
+            else:
+                ctx.nodes[nid] = UserObject(ident)
+        elif kind == "variable":
+            v = node.variable
+            key = paths.get(nid) or v.name or f"variable_{nid}"
+            var = Variable(key, v.name or key, tuple(d.size if d.size >= 0 else None for d in v.shape.dim),
+                           dtypes.to_numpy(v.dtype), v.trainable)
+            if v.dtype in (dtypes.DT.DT_INT64, dtypes.DT.DT_DOUBLE):
+                _warn_x64_once()
+            ctx.nodes[nid] = var
+        elif kind == "asset":
+            fname = meta_graph.asset_file_def[node.asset.asset_file_def_index].filename
+            ctx.nodes[nid] = _Captured(np.asarray(str(ctx.files.asset_path(fname)).encode(), dtype=object))
+        elif kind == "constant":
+            ctx.nodes[nid] = _Captured(ctx.graph_constant(node.constant.operation))
+        elif kind == "resource":
+            ctx.nodes[nid] = RestoredResource(paths.get(nid) or f"resource_{nid}", node.resource.device)
+        elif kind in ("function", "bare_concrete_function", "captured_tensor"):
+            ctx.nodes[nid] = None  # below, once all captures exist
+        else:
+            ctx.nodes[nid] = UserObject(kind or "unknown")
+
+    for nid, node in enumerate(graph.nodes):
+        kind = node.WhichOneof("kind")
+        if kind == "function":
+            ctx.nodes[nid] = RestoredFunction(ctx, node.function)
+        elif kind == "bare_concrete_function":
+            b = node.bare_concrete_function
+            cf = ctx.concrete(b.concrete_function_name)
+            cf._arg_keywords = list(b.argument_keywords) or None
+            cf._num_positional = b.allowed_positional_arguments
+            ctx.nodes[nid] = cf
+        elif kind == "captured_tensor":
+            ctx.nodes[nid] = _Captured(None)
+
+    # Variable values.
+    for nid, obj in enumerate(ctx.nodes):
+        if isinstance(obj, Variable):
+            key = ckpt_keys.get(nid)
+            if reader is not None and key is not None and reader.has_tensor(key):
+                value = reader.get_tensor(key)
+                obj._value = jax.device_put(value, options.device) if options.device is not None \
+                    else jnp.asarray(value)
+            elif reader is not None and not options.allow_partial_checkpoint:
+                raise VariableError(
+                    f"variable '{obj.name}' (object path '{obj.key}') has no value in the checkpoint "
+                    f"{ctx.files.variables_prefix}; pass LoadOptions(allow_partial_checkpoint=True) to load anyway"
+                )
+
+    # Children, signatures.
+    for nid, node in enumerate(graph.nodes):
+        obj = ctx.nodes[nid]
+        if node.WhichOneof("kind") == "user_object" and node.user_object.identifier == "signature_map":
+            sigs = {}
+            for child in node.children:
+                cf = ctx.nodes[child.node_id]
+                if isinstance(cf, ConcreteFunction):
+                    cf._is_signature = True
+                    sigs[child.local_name] = cf
+            ctx.nodes[nid] = Signatures(sigs)
+    for nid, node in enumerate(graph.nodes):
+        obj = ctx.nodes[nid]
+        children = [(c.local_name, ctx.nodes[c.node_id]) for c in node.children]
+        if isinstance(obj, UserObject):
+            for name, child in children:
+                obj._add_child(name, child)
+        elif isinstance(obj, list):
+            indexed = sorted((int(n), c) for n, c in children if n.isdigit())
+            obj.extend(c for _, c in indexed)
+        elif isinstance(obj, dict):
+            obj.update(children)
+    for nid, node in enumerate(graph.nodes):
+        if node.WhichOneof("kind") == "user_object" and node.user_object.identifier == "trackable_tuple_wrapper":
+            ctx.nodes[nid] = tuple(ctx.nodes[nid])  # tuples are immutable: rebind parents' references
+            for pid, parent in enumerate(graph.nodes):
+                for c in parent.children:
+                    if c.node_id == nid and isinstance(ctx.nodes[pid], UserObject):
+                        ctx.nodes[pid]._add_child(c.local_name, ctx.nodes[nid])
+
+    root = ctx.nodes[0]
+    if isinstance(root, UserObject) and "signatures" not in root._jaxsm_children:
+        root._add_child("signatures", Signatures({}))
+    ctx.check_all_ops()
+    if isinstance(root, UserObject):
+        root._jaxsm_context = ctx
+    return root
+
+
+def tree_repr(obj: Any, name: str = "", indent: int = 0, seen: set[int] | None = None, limit: int = 400) -> str:
+    """A readable multi-line tree of a restored object (what ``repr`` and ``jaxsm show`` print)."""
+    seen = set() if seen is None else seen
+    lines: list[str] = []
+
+    def line(text: str, depth: int) -> None:
+        if len(lines) < limit:
+            lines.append("  " * depth + text)
+
+    def visit(o: Any, label: str, depth: int) -> None:
+        prefix = f"{label}: " if label else ""
+        if isinstance(o, Variable):
+            line(f"{prefix}Variable(shape={o.shape}, dtype={o.dtype.name}, trainable={o.trainable})", depth)
+            return
+        if isinstance(o, (ConcreteFunction, RestoredFunction, Signatures, RestoredResource)):
+            line(f"{prefix}{o!r}", depth)
+            return
+        if id(o) in seen and isinstance(o, (UserObject, list, dict, tuple)):
+            line(f"{prefix}<see above>", depth)
+            return
+        seen.add(id(o))
+        if isinstance(o, UserObject):
+            line(f"{prefix}{o._jaxsm_identifier}", depth)
+            for k in sorted(o._jaxsm_children):
+                visit(o._jaxsm_children[k], k, depth + 1)
+        elif isinstance(o, (list, tuple)):
+            line(f"{prefix}{type(o).__name__}[{len(o)}]", depth)
+            for i, v in enumerate(o):
+                visit(v, str(i), depth + 1)
+        elif isinstance(o, dict):
+            line(f"{prefix}dict[{len(o)}]", depth)
+            for k in sorted(o):
+                visit(o[k], str(k), depth + 1)
+        elif isinstance(o, _Captured):
+            line(f"{prefix}{o.value!r}", depth)
+        else:
+            line(f"{prefix}{o!r}", depth)
+
+    visit(obj, name, indent)
+    return "\n".join(lines)
+
+
+def load(export_dir: str | os.PathLike, tags: str | Sequence[str] | None = None,
+         options: LoadOptions | None = None) -> Any:
+    """Load a SavedModel without TensorFlow, like ``tf.saved_model.load``.
+
+    Arguments:
+      export_dir: the SavedModel directory.
+      tags: the MetaGraph's tag-set (a string or a list); optional when there is a single MetaGraph.
+      options: a :class:`LoadOptions`.
+
+    Returns:
+      The restored root object: attributes, variables (:class:`Variable`), restored functions and
+      ``.signatures``. TF1 SavedModels (no object graph) return an object with ``.signatures``, ``.prune``,
+      ``.variables``, ``.graph``, ``.restore`` and ``.initializer``, as TF's ``load_v1_in_v2`` does.
+    """
+    from jaxsm.format.saved_model import load_meta_graph
+
+    options = options or LoadOptions()
+    export_dir = os.fspath(export_dir)
+    meta_graph = load_meta_graph(export_dir, tags)
+    if len(meta_graph.object_graph_def.nodes) == 0:
+        from jaxsm import tf1
+
+        return tf1.load_v1(export_dir, meta_graph, options)
+    return load_object_graph(export_dir, meta_graph, options)

@@ -1,0 +1,280 @@
+"""Functional control flow: If/Case -> Python branch or lax.switch; While -> lax.scan or lax.while_loop.
+
+Variable state (the interpreter's state dict) is threaded through every branch and loop iteration, so
+assignments inside them are kept (DESIGN principle 3). Loops whose trip count is known at trace time run as
+``lax.scan`` so they are reverse-mode differentiable (principle 8).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from jaxsm.errors import LoweringError, StaticValueError
+from jaxsm.graph.interpreter import Interpreter, OpContext
+from jaxsm.graph.library import DYNAMIC, output_dependencies
+from jaxsm.graph.tensor_list import TensorList
+from jaxsm.graph.values import to_static
+from jaxsm.ops.registry import op
+
+_MAX_STATIC_TRIPS = 100_000  # beyond this a loop is not unrolled at trace time to find its trip count
+_MAX_UNROLL = 256  # a static-trip loop whose body needs static counters is unrolled up to this many steps
+
+
+def _is_carry(v: Any) -> bool:
+    return isinstance(v, (np.ndarray, np.generic, jax.Array, TensorList)) or isinstance(v, jax.core.Tracer)
+
+
+def _as_jax(v: Any) -> Any:
+    if isinstance(v, TensorList):
+        return v
+    return jnp.asarray(v)
+
+
+def _run_with_state(interp: Interpreter, fname: str, args: list[Any], state: dict) -> tuple[list[Any], dict]:
+    """Call ``fname`` with ``state`` as the variable state; returns (outputs, resulting state)."""
+    saved = interp.state
+    interp.state = dict(state)
+    try:
+        outs = interp.call(fname, args)
+        return outs, interp.state
+    finally:
+        interp.state = saved
+
+
+def _switch(ctx: OpContext, index: Any, branches: list[str], args: list[Any]) -> list[Any]:
+    """Run ``branches[index]`` on ``args`` with lax.switch, threading variable state through every branch."""
+    interp = ctx.interp
+    state0 = dict(interp.state)
+
+    def make(fname):
+        def branch():
+            outs, state = _run_with_state(interp, fname, args, state0)
+            if set(state) != set(state0):
+                raise ctx.error(
+                    f"branch '{fname}' creates variables {sorted(set(state) - set(state0))} that the other "
+                    "branches do not; jaxsm needs every variable to exist before a run-time branch"
+                )
+            return [_as_jax(o) for o in outs], {k: jnp.asarray(state[k]) for k in state0}
+
+        return branch
+
+    outs, state = lax.switch(index, [make(b) for b in branches])
+    interp.state.update(state)
+    return outs
+
+
+@op("If", "StatelessIf", stateful=True)
+def if_(ctx, cond, *args):
+    then_b, else_b = ctx.attr("then_branch").name, ctx.attr("else_branch").name
+    c = to_static(cond)
+    if c is not None:
+        # TF: a non-scalar predicate is true when it is non-empty.
+        taken = bool(c) if c.ndim == 0 else c.size > 0
+        return ctx.call(then_b if taken else else_b, args)
+    pred = jnp.asarray(cond)
+    if pred.ndim:
+        raise ctx.error("a run-time If predicate must be a scalar")
+    return _switch(ctx, jnp.where(pred.astype(bool), 0, 1), [then_b, else_b], list(args))
+
+
+@op("Case", "StatelessCase", stateful=True)
+def case(ctx, branch_index, *args):
+    branches = [f.name for f in ctx.attr("branches")]
+    n = len(branches)
+    i = to_static(branch_index)
+    if i is not None:
+        i = int(i)
+        return ctx.call(branches[i if 0 <= i < n else n - 1], args)  # TF runs the last branch when out of range
+    i = jnp.asarray(branch_index)
+    return _switch(ctx, jnp.where((i < 0) | (i >= n), n - 1, i), branches, list(args))
+
+
+# -- While ---------------------------------------------------------------------------------------------------
+def _static_schedule(ctx: OpContext, cond: str, body: str, init: list[Any]) -> tuple[set[int], list[dict]] | None:
+    """Find loop variables computable at trace time and, from them, the trip count.
+
+    Returns (static positions, the static values at the start of each iteration plus the final ones), or None
+    when the condition depends on run-time values. Only the slices of cond/body that compute those variables are
+    evaluated, in NumPy, so a Keras RNN loop of T steps costs a few tiny ops per step to schedule.
+    """
+    lib = ctx.library
+    bbody = lib.body(body)
+    static = {i for i, v in enumerate(init) if isinstance(v, np.ndarray)}
+    if not static:
+        return None
+    body_deps = output_dependencies(lib, bbody)
+    while True:
+        keep = {i for i in static if i < len(body_deps) and body_deps[i] <= static}
+        if keep == static:
+            break
+        static = keep
+    cond_deps = output_dependencies(lib, lib.body(cond))[0]
+    if not static or not cond_deps <= static:
+        return None
+    order = tuple(sorted(static))
+    cslice = lib.sliced_body(cond, (0,))
+    bslice = lib.sliced_body(body, order)
+    interp = Interpreter(lib)
+    values = {i: init[i] for i in order}
+    schedule = [values]
+    for _ in range(_MAX_STATIC_TRIPS):
+        args = [values.get(i) for i in range(len(init))]
+        c = to_static(interp.run(cslice, args)[0])
+        if c is None:
+            return None
+        if not bool(c):
+            return static, schedule
+        outs = interp.run(bslice, args)
+        if not all(isinstance(o, np.ndarray) for o in outs):
+            return None
+        values = dict(zip(order, outs))
+        schedule.append(values)
+    return None
+
+
+def _materialize_lists(ctx: OpContext, body: str, vars_: list[Any]) -> list[Any]:
+    """Allocate TensorLists whose element shape is still unknown by tracing one body iteration abstractly."""
+    pending = [i for i, v in enumerate(vars_) if isinstance(v, TensorList) and v.items is None]
+    if not pending:
+        return vars_
+    interp = ctx.interp
+    state = dict(interp.state)
+
+    def one_step():
+        outs, _ = _run_with_state(interp, body, list(vars_), state)
+        return [outs[i] for i in pending]
+
+    shapes = jax.eval_shape(one_step)
+    out = list(vars_)
+    for i, s in zip(pending, shapes):
+        lst = vars_[i]
+        if not isinstance(s, TensorList) or s.items is None:
+            raise ctx.error("cannot determine the element shape of a TensorList carried by this loop")
+        cap = lst.capacity if lst.capacity is not None else s.items.shape[0]
+        out[i] = TensorList(jnp.zeros((cap,) + tuple(s.items.shape[1:]), s.items.dtype), lst.length,
+                            lst.element_dtype, lst.element_shape, cap)
+    return out
+
+
+def _fit(new: Any, old: Any, ctx: OpContext, what: str) -> Any:
+    """Cast a loop body's output to the carried value's dtype (TF keeps loop-var dtypes fixed)."""
+    if isinstance(old, TensorList):
+        if not isinstance(new, TensorList) or new.items is None:
+            raise ctx.error(f"{what}: the loop body changed a TensorList's structure")
+        return TensorList(new.items.astype(old.items.dtype), old.length if new.length == old.length else new.length,
+                          old.element_dtype, old.element_shape, old.capacity)
+    new = jnp.asarray(new, dtype=old.dtype)
+    if new.shape != old.shape:
+        raise ctx.error(
+            f"{what}: loop variable changes shape from {old.shape} to {new.shape}; XLA loops need fixed shapes "
+            "(TF shape_invariants with None dims are not supported)"
+        )
+    return new
+
+
+@op("While", "StatelessWhile", stateful=True)
+def while_(ctx, *args):
+    cond, body = ctx.attr("cond").name, ctx.attr("body").name
+    interp = ctx.interp
+    init = list(args)
+    schedule = _static_schedule(ctx, cond, body, init)
+    carried = [i for i, v in enumerate(init) if _is_carry(v)]
+    if schedule is not None:
+        static, steps = schedule
+        trips = len(steps) - 1
+        if trips == 0:
+            return init
+        dynamic = [i for i in carried if i not in static]
+        try:
+            return _scan_loop(ctx, body, init, static, steps, dynamic)
+        except StaticValueError:
+            if trips > _MAX_UNROLL:
+                raise
+            return _unrolled_loop(ctx, body, init, trips)
+    return _while_loop(ctx, cond, body, init, carried)
+
+
+def _unrolled_loop(ctx: OpContext, body: str, init: list[Any], trips: int) -> list[Any]:
+    vars_ = list(init)
+    for _ in range(trips):
+        vars_ = ctx.call(body, vars_)
+    return vars_
+
+
+def _scan_loop(ctx, body, init, static, steps, dynamic):
+    interp = ctx.interp
+    order = sorted(static)
+    trips = len(steps) - 1
+    xs = {i: np.stack([steps[t][i] for t in range(trips)]) for i in order}
+    vars0 = _materialize_lists(ctx, body, [_as_jax(v) if i in dynamic else v for i, v in enumerate(init)])
+    carry0 = ([vars0[i] for i in dynamic], dict(interp.state))
+
+    def step(carry, x):
+        dyn, state = carry
+        full = list(vars0)
+        for i in order:
+            full[i] = x[i]
+        for i, v in zip(dynamic, dyn):
+            full[i] = v
+        outs, new_state = _run_with_state(interp, body, full, state)
+        new_dyn = [_fit(outs[i], old, ctx, f"loop variable {i}") for i, old in zip(dynamic, dyn)]
+        return (new_dyn, {k: jnp.asarray(new_state[k], dtype=jnp.asarray(state[k]).dtype) for k in state}), None
+
+    (dyn, state), _ = lax.scan(step, carry0, xs, length=trips)
+    interp.state.update(state)
+    result = list(init)
+    for i in order:
+        result[i] = steps[-1][i]
+    for i, v in zip(dynamic, dyn):
+        result[i] = v
+    return result
+
+
+def _while_loop(ctx, cond, body, init, carried):
+    interp = ctx.interp
+    vars0 = _materialize_lists(ctx, body, [_as_jax(v) if i in carried else v for i, v in enumerate(init)])
+    carry0 = ([vars0[i] for i in carried], dict(interp.state))
+
+    def full_vars(dyn):
+        full = list(vars0)
+        for i, v in zip(carried, dyn):
+            full[i] = v
+        return full
+
+    def cond_fn(carry):
+        dyn, state = carry
+        outs, _ = _run_with_state(interp, cond, full_vars(dyn), state)
+        return jnp.asarray(outs[0]).astype(bool).reshape(())
+
+    def body_fn(carry):
+        dyn, state = carry
+        outs, new_state = _run_with_state(interp, body, full_vars(dyn), state)
+        new_dyn = [_fit(outs[i], old, ctx, f"loop variable {i}") for i, old in zip(carried, dyn)]
+        if set(new_state) != set(state):
+            raise ctx.error("the loop body creates variables; jaxsm needs every variable to exist before the loop")
+        return new_dyn, {k: jnp.asarray(new_state[k], dtype=jnp.asarray(state[k]).dtype) for k in state}
+
+    dyn, state = lax.while_loop(cond_fn, body_fn, carry0)
+    interp.state.update(state)
+    return full_vars(dyn)
+
+
+@op("For", stateful=True)
+def for_(ctx, start, limit, delta, *args):
+    s, l, d = (int(ctx.static(v, n)) for v, n in ((start, "start"), (limit, "limit"), (delta, "delta")))
+    fname = ctx.attr("body").name
+    vars_ = list(args)
+    for i in range(s, l, d):
+        vars_ = ctx.call(fname, [np.asarray(i, np.int32)] + vars_)
+    return vars_
+
+
+@op("SymbolicGradient")
+def symbolic_gradient(ctx, *args):
+    raise LoweringError(f"{ctx.node.where()}: SymbolicGradient (TF1 gradient graphs) is not supported; "
+                        "use jax.grad on the loaded function instead")

@@ -1,0 +1,159 @@
+"""TensorList ops (control flow v2's lists: tf.TensorArray, tf.map_fn, tf.scan, Keras RNNs).
+
+A list is a :class:`~jaxsm.graph.tensor_list.TensorList`: one preallocated array, so it can be carried through
+``lax.scan``/``lax.while_loop``. Reads and writes at run-time indices use dynamic indexing.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+
+from jaxsm.graph.tensor_list import TensorList
+from jaxsm.ops.registry import op
+
+
+def _shape_from_input(shape) -> tuple | None:
+    """TF passes element shapes as int tensors: -1 for unknown dims, a scalar -1 for unknown rank."""
+    s = np.asarray(shape)
+    if s.ndim == 0:
+        return None if int(s) == -1 else ()
+    return tuple(None if int(d) < 0 else int(d) for d in s)
+
+
+def _require_items(ctx, lst: TensorList, element_shape=None):
+    if lst.items is not None:
+        return lst.items
+    shape = lst.known_element_shape()
+    if shape is None and element_shape is not None:
+        s = _shape_from_input(element_shape)
+        shape = s if s is not None and all(d is not None for d in s) else None
+    if shape is None:
+        raise ctx.error("reading a TensorList whose elements were never set and whose element shape is unknown")
+    return jnp.zeros((lst.capacity or 0,) + shape, lst.element_dtype)
+
+
+@op("TensorListReserve", static=(0, 1), stateful=True)
+def tensor_list_reserve(ctx, element_shape, num_elements):
+    n = int(num_elements)
+    if n < 0:
+        raise ctx.error("TensorListReserve with an unknown number of elements cannot be preallocated")
+    dtype = ctx.dtype("element_dtype")
+    shape = _shape_from_input(element_shape)
+    items = jnp.zeros((n,) + shape, dtype) if shape is not None and None not in shape else None
+    return TensorList(items, n, dtype, shape, n)
+
+
+@op("EmptyTensorList", static=(0, 1), stateful=True)
+def empty_tensor_list(ctx, element_shape, max_num_elements):
+    dtype = ctx.dtype("element_dtype")
+    shape = _shape_from_input(element_shape)
+    items = jnp.zeros((0,) + shape, dtype) if shape is not None and None not in shape else None
+    return TensorList(items, 0, dtype, shape, 0)
+
+
+@op("TensorListFromTensor", stateful=True)
+def tensor_list_from_tensor(ctx, tensor, element_shape):
+    t = jnp.asarray(tensor)
+    return TensorList(t, t.shape[0], t.dtype, tuple(t.shape[1:]), t.shape[0])
+
+
+@op("TensorListSetItem", stateful=True)
+def tensor_list_set_item(ctx, lst, index, item):
+    item = jnp.asarray(item, lst.element_dtype)
+    items = lst.items
+    if items is None:
+        items = jnp.zeros((lst.capacity,) + item.shape, lst.element_dtype)
+    return TensorList(items.at[index].set(item), lst.length, lst.element_dtype, lst.element_shape, lst.capacity)
+
+
+@op("TensorListGetItem", stateful=True)
+def tensor_list_get_item(ctx, lst, index, element_shape):
+    return _require_items(ctx, lst, element_shape)[index]
+
+
+@op("TensorListStack", stateful=True)
+def tensor_list_stack(ctx, lst, element_shape):
+    return _require_items(ctx, lst, element_shape)
+
+
+@op("TensorListGather", stateful=True)
+def tensor_list_gather(ctx, lst, indices, element_shape):
+    return _require_items(ctx, lst, element_shape)[jnp.asarray(indices)]
+
+
+@op("TensorListScatter", "TensorListScatterV2", stateful=True)
+def tensor_list_scatter(ctx, tensor, indices, element_shape, num_elements=None):
+    t = jnp.asarray(tensor)
+    idx = ctx.static(indices, "TensorListScatter indices")
+    n = int(num_elements) if num_elements is not None and int(np.asarray(num_elements)) >= 0 else (
+        int(idx.max()) + 1 if idx.size else 0)
+    items = jnp.zeros((n,) + t.shape[1:], t.dtype).at[idx].set(t)
+    return TensorList(items, n, t.dtype, tuple(t.shape[1:]), n)
+
+
+@op("TensorListScatterIntoExistingList", stateful=True)
+def tensor_list_scatter_into(ctx, lst, tensor, indices):
+    t = jnp.asarray(tensor, lst.element_dtype)
+    items = lst.items if lst.items is not None else jnp.zeros((lst.capacity,) + t.shape[1:], t.dtype)
+    return TensorList(items.at[jnp.asarray(indices)].set(t), lst.length, lst.element_dtype, lst.element_shape,
+                      lst.capacity)
+
+
+@op("TensorListConcat", "TensorListConcatV2", stateful=True)
+def tensor_list_concat(ctx, lst, element_shape, leading_dims=None):
+    items = _require_items(ctx, lst, element_shape)
+    out = items.reshape((-1,) + items.shape[2:])
+    return out, np.full((items.shape[0],), items.shape[1], np.int64)
+
+
+@op("TensorListSplit", static=(2,), stateful=True)
+def tensor_list_split(ctx, tensor, element_shape, lengths):
+    t = jnp.asarray(tensor)
+    lengths = [int(v) for v in lengths]
+    if len(set(lengths)) > 1:
+        raise ctx.error("TensorListSplit with unequal lengths cannot be stored as one array")
+    n = len(lengths)
+    items = t.reshape((n, lengths[0] if n else 0) + t.shape[1:])
+    return TensorList(items, n, t.dtype, tuple(items.shape[1:]), n)
+
+
+@op("TensorListLength", stateful=True)
+def tensor_list_length(ctx, lst):
+    return np.asarray(lst.length, np.int32)
+
+
+@op("TensorListElementShape", stateful=True)
+def tensor_list_element_shape(ctx, lst):
+    dtype = ctx.dtype("shape_type", np.dtype(np.int32))
+    shape = lst.known_element_shape() or lst.element_shape
+    if shape is None:
+        return np.asarray(-1, dtype)
+    return np.asarray([-1 if d is None else d for d in shape], dtype)
+
+
+@op("TensorListPushBack", stateful=True)
+def tensor_list_push_back(ctx, lst, tensor):
+    t = jnp.asarray(tensor, lst.element_dtype)[None]
+    items = t if lst.items is None or lst.length == 0 else jnp.concatenate([lst.items[: lst.length], t])
+    n = int(lst.length) + 1
+    return TensorList(items, n, lst.element_dtype, lst.element_shape, n)
+
+
+@op("TensorListPopBack", stateful=True)
+def tensor_list_pop_back(ctx, lst, element_shape):
+    if lst.length == 0:
+        raise ctx.error("TensorListPopBack on an empty list")
+    items = _require_items(ctx, lst, element_shape)
+    n = int(lst.length) - 1
+    return TensorList(items[:n], n, lst.element_dtype, lst.element_shape, n), items[n]
+
+
+@op("TensorListResize", static=(1,), stateful=True)
+def tensor_list_resize(ctx, lst, size):
+    n = int(size)
+    items = lst.items
+    if items is not None:
+        items = items[:n] if n <= items.shape[0] else jnp.concatenate(
+            [items, jnp.zeros((n - items.shape[0],) + items.shape[1:], items.dtype)])
+    return TensorList(items, n, lst.element_dtype, lst.element_shape, n)

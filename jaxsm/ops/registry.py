@@ -1,0 +1,72 @@
+"""The op registry: ``@op("Name", ...)`` maps TF op types to JAX lowerings.
+
+A lowering is ``fn(ctx, *inputs)``: ``inputs`` are the node's data inputs in order (NumPy arrays for values known
+at trace time, ``jax.Array``/tracers otherwise, or jaxsm objects such as resource handles and tensor lists);
+``ctx`` (an :class:`jaxsm.graph.interpreter.OpContext`) gives typed attribute access (``ctx.attr("T")``,
+``ctx.dtype("DstT")``), the node for error messages, variable state and function calls. It returns one value, or a
+tuple/list with one entry per flattened output.
+
+``static`` names the input positions that must be known at trace time (shapes, axes, perms…); they arrive as
+NumPy arrays and a run-time value there is reported as a :class:`StaticValueError` naming the node.
+``stateful`` lowerings are never constant-folded (random ops, variable and state ops, calls).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from jaxsm.errors import JaxsmError
+
+
+@dataclass(frozen=True)
+class OpDef:
+    name: str
+    fn: Callable[..., Any]
+    static: tuple[int, ...]
+    stateful: bool
+    module: str
+
+
+OPS: dict[str, OpDef] = {}
+
+# Save/restore machinery: only the saver functions use these and they are never needed to run a model.
+NEVER_LOWERED = frozenset(
+    {
+        "SaveV2",
+        "RestoreV2",
+        "MergeV2Checkpoints",
+        "StringJoin",
+        "ShardedFilename",
+        "ShardedFilespec",
+        "Save",
+        "SaveSlices",
+        "Restore",
+        "RestoreSlice",
+        "StaticRegexFullMatch",
+    }
+)
+
+
+def op(*names: str, static: tuple[int, ...] = (), stateful: bool = False) -> Callable:
+    """Register ``fn`` as the lowering of each TF op type in ``names``."""
+
+    def register(fn: Callable) -> Callable:
+        for name in names:
+            if name in OPS:
+                raise JaxsmError(
+                    f"op {name} registered twice: {OPS[name].module}.{OPS[name].fn.__name__} and "
+                    f"{fn.__module__}.{fn.__name__}"
+                )
+            OPS[name] = OpDef(name, fn, tuple(static), stateful, fn.__module__)
+        return fn
+
+    return register
+
+
+def supported_ops() -> list[str]:
+    """Every op type with a lowering, sorted."""
+    import jaxsm.ops  # noqa: F401  (registers every family)
+
+    return sorted(OPS)

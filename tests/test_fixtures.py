@@ -1,0 +1,38 @@
+"""Replay the committed fixtures (tests/data/, made by make_fixtures.py with TF) with jaxsm only: no TF needed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+import jaxsm
+
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def test_counter_module():
+    ref = np.load(DATA / "counter_module.npz")
+    m = jaxsm.load(DATA / "counter_module")
+    out = m.signatures["serving_default"](x=ref["in_x"])
+    np.testing.assert_allclose(np.asarray(out["softmax"]), ref["out_softmax"], rtol=1e-6, err_msg="softmax")
+    np.testing.assert_array_equal(np.asarray(out["argmax"]), ref["out_argmax"], err_msg="argmax")
+    counts = [int(m.step(np.int32(n))) for n in (4, 3)]
+    np.testing.assert_array_equal(counts, ref["out_step"], err_msg="counter after loops with branches")
+
+
+def test_keras_convnet():
+    ref = np.load(DATA / "keras_convnet.npz")
+    m = jaxsm.load(DATA / "keras_convnet")
+    y = np.asarray(m.serve(ref["in_x"]))
+    np.testing.assert_allclose(y, ref["out_y"], rtol=1e-5, atol=1e-5 * np.abs(ref["out_y"]).max(), err_msg="logits")
+    assert len(m.variables) > 0 and all(v.initialized for v in m.variables), "Keras export tracks variables"
+
+
+def test_bundled_example():
+    from jaxsm.examples import MLP
+
+    ref = np.load(MLP / "expected.npz")
+    m = jaxsm.load(MLP)
+    np.testing.assert_allclose(np.asarray(m.signatures["serving_default"](features=ref["x"])["output_0"]),
+                               ref["y"], rtol=1e-5, err_msg="bundled example")

@@ -1,0 +1,101 @@
+"""The TF oracle harness: build a tf.function, save it as a SavedModel, run it with TF and with jaxsm.
+
+Usage in a test::
+
+    tf = pytest.importorskip("tensorflow")
+    from tests.tfcompare import assert_matches_tf
+    assert_matches_tf(lambda x: tf.math.acos(x), [np.linspace(-1, 1, 7, dtype=np.float32)], rtol=1e-6)
+
+``fn`` takes tensors positionally and returns a tensor or a (nested) tuple/list/dict of tensors. The tf.function
+is traced with an input_signature built from ``inputs`` (``shapes=`` may override it, e.g. ``(None, 3)``), saved
+with ``tf.saved_model.save`` to a temporary directory, and loaded with ``jaxsm.load``. TF's result is the
+tf.function's own output on the same inputs. ``jit=False`` runs jaxsm's pure function eagerly instead of under
+``jax.jit`` (both paths must agree with TF).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+
+def _tf():
+    import tensorflow as tf
+
+    return tf
+
+
+def save_function(fn: Callable, inputs: Sequence[np.ndarray], shapes: Sequence | None = None,
+                  export_dir: str | None = None, module: Any | None = None) -> tuple[str, Any]:
+    """Save ``fn`` as attribute ``f`` of a tf.Module; returns (export_dir, the tf.function)."""
+    tf = _tf()
+    sig = [
+        tf.TensorSpec(shapes[i] if shapes is not None else np.shape(x), tf.as_dtype(np.asarray(x).dtype))
+        for i, x in enumerate(inputs)
+    ]
+    m = module if module is not None else tf.Module()
+    m.f = tf.function(fn, input_signature=sig, autograph=True)
+    export_dir = export_dir or tempfile.mkdtemp(prefix="jaxsm_op_")
+    tf.saved_model.save(m, export_dir)
+    return export_dir, m.f
+
+
+def run_jaxsm(export_dir: str, inputs: Sequence[np.ndarray], jit: bool = True) -> Any:
+    import jaxsm
+
+    loaded = jaxsm.load(export_dir)
+    if jit:
+        return loaded.f(*inputs)
+    cf = loaded.f.concrete_functions[0]
+    state = {v.key: v.value() for v in cf._variables() if v.initialized}
+    flat, _ = cf.pure()(state, [np.asarray(x) for x in inputs])
+    return cf._pack_outputs(flat)
+
+
+def _flatten(x: Any, path: str = "out") -> list[tuple[str, Any]]:
+    if isinstance(x, dict):
+        return [p for k in sorted(x) for p in _flatten(x[k], f"{path}[{k!r}]")]
+    if isinstance(x, (list, tuple)):
+        return [p for i, v in enumerate(x) for p in _flatten(v, f"{path}[{i}]")]
+    return [(path, x)]
+
+
+def assert_matches_tf(
+    fn: Callable,
+    inputs: Sequence[Any],
+    *,
+    rtol: float = 1e-6,
+    atol: float = 0.0,
+    jit: bool = True,
+    shapes: Sequence | None = None,
+    check_dtype: bool = True,
+    equal_nan: bool = True,
+) -> tuple[Any, Any]:
+    """Assert jaxsm's result of the saved ``fn`` equals TF's (values, shapes and dtypes)."""
+    inputs = [np.asarray(x) for x in inputs]
+    export_dir, tf_fn = save_function(fn, inputs, shapes)
+    expected = tf_fn(*inputs)
+    got = run_jaxsm(export_dir, inputs, jit=jit)
+    exp_flat = _flatten(expected)
+    got_flat = _flatten(got)
+    assert len(exp_flat) == len(got_flat), f"TF returned {len(exp_flat)} outputs, jaxsm {len(got_flat)}"
+    for (path, e), (_, g) in zip(exp_flat, got_flat):
+        e = e.numpy() if hasattr(e, "numpy") else np.asarray(e)
+        g = np.asarray(g)
+        assert e.shape == g.shape, f"{path}: shape {g.shape} != TF's {e.shape}"
+        if check_dtype:
+            assert e.dtype == g.dtype, f"{path}: dtype {g.dtype} != TF's {e.dtype}"
+        if e.dtype == object:
+            assert e.tolist() == g.tolist(), f"{path}: strings differ"
+        elif e.dtype.kind in "biu":
+            np.testing.assert_array_equal(g, e, err_msg=path)
+        else:
+            np.testing.assert_allclose(
+                g.astype(np.complex128 if e.dtype.kind == "c" else np.float64),
+                e.astype(np.complex128 if e.dtype.kind == "c" else np.float64),
+                rtol=rtol, atol=atol, equal_nan=equal_nan, err_msg=path,
+            )
+    return expected, got

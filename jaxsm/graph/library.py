@@ -118,7 +118,8 @@ class Library:
             inputs = [a.name for a in full.signature.input_arg]
             names = [full.signature.output_arg[i].name for i in outputs]
             rets = [full.ret[n] for n in names]
-            self._bodies[key] = self.build_body(name, inputs, nodes, rets, names, (), function_style=True)
+            self._bodies[key] = self.build_body(name, inputs, nodes, rets, names, (), function_style=True,
+                                                control_edges=False)
         return self._bodies[key]
 
     def build_body(
@@ -130,6 +131,7 @@ class Library:
         output_names: list[str],
         targets: Iterable[str] = (),
         function_style: bool = False,
+        control_edges: bool = True,
     ) -> Body:
         """Resolve references, keep only what ``outputs``/``targets`` need, and order it topologically.
 
@@ -190,15 +192,18 @@ class Library:
             for p in ins:
                 if isinstance(p, tuple) and p[0] not in needed:
                     stack.append(p[0])
-            for c in node.control_inputs:
-                if c not in needed:
-                    stack.append(c)
+            if control_edges:
+                for c in node.control_inputs:
+                    if c not in needed:
+                        stack.append(c)
 
         # Kahn's algorithm in the original node order, so execution order is deterministic.
         indeg = {nm: 0 for nm in needed}
         users: dict[str, list[str]] = {nm: [] for nm in needed}
         for nm in needed:
-            deps = {p[0] for p in parsed[nm] if isinstance(p, tuple)} | set(by_name[nm].control_inputs)
+            deps = {p[0] for p in parsed[nm] if isinstance(p, tuple)}
+            if control_edges:
+                deps |= set(by_name[nm].control_inputs)
             for d in deps:
                 if d in needed:
                     indeg[nm] += 1

@@ -1,0 +1,163 @@
+"""The graph engine: static-value propagation, control flow with state, coverage errors, error context."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import jaxsm
+from jaxsm.errors import LoweringError, UnsupportedOpError
+
+tf = pytest.importorskip("tensorflow")
+from tests.tfcompare import assert_matches_tf  # noqa: E402
+
+
+@pytest.mark.parametrize("jit", [True, False])
+def test_shape_arithmetic_stays_static(jit):
+    def f(x):
+        b = tf.shape(x)[0]
+        n = tf.size(x) // b
+        y = tf.reshape(x, tf.stack([b, n // 2, 2]))
+        return tf.tile(y, [1, tf.rank(x), 1]), tf.range(b * 2), tf.zeros(tf.shape(x)[1:])
+
+    assert_matches_tf(f, [np.arange(12, dtype=np.float32).reshape(3, 4)], shapes=[(None, 4)], jit=jit)
+
+
+@pytest.mark.parametrize("jit", [True, False])
+@pytest.mark.parametrize("case", ["static_trip", "dynamic_trip", "map_fn", "scan", "nested", "tensor_array",
+                                  "cond_runtime", "cond_static", "switch_case"])
+def test_control_flow(case, jit):
+    def static_trip(x):
+        acc = x
+        for i in tf.range(4):
+            acc = acc * 0.5 + tf.cast(i, tf.float32)
+        return acc
+
+    def dynamic_trip(x):
+        n = tf.cast(tf.reduce_sum(tf.abs(x)), tf.int32) % 7
+        i, acc = tf.constant(0), tf.zeros_like(x)
+        while i < n:
+            acc += x
+            i += 1
+        return acc, i
+
+    def nested(x):
+        out = tf.zeros([])
+        for i in tf.range(3):
+            for j in tf.range(i + 1):
+                out += tf.cast(i * j, tf.float32) + tf.reduce_sum(x)
+        return out
+
+    def tensor_array(x):
+        ta = tf.TensorArray(tf.float32, size=tf.shape(x)[0])
+        for i in tf.range(tf.shape(x)[0]):
+            ta = ta.write(i, x[i] * tf.cast(i, tf.float32))
+        return ta.stack(), ta.read(1)
+
+    def cond_runtime(x):
+        return tf.cond(tf.reduce_sum(x) > 10.0, lambda: x * 2.0, lambda: x - 1.0)
+
+    def cond_static(x):
+        return tf.cond(tf.shape(x)[0] > 2, lambda: x * 2.0, lambda: x - 1.0)
+
+    def switch_case(x):
+        i = tf.cast(tf.reduce_sum(x), tf.int32) % 4 - 1  # -1 and 3 run the default (last) branch
+        return tf.switch_case(i, [lambda: x + 1.0, lambda: x * 3.0, lambda: -x])
+
+    fns = {
+        "static_trip": static_trip,
+        "dynamic_trip": dynamic_trip,
+        "map_fn": lambda x: tf.map_fn(lambda r: tf.reduce_max(r) * r, x),
+        "scan": lambda x: tf.scan(lambda a, r: a * 0.5 + r, x),
+        "nested": nested,
+        "tensor_array": tensor_array,
+        "cond_runtime": cond_runtime,
+        "cond_static": cond_static,
+        "switch_case": switch_case,
+    }
+    for x in (np.arange(6, dtype=np.float32).reshape(3, 2), np.full((3, 2), -0.25, np.float32)):
+        assert_matches_tf(fns[case], [x], jit=jit, rtol=1e-6)
+
+
+def test_unsupported_ops_are_reported_together(tmp_path):
+    class M(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+        def f(self, s):
+            return tf.strings.length(s), tf.strings.upper(s)
+
+    tf.saved_model.save(M(), str(tmp_path))
+    with pytest.raises(UnsupportedOpError) as e:
+        jaxsm.load(str(tmp_path))
+    assert {"StringLength", "StringUpper"} <= set(e.value.missing), "every missing op is named at once"
+    assert "__inference_f" in e.value.missing["StringLength"][1], "example node path names the function"
+
+
+def test_error_names_node_op_and_function(tmp_path):
+    class M(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32)])
+        def f(self, x):
+            k = tf.cast(tf.reduce_sum(x), tf.int32)
+            return tf.reshape(x, [k, -1])  # a run-time value as a shape
+
+    tf.saved_model.save(M(), str(tmp_path))
+    m = jaxsm.load(str(tmp_path))
+    with pytest.raises(LoweringError) as e:
+        m.f(np.ones(4, np.float32))
+    msg = str(e.value)
+    assert "Reshape" in msg and "__inference_f" in msg and "trace time" in msg, msg
+
+
+def test_gradients_match_tf(tmp_path):
+    import jax
+
+    class M(tf.Module):
+        def __init__(self):
+            self.w = tf.Variable(np.linspace(-1, 1, 6, dtype=np.float32).reshape(3, 2))
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32)])
+        def loss(self, x):
+            h = tf.matmul(x, self.w)
+            acc = tf.zeros_like(h)
+            for _ in tf.range(3):  # a static-trip While: lowered to lax.scan, so reverse-mode works
+                acc = tf.tanh(acc + h)
+            return tf.reduce_sum(acc ** 2) + tf.reduce_sum(tf.stop_gradient(h))
+
+    m = M()
+    tf.saved_model.save(m, str(tmp_path))
+    x = np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32)
+    with tf.GradientTape() as tape:
+        xt = tf.constant(x)
+        tape.watch(xt)
+        loss = m.loss(xt)
+    gx, gw = tape.gradient(loss, [xt, m.w])
+    apply, params = jaxsm.functional(jaxsm.load(str(tmp_path)).loss)
+    jl, (jgp, jgx) = jax.value_and_grad(lambda p, x: apply(p, x), argnums=(0, 1))(params, x)
+    np.testing.assert_allclose(float(jl), float(loss), rtol=1e-5, err_msg="loss")
+    np.testing.assert_allclose(np.asarray(jgx), gx.numpy(), rtol=1e-5, atol=1e-6, err_msg="d loss / d x")
+    np.testing.assert_allclose(np.asarray(jgp["w"]), gw.numpy(), rtol=1e-5, atol=1e-6, err_msg="d loss / d w")
+
+
+def test_x64_off_computes_in_32_bits(tmp_path):
+    class M(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([3], tf.float32)])
+        def f(self, x):
+            return tf.cast(x, tf.float64) * 2.0, x + 1.0
+
+    tf.saved_model.save(M(), str(tmp_path))
+    code = textwrap.dedent(f"""
+        import warnings, numpy as np, jaxsm
+        m = jaxsm.load({str(tmp_path)!r})
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            a, b = m.f(np.ones(3, np.float32))
+        assert b.dtype == np.float32, b.dtype
+        assert a.dtype == np.float32, a.dtype  # float64 computed in 32 bits with x64 off
+        np.testing.assert_allclose(np.asarray(a), 2.0)
+        print("ok")
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-2000:]

@@ -1,0 +1,139 @@
+"""Keras models exported as SavedModels, run with jaxsm and with TF on the same inputs.
+
+The Keras applications are built with ``weights=None`` and ``classifier_activation=None`` (a random-init softmax
+is near-uniform and would hide errors) and compared on logits within 1e-4 of the largest logit's magnitude.
+They are marked ``slow`` (deselect with ``-m 'not slow'``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import jaxsm
+
+tf = pytest.importorskip("tensorflow")
+keras = pytest.importorskip("keras")
+
+
+def _export(model, path) -> str:
+    model.export(str(path), verbose=False)
+    return str(path)
+
+
+def _compare(path: str, inputs, rel: float = 1e-4, endpoint: str = "serve"):
+    ref_model = tf.saved_model.load(path)  # keep the loaded object alive while its function runs
+    ref = getattr(ref_model, endpoint)
+    got = getattr(jaxsm.load(path), endpoint)
+    want = ref(*tf.nest.map_structure(tf.constant, inputs))
+    out = got(*inputs)
+    want_flat = tf.nest.flatten(want)
+    got_flat = tf.nest.flatten(out)
+    assert len(want_flat) == len(got_flat), "number of outputs"
+    for i, (w, g) in enumerate(zip(want_flat, got_flat)):
+        w = w.numpy()
+        g = np.asarray(g)
+        assert g.shape == w.shape and g.dtype == w.dtype, f"output {i}: {g.shape} {g.dtype} vs {w.shape} {w.dtype}"
+        scale = max(float(np.abs(w).max()), 1e-6) if w.size else 1.0
+        np.testing.assert_allclose(g, w, rtol=0, atol=rel * scale, err_msg=f"output {i}")
+
+
+APPLICATIONS = {
+    "MobileNetV2": dict(input_shape=(96, 96, 3)),
+    "ResNet50": dict(input_shape=(64, 64, 3)),
+    "EfficientNetB0": dict(input_shape=(64, 64, 3)),
+    "DenseNet121": dict(input_shape=(64, 64, 3)),
+    "InceptionV3": dict(input_shape=(75, 75, 3)),
+    "ConvNeXtTiny": dict(input_shape=(64, 64, 3)),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(APPLICATIONS))
+def test_keras_application(name, tmp_path):
+    keras.utils.set_random_seed(0)
+    kw = APPLICATIONS[name]
+    model = getattr(keras.applications, name)(weights=None, classifier_activation=None, classes=10, **kw)
+    path = _export(model, tmp_path / name)
+    x = np.random.default_rng(0).uniform(0, 255, size=(2,) + kw["input_shape"]).astype(np.float32)
+    _compare(path, [x])
+
+
+def _rnn_model(layer):
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((7, 5))
+    return keras.Model(inp, layer(inp))
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "bidirectional", "lstm_last", "simple_rnn"])
+def test_recurrent(kind, tmp_path):
+    layer = {
+        "lstm": lambda: keras.layers.LSTM(6, return_sequences=True),
+        "lstm_last": lambda: keras.layers.LSTM(6),
+        "gru": lambda: keras.layers.GRU(6, return_sequences=True),
+        "bidirectional": lambda: keras.layers.Bidirectional(keras.layers.LSTM(4, return_sequences=True)),
+        "simple_rnn": lambda: keras.layers.SimpleRNN(3),
+    }[kind]()
+    path = _export(_rnn_model(layer), tmp_path / kind)
+    x = np.random.default_rng(1).normal(size=(3, 7, 5)).astype(np.float32)
+    _compare(path, [x], rel=1e-5)
+
+
+def test_transformer_encoder(tmp_path):
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((10, 16))
+    att = keras.layers.MultiHeadAttention(num_heads=4, key_dim=8)(inp, inp)
+    x = keras.layers.LayerNormalization()(inp + att)
+    ff = keras.layers.Dense(32, activation="gelu")(x)
+    ff = keras.layers.Dense(16)(ff)
+    out = keras.layers.LayerNormalization()(x + ff)
+    path = _export(keras.Model(inp, out), tmp_path / "enc")
+    x = np.random.default_rng(2).normal(size=(2, 10, 16)).astype(np.float32)
+    _compare(path, [x], rel=1e-5)
+
+
+def test_multi_input_multi_output(tmp_path):
+    keras.utils.set_random_seed(0)
+    a = keras.Input((4,), name="a")
+    b = keras.Input((3,), name="b")
+    h = keras.layers.Concatenate()([keras.layers.Dense(5, activation="tanh")(a), b])
+    out1 = keras.layers.Dense(2, name="head1")(h)
+    out2 = keras.layers.Dense(1, activation="sigmoid", name="head2")(h)
+    path = _export(keras.Model([a, b], [out1, out2]), tmp_path / "mimo")
+    rng = np.random.default_rng(3)
+    _compare(path, [[rng.normal(size=(5, 4)).astype(np.float32), rng.normal(size=(5, 3)).astype(np.float32)]],
+             rel=1e-6)
+
+
+def test_integer_token_text_model(tmp_path):
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((12,), dtype="int32")
+    x = keras.layers.Embedding(50, 8)(inp)
+    x = keras.layers.Conv1D(6, 3, activation="relu")(x)
+    x = keras.layers.GlobalMaxPooling1D()(x)
+    out = keras.layers.Dense(3)(x)
+    path = _export(keras.Model(inp, out), tmp_path / "text")
+    tokens = np.random.default_rng(4).integers(0, 50, size=(4, 12)).astype(np.int32)
+    _compare(path, [tokens], rel=1e-6)
+
+
+def test_keras_variables_and_saved_model_save(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4), keras.layers.BatchNormalization(),
+                              keras.layers.Dense(2)])
+    path = str(tmp_path / "m")
+    tf.saved_model.save(model, path)
+    imported = jaxsm.load(path)
+    ref = tf.saved_model.load(path)
+    x = np.random.default_rng(5).normal(size=(2, 3)).astype(np.float32)
+    want = ref.signatures["serving_default"](tf.constant(x))
+    got = imported.signatures["serving_default"](x)
+    assert set(got) == set(want), "output keys"
+    for k in want:
+        np.testing.assert_allclose(np.asarray(got[k]), want[k].numpy(), rtol=1e-5, err_msg=k)
+    # Variables: the same values as the Keras model's, trainable flags included.
+    def key(v):
+        return (tuple(v.shape), float(np.asarray(v).sum()))
+
+    assert sorted(map(key, imported.variables)) == sorted(map(key, model.variables)), "variables"
+    assert sorted(map(key, imported.trainable_variables)) == sorted(map(key, model.trainable_variables))

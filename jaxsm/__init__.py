@@ -2,6 +2,7 @@
 
 from jaxsm import errors
 from jaxsm.format.checkpoint import load_checkpoint
+from jaxsm import nnx
 from jaxsm.functional import functional, merge, split_trainable
 from jaxsm.objects import (
     ConcreteFunction,
@@ -23,5 +24,6 @@ __all__ = [
     "load",
     "load_checkpoint",
     "merge",
+    "nnx",
     "split_trainable",
 ]

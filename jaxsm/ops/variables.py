@@ -26,7 +26,17 @@ def var_handle(ctx):
 
 @op("ReadVariableOp", stateful=True)
 def read_variable(ctx, handle):
-    return ctx.read(handle)
+    value = ctx.read(handle)
+    dtype = ctx.dtype("dtype", None)
+    # Variables stored in a lower precision (LoadOptions.param_dtype) are computed in the graph's dtype.
+    if dtype is not None and dtype.kind == "f" and value.dtype != dtype:
+        value = value.astype(dtype)
+    return value
+
+
+@op("DisableCopyOnRead", stateful=True)
+def disable_copy_on_read(ctx, handle):
+    return []
 
 
 @op("AssignVariableOp", stateful=True)

@@ -1,0 +1,139 @@
+"""The JAX-native API: functional apply, grads vs tf.GradientTape, vmap, jax.export, nnx, sharding, precision."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxsm
+
+tf = pytest.importorskip("tensorflow")
+keras = pytest.importorskip("keras")
+
+
+@pytest.fixture(scope="module")
+def convnet(tmp_path_factory):
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, activation="relu")(inp)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    out = keras.layers.Dense(3)(x)
+    model = keras.Model(inp, out)
+    path = tmp_path_factory.mktemp("convnet") / "m"
+    model.export(str(path), verbose=False)
+    return model, str(path)
+
+
+def test_apply_matches_call_and_grads_match_tf(convnet):
+    model, path = convnet
+    x = np.random.default_rng(0).normal(size=(2, 8, 8, 3)).astype(np.float32)
+    m = jaxsm.load(path)
+    apply, params = jaxsm.functional(m.serve)
+    assert not apply.assigns, "inference function does not assign"
+    np.testing.assert_allclose(np.asarray(jax.jit(apply)(params, x)), np.asarray(m.serve(x)), rtol=1e-6)
+    trainable, rest = jaxsm.split_trainable(m.serve, params)
+    assert rest, "BatchNorm statistics are non-trainable"
+    loss = lambda t, x: jnp.sum(apply(jaxsm.merge(t, rest), x) ** 2)  # noqa: E731
+    gt, gx = jax.grad(loss, argnums=(0, 1))(trainable, x)
+    with tf.GradientTape() as tape:
+        xt = tf.constant(x)
+        tape.watch(xt)
+        ref = tf.reduce_sum(model(xt, training=False) ** 2)
+    want_x, *want_w = tape.gradient(ref, [xt] + model.trainable_variables)
+    np.testing.assert_allclose(np.asarray(gx), want_x.numpy(), rtol=1e-4, atol=1e-5, err_msg="d/dx")
+    got_w = sorted(((tuple(v.shape), float(np.sum(v))), np.asarray(v)) for v in jax.tree_util.tree_leaves(gt))
+    want_sorted = sorted(((tuple(w.shape), float(np.sum(w))), w.numpy()) for w in want_w)
+    assert len(got_w) == len(want_sorted), "one gradient per trainable variable"
+    for (s1, a), (s2, b) in zip(got_w, want_sorted):
+        assert s1[0] == s2[0]
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5, err_msg=f"d/dw {s1}")
+
+
+def test_vmap_and_export(convnet):
+    _, path = convnet
+    apply, params = jaxsm.functional(jaxsm.load(path).serve)
+    xs = np.random.default_rng(1).normal(size=(5, 8, 8, 3)).astype(np.float32)
+    per_example = jax.vmap(lambda x: apply(params, x[None])[0])(xs)
+    np.testing.assert_allclose(np.asarray(per_example), np.asarray(apply(params, xs)), rtol=1e-5, atol=1e-6)
+    (b,) = jax.export.symbolic_shape("b")
+    exp = jax.export.export(jax.jit(apply))(params, jax.ShapeDtypeStruct((b, 8, 8, 3), jnp.float32))
+    restored = jax.export.deserialize(exp.serialize())
+    for n in (1, 5):
+        np.testing.assert_allclose(np.asarray(restored.call(params, xs[:n])), np.asarray(apply(params, xs[:n])),
+                                   rtol=1e-6, err_msg=f"exported, batch {n}")
+
+
+def test_assigning_function_returns_new_params(tmp_path):
+    class M(tf.Module):
+        def __init__(self):
+            self.n = tf.Variable(0.0)
+
+        @tf.function(input_signature=[tf.TensorSpec([], tf.float32)])
+        def add(self, x):
+            self.n.assign_add(x)
+            return self.n * 2.0
+
+    tf.saved_model.save(M(), str(tmp_path))
+    apply, params = jaxsm.functional(jaxsm.load(str(tmp_path)).add)
+    assert apply.assigns
+    out, new = apply(params, 3.0)
+    assert float(out) == 6.0 and float(new["n"]) == 3.0 and float(params["n"]) == 0.0, "pure: params untouched"
+
+
+def test_nnx_fine_tuning(convnet):
+    import optax
+    from flax import nnx
+
+    _, path = convnet
+    module = jaxsm.nnx.from_saved_model(path)
+    x = np.random.default_rng(2).normal(size=(8, 8, 8, 3)).astype(np.float32)
+    y = np.random.default_rng(3).normal(size=(8, 3)).astype(np.float32)
+    opt = nnx.Optimizer(module, optax.adam(1e-2), wrt=nnx.Param)
+
+    @nnx.jit
+    def step(module, opt, x, y):
+        loss, grads = nnx.value_and_grad(lambda m: jnp.mean((m(x) - y) ** 2))(module)
+        opt.update(module, grads)
+        return loss
+
+    losses = [float(step(module, opt, x, y)) for _ in range(5)]
+    assert losses[-1] < losses[0], f"loss decreases: {losses}"
+
+
+def test_param_dtype_bfloat16(convnet):
+    _, path = convnet
+    x = np.random.default_rng(4).normal(size=(2, 8, 8, 3)).astype(np.float32)
+    full = np.asarray(jaxsm.load(path).serve(x))
+    m = jaxsm.load(path, options=jaxsm.LoadOptions(param_dtype=jnp.bfloat16))
+    assert {np.dtype(v.dtype) for v in m.variables} == {np.dtype(jnp.bfloat16)}, "float variables stored as bf16"
+    np.testing.assert_allclose(np.asarray(m.serve(x), np.float32), full, rtol=5e-2, atol=5e-2 * np.abs(full).max())
+
+
+def test_sharded_inference_in_subprocess(convnet):
+    _, path = convnet
+    code = textwrap.dedent(f"""
+        import os
+        import jax, numpy as np, jaxsm
+        from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+        assert len(jax.devices()) == 8
+        mesh = Mesh(np.array(jax.devices()), ("data",))
+        opts = jaxsm.LoadOptions(sharding=NamedSharding(mesh, P()))
+        m = jaxsm.load({path!r}, options=opts)
+        x = np.random.default_rng(0).normal(size=(16, 8, 8, 3)).astype(np.float32)
+        xs = jax.device_put(x, NamedSharding(mesh, P("data")))
+        y = m.serve(xs)
+        single = jaxsm.load({path!r}).serve(x)
+        np.testing.assert_allclose(np.asarray(y), np.asarray(single), rtol=1e-5, atol=1e-6)
+        assert len(y.sharding.device_set) == 8
+        print("ok")
+    """)
+    env = dict(__import__("os").environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=env)
+    assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-3000:]

@@ -1,0 +1,436 @@
+"""TF1-only ops: ref variables, v1 control-flow primitives, TensorArrayV3 and hash tables.
+
+* Ref variables (``VariableV2``) are :class:`~jaxsm.graph.values.Resource` handles of kind ``"ref"``; the
+  interpreter
+  passes them unchanged to the ops in ``REF_INPUT_OPS`` and dereferences them for every other op.
+* ``Switch``/``Merge`` only run in graphs rewritten by :func:`jaxsm.tf1.lower_control_flow`: loop frames have
+  become
+  functional ``While`` nodes by then, and each cond ``Merge`` carries the predicate that selects between its
+  inputs.
+* A TensorArrayV3's *flow* value carries its storage as a :class:`~jaxsm.graph.tensor_list.TensorList` (TF1
+  orders
+  every TensorArray op through the flow, so it is the data dependency), which lets loops carry it like control
+  flow v2's lists; the handle is a plain ``Resource`` of kind ``"tensor_array"``.
+* Hash tables live in the interpreter state as two arrays, keys sorted and their values, initialised on the
+  host
+  (they read asset files) and looked up with ``searchsorted``. String keys or values need host-side string
+  support, which jaxsm lacks: those tables raise :class:`~jaxsm.errors.StringTensorError` when used.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxsm import dtypes
+from jaxsm.errors import StringTensorError, VariableError
+from jaxsm.graph.node import Node
+from jaxsm.graph.tensor_list import TensorList
+from jaxsm.graph.values import Resource, to_static
+from jaxsm.ops.registry import op
+
+# Attribute the control-flow rewrite puts on a cond Merge: for each data input, the branch (0 = false, 1 =
+# true)
+# it comes from. The rewrite also appends the governing predicate as the last data input.
+MERGE_BRANCHES_ATTR = "_jaxsm_cond_branches"
+
+TABLE_KIND = "table"
+TENSOR_ARRAY_KIND = "tensor_array"
+
+
+def variable_key(node: Node) -> str:
+    """The state key of a ``VariableV2``/``VarHandleOp`` node: its ``shared_name``, else its node name."""
+    return node.attr("shared_name", "") or node.name
+
+
+def table_state_keys(handle: Resource) -> tuple[str, str]:
+    """The two state entries of a hash table: sorted keys and the values in the same order."""
+    return f"{handle.key}/keys", f"{handle.key}/values"
+
+
+# -- ref variables
+# -----------------------------------------------------------------------------------------------
+@op("VariableV2", "Variable", stateful=True)
+def variable_v2(ctx):
+    return Resource(variable_key(ctx.node), "ref")
+
+
+@op("Assign", stateful=True)
+def assign(ctx, ref, value):
+    value = jnp.asarray(value, ctx.dtype("T"))
+    old = ctx.interp.state.get(ref.key)
+    if ctx.attr("validate_shape", True) and old is not None and tuple(old.shape) != tuple(value.shape):
+        raise ctx.error(
+            f"cannot assign a value of shape {tuple(value.shape)} to variable '{ref.key}' of shape "
+            f"{tuple(old.shape)} (validate_shape=True)",
+            VariableError,
+        )
+    ctx.write(ref, value)
+    return ref
+
+
+@op("AssignAdd", stateful=True)
+def assign_add(ctx, ref, value):
+    ctx.write(ref, ctx.read(ref) + jnp.asarray(value, ctx.dtype("T")))
+    return ref
+
+
+@op("AssignSub", stateful=True)
+def assign_sub(ctx, ref, value):
+    ctx.write(ref, ctx.read(ref) - jnp.asarray(value, ctx.dtype("T")))
+    return ref
+
+
+_SCATTER = {
+    "ScatterUpdate": "set",
+    "ScatterAdd": "add",
+    "ScatterSub": "add",
+    "ScatterMul": "multiply",
+    "ScatterDiv": "divide",
+    "ScatterMin": "min",
+    "ScatterMax": "max",
+}
+
+
+@op(*_SCATTER, stateful=True)
+def scatter(ctx, ref, indices, updates):
+    value = ctx.read(ref)
+    idx = jnp.asarray(indices)
+    upd = jnp.broadcast_to(jnp.asarray(updates, value.dtype), idx.shape + value.shape[1:])
+    if ctx.node.op == "ScatterSub":
+        upd = -upd
+    ctx.write(ref, getattr(value.at[idx], _SCATTER[ctx.node.op])(upd, mode="drop"))
+    return ref
+
+
+@op("ScatterNdUpdate", "ScatterNdAdd", "ScatterNdSub", stateful=True)
+def scatter_nd(ctx, ref, indices, updates):
+    value = ctx.read(ref)
+    idx = jnp.asarray(indices)
+    at = value.at[tuple(jnp.moveaxis(idx, -1, 0))]
+    upd = jnp.asarray(updates, value.dtype)
+    kind = ctx.node.op
+    new = (
+        at.set(upd, mode="drop")
+        if kind == "ScatterNdUpdate"
+        else at.add(upd if kind == "ScatterNdAdd" else -upd, mode="drop")
+    )
+    ctx.write(ref, new)
+    return ref
+
+
+@op("IsVariableInitialized", stateful=True)
+def is_variable_initialized(ctx, ref):
+    return np.asarray(ref.key in ctx.interp.state)
+
+
+@op("CountUpTo", stateful=True)
+def count_up_to(ctx, ref):
+    # TF raises OutOfRange once the limit is reached; a compiled function cannot raise, so only a value known
+    # at
+    # trace time is checked.
+    old = ctx.read(ref)
+    limit = ctx.attr("limit")
+    known = to_static(old)
+    if known is not None and int(known) >= limit:
+        raise ctx.error(f"variable '{ref.key}' reached the CountUpTo limit {limit}")
+    ctx.write(ref, old + 1)
+    return old
+
+
+# -- v1 control flow (after jaxsm.tf1.lower_control_flow)
+# -------------------------------------------------------
+@op("Switch", "RefSwitch")
+def switch(ctx, data, pred):
+    # Both branches are evaluated; the Merge that joins them selects on the same predicate.
+    return data, data
+
+
+def select_branch(ctx, pred: Any, if_true: Any, if_false: Any) -> Any:
+    """``if_true`` where ``pred`` else ``if_false``: arrays, TensorLists, (identical) resource handles."""
+    p = to_static(pred)
+    if p is not None:
+        return if_true if bool(p) else if_false
+    if isinstance(if_true, Resource) or isinstance(if_false, Resource):
+        if if_true == if_false:
+            return if_true
+        raise ctx.error(
+            "a run-time predicate selects between two different resources; jaxsm cannot represent that"
+        )
+    t_leaves, t_tree = jax.tree_util.tree_flatten(if_true)
+    f_leaves, f_tree = jax.tree_util.tree_flatten(if_false)
+    if t_tree != f_tree or any(jnp.shape(a) != jnp.shape(b) for a, b in zip(t_leaves, f_leaves, strict=True)):
+        raise ctx.error(
+            "the branches of a cond with a run-time predicate produce values of different shapes or "
+            "structures; XLA needs one static shape"
+        )
+    pred = jnp.asarray(pred).astype(bool).reshape(())
+    leaves = [
+        jnp.where(pred, a, jnp.asarray(b, jnp.result_type(a)))
+        for a, b in zip(t_leaves, f_leaves, strict=True)
+    ]
+    return jax.tree_util.tree_unflatten(t_tree, leaves)
+
+
+@op("Merge", "RefMerge")
+def merge(ctx, *args):
+    branches = ctx.attr(MERGE_BRANCHES_ATTR, None)
+    if branches is None:
+        raise ctx.error(
+            "a Merge outside a cond that jaxsm.tf1.lower_control_flow recognised; TF1 loops and conds "
+            "must be rewritten before they run"
+        )
+    values, pred = args[:-1], args[-1]
+    if_true, if_false = (values[0], values[1]) if branches[0] == 1 else (values[1], values[0])
+    index_true = np.int32(0 if branches[0] == 1 else 1)
+    value = select_branch(ctx, pred, if_true, if_false)
+    if isinstance(value, Resource) and value.kind == "ref" and ctx.node.op == "Merge":
+        value = ctx.read(value)
+    index = select_branch(ctx, pred, np.asarray(index_true), np.asarray(1 - index_true, np.int32))
+    return value, index
+
+
+# -- TensorArrayV3
+# -------------------------------------------------------------------------------------------------
+def _element_shape(ctx, attr: str) -> tuple[int, ...] | None:
+    shape = ctx.attr(attr, None)
+    if shape is None or any(d is None or d < 0 for d in shape):
+        return None
+    return tuple(shape)
+
+
+def _items(ctx, flow: TensorList, element_shape: tuple[int, ...] | None = None) -> Any:
+    if not isinstance(flow, TensorList):
+        raise ctx.error(
+            "the flow input is not a TensorArray flow (was the TensorArray created in this graph?)"
+        )
+    if flow.items is not None:
+        return flow.items
+    shape = flow.known_element_shape() or element_shape
+    if shape is None:
+        raise ctx.error("reading a TensorArray that was never written and whose element shape is unknown")
+    return jnp.zeros((flow.capacity or 0,) + tuple(shape), flow.element_dtype)
+
+
+def _with_items(flow: TensorList, items: Any, length: Any = None) -> TensorList:
+    return TensorList(
+        items,
+        flow.length if length is None else length,
+        flow.element_dtype,
+        flow.element_shape,
+        int(items.shape[0]),
+    )
+
+
+@op("TensorArrayV3", static=(0,), stateful=True)
+def tensor_array(ctx, size):
+    n = int(size)
+    dtype = ctx.dtype("dtype")
+    shape = _element_shape(ctx, "element_shape")
+    items = jnp.zeros((n,) + shape, dtype) if shape is not None else None
+    return Resource(ctx.node.name, TENSOR_ARRAY_KIND), TensorList(items, n, dtype, shape, n)
+
+
+@op("TensorArrayWriteV3")
+def tensor_array_write(ctx, handle, index, value, flow):
+    item = jnp.asarray(value, flow.element_dtype)
+    i = to_static(index)
+    items = flow.items
+    capacity = flow.capacity if items is None else items.shape[0]
+    if i is None and not capacity:
+        ctx.static(index, "the index of a write to a TensorArray of size 0 (dynamic_size)")
+    if i is not None and int(i) >= (capacity or 0):
+        # dynamic_size=True: grow to fit, as TF does. Only possible while indices are known at trace time.
+        grown = jnp.zeros((int(i) + 1,) + item.shape, flow.element_dtype)
+        items = grown if items is None else grown.at[: items.shape[0]].set(items)
+    elif items is None:
+        items = jnp.zeros((capacity,) + item.shape, flow.element_dtype)
+    length = (
+        max(int(flow.length), int(i) + 1) if i is not None and isinstance(flow.length, int) else flow.length
+    )
+    return _with_items(flow, items.at[index].set(item), length)
+
+
+@op("TensorArrayReadV3")
+def tensor_array_read(ctx, handle, index, flow):
+    return _items(ctx, flow)[index]
+
+
+@op("TensorArrayGatherV3")
+def tensor_array_gather(ctx, handle, indices, flow):
+    return _items(ctx, flow, _element_shape(ctx, "element_shape"))[jnp.asarray(indices)]
+
+
+@op("TensorArrayScatterV3")
+def tensor_array_scatter(ctx, handle, indices, value, flow):
+    value = jnp.asarray(value, flow.element_dtype)
+    idx = to_static(indices)
+    items = flow.items
+    if items is None:
+        n = max(int(flow.capacity or 0), int(idx.max()) + 1 if idx is not None and idx.size else 0)
+        items = jnp.zeros((n,) + value.shape[1:], flow.element_dtype)
+    return _with_items(flow, items.at[jnp.asarray(indices)].set(value))
+
+
+@op("TensorArrayConcatV3")
+def tensor_array_concat(ctx, handle, flow):
+    items = _items(ctx, flow)
+    return items.reshape((-1,) + items.shape[2:]), np.full((items.shape[0],), items.shape[1], np.int64)
+
+
+@op("TensorArraySplitV3", static=(2,))
+def tensor_array_split(ctx, handle, value, lengths, flow):
+    value = jnp.asarray(value, flow.element_dtype)
+    lengths = [int(v) for v in lengths]
+    if len(set(lengths)) > 1:
+        raise ctx.error("TensorArray.split with unequal lengths cannot be stored as one array")
+    n = len(lengths)
+    return _with_items(flow, value.reshape((n, lengths[0] if n else 0) + value.shape[1:]), n)
+
+
+@op("TensorArraySizeV3")
+def tensor_array_size(ctx, handle, flow):
+    return (
+        np.asarray(flow.length, np.int32)
+        if isinstance(flow.length, int)
+        else jnp.asarray(flow.length, jnp.int32)
+    )
+
+
+@op("TensorArrayCloseV3", stateful=True)
+def tensor_array_close(ctx, handle):
+    return []
+
+
+# -- hash tables
+# ----------------------------------------------------------------------------------------------------
+@op("HashTableV2", "HashTable", stateful=True)
+def hash_table(ctx):
+    return Resource(ctx.attr("shared_name", "") or ctx.node.name, TABLE_KIND)
+
+
+def _string_table_error(ctx, what: str) -> StringTensorError:
+    return ctx.error(
+        f"{what} has string keys or values; string tensors cannot enter a JAX computation and jaxsm "
+        "has no host-side string execution yet",
+        StringTensorError,
+    )
+
+
+def _is_string(dtype_enum: int) -> bool:
+    return dtypes.base_enum(dtype_enum) == dtypes.DT.DT_STRING
+
+
+def _store_table(ctx, table: Resource, keys: np.ndarray, values: np.ndarray) -> None:
+    order = np.argsort(keys, kind="stable")
+    keys_key, values_key = table_state_keys(table)
+    ctx.interp.state[keys_key] = jnp.asarray(keys[order])
+    ctx.interp.state[values_key] = jnp.asarray(values[order])
+
+
+def _parse_column(ctx, text: str, index: int, line_no: int, offset: int, dtype: np.dtype, path: str) -> Any:
+    if index == -1:
+        return line_no + offset
+    if index == -2:
+        field = text
+    else:
+        cols = text.split(ctx.attr("delimiter", "\t"))
+        if index >= len(cols):
+            raise ctx.error(
+                f"{path}:{line_no + 1}: line has {len(cols)} columns, column {index} was requested"
+            )
+        field = cols[index]
+    try:
+        return dtype.type(field)
+    except ValueError:
+        raise ctx.error(f"{path}:{line_no + 1}: cannot parse {field!r} as {dtype.name}") from None
+
+
+@op("InitializeTableFromTextFileV2", "InitializeTableFromTextFile", stateful=True)
+def initialize_table_from_text_file(ctx, table, filename):
+    """Host-side: read the vocabulary file (an asset) into the table, as TF's ``lookup_util.cc`` does."""
+    key_dtype, value_dtype = _table_dtypes(ctx, table)
+    if key_dtype is None:
+        return []  # string table: left uninitialised; using it raises StringTensorError
+    name = ctx.static(filename, "the vocabulary file name")
+    path = name.item() if isinstance(name, np.ndarray) else name
+    path = path.decode() if isinstance(path, bytes) else str(path)
+    vocab_size = ctx.attr("vocab_size", -1)
+    offset = ctx.attr("offset", 0)
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError as e:
+        raise ctx.error(f"cannot read the vocabulary file {path}: {e}") from e
+    if vocab_size >= 0:
+        if len(lines) < vocab_size:
+            raise ctx.error(f"{path} has {len(lines)} lines but vocab_size={vocab_size}")
+        lines = lines[:vocab_size]
+    keys = [
+        _parse_column(ctx, t, ctx.attr("key_index"), n, offset, key_dtype, path) for n, t in enumerate(lines)
+    ]
+    values = [
+        _parse_column(ctx, t, ctx.attr("value_index"), n, offset, value_dtype, path)
+        for n, t in enumerate(lines)
+    ]
+    _store_table(ctx, table, np.asarray(keys, key_dtype), np.asarray(values, value_dtype))
+    return []
+
+
+def _table_dtypes(ctx, table: Resource) -> tuple[np.dtype | None, np.dtype | None]:
+    """Key and value dtypes of ``table`` (from its creating node); (None, None) for string tables."""
+    node = ctx.interp.table_nodes.get(table.key) if hasattr(ctx.interp, "table_nodes") else None
+    if node is None:
+        raise ctx.error(f"table '{table.key}' was not created by a HashTableV2 node of this graph")
+    kd, vd = node.attr("key_dtype"), node.attr("value_dtype")
+    if _is_string(kd) or _is_string(vd):
+        return None, None
+    return dtypes.to_numpy(kd), dtypes.to_numpy(vd)
+
+
+@op("InitializeTableV2", "LookupTableImportV2", stateful=True)
+def initialize_table(ctx, table, keys, values):
+    key_dtype, value_dtype = _table_dtypes(ctx, table)
+    if key_dtype is None:
+        return []
+    keys = np.asarray(ctx.static(keys, "the table keys"), key_dtype).reshape(-1)
+    values = np.asarray(ctx.static(values, "the table values"), value_dtype)
+    _store_table(ctx, table, keys, values.reshape((keys.shape[0],) + values.shape[keys.ndim :]))
+    return []
+
+
+def _table_state(ctx, table: Resource) -> tuple[Any, Any]:
+    keys_key, values_key = table_state_keys(table)
+    state = ctx.interp.state
+    if keys_key not in state:
+        if _table_dtypes(ctx, table)[0] is None:
+            raise _string_table_error(ctx, f"lookup table '{table.key}'")
+        raise ctx.error(
+            f"table '{table.key}' is not initialized (its initializer did not run)", VariableError
+        )
+    return state[keys_key], state[values_key]
+
+
+@op("LookupTableFindV2", "LookupTableFind", stateful=True)
+def lookup_table_find(ctx, table, keys, default_value):
+    table_keys, table_values = _table_state(ctx, table)
+    query = jnp.asarray(keys, table_keys.dtype)
+    n = table_keys.shape[0]
+    if n == 0:
+        return jnp.broadcast_to(jnp.asarray(default_value, table_values.dtype), query.shape)
+    pos = jnp.clip(jnp.searchsorted(table_keys, query), 0, n - 1)
+    found = table_keys[pos] == query
+    return jnp.where(found, table_values[pos], jnp.asarray(default_value, table_values.dtype))
+
+
+@op("LookupTableSizeV2", "LookupTableSize", stateful=True)
+def lookup_table_size(ctx, table):
+    return np.asarray(_table_state(ctx, table)[0].shape[0], np.int64)
+
+
+@op("LookupTableExportV2", stateful=True)
+def lookup_table_export(ctx, table):
+    return _table_state(ctx, table)

@@ -1,0 +1,798 @@
+"""Array ops: shapes, reshapes, slicing, gathers, scatters, padding, reordering, diagonals, sorting.
+
+Shapes are static in JAX, so ``Shape``/``Size``/``Rank``/``ShapeN``/``BroadcastArgs`` always return NumPy and
+the shape arithmetic built on them stays static (DESIGN principle 2). Ops whose output shape depends on input
+values (``Unique``, ``Where``, ``ListDiff``, ``DynamicPartition``, ``DynamicStitch``) run only when those
+values are known at trace time.
+
+Out-of-range gather/scatter indices: TF's CPU kernels raise, its GPU kernels return zeros / drop the update. A
+jitted function cannot raise on a run-time value, so jaxsm follows the GPU kernels (zeros / dropped), negative
+indices included (TF never wraps them).
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from jaxsm.ops.registry import op
+
+_INT32 = np.dtype(np.int32)
+_NEW_AXIS, _SHRINK = -1, -2
+
+
+def _ints(v) -> list[int]:
+    return [int(i) for i in np.asarray(v).reshape(-1)]
+
+
+def _axis(axis, ndim: int) -> int:
+    axis = int(np.asarray(axis).reshape(-1)[0])
+    return axis + ndim if axis < 0 else axis
+
+
+# -- shapes --------------------------------------------------------------------------------------------------
+
+
+@op("Shape")
+def shape(ctx, x):
+    return np.asarray(x.shape, ctx.dtype("out_type", _INT32))
+
+
+@op("ShapeN")
+def shape_n(ctx, *xs):
+    dtype = ctx.dtype("out_type", _INT32)
+    return [np.asarray(x.shape, dtype) for x in xs]
+
+
+@op("Size")
+def size(ctx, x):
+    return np.asarray(math.prod(x.shape), ctx.dtype("out_type", _INT32))
+
+
+@op("Rank")
+def rank(ctx, x):
+    return np.asarray(len(x.shape), _INT32)
+
+
+@op("BroadcastArgs", static=(0, 1))
+def broadcast_args(ctx, s0, s1):
+    return np.asarray(np.broadcast_shapes(tuple(_ints(s0)), tuple(_ints(s1))), s0.dtype)
+
+
+@op("BroadcastGradientArgs", static=(0, 1))
+def broadcast_gradient_args(ctx, s0, s1):
+    # TF's BCast: an input is reduced over every (right-aligned) dimension where it is 1 or missing, including
+    # dimensions where every input is 1 — except when the shapes are identical, which reduces nothing.
+    a, b = _ints(s0), _ints(s1)
+    np.broadcast_shapes(tuple(a), tuple(b))
+    if a == b:
+        return np.zeros(0, s0.dtype), np.zeros(0, s1.dtype)
+    n = max(len(a), len(b))
+    pa, pb = [1] * (n - len(a)) + a, [1] * (n - len(b)) + b
+    return (np.asarray([i for i in range(n) if pa[i] == 1], s0.dtype),
+            np.asarray([i for i in range(n) if pb[i] == 1], s1.dtype))
+
+
+@op("ConcatOffset", static=(0,))
+def concat_offset(ctx, concat_dim, *shapes):
+    shapes = [ctx.static(s, "the shapes of ConcatOffset") for s in shapes]
+    axis = _axis(concat_dim, len(shapes[0]))
+    offsets, at = [], 0
+    for s in shapes:
+        o = np.zeros_like(s)
+        o[axis] = at
+        at += int(s[axis])
+        offsets.append(o)
+    return offsets
+
+
+# -- reshapes ------------------------------------------------------------------------------------------------
+
+
+@op("Reshape", static=(1,))
+def reshape(ctx, x, shape):
+    return jnp.reshape(x, tuple(_ints(shape)))
+
+
+@op("Squeeze")
+def squeeze(ctx, x):
+    dims = ctx.attr("squeeze_dims", [])
+    return jnp.squeeze(x, axis=tuple(dims) if dims else None)
+
+
+@op("ExpandDims", static=(1,))
+def expand_dims(ctx, x, axis):
+    return jnp.expand_dims(x, int(np.asarray(axis).reshape(-1)[0]))
+
+
+@op("Transpose", static=(1,))
+def transpose(ctx, x, perm):
+    return jnp.transpose(x, _ints(perm))
+
+
+@op("ConjugateTranspose", static=(1,))
+def conjugate_transpose(ctx, x, perm):
+    return jnp.conj(jnp.transpose(x, _ints(perm)))
+
+
+@op("ConcatV2")
+def concat_v2(ctx, *args):
+    values, axis = args[:-1], ctx.static(args[-1], "the axis of ConcatV2")
+    return jnp.concatenate(values, axis=_axis(axis, values[0].ndim))
+
+
+@op("Concat", static=(0,))
+def concat(ctx, axis, *values):
+    return jnp.concatenate(values, axis=_axis(axis, values[0].ndim))
+
+
+@op("Pack")
+def pack(ctx, *values):
+    return jnp.stack(values, axis=ctx.attr("axis", 0))
+
+
+@op("ParallelConcat")
+def parallel_concat(ctx, *values):
+    return jnp.concatenate(values, axis=0)
+
+
+@op("Unpack")
+def unpack(ctx, x):
+    axis = _axis(ctx.attr("axis", 0), x.ndim)
+    return [lax.index_in_dim(x, i, axis, keepdims=False) for i in range(x.shape[axis])]
+
+
+@op("Split", static=(0,))
+def split(ctx, axis, x):
+    return jnp.split(x, ctx.attr("num_split"), axis=_axis(axis, x.ndim))
+
+
+@op("SplitV", static=(1, 2))
+def split_v(ctx, x, size_splits, axis):
+    axis = _axis(axis, x.ndim)
+    sizes = _ints(size_splits)
+    if -1 in sizes:
+        sizes[sizes.index(-1)] = x.shape[axis] - (sum(sizes) + 1)
+    return jnp.split(x, np.cumsum(sizes)[:-1].tolist(), axis=axis)
+
+
+@op("Tile", static=(1,))
+def tile(ctx, x, multiples):
+    return jnp.tile(x, _ints(multiples))
+
+
+@op("Fill", static=(0,))
+def fill(ctx, dims, value):
+    return jnp.full(tuple(_ints(dims)), value, dtype=value.dtype)
+
+
+@op("BroadcastTo", static=(1,))
+def broadcast_to(ctx, x, shape):
+    return jnp.broadcast_to(x, tuple(_ints(shape)))
+
+
+# -- slicing -------------------------------------------------------------------------------------------------
+
+
+@op("Slice", static=(1, 2))
+def slice_(ctx, x, begin, size):
+    bounds = zip(_ints(begin), _ints(size), strict=True)
+    return x[tuple(slice(b, None if s == -1 else b + s) for b, s in bounds)]
+
+
+def strided_slice_spec(shape, begin, end, strides, begin_mask=0, end_mask=0, ellipsis_mask=0, new_axis_mask=0,
+                       shrink_axis_mask=0):
+    """TF's StridedSlice index rules (``ValidateStridedSliceOp`` in tensorflow/core/util/strided_slice_op.cc).
+
+    The sparse spec (one entry per element of ``strides``) is expanded to a dense one with an entry per
+    input dimension: the ellipsis (implicitly at the end when absent) spans the dimensions no entry names; a
+    new-axis entry adds a size-1 dimension and consumes none; a shrink entry indexes one element (``end`` and
+    the masks are ignored, negative indices count from the end, out of range is an error) and drops the
+    dimension. Other begin/end values count from the end when negative, then are clamped to ``[0, dim]`` for a
+    positive stride or ``[-1, dim - 1]`` for a negative one; masked ones take the whole range in the stride's
+    direction.
+
+    Returns ``(slices, processing_shape, final_shape)``: one Python ``slice`` per input dimension (shrunk ones
+    kept with size 1), the shape those slices produce, and the op's output shape. Raises ValueError where TF
+    raises.
+    """
+    n = len(strides)
+    if ellipsis_mask & (ellipsis_mask - 1):
+        raise ValueError("multiple ellipses in slice spec not allowed")
+    if not ellipsis_mask:
+        ellipsis_mask, n = ellipsis_mask | (1 << n), n + 1
+    ellipsis_at = ellipsis_mask.bit_length() - 1
+    new_after_ellipsis = sum(1 for i in range(ellipsis_at + 1, n) if new_axis_mask >> i & 1)
+    ndim = len(shape)
+    dense: list[tuple[int, int, int, bool, bool, bool]] = []
+    gather: list[int] = []
+    for i in range(n):
+        if ellipsis_mask >> i & 1:
+            while len(dense) < min(ndim - (n - i) + 1 + new_after_ellipsis, ndim):
+                gather.append(len(dense))
+                dense.append((0, 0, 1, True, True, False))
+        elif new_axis_mask >> i & 1:
+            gather.append(_NEW_AXIS)
+        else:
+            if len(dense) == ndim:
+                raise ValueError(f"index out of range using input dim {ndim}; input has only {ndim} dims")
+            shrink = bool(shrink_axis_mask >> i & 1)
+            gather.append(_SHRINK if shrink else len(dense))
+            dense.append((int(begin[i]), int(end[i]), int(strides[i]), bool(begin_mask >> i & 1),
+                          bool(end_mask >> i & 1), shrink))
+    if len(dense) != ndim:
+        raise ValueError(f"slice spec names {len(dense)} of the input's {ndim} dimensions")
+    slices, processing = [], []
+    for d, (b, e, s, b_masked, e_masked, shrink) in enumerate(dense):
+        dim = shape[d]
+        if s == 0:
+            raise ValueError(f"strides[{d}] must be non-zero")
+        if shrink:
+            if s < 0:
+                raise ValueError("only stride 1 allowed on non-range indexing")
+            b = b + dim if b < 0 else b
+            if not 0 <= b < dim:
+                raise ValueError(f"slice index {b} of dimension {d} out of bounds")
+            e, s = b + 1, 1
+        else:
+            lo, hi = (0, dim) if s > 0 else (-1, dim - 1)
+            b = (lo if s > 0 else hi) if b_masked else min(max(b + dim if b < 0 else b, lo), hi)
+            e = (hi if s > 0 else lo) if e_masked else min(max(e + dim if e < 0 else e, lo), hi)
+        length = e - b
+        size = 0 if length == 0 or (length < 0) != (s < 0) else -(-length // s)
+        processing.append(size)
+        # A canonical end of -1 (negative stride) means "before index 0", which Python spells None.
+        slices.append(slice(0, 0) if size == 0 else slice(b, None if e < 0 else e, s))
+    final = [1 if g == _NEW_AXIS else processing[g] for g in gather if g != _SHRINK]
+    return slices, tuple(processing), tuple(final)
+
+
+def _strided_slice_spec(ctx, shape, begin, end, strides):
+    masks = [ctx.attr(f"{name}_mask", 0) for name in ("begin", "end", "ellipsis", "new_axis", "shrink_axis")]
+    return strided_slice_spec(tuple(shape), _ints(begin), _ints(end), _ints(strides), *masks)
+
+
+@op("StridedSlice", static=(1, 2, 3))
+def strided_slice(ctx, x, begin, end, strides):
+    slices, _, final = _strided_slice_spec(ctx, x.shape, begin, end, strides)
+    return jnp.reshape(x[tuple(slices)], final)
+
+
+@op("TensorStridedSliceUpdate", static=(1, 2, 3))
+def tensor_strided_slice_update(ctx, x, begin, end, strides, value):
+    slices, processing, final = _strided_slice_spec(ctx, x.shape, begin, end, strides)
+    value = jnp.reshape(jnp.broadcast_to(jnp.asarray(value, x.dtype), final), processing)
+    return jnp.asarray(x).at[tuple(slices)].set(value)
+
+
+@op("StridedSliceGrad", static=(0, 1, 2, 3))
+def strided_slice_grad(ctx, shape, begin, end, strides, dy):
+    slices, processing, _ = _strided_slice_spec(ctx, _ints(shape), begin, end, strides)
+    return jnp.zeros(tuple(_ints(shape)), dy.dtype).at[tuple(slices)].set(jnp.reshape(dy, processing))
+
+
+# -- padding and reordering ----------------------------------------------------------------------------------
+
+
+def _pad_pairs(paddings) -> list[tuple[int, int]]:
+    return [(int(lo), int(hi)) for lo, hi in np.asarray(paddings).reshape(-1, 2)]
+
+
+@op("Pad", static=(1,))
+def pad(ctx, x, paddings):
+    return lax.pad(x, jnp.zeros((), x.dtype), [(lo, hi, 0) for lo, hi in _pad_pairs(paddings)])
+
+
+@op("PadV2", static=(1,))
+def pad_v2(ctx, x, paddings, constant_values):
+    value = jnp.asarray(constant_values, x.dtype)
+    return lax.pad(x, value, [(lo, hi, 0) for lo, hi in _pad_pairs(paddings)])
+
+
+@op("MirrorPad", static=(1,))
+def mirror_pad(ctx, x, paddings):
+    mode = ctx.attr("mode")
+    if mode not in ("REFLECT", "SYMMETRIC"):
+        raise ctx.error(f"unknown MirrorPad mode {mode!r}")
+    return jnp.pad(x, _pad_pairs(paddings), mode=mode.lower())
+
+
+@op("Reverse", static=(1,))
+def reverse(ctx, x, dims):
+    return lax.rev(x, [i for i, flip in enumerate(np.asarray(dims).reshape(-1)) if flip])
+
+
+@op("ReverseV2", static=(1,))
+def reverse_v2(ctx, x, axis):
+    return lax.rev(x, sorted({a + x.ndim if a < 0 else a for a in _ints(axis)}))
+
+
+@op("ReverseSequence")
+def reverse_sequence(ctx, x, seq_lengths):
+    seq_dim, batch_dim = _axis(ctx.attr("seq_dim"), x.ndim), _axis(ctx.attr("batch_dim", 0), x.ndim)
+    bshape = [1] * x.ndim
+    bshape[batch_dim] = x.shape[batch_dim]
+    lengths = jnp.reshape(jnp.asarray(seq_lengths), bshape)
+    j = lax.broadcasted_iota(lengths.dtype, x.shape, seq_dim)
+    return jnp.take_along_axis(x, jnp.where(j < lengths, lengths - 1 - j, j), axis=seq_dim)
+
+
+@op("Roll", static=(2,))
+def roll(ctx, x, shift, axis):
+    shift = tuple(_ints(shift)) if isinstance(shift, np.ndarray) else jnp.reshape(shift, -1)
+    return jnp.roll(x, shift, tuple(_axis(a, x.ndim) for a in _ints(axis)))
+
+
+@op("InvertPermutation")
+def invert_permutation(ctx, x):
+    x = jnp.asarray(x)
+    return jnp.zeros_like(x).at[x].set(jnp.arange(x.shape[0], dtype=x.dtype))
+
+
+# -- one-hot, gathers and scatters ---------------------------------------------------------------------------
+
+
+@op("OneHot", static=(1,))
+def one_hot(ctx, indices, depth, on_value, off_value):
+    ndim = np.ndim(indices)
+    axis = ctx.attr("axis", -1)
+    axis = ndim if axis == -1 else axis
+    classes = np.arange(int(depth)).reshape([-1 if i == axis else 1 for i in range(ndim + 1)])
+    # Negative or too-large indices match no class: their row is all off_value, as in TF.
+    hot = jnp.expand_dims(indices, axis) == classes
+    return jnp.where(hot, on_value, off_value)
+
+
+def gather_v2(params, indices, axis, batch_dims=0):
+    """TF's GatherV2: ``params.shape[:axis] + indices.shape[batch_dims:] + params.shape[axis + 1:]``.
+
+    ``axis`` and ``batch_dims`` may be negative (counted from the end of params' and indices' dimensions); the
+    first ``batch_dims`` dimensions of params and indices are batch dimensions gathered pairwise. Out-of-range
+    and negative indices give zeros (TF's GPU kernel; its CPU kernel raises, which a jitted function cannot).
+    """
+    params, indices = jnp.asarray(params), jnp.asarray(indices)
+    axis, batch_dims = int(axis), int(batch_dims)
+    batch_dims = batch_dims + indices.ndim if batch_dims < 0 else batch_dims
+    axis = axis + params.ndim if axis < 0 else axis
+    if batch_dims:
+        return jax.vmap(lambda p, i: gather_v2(p, i, axis - 1, batch_dims - 1))(params, indices)
+    indices = _wide(indices)
+    return jnp.take(params, jnp.where(indices < 0, params.shape[axis], indices), axis=axis, mode="fill",
+                    fill_value=0)
+
+
+def _wide(indices):
+    # int8/int16 indices cannot hold the out-of-range marker (the dimension size) used for negative indices.
+    return indices.astype(np.int32) if indices.dtype.itemsize < 4 else indices
+
+
+@op("Gather")
+def gather(ctx, params, indices):
+    return gather_v2(params, indices, 0, 0)
+
+
+@op("GatherV2", static=(2,))
+def gather_v2_op(ctx, params, indices, axis):
+    return gather_v2(params, indices, _ints(axis)[0], ctx.attr("batch_dims", 0))
+
+
+def _nd_index(indices, shape):
+    """GatherNd/ScatterNd index tuples; negative entries are moved out of range so that they gather zeros /
+    are dropped instead of wrapping like NumPy indices."""
+    indices = _wide(jnp.asarray(indices))
+    return tuple(jnp.where(indices[..., k] < 0, shape[k], indices[..., k]) for k in range(indices.shape[-1]))
+
+
+@op("GatherNd")
+def gather_nd(ctx, params, indices):
+    params = jnp.asarray(params)
+    index = _nd_index(indices, params.shape)
+    if not index:
+        return jnp.broadcast_to(params, np.shape(indices)[:-1] + params.shape)
+    return params.at[index].get(mode="fill", fill_value=0)
+
+
+def _scatter_nd(tensor, indices, updates, how: str):
+    tensor = jnp.asarray(tensor)
+    updates = jnp.asarray(updates, tensor.dtype)
+    if how == "sub":
+        how, updates = "add", -updates
+    return getattr(tensor.at[_nd_index(indices, tensor.shape)], how)(updates, mode="drop")
+
+
+@op("ScatterNd", static=(2,))
+def scatter_nd(ctx, indices, updates, shape):
+    # Duplicate indices add up, as in TF.
+    return _scatter_nd(jnp.zeros(tuple(_ints(shape)), updates.dtype), indices, updates, "add")
+
+
+_TENSOR_SCATTER = {"TensorScatterUpdate": "set", "TensorScatterAdd": "add", "TensorScatterSub": "sub",
+                   "TensorScatterMin": "min", "TensorScatterMax": "max", "ScatterNdNonAliasingAdd": "add"}
+
+
+@op(*_TENSOR_SCATTER)
+def tensor_scatter(ctx, tensor, indices, updates):
+    return _scatter_nd(tensor, indices, updates, _TENSOR_SCATTER[ctx.node.op])
+
+
+@op("InplaceUpdate", "InplaceAdd", "InplaceSub")
+def inplace(ctx, x, i, v):
+    how = {"InplaceUpdate": "set", "InplaceAdd": "add", "InplaceSub": "sub"}[ctx.node.op]
+    return _scatter_nd(x, jnp.reshape(i, (-1, 1)), jnp.reshape(v, np.shape(i) + tuple(x.shape[1:])), how)
+
+
+@op("SparseToDense", static=(1,))
+def sparse_to_dense(ctx, sparse_indices, output_shape, sparse_values, default_value):
+    # 0-D and 1-D sparse_indices index a 1-D output; a scalar value fills every index.
+    indices = jnp.asarray(sparse_indices)
+    indices = jnp.reshape(indices, (-1, 1)) if indices.ndim < 2 else indices
+    values = jnp.broadcast_to(sparse_values, indices.shape[:1])
+    dense = jnp.full(tuple(_ints(output_shape)), default_value, dtype=values.dtype)
+    return _scatter_nd(dense, indices, values, "set")
+
+
+@op("UnravelIndex", static=(1,))
+def unravel_index(ctx, indices, dims):
+    indices = jnp.asarray(indices)
+    return jnp.stack(jnp.unravel_index(indices, tuple(_ints(dims))), axis=0).astype(indices.dtype)
+
+
+@op("DynamicStitch", "ParallelDynamicStitch")
+def dynamic_stitch(ctx, *args):
+    n = len(args) // 2
+    indices = [ctx.static(i, f"the indices of {ctx.node.op} (they set the output shape)") for i in args[:n]]
+    data = args[n:]
+    flat = np.concatenate([i.reshape(-1) for i in indices]).astype(np.int64)
+    rows = jnp.concatenate([jnp.reshape(d, (-1,) + tuple(d.shape[i.ndim:]))
+                            for i, d in zip(indices, data, strict=True)])
+    # For duplicate indices the last (input, position) in order wins, as in TF; rows nobody writes are zero.
+    writer = np.full(int(flat.max()) + 1 if flat.size else 0, -1, np.int64)
+    np.maximum.at(writer, flat, np.arange(flat.size))
+    mask = (writer >= 0).reshape((-1,) + (1,) * (rows.ndim - 1))
+    return jnp.where(mask, rows[np.maximum(writer, 0)], jnp.zeros((), rows.dtype))
+
+
+@op("DynamicPartition")
+def dynamic_partition(ctx, data, partitions):
+    parts = ctx.static(partitions, "the partitions of DynamicPartition (they set the output shapes)")
+    rows = jnp.reshape(data, (-1,) + tuple(data.shape[parts.ndim:]))
+    flat = parts.reshape(-1)
+    return [rows[np.flatnonzero(flat == p)] for p in range(ctx.attr("num_partitions"))]
+
+
+# -- sorting and searching -----------------------------------------------------------------------------------
+
+
+@op("TopKV2", static=(1,))
+def top_k_v2(ctx, x, k):
+    # Ties go to the lower index, as in TF. With sorted=False TF leaves the order unspecified; sorted is fine.
+    values, indices = lax.top_k(x, int(k))
+    return values, indices.astype(ctx.dtype("index_type", _INT32))
+
+
+def _search(sorted_inputs, values, side: str, dtype):
+    search = jax.vmap(lambda s, v: jnp.searchsorted(s, v, side=side))
+    return search(jnp.asarray(sorted_inputs), jnp.asarray(values)).astype(dtype)
+
+
+@op("LowerBound")
+def lower_bound(ctx, sorted_inputs, values):
+    return _search(sorted_inputs, values, "left", ctx.dtype("out_type", _INT32))
+
+
+@op("UpperBound")
+def upper_bound(ctx, sorted_inputs, values):
+    return _search(sorted_inputs, values, "right", ctx.dtype("out_type", _INT32))
+
+
+def _unique(values: np.ndarray, axis: int | None, out_idx: np.dtype):
+    """TF's Unique: unique elements (or slices along ``axis``) in order of first occurrence, the index of
+    each input element's unique entry, and counts. NaNs never compare equal, so each NaN is its own entry."""
+    uniq, first, inverse, counts = np.unique(values, return_index=True, return_inverse=True,
+                                             return_counts=True, axis=axis, equal_nan=False)
+    order = np.argsort(first, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    uniq = uniq[order] if axis is None else np.take(uniq, order, axis=axis)
+    return uniq, rank[inverse.reshape(-1)].astype(out_idx), counts[order].astype(out_idx)
+
+
+def _unique_op(ctx, x, axis=None):
+    values = ctx.static(x, f"the input of {ctx.node.op} (its output shape depends on the values)")
+    if axis is not None:
+        axes = _ints(axis)
+        axis = _axis(axes[0], values.ndim) if axes else None
+    out = _unique(values.reshape(-1) if axis is None else values, axis, ctx.dtype("out_idx", _INT32))
+    return out if ctx.node.op.startswith("UniqueWithCounts") else out[:2]
+
+
+@op("Unique", "UniqueWithCounts")
+def unique(ctx, x):
+    return _unique_op(ctx, x)
+
+
+@op("UniqueV2", "UniqueWithCountsV2", static=(1,))
+def unique_v2(ctx, x, axis):
+    return _unique_op(ctx, x, axis)
+
+
+@op("Where")
+def where(ctx, x):
+    values = ctx.static(x, "the input of Where (its output shape depends on the values)")
+    return np.argwhere(values).astype(np.int64)
+
+
+@op("ListDiff")
+def list_diff(ctx, x, y):
+    xv = ctx.static(x, "input x of ListDiff (its output shape depends on the values)")
+    yv = ctx.static(y, "input y of ListDiff (its output shape depends on the values)")
+    keep = ~np.isin(xv, yv)
+    return xv[keep], np.flatnonzero(keep).astype(ctx.dtype("out_idx", _INT32))
+
+
+@op("Bincount", static=(1,))
+def bincount(ctx, arr, size, weights):
+    return _bincount(jnp.reshape(arr, -1), int(size), jnp.reshape(weights, -1), ctx.dtype("T"), False)
+
+
+@op("DenseBincount", static=(1,))
+def dense_bincount(ctx, arr, size, weights):
+    return _bincount(jnp.asarray(arr), int(size), weights, ctx.dtype("T"), ctx.attr("binary_output", False))
+
+
+def _bincount(arr, size: int, weights, dtype, binary: bool):
+    """TF's (Dense)Bincount: per-row counts (or weight sums) of values in ``[0, size)``; values outside
+    are ignored (TF's CPU kernel raises on negative values). ``binary`` marks presence with 1, ignoring
+    weights."""
+    weights = jnp.asarray(weights, dtype)
+    if binary or weights.size == 0:
+        weights = jnp.ones(arr.shape, dtype)
+    bins = jnp.where(arr < 0, size, arr)
+    out_shape = arr.shape[:-1] + (size,) if arr.ndim == 2 else (size,)
+    index = (lax.broadcasted_iota(bins.dtype, arr.shape, 0), bins) if arr.ndim == 2 else (bins,)
+    counts = jnp.zeros(out_shape, dtype).at[index].add(weights, mode="drop")
+    return (counts > 0).astype(dtype) if binary else counts
+
+
+# -- space/depth/batch rearrangements ------------------------------------------------------------------------
+
+
+def _data_format(ctx) -> str:
+    fmt = ctx.attr("data_format", "NHWC")
+    if fmt not in ("NHWC", "NCHW"):
+        raise ctx.error(f"data_format {fmt!r} is not supported (only NHWC and NCHW)")
+    return fmt
+
+
+@op("DepthToSpace")
+def depth_to_space(ctx, x):
+    b = ctx.attr("block_size")
+    if _data_format(ctx) == "NCHW":
+        n, c, h, w = x.shape
+        y = jnp.reshape(x, (n, b, b, c // (b * b), h, w)).transpose(0, 3, 4, 1, 5, 2)
+        return jnp.reshape(y, (n, c // (b * b), h * b, w * b))
+    n, h, w, c = x.shape
+    y = jnp.reshape(x, (n, h, w, b, b, c // (b * b))).transpose(0, 1, 3, 2, 4, 5)
+    return jnp.reshape(y, (n, h * b, w * b, c // (b * b)))
+
+
+@op("SpaceToDepth")
+def space_to_depth(ctx, x):
+    b = ctx.attr("block_size")
+    if _data_format(ctx) == "NCHW":
+        n, c, h, w = x.shape
+        y = jnp.reshape(x, (n, c, h // b, b, w // b, b)).transpose(0, 3, 5, 1, 2, 4)
+        return jnp.reshape(y, (n, c * b * b, h // b, w // b))
+    n, h, w, c = x.shape
+    y = jnp.reshape(x, (n, h // b, b, w // b, b, c)).transpose(0, 1, 3, 2, 4, 5)
+    return jnp.reshape(y, (n, h // b, w // b, c * b * b))
+
+
+def _space_to_batch(x, block: list[int], paddings: list[tuple[int, int]]):
+    """TF's SpaceToBatchND: zero-pad the spatial dims (1..M), split each into (size / block, block) and move
+    the block offsets in front of the batch dimension."""
+    m = len(block)
+    x = jnp.pad(x, [(0, 0)] + paddings + [(0, 0)] * (x.ndim - 1 - m))
+    n, spatial, rest = x.shape[0], x.shape[1:1 + m], x.shape[1 + m:]
+    outer = [s // b for s, b in zip(spatial, block, strict=True)]
+    y = jnp.reshape(x, (n, *(d for o, b in zip(outer, block, strict=True) for d in (o, b)), *rest))
+    perm = [2 + 2 * i for i in range(m)] + [0] + [1 + 2 * i for i in range(m)]
+    y = jnp.transpose(y, perm + list(range(1 + 2 * m, y.ndim)))
+    return jnp.reshape(y, (n * math.prod(block), *outer, *rest))
+
+
+def _batch_to_space(x, block: list[int], crops: list[tuple[int, int]]):
+    """TF's BatchToSpaceND: the inverse of :func:`_space_to_batch`, then crop the spatial dims."""
+    m = len(block)
+    n = x.shape[0] // math.prod(block)
+    spatial, rest = x.shape[1:1 + m], x.shape[1 + m:]
+    y = jnp.reshape(x, (*block, n, *spatial, *rest))
+    perm = [m] + [d for i in range(m) for d in (m + 1 + i, i)] + list(range(1 + 2 * m, y.ndim))
+    y = jnp.reshape(jnp.transpose(y, perm), (n, *(s * b for s, b in zip(spatial, block, strict=True)), *rest))
+    return y[(slice(None),) + tuple(slice(lo, y.shape[1 + i] - hi) for i, (lo, hi) in enumerate(crops))]
+
+
+@op("SpaceToBatchND", static=(1, 2))
+def space_to_batch_nd(ctx, x, block_shape, paddings):
+    return _space_to_batch(x, _ints(block_shape), _pad_pairs(paddings))
+
+
+@op("BatchToSpaceND", static=(1, 2))
+def batch_to_space_nd(ctx, x, block_shape, crops):
+    return _batch_to_space(x, _ints(block_shape), _pad_pairs(crops))
+
+
+@op("SpaceToBatch", static=(1,))
+def space_to_batch(ctx, x, paddings):
+    b = ctx.attr("block_size")
+    return _space_to_batch(x, [b, b], _pad_pairs(paddings))
+
+
+@op("BatchToSpace", static=(1,))
+def batch_to_space(ctx, x, crops):
+    b = ctx.attr("block_size")
+    return _batch_to_space(x, [b, b], _pad_pairs(crops))
+
+
+def _same_or_valid(size: int, window: int, stride: int, padding: str) -> tuple[int, int, int]:
+    """Output size and (before, after) padding of one spatial dim under TF's SAME/VALID rules."""
+    if padding == "VALID":
+        return max(-(-(size - window + 1) // stride), 0), 0, 0
+    out = -(-size // stride)
+    total = max((out - 1) * stride + window - size, 0)
+    return out, total // 2, total - total // 2
+
+
+@op("ExtractImagePatches")
+def extract_image_patches(ctx, images):
+    _, kh, kw, _ = ctx.attr("ksizes")
+    _, sh, sw, _ = ctx.attr("strides")
+    _, rh, rw, _ = ctx.attr("rates")
+    padding = ctx.attr("padding")
+    if padding not in ("SAME", "VALID"):
+        raise ctx.error(f"padding {padding!r} is not supported (only SAME and VALID)")
+    n, h, w, c = images.shape
+    oh, top, bottom = _same_or_valid(h, (kh - 1) * rh + 1, sh, padding)
+    ow, left, right = _same_or_valid(w, (kw - 1) * rw + 1, sw, padding)
+    x = jnp.pad(images, [(0, 0), (top, bottom), (left, right), (0, 0)])
+    # TF orders patch features as (row, col, channel).
+    patches = [x[:, i * rh:i * rh + (oh - 1) * sh + 1:sh, j * rw:j * rw + (ow - 1) * sw + 1:sw, :]
+               for i in range(kh) for j in range(kw)]
+    return jnp.reshape(jnp.stack(patches, axis=3), (n, oh, ow, kh * kw * c))
+
+
+# -- diagonals and bands -------------------------------------------------------------------------------------
+
+
+@op("MatrixBandPart")
+def matrix_band_part(ctx, x, num_lower, num_upper):
+    rows, cols = x.shape[-2:]
+    offset = np.arange(rows)[:, None] - np.arange(cols)[None, :]
+    lower, upper = jnp.asarray(num_lower), jnp.asarray(num_upper)
+    in_band = ((lower < 0) | (offset <= lower)) & ((upper < 0) | (-offset <= upper))
+    return jnp.where(in_band, x, jnp.zeros((), x.dtype))
+
+
+def _diag_range(k) -> tuple[int, int]:
+    k = _ints(k)
+    return k[0], k[-1]
+
+
+def _diag_len(rows: int, cols: int, d: int) -> int:
+    return min(rows + min(d, 0), cols - max(d, 0))
+
+
+def _right_aligned(align: str, d: int) -> bool:
+    sup, sub = align.split("_")
+    return (d >= 0 and sup == "RIGHT") or (d <= 0 and sub == "RIGHT")
+
+
+def _diag_layout(rows: int, cols: int, k0: int, k1: int, align: str, max_len: int | None = None):
+    """Where TF's diagonal band ``[num_diags, max_diag_len]`` lives in a ``rows x cols`` matrix (MatrixDiagV3,
+    MatrixDiagPartV3, MatrixSetDiagV3 in tensorflow/core/kernels/linalg/matrix_diag_op.cc).
+
+    Diagonal ``d`` (``d = col - row``) is band row ``k1 - d``; diagonals shorter than ``max_diag_len`` are
+    padded on the right, or on the left when ``align`` right-aligns them (its first word for ``d >= 0``,
+    second for ``d <= 0``). Returns ``(band_row, band_col, in_band)`` for every matrix element, and
+    ``(row, col, valid)`` for every band slot.
+    """
+    if max_len is None:
+        max_len = min(rows + min(k1, 0), cols - max(k0, 0))
+    diags = np.arange(k1, k0 - 1, -1)
+    lengths = np.asarray([_diag_len(rows, cols, int(d)) for d in diags], np.int64)
+    offsets = np.asarray([max_len - n if _right_aligned(align, int(d)) else 0
+                          for d, n in zip(diags, lengths, strict=True)], np.int64)
+    pos = np.arange(max_len)[None, :] - offsets[:, None]
+    valid = (pos >= 0) & (pos < lengths[:, None])
+    row = np.where(valid, pos - np.minimum(diags, 0)[:, None], 0)
+    col = np.where(valid, pos + np.maximum(diags, 0)[:, None], 0)
+    r, c = np.indices((rows, cols))
+    d = c - r
+    in_band = (d >= k0) & (d <= k1)
+    band_row = np.where(in_band, k1 - d, 0)
+    band_col = np.where(in_band, np.minimum(r, c) + offsets[band_row], 0)
+    return (band_row, band_col, in_band), (row, col, valid)
+
+
+def _matrix_diag(ctx, diagonal, k, num_rows, num_cols, padding, align):
+    k0, k1 = _diag_range(k)
+    diagonal = jnp.asarray(diagonal)
+    if k0 == k1:
+        diagonal = diagonal[..., None, :]
+    max_len = diagonal.shape[-1]
+    min_rows, min_cols = max_len - min(k1, 0), max_len + max(k0, 0)
+    rows, cols = int(num_rows), int(num_cols)
+    if rows == -1 and cols == -1:
+        rows = cols = max(min_rows, min_cols)
+    rows, cols = (min_rows if rows == -1 else rows), (min_cols if cols == -1 else cols)
+    (band_row, band_col, in_band), _ = _diag_layout(rows, cols, k0, k1, align, max_len)
+    return jnp.where(in_band, diagonal[..., band_row, band_col], jnp.asarray(padding, diagonal.dtype))
+
+
+def _matrix_diag_part(ctx, x, k, padding, align):
+    k0, k1 = _diag_range(k)
+    _, (row, col, valid) = _diag_layout(*x.shape[-2:], k0, k1, align)
+    part = jnp.where(valid, jnp.asarray(x)[..., row, col], jnp.asarray(padding, x.dtype))
+    return part[..., 0, :] if k0 == k1 else part
+
+
+def _matrix_set_diag(ctx, x, diagonal, k, align):
+    k0, k1 = _diag_range(k)
+    diagonal = jnp.asarray(diagonal, x.dtype)
+    if k0 == k1:
+        diagonal = diagonal[..., None, :]
+    (band_row, band_col, in_band), _ = _diag_layout(*x.shape[-2:], k0, k1, align)
+    return jnp.where(in_band, diagonal[..., band_row, band_col], x)
+
+
+def _align(ctx) -> str:
+    # V2 ops have no align attr and left-align every diagonal; V3's default is RIGHT_LEFT (and SavedModels
+    # strip attrs that have their default value).
+    return ctx.attr("align", "RIGHT_LEFT") if ctx.node.op.endswith("V3") else "LEFT_LEFT"
+
+
+@op("MatrixDiag")
+def matrix_diag(ctx, diagonal):
+    return _matrix_diag(ctx, diagonal, 0, -1, -1, 0, "LEFT_LEFT")
+
+
+@op("MatrixDiagV2", "MatrixDiagV3", static=(1, 2, 3))
+def matrix_diag_v3(ctx, diagonal, k, num_rows, num_cols, padding_value):
+    return _matrix_diag(ctx, diagonal, k, num_rows, num_cols, padding_value, _align(ctx))
+
+
+@op("MatrixDiagPart")
+def matrix_diag_part(ctx, x):
+    return _matrix_diag_part(ctx, x, 0, 0, "LEFT_LEFT")
+
+
+@op("MatrixDiagPartV2", "MatrixDiagPartV3", static=(1,))
+def matrix_diag_part_v3(ctx, x, k, padding_value):
+    return _matrix_diag_part(ctx, x, k, padding_value, _align(ctx))
+
+
+@op("MatrixSetDiag")
+def matrix_set_diag(ctx, x, diagonal):
+    return _matrix_set_diag(ctx, x, diagonal, 0, "LEFT_LEFT")
+
+
+@op("MatrixSetDiagV2", "MatrixSetDiagV3", static=(2,))
+def matrix_set_diag_v3(ctx, x, diagonal, k):
+    return _matrix_set_diag(ctx, x, diagonal, k, _align(ctx))
+
+
+@op("Diag")
+def diag(ctx, diagonal):
+    shape = tuple(diagonal.shape)
+    return jnp.reshape(jnp.diag(jnp.reshape(diagonal, -1)), shape + shape)
+
+
+@op("DiagPart")
+def diag_part(ctx, x):
+    shape = tuple(x.shape[: x.ndim // 2])
+    n = math.prod(shape)
+    return jnp.reshape(jnp.diagonal(jnp.reshape(x, (n, n))), shape)

@@ -1,0 +1,105 @@
+"""Segment reductions: sorted (``Segment*``), unsorted (``UnsortedSegment*``), sparse (``SparseSegment*``).
+
+The number of segments sets the output shape, so it must be known at trace time: ``num_segments`` inputs are
+static, and the ops without one (``output rows = last segment id + 1``) need static segment ids.
+
+Empty segments follow TF: sum 0, product 1, mean 0; the sorted ``SegmentMax``/``SegmentMin`` give 0 while
+``UnsortedSegmentMax``/``Min`` and ``Segment{Max,Min}V2`` give the dtype's lowest/highest value. Negative ids
+drop their rows (as TF's unsorted ops do); ids ``>= num_segments`` make TF's CPU kernels raise, which a jitted
+function cannot, so their rows are dropped too. Out-of-range ``indices`` of the sparse ops gather zeros (see
+:mod:`jaxsm.ops.array`).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxsm.ops.array import gather_v2
+from jaxsm.ops.registry import op
+
+_REDUCERS = {"Sum": jax.ops.segment_sum, "Prod": jax.ops.segment_prod, "Max": jax.ops.segment_max,
+             "Min": jax.ops.segment_min}
+
+
+def _rows_from_ids(ctx, segment_ids) -> int:
+    what = f"the segment_ids of {ctx.node.op} (the last id + 1 is the number of output rows)"
+    ids = ctx.static(segment_ids, what)
+    return int(ids.reshape(-1)[-1]) + 1 if ids.size else 0
+
+
+def _extreme(dtype, kind: str):
+    info = jnp.iinfo(dtype) if jnp.issubdtype(dtype, jnp.integer) else jnp.finfo(dtype)
+    return info.min if kind == "Max" else info.max
+
+
+def _count(ids, n: int, dtype, sorted_ids: bool):
+    return jax.ops.segment_sum(jnp.ones(ids.shape, dtype), ids, num_segments=n, indices_are_sorted=sorted_ids)
+
+
+def _per_row(v, ndim: int):
+    return jnp.reshape(v, v.shape + (1,) * (ndim - 1))
+
+
+def segment_reduce(kind: str, data, segment_ids, num_segments: int, sorted_ids: bool, empty=None):
+    """Reduce the rows of ``data`` (leading dims = ``segment_ids``' dims) into ``num_segments`` rows.
+
+    ``kind`` is Sum, Prod, Max, Min, Mean or SqrtN. Empty Max/Min segments get ``empty`` (JAX's identity,
+    -inf/+inf, when None); Mean and SqrtN of an empty segment are 0; integer means truncate like TF's C++
+    division.
+    """
+    data, ids = jnp.asarray(data), jnp.asarray(segment_ids)
+    data, ids = jnp.reshape(data, (-1,) + data.shape[ids.ndim:]), jnp.reshape(ids, -1)
+    if kind in ("Mean", "SqrtN"):
+        total = jax.ops.segment_sum(data, ids, num_segments=num_segments, indices_are_sorted=sorted_ids)
+        count = jnp.maximum(_count(ids, num_segments, data.dtype, sorted_ids), 1)
+        count = _per_row(jnp.sqrt(count) if kind == "SqrtN" else count, total.ndim)
+        return jax.lax.div(total, count.astype(total.dtype))
+    out = _REDUCERS[kind](data, ids, num_segments=num_segments, indices_are_sorted=sorted_ids)
+    if empty is not None:
+        present = _per_row(_count(ids, num_segments, np.int32, sorted_ids) > 0, out.ndim)
+        out = jnp.where(present, out, jnp.asarray(empty, out.dtype))
+    return out
+
+
+def _kind(ctx) -> str:
+    name = ctx.node.op.removeprefix("Unsorted").removeprefix("Sparse").removeprefix("Segment")
+    return name.removesuffix("V2").removesuffix("WithNumSegments")
+
+
+@op("SegmentSum", "SegmentProd", "SegmentMax", "SegmentMin", "SegmentMean")
+def segment(ctx, data, segment_ids):
+    kind = _kind(ctx)
+    return segment_reduce(kind, data, segment_ids, _rows_from_ids(ctx, segment_ids), True,
+                          0 if kind in ("Max", "Min") else None)
+
+
+@op("SegmentSumV2", "SegmentProdV2", "SegmentMaxV2", "SegmentMinV2", static=(2,))
+def segment_v2(ctx, data, segment_ids, num_segments):
+    # Unlike SegmentMax/Min, the V2 ops (XLA-only in TF) fill empty segments like the unsorted ops do.
+    return _segment_extreme(ctx, data, segment_ids, num_segments, True)
+
+
+@op("UnsortedSegmentSum", "UnsortedSegmentProd", "UnsortedSegmentMax", "UnsortedSegmentMin", static=(2,))
+def unsorted_segment(ctx, data, segment_ids, num_segments):
+    return _segment_extreme(ctx, data, segment_ids, num_segments, False)
+
+
+def _segment_extreme(ctx, data, segment_ids, num_segments, sorted_ids: bool):
+    kind = _kind(ctx)
+    empty = _extreme(np.dtype(data.dtype), kind) if kind in ("Max", "Min") else None
+    return segment_reduce(kind, data, segment_ids, int(num_segments), sorted_ids, empty)
+
+
+@op("SparseSegmentSum", "SparseSegmentMean", "SparseSegmentSqrtN")
+def sparse_segment(ctx, data, indices, segment_ids):
+    rows = gather_v2(data, indices, 0)
+    return segment_reduce(_kind(ctx), rows, segment_ids, _rows_from_ids(ctx, segment_ids), True)
+
+
+@op("SparseSegmentSumWithNumSegments", "SparseSegmentMeanWithNumSegments",
+    "SparseSegmentSqrtNWithNumSegments", static=(3,))
+def sparse_segment_with_num_segments(ctx, data, indices, segment_ids, num_segments):
+    rows = gather_v2(data, indices, 0)
+    return segment_reduce(_kind(ctx), rows, segment_ids, int(num_segments), True)

@@ -1,0 +1,110 @@
+"""Segment reductions (jaxsm/ops/segment.py) against TensorFlow."""
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+
+from jaxsm.errors import StaticValueError  # noqa: E402
+from tests.tfcompare import assert_matches_tf, run_jaxsm, save_function  # noqa: E402
+
+JIT = pytest.mark.parametrize("jit", [True, False])
+raw = tf.raw_ops
+
+
+def _data(shape, dtype):
+    return ((np.arange(int(np.prod(shape))) * 7) % 11 - 5).astype(dtype).reshape(shape)
+
+
+@JIT
+@pytest.mark.parametrize("dtype", [np.float32, np.int32, np.float64, np.int64])
+@pytest.mark.parametrize("id_dtype", [tf.int32, tf.int64])
+def test_sorted_segments(jit, dtype, id_dtype):
+    def fn(x):
+        ids = tf.constant([0, 0, 2, 2, 2, 5], id_dtype)  # segments 1, 3 and 4 are empty
+        out = {}
+        for name in ["sum", "prod", "max", "min", "mean"]:
+            op = getattr(tf.math, f"segment_{name}")
+            out[name] = op(x, ids)
+            out[name + "_1d"] = op(x[:, 1], ids)
+        out["empty_ids"] = tf.math.segment_sum(x[:0], ids[:0])
+        return out
+
+    assert_matches_tf(fn, [_data((6, 3), dtype)], jit=jit)
+
+
+@JIT
+@pytest.mark.parametrize("dtype", [np.float32, np.int32])
+def test_sorted_segments_v2(jit, dtype):
+    # TF registers Segment*V2 kernels for XLA only: the oracle is TF's jit-compiled function.
+    def fn(x):
+        ids = tf.constant([0, 0, 2, 2, 5])
+        n = tf.constant(7, tf.int64)
+        return [getattr(raw, f"Segment{name}V2")(data=x, segment_ids=ids, num_segments=n)
+                for name in ["Sum", "Prod", "Max", "Min"]]
+
+    x = _data((5, 2), dtype)
+    export_dir, _ = save_function(fn, [x])
+    expected = tf.function(fn, jit_compile=True)(tf.constant(x))
+    got = run_jaxsm(export_dir, [x], jit=jit)
+    for name, e, g in zip(["Sum", "Prod", "Max", "Min"], expected, got, strict=True):
+        assert np.asarray(g).dtype == e.dtype, name
+        np.testing.assert_array_equal(np.asarray(g), e.numpy(), err_msg=f"Segment{name}V2")
+
+
+def test_sorted_segments_on_constants():
+    def fn(x):
+        data = tf.constant([[1.0, -2.0], [3.0, 4.0], [-5.0, 6.0]])
+        ids = tf.constant([1, 1, 3])
+        return tf.math.segment_max(data, ids), tf.math.segment_mean(data, ids), tf.math.segment_sum(x, ids)
+
+    assert_matches_tf(fn, [_data((3,), np.float32)], jit=True)
+
+
+def test_sorted_segments_with_run_time_ids_raise():
+    x, ids = _data((4, 2), np.float32), np.asarray([0, 0, 1, 3], np.int32)
+    export_dir, _ = save_function(lambda x, i: tf.math.segment_sum(x, i), [x, ids])
+    with pytest.raises(StaticValueError, match="segment_ids of SegmentSum"):
+        run_jaxsm(export_dir, [x, ids], jit=True)
+
+
+@JIT
+@pytest.mark.parametrize("dtype", [np.float32, np.int32, np.float64, np.float16, np.uint8])
+def test_unsorted_segments(jit, dtype):
+    def fn(x, ids):
+        out = {}
+        for name, op in [("sum", tf.math.unsorted_segment_sum), ("prod", tf.math.unsorted_segment_prod),
+                         ("max", tf.math.unsorted_segment_max), ("min", tf.math.unsorted_segment_min)]:
+            # Segments 2, 4 and 5 are empty: max/min give the dtype's lowest/highest value.
+            out[name] = op(x, ids, 6)
+            out[name + "_2d_ids"] = op(tf.reshape(x, [2, 3, 2]), tf.reshape(ids, [2, 3]),
+                                       tf.constant(4, tf.int64))
+        return out
+
+    ids = np.asarray([3, 0, -1, 3, 1, 0], np.int32)  # negative ids drop their rows, as in TF
+    assert_matches_tf(fn, [_data((6, 2), dtype), ids], jit=jit)
+
+
+@JIT
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("index_dtype", [tf.int32, tf.int64])
+def test_sparse_segments(jit, dtype, index_dtype):
+    def fn(x, indices):
+        ids = tf.constant([0, 0, 1, 3, 3, 3], index_dtype)  # segment 2 is empty
+        out = {}
+        for name in ["Sum", "Mean", "SqrtN"]:
+            out[name] = getattr(raw, f"SparseSegment{name}")(data=x, indices=indices, segment_ids=ids)
+            out[name + "_n"] = getattr(raw, f"SparseSegment{name}WithNumSegments")(
+                data=x[:, 0], indices=indices, segment_ids=ids, num_segments=tf.constant(6, index_dtype))
+        out["tf_api"] = tf.sparse.segment_mean(x, indices, ids, num_segments=5)
+        return out
+
+    indices = np.asarray([2, 0, 1, 3, 3, 0], np.int32 if index_dtype == tf.int32 else np.int64)
+    assert_matches_tf(fn, [_data((4, 3), dtype), indices], jit=jit)
+
+
+@JIT
+def test_sparse_segments_with_run_time_ids(jit):
+    fn = lambda x, i, s: tf.sparse.segment_sqrt_n(x, i, s, num_segments=3)  # noqa: E731
+    ids = np.asarray([0, 2, 2], np.int64)
+    assert_matches_tf(fn, [_data((3, 2), np.float32), np.asarray([1, 1, 0], np.int64), ids], jit=jit)

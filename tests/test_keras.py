@@ -137,3 +137,30 @@ def test_keras_variables_and_saved_model_save(tmp_path):
 
     assert sorted(map(key, imported.variables)) == sorted(map(key, model.variables)), "variables"
     assert sorted(map(key, imported.trainable_variables)) == sorted(map(key, model.trainable_variables))
+
+
+def test_keras2_tf_keras_saved_model(tmp_path):
+    k2 = pytest.importorskip("tf_keras")
+    k2.utils.set_random_seed(0)
+    inp = k2.layers.Input((5, 3))
+    h = k2.layers.LSTM(4, return_sequences=True)(inp)
+    h = k2.layers.GRU(3)(h)
+    h = k2.layers.BatchNormalization()(h)
+    out = k2.layers.Dense(2)(k2.layers.Dropout(0.5)(h))
+    model = k2.Model(inp, out)
+    path = str(tmp_path / "k2")
+    model.save(path, save_format="tf")
+    ref = tf.saved_model.load(path)
+    got = jaxsm.load(path)
+    x = np.random.default_rng(6).normal(size=(2, 5, 3)).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(got(x)), ref(tf.constant(x)).numpy(), rtol=1e-5, atol=1e-6,
+                               err_msg="__call__")
+    np.testing.assert_allclose(np.asarray(got(x, training=False)), ref(tf.constant(x), training=False).numpy(),
+                               rtol=1e-5, atol=1e-6, err_msg="__call__ training=False")
+    sig = got.signatures["serving_default"](x)
+    want = ref.signatures["serving_default"](tf.constant(x))
+    assert set(sig) == set(want), "signature output keys"
+    assert len(got.variables) == len(ref.variables), "variables"
+    assert len(got.trainable_variables) == len(ref.trainable_variables), "trainable_variables"
+    for a, b in zip(got.variables, ref.variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=b.name)

@@ -1,0 +1,31 @@
+"""Stateful random ops: TF's values cannot be reproduced (hidden process-wide RNG state), so these tests check
+what can be checked against TF: shapes, dtypes, ranges and rough moments; and that Dropout at inference loads."""
+
+import numpy as np
+import pytest
+
+import jaxsm
+
+tf = pytest.importorskip("tensorflow")
+
+
+def test_distributions(tmp_path):
+    class M(tf.Module):
+        @tf.function(input_signature=[])
+        def f(self):
+            return (tf.random.uniform([4000], seed=1), tf.random.normal([4000], seed=2),
+                    tf.random.truncated_normal([4000], seed=3),
+                    tf.random.uniform([4000], 3, 9, dtype=tf.int32, seed=4),
+                    tf.random.shuffle(tf.range(10), seed=5))
+
+    m = M()
+    tf.saved_model.save(m, str(tmp_path))
+    u, n, t, i, s = (np.asarray(v) for v in jaxsm.load(str(tmp_path)).f())
+    ref = [v.numpy() for v in m.f()]
+    for got, want, name in zip((u, n, t, i, s), ref, ("uniform", "normal", "truncated", "int", "shuffle")):
+        assert got.shape == want.shape and got.dtype == want.dtype, name
+    assert 0 <= u.min() and u.max() < 1 and abs(u.mean() - 0.5) < 0.05
+    assert abs(n.mean()) < 0.1 and abs(n.std() - 1) < 0.1
+    assert np.abs(t).max() <= 2.0
+    assert i.min() >= 3 and i.max() < 9
+    assert sorted(s.tolist()) == list(range(10))

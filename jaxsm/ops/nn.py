@@ -1,0 +1,563 @@
+"""Neural-network ops: convolutions (and their input/filter gradients), pooling, batch normalization, softmax
+and cross entropy, LRN, top-k membership and data-format helpers.
+
+Convolutions use ``precision=lax.Precision.HIGHEST``: on GPU/TPU the default precision rounds float32 operands
+to bfloat16/TF32, while TF computes float32 convolutions in full float32; HIGHEST keeps the results in
+agreement.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from jaxsm.ops.image import bilinear_resize
+from jaxsm.ops.registry import op
+
+_HIGHEST = lax.Precision.HIGHEST
+# Depthwise kernels up to this many taps are lowered as shifted-slice multiply-adds: XLA's grouped convolution
+# with feature_group_count == channels is ~50x slower on CPU than the unrolled form for 3x3/5x5 kernels.
+_DEPTHWISE_MAX_TAPS = 25
+
+
+# -- layout helpers ------------------------------------------------------------------------------------------
+def _channels_last(fmt: str) -> bool:
+    return fmt.endswith("C") or fmt == "CHANNELS_LAST"
+
+
+def _spatial(values, fmt: str, nd: int) -> list[int]:
+    """The spatial entries of a per-dimension attr (strides, ksize, dilations) given in ``fmt`` order."""
+    values = [int(v) for v in values]
+    if len(values) == nd:
+        return values
+    return values[1:-1] if _channels_last(fmt) else values[2:]
+
+
+def _explicit_pads(ctx, fmt: str, nd: int) -> list[tuple[int, int]]:
+    flat = [int(p) for p in ctx.attr("explicit_paddings", [])]
+    pairs = list(zip(flat[0::2], flat[1::2], strict=True))
+    if len(pairs) != nd + 2:
+        raise ctx.error(f"padding EXPLICIT needs {2 * (nd + 2)} explicit_paddings, got {len(flat)}")
+    return pairs[1:-1] if _channels_last(fmt) else pairs[2:]
+
+
+def _conv_padding(ctx, fmt: str, nd: int):
+    padding = ctx.attr("padding")
+    if padding == "EXPLICIT":
+        return _explicit_pads(ctx, fmt, nd)
+    if padding not in ("SAME", "VALID"):
+        raise ctx.error(f"unsupported padding {padding!r}")
+    return padding
+
+
+def _resolve_pads(padding, in_spatial, window, strides, dilations) -> list[tuple[int, int]]:
+    """TF's SAME/VALID padding as (before, after) pairs; SAME puts the odd pixel after, as lax does."""
+    if not isinstance(padding, str):
+        return [tuple(p) for p in padding]
+    eff = [(k - 1) * d + 1 for k, d in zip(window, dilations, strict=True)]
+    return list(lax.padtype_to_pads(in_spatial, eff, strides, padding))
+
+
+def _to_channels_last(x, fmt: str):
+    return x if _channels_last(fmt) else jnp.moveaxis(x, 1, -1)
+
+
+def _from_channels_last(x, fmt: str):
+    return x if _channels_last(fmt) else jnp.moveaxis(x, -1, 1)
+
+
+# -- convolutions --------------------------------------------------------------------------------------------
+def _conv_attrs(ctx, nd: int, fmt: str | None = None):
+    """(data_format, strides, padding, dilations) of a convolution node, spatial entries only."""
+    fmt = fmt or ctx.attr("data_format", "NHWC" if nd == 2 else "NDHWC")
+    return (fmt, _spatial(ctx.attr("strides"), fmt, nd), _conv_padding(ctx, fmt, nd),
+            _spatial(ctx.attr("dilations", [1] * (nd + 2)), fmt, nd))
+
+
+def _conv_nd(x, w, attrs):
+    """TF's Conv2D/Conv3D: filter [spatial..., in/groups, out]; grouped when the input has a multiple of the
+    filter's input channels (tensorflow/core/kernels/conv_ops.cc)."""
+    fmt, strides, padding, dilations = attrs
+    nd = w.ndim - 2
+    spatial = "DHW"[3 - nd:]
+    lhs = ("N" + spatial + "C") if _channels_last(fmt) else ("NC" + spatial)
+    groups = int(x.shape[-1 if _channels_last(fmt) else 1]) // int(w.shape[-2])
+    out = lax.conv_general_dilated(
+        x, w, window_strides=strides, padding=padding, rhs_dilation=dilations,
+        dimension_numbers=(lhs, spatial + "IO", lhs), feature_group_count=groups, precision=_HIGHEST)
+    return out.astype(jnp.result_type(x))
+
+
+@op("Conv2D")
+def conv2d(ctx, x, w):
+    return _conv_nd(x, w, _conv_attrs(ctx, 2))
+
+
+@op("Conv3D")
+def conv3d(ctx, x, w):
+    return _conv_nd(x, w, _conv_attrs(ctx, 3))
+
+
+@op("Conv")
+def conv(ctx, x, w):
+    """TF's generic Conv: ``batch_dims`` leading batch dims, CHANNELS_LAST/CHANNELS_FIRST, ``groups``."""
+    batch_dims = ctx.attr("batch_dims", 1)
+    batch_shape = tuple(x.shape[:batch_dims])
+    x = jnp.reshape(x, (-1,) + tuple(x.shape[batch_dims:]))
+    nd = w.ndim - 2
+    out = _conv_nd(x, w, _conv_attrs(ctx, nd, ctx.attr("data_format", "CHANNELS_LAST")))
+    return jnp.reshape(out, batch_shape + tuple(out.shape[1:]))
+
+
+def _depthwise_slices(x, w, strides, dilations, pads):
+    """Depthwise convolution (NHWC, filter [kh, kw, C, M], output channel c*M + m) as a sum of kh*kw shifted,
+    strided slices times per-channel weights: TF's DepthwiseConv2dNative semantics, fast on CPU."""
+    x = jnp.pad(x, ((0, 0), tuple(pads[0]), tuple(pads[1]), (0, 0)))
+    kh, kw, c, m = w.shape
+    (sh, sw), (dh, dw) = strides, dilations
+    n, h, wd = x.shape[0], x.shape[1], x.shape[2]
+    oh = (h - (kh - 1) * dh - 1) // sh + 1
+    ow = (wd - (kw - 1) * dw - 1) // sw + 1
+    acc = None
+    for i in range(kh):
+        for j in range(kw):
+            patch = lax.slice(x, (0, i * dh, j * dw, 0),
+                              (n, i * dh + (oh - 1) * sh + 1, j * dw + (ow - 1) * sw + 1, c), (1, sh, sw, 1))
+            term = patch[..., None] * w[i, j]
+            acc = term if acc is None else acc + term
+    return acc.reshape(n, oh, ow, c * m)
+
+
+def _depthwise(x, w, attrs):
+    fmt, strides, padding, dilations = attrs
+    x = _to_channels_last(x, fmt)
+    w = jnp.asarray(w)
+    kh, kw, c, m = w.shape
+    pads = _resolve_pads(padding, x.shape[1:3], (kh, kw), strides, dilations)
+    if kh * kw <= _DEPTHWISE_MAX_TAPS:
+        out = _depthwise_slices(x, w, strides, dilations, pads)
+    else:
+        out = lax.conv_general_dilated(
+            x, w.reshape(kh, kw, 1, c * m), window_strides=strides, padding=pads, rhs_dilation=dilations,
+            dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=c, precision=_HIGHEST)
+    return _from_channels_last(out.astype(x.dtype), fmt)
+
+
+@op("DepthwiseConv2dNative")
+def depthwise_conv2d(ctx, x, w):
+    return _depthwise(x, w, _conv_attrs(ctx, 2))
+
+
+def _mirror_pad(ctx, x, paddings):
+    mode = ctx.attr("mode")
+    if mode not in ("REFLECT", "SYMMETRIC"):
+        raise ctx.error(f"unknown mirror pad mode {mode!r}")
+    return jnp.pad(x, [tuple(int(v) for v in p) for p in np.asarray(paddings)], mode=mode.lower())
+
+
+@op("FusedPadConv2D", static=(1,))
+def fused_pad_conv2d(ctx, x, paddings, w):
+    """MirrorPad then Conv2D (NHWC), the fusion TF1's optimize_for_inference writes."""
+    return _conv_nd(_mirror_pad(ctx, x, paddings), w, _conv_attrs(ctx, 2, "NHWC"))
+
+
+@op("FusedResizeAndPadConv2D", static=(1, 2))
+def fused_resize_pad_conv2d(ctx, x, size, paddings, w):
+    """Legacy bilinear resize (``resize_align_corners``), MirrorPad, then Conv2D (NHWC)."""
+    oh, ow = (int(s) for s in np.asarray(size).reshape(-1))
+    resized = bilinear_resize(x, oh, ow, bool(ctx.attr("resize_align_corners", False)), False)
+    return _conv_nd(_mirror_pad(ctx, resized.astype(x.dtype), paddings), w, _conv_attrs(ctx, 2, "NHWC"))
+
+
+def _transpose_wrt(fwd, shape, dtype, cotangent):
+    """The adjoint of the linear map ``fwd`` at an argument of ``shape``: TF's conv backprop ops are exactly
+    the transposes of the forward convolution with the same attrs."""
+    (out,) = jax.linear_transpose(fwd, jax.ShapeDtypeStruct(tuple(int(s) for s in shape), dtype))(
+        jnp.asarray(cotangent, dtype))
+    return out
+
+
+def _input_shape(sizes, w, dy, fmt: str, nd: int) -> list[int]:
+    """``input_sizes`` may be the full input shape or (TF >= 2.x) just its spatial dims."""
+    sizes = [int(s) for s in np.asarray(sizes).reshape(-1)]
+    if len(sizes) == nd + 2:
+        return sizes
+    batch, cin = int(dy.shape[0]), int(w.shape[-2])
+    return [batch, *sizes, cin] if _channels_last(fmt) else [batch, cin, *sizes]
+
+
+def _nd(ctx) -> int:
+    return 2 if ctx.node.op.startswith(("Conv2D", "Depthwise")) else 3
+
+
+@op("Conv2DBackpropInput", "Conv3DBackpropInputV2", static=(0,))
+def conv_backprop_input(ctx, input_sizes, w, dy):
+    attrs = _conv_attrs(ctx, _nd(ctx))
+    shape = _input_shape(input_sizes, w, dy, attrs[0], _nd(ctx))
+    return _transpose_wrt(lambda x: _conv_nd(x, w, attrs), shape, jnp.result_type(dy), dy)
+
+
+@op("Conv2DBackpropInputV2")
+def conv_backprop_input_v2(ctx, x, w, dy):
+    attrs = _conv_attrs(ctx, _nd(ctx))
+    return _transpose_wrt(lambda v: _conv_nd(v, w, attrs), x.shape, jnp.result_type(dy), dy)
+
+
+@op("Conv2DBackpropFilter", "Conv3DBackpropFilterV2", static=(1,))
+def conv_backprop_filter(ctx, x, filter_sizes, dy):
+    attrs = _conv_attrs(ctx, _nd(ctx))
+    return _transpose_wrt(lambda v: _conv_nd(x, v, attrs), np.asarray(filter_sizes).reshape(-1),
+                          jnp.result_type(dy), dy)
+
+
+@op("Conv2DBackpropFilterV2")
+def conv_backprop_filter_v2(ctx, x, w, dy):
+    attrs = _conv_attrs(ctx, _nd(ctx))
+    return _transpose_wrt(lambda v: _conv_nd(x, v, attrs), w.shape, jnp.result_type(dy), dy)
+
+
+@op("DepthwiseConv2dNativeBackpropInput", static=(0,))
+def depthwise_backprop_input(ctx, input_sizes, w, dy):
+    attrs = _conv_attrs(ctx, 2)
+    shape = _input_shape(input_sizes, w, dy, attrs[0], 2)
+    return _transpose_wrt(lambda x: _depthwise(x, w, attrs), shape, jnp.result_type(dy), dy)
+
+
+@op("DepthwiseConv2dNativeBackpropFilter", static=(1,))
+def depthwise_backprop_filter(ctx, x, filter_sizes, dy):
+    attrs = _conv_attrs(ctx, 2)
+    return _transpose_wrt(lambda v: _depthwise(x, v, attrs), np.asarray(filter_sizes).reshape(-1),
+                          jnp.result_type(dy), dy)
+
+
+@op("Dilation2D")
+def dilation2d(ctx, x, w):
+    """Grayscale morphological dilation (tensorflow/core/kernels/dilation_ops.cc): the max over the window of
+    input + filter; out-of-image taps are skipped (padded with -inf)."""
+    strides = _spatial(ctx.attr("strides"), "NHWC", 2)
+    rates = _spatial(ctx.attr("rates"), "NHWC", 2)
+    kh, kw, c = w.shape
+    pads = _resolve_pads(ctx.attr("padding"), x.shape[1:3], (kh, kw), strides, rates)
+    x = jnp.pad(x, ((0, 0), tuple(pads[0]), tuple(pads[1]), (0, 0)), constant_values=_lowest(x.dtype))
+    n, h, wd = x.shape[:3]
+    oh = (h - (kh - 1) * rates[0] - 1) // strides[0] + 1
+    ow = (wd - (kw - 1) * rates[1] - 1) // strides[1] + 1
+    out = None
+    for i in range(kh):
+        for j in range(kw):
+            r0, c0 = i * rates[0], j * rates[1]
+            patch = lax.slice(x, (0, r0, c0, 0), (n, r0 + (oh - 1) * strides[0] + 1,
+                                                  c0 + (ow - 1) * strides[1] + 1, c), (1, *strides, 1))
+            term = patch + w[i, j]
+            out = term if out is None else jnp.maximum(out, term)
+    return out
+
+
+# -- bias ----------------------------------------------------------------------------------------------------
+def _bias_axis(ctx, rank: int) -> int:
+    # TF: NCHW always has channels in dimension 1, whatever the rank (3, 4 or 5).
+    return 1 if ctx.attr("data_format", "NHWC").startswith("NC") else rank - 1
+
+
+@op("BiasAdd", "BiasAddV1")
+def bias_add(ctx, x, b):
+    axis = _bias_axis(ctx, x.ndim)
+    return x + jnp.reshape(b, (-1,) + (1,) * (x.ndim - 1 - axis))
+
+
+@op("BiasAddGrad")
+def bias_add_grad(ctx, dy):
+    axis = _bias_axis(ctx, dy.ndim)
+    return jnp.sum(dy, axis=tuple(a for a in range(dy.ndim) if a != axis), dtype=dy.dtype)
+
+
+# -- pooling -------------------------------------------------------------------------------------------------
+def _lowest(dtype):
+    dtype = np.dtype(dtype)
+    return -np.inf if dtype.kind in "fV" or dtype == jnp.bfloat16 else np.iinfo(dtype).min
+
+
+def _pool_windows(ctx, x, ksize=None, strides=None):
+    """(window, strides, pads) over every dimension of ``x`` in its data format, from attrs or MaxPoolV2
+    inputs."""
+    ksize = [int(k) for k in (ksize if ksize is not None else ctx.attr("ksize"))]
+    strides = [int(s) for s in (strides if strides is not None else ctx.attr("strides"))]
+    padding = ctx.attr("padding")
+    if padding == "EXPLICIT":
+        flat = [int(p) for p in ctx.attr("explicit_paddings", [])]
+        pads = list(zip(flat[0::2], flat[1::2], strict=True))
+    else:
+        pads = list(lax.padtype_to_pads(x.shape, ksize, strides, padding))
+    return ksize, strides, pads
+
+
+def _max_pool(ctx, x, ksize=None, strides=None):
+    window, strides, pads = _pool_windows(ctx, x, ksize, strides)
+    return lax.reduce_window(x, np.array(_lowest(x.dtype), x.dtype), lax.max, window, strides, pads)
+
+
+@op("MaxPool", "MaxPool3D")
+def max_pool(ctx, x):
+    return _max_pool(ctx, x)
+
+
+@op("MaxPoolV2", static=(1, 2))
+def max_pool_v2(ctx, x, ksize, strides):
+    return _max_pool(ctx, x, ksize.tolist(), strides.tolist())
+
+
+def _window_counts(size: int, k: int, s: int, pad: tuple[int, int]) -> np.ndarray:
+    """How many in-bounds elements each output window covers along one dimension (TF's AvgPool divides by
+    this: padded elements are excluded from the average)."""
+    out = (size + pad[0] + pad[1] - k) // s + 1
+    start = np.arange(out) * s - pad[0]
+    return np.minimum(start + k, size) - np.maximum(start, 0)
+
+
+def _avg_pool(x, window, strides, pads):
+    total = lax.reduce_window(x, np.array(0, x.dtype), lax.add, window, strides, pads)
+    counts = functools.reduce(np.multiply.outer, [
+        _window_counts(x.shape[d], window[d], strides[d], pads[d]) for d in range(x.ndim)])
+    return total / counts.astype(x.dtype)
+
+
+@op("AvgPool", "AvgPool3D")
+def avg_pool(ctx, x):
+    return _avg_pool(x, *_pool_windows(ctx, x))
+
+
+@op("AvgPoolGrad", "AvgPool3DGrad", static=(0,))
+def avg_pool_grad(ctx, orig_input_shape, grad):
+    """The gradient of AvgPool/AvgPool3D w.r.t. its input: the transpose of the (linear) pooling."""
+    shape = tuple(int(s) for s in orig_input_shape)
+    dtype = jnp.result_type(grad)
+    attrs = _pool_windows(ctx, jax.ShapeDtypeStruct(shape, dtype))
+    return _transpose_wrt(lambda x: _avg_pool(x, *attrs), shape, dtype, grad)
+
+
+def _max_pool_argmax(ctx, x, window, strides, pads):
+    """NHWC max pooling and the flat index ``((b * H + y) * W + x) * C + c`` of each maximum, as TF's CPU
+    SpatialMaxPoolWithArgMaxHelper (tensorflow/core/kernels/maxpooling_op.cc) picks it: the first maximum in
+    row-major window order, padding never chosen."""
+    if window[0] != 1 or window[3] != 1:
+        raise ctx.error("argmax max pooling pools over height and width only (ksize must be 1 on N and C)")
+    n, h, w, c = x.shape
+    (kh, kw), (sh, sw) = window[1:3], strides[1:3]
+    oh = (h + pads[1][0] + pads[1][1] - kh) // sh + 1
+    ow = (w + pads[2][0] + pads[2][1] - kw) // sw + 1
+    padded = jnp.pad(jnp.moveaxis(x, 3, 1), ((0, 0), (0, 0), pads[1], pads[2]),
+                     constant_values=_lowest(x.dtype))
+    inside = np.pad(np.ones((h, w), bool), (pads[1], pads[2]))
+
+    def taps(a):
+        return [a[..., i:i + (oh - 1) * sh + 1:sh, j:j + (ow - 1) * sw + 1:sw]
+                for i in range(kh) for j in range(kw)]
+
+    values = jnp.stack(taps(padded), axis=-1)  # [n, c, oh, ow, window]
+    valid = np.stack(taps(inside), axis=-1)  # [oh, ow, window]
+    out = jnp.max(values, axis=-1)
+    best = jnp.argmax(valid & (values == out[..., None]), axis=-1)
+    rows = (np.arange(oh) * sh - pads[1][0])[:, None] + best // kw
+    cols = (np.arange(ow) * sw - pads[2][0])[None, :] + best % kw
+    batch_offset = (np.arange(n) * (h * w * c))[:, None, None, None]
+    index = (rows * w + cols) * c + np.arange(c)[:, None, None] + batch_offset
+    return jnp.moveaxis(out, 1, 3), jnp.moveaxis(index, 1, 3)
+
+
+@op("MaxPoolWithArgmax")
+def max_pool_with_argmax(ctx, x):
+    """Without ``include_batch_in_index`` the index omits the batch term, as TF's."""
+    n, h, w, c = x.shape
+    out, index = _max_pool_argmax(ctx, x, *_pool_windows(ctx, x))
+    if not ctx.attr("include_batch_in_index", False):
+        index = index - (np.arange(n) * (h * w * c))[:, None, None, None]
+    return out, index.astype(ctx.dtype("Targmax", np.dtype(np.int64)))
+
+
+def _scatter_to_argmax(orig_shape, index, grad):
+    flat = jnp.zeros((int(np.prod(orig_shape)),), jnp.result_type(grad))
+    return flat.at[jnp.reshape(index, (-1,))].add(jnp.reshape(grad, (-1,)), mode="drop").reshape(orig_shape)
+
+
+def _max_pool_grad(ctx, x, grad, ksize=None, strides=None):
+    """TF's CPU MaxPoolGrad: each output gradient goes to its window's first maximum, as MaxPoolWithArgmax."""
+    fmt = ctx.attr("data_format", "NHWC")
+    windows = _pool_windows(ctx, x, ksize, strides)
+    if not _channels_last(fmt):
+        windows = [[v[i] for i in (0, 2, 3, 1)] for v in windows]
+    x, grad = _to_channels_last(x, fmt), _to_channels_last(grad, fmt)
+    _, index = _max_pool_argmax(ctx, x, *windows)
+    return _from_channels_last(_scatter_to_argmax(x.shape, index, grad), fmt)
+
+
+@op("MaxPoolGrad")
+def max_pool_grad(ctx, orig_input, orig_output, grad):
+    return _max_pool_grad(ctx, orig_input, grad)
+
+
+@op("MaxPoolGradV2", static=(3, 4))
+def max_pool_grad_v2(ctx, orig_input, orig_output, grad, ksize, strides):
+    return _max_pool_grad(ctx, orig_input, grad, ksize.tolist(), strides.tolist())
+
+
+@op("MaxPoolGradWithArgmax")
+def max_pool_grad_with_argmax(ctx, x, grad, argmax):
+    index = jnp.asarray(argmax)
+    if not ctx.attr("include_batch_in_index", False):
+        n = x.shape[0]
+        index = index + (np.arange(n) * (int(np.prod(x.shape[1:]))))[:, None, None, None].astype(index.dtype)
+    return _scatter_to_argmax(x.shape, index, grad)
+
+
+# -- normalization -------------------------------------------------------------------------------------------
+@op("FusedBatchNorm", "FusedBatchNormV2", "FusedBatchNormV3")
+def fused_batch_norm(ctx, x, scale, offset, mean, variance):
+    """TF's FusedBatchNorm* (tensorflow/core/kernels/fused_batch_norm_op.cc). Inference normalizes with the
+    given mean/variance and echoes them as batch_mean/batch_variance. Training normalizes with the batch's
+    biased variance but outputs the *unbiased* one (n/(n-1)), blended with the inputs when
+    exponential_avg_factor != 1; reserve_space_1/2 hold the batch mean and biased variance. TF leaves
+    inference reserve spaces uninitialized; here they echo mean/variance. V3's reserve_space_3 is an unused
+    scalar placeholder."""
+    fmt = ctx.attr("data_format", "NHWC")
+    eps = float(ctx.attr("epsilon", 1e-4))
+    u = np.dtype(scale.dtype)
+    c_axis = x.ndim - 1 if _channels_last(fmt) else 1
+    axes = tuple(a for a in range(x.ndim) if a != c_axis)
+    bshape = [1] * x.ndim
+    bshape[c_axis] = -1
+    xf = jnp.asarray(x).astype(u)
+    if ctx.attr("is_training", True):
+        batch_mean = jnp.mean(xf, axis=axes)
+        centered = xf - batch_mean.reshape(bshape)
+        batch_var = jnp.mean(centered * centered, axis=axes)
+        n = int(np.prod([x.shape[a] for a in axes]))
+        unbiased = batch_var * (n / max(n - 1, 1))
+        factor = float(ctx.attr("exponential_avg_factor", 1.0))
+        if factor != 1.0:
+            out_mean = (1.0 - factor) * jnp.asarray(mean) + factor * batch_mean
+            out_var = (1.0 - factor) * jnp.asarray(variance) + factor * unbiased
+        else:
+            out_mean, out_var = batch_mean, unbiased
+        reserve = (batch_mean, batch_var)
+    else:
+        batch_mean, batch_var = jnp.asarray(mean), jnp.asarray(variance)
+        centered = xf - batch_mean.reshape(bshape)
+        out_mean, out_var = batch_mean, batch_var
+        reserve = (batch_mean, batch_var)
+    factor_ = (lax.rsqrt(batch_var + eps) * scale).reshape(bshape)
+    y = (centered * factor_ + jnp.reshape(offset, bshape)).astype(x.dtype)
+    outs = [y, out_mean, out_var, *reserve]
+    if ctx.node.op == "FusedBatchNormV3":
+        outs.append(jnp.zeros((), u))
+    return outs
+
+
+@op("LRN")
+def lrn(ctx, x):
+    """Local response normalization over the last dimension (tensorflow/core/kernels/lrn_op.cc):
+    ``x / (bias + alpha * sum(x[d-r..d+r]^2)) ** beta``."""
+    r = int(ctx.attr("depth_radius", 5))
+    bias, alpha, beta = (float(ctx.attr(a, d)) for a, d in (("bias", 1.0), ("alpha", 1.0), ("beta", 0.5)))
+    window = (1,) * (x.ndim - 1) + (2 * r + 1,)
+    pads = ((0, 0),) * (x.ndim - 1) + ((r, r),)
+    sq = lax.reduce_window(x * x, np.array(0, x.dtype), lax.add, window, (1,) * x.ndim, pads)
+    return (x * jnp.power(bias + alpha * sq, -beta)).astype(x.dtype)
+
+
+@op("L2Loss")
+def l2_loss(ctx, x):
+    return (jnp.sum(jnp.square(x)) / 2).astype(x.dtype)
+
+
+# -- softmax & losses ----------------------------------------------------------------------------------------
+@op("Softmax")
+def softmax(ctx, logits):
+    return jax.nn.softmax(logits, axis=-1)
+
+
+@op("LogSoftmax")
+def log_softmax(ctx, logits):
+    return jax.nn.log_softmax(logits, axis=-1)
+
+
+@op("SoftmaxCrossEntropyWithLogits")
+def softmax_cross_entropy(ctx, features, labels):
+    """(loss, backprop) as TF's xent functor computes them (tensorflow/core/kernels/xent_op.h), with TF's 2-D
+    broadcasting of features against labels."""
+    features, labels = jnp.broadcast_arrays(features, labels)
+    shifted = features - jnp.max(features, axis=-1, keepdims=True)
+    sum_exp = jnp.sum(jnp.exp(shifted), axis=-1, keepdims=True)
+    loss = jnp.sum(labels * (jnp.log(sum_exp) - shifted), axis=-1)
+    return loss, jnp.exp(shifted) / sum_exp - labels
+
+
+@op("SparseSoftmaxCrossEntropyWithLogits")
+def sparse_softmax_cross_entropy(ctx, features, labels):
+    """(loss, backprop) for integer labels. TF's CPU kernel raises on a label outside [0, classes); a compiled
+    function cannot raise, so such rows get NaN loss and backprop (TF's GPU behaviour)."""
+    num_classes = features.shape[-1]
+    shifted = features - jnp.max(features, axis=-1, keepdims=True)
+    sum_exp = jnp.sum(jnp.exp(shifted), axis=-1, keepdims=True)
+    labels = jnp.asarray(labels)
+    valid = (labels >= 0) & (labels < num_classes)
+    onehot = jax.nn.one_hot(labels, num_classes, dtype=features.dtype)
+    picked = jnp.take_along_axis(shifted, jnp.clip(labels, 0, num_classes - 1)[..., None], axis=-1)[..., 0]
+    loss = jnp.where(valid, jnp.log(sum_exp[..., 0]) - picked, jnp.nan)
+    backprop = jnp.where(valid[..., None], jnp.exp(shifted) / sum_exp - onehot, jnp.nan)
+    return loss.astype(features.dtype), backprop.astype(features.dtype)
+
+
+def _in_top_k(predictions, targets, k):
+    """TF's InTopK (tensorflow/core/kernels/in_topk_op.h): true when fewer than k classes score strictly
+    higher than the target; false for an out-of-range target or any non-finite prediction in the row."""
+    num_classes = predictions.shape[-1]
+    targets = jnp.asarray(targets)
+    in_range = (targets >= 0) & (targets < num_classes)
+    target_pred = jnp.take_along_axis(predictions, jnp.clip(targets, 0, num_classes - 1)[:, None], axis=1)
+    finite = jnp.all(jnp.isfinite(predictions), axis=1)
+    higher = jnp.sum(predictions > target_pred, axis=1)
+    return in_range & finite & (higher < k)
+
+
+@op("InTopK")
+def in_top_k(ctx, predictions, targets):
+    return _in_top_k(predictions, targets, int(ctx.attr("k")))
+
+
+@op("InTopKV2")
+def in_top_k_v2(ctx, predictions, targets, k):
+    return _in_top_k(predictions, targets, k)
+
+
+@op("NthElement", static=(1,))
+def nth_element(ctx, x, n):
+    n = int(n)
+    if n < 0 or n >= x.shape[-1]:
+        raise ctx.error(f"n={n} is out of range for a last dimension of size {x.shape[-1]}")
+    ordered = jnp.sort(x, axis=-1)
+    return ordered[..., -1 - n] if ctx.attr("reverse", False) else ordered[..., n]
+
+
+# -- data formats --------------------------------------------------------------------------------------------
+@op("DataFormatDimMap")
+def data_format_dim_map(ctx, x):
+    src, dst = ctx.attr("src_format", "NHWC"), ctx.attr("dst_format", "NCHW")
+    table = np.array([dst.index(ch) for ch in src], jnp.result_type(x))
+    return jnp.take(table, jnp.mod(jnp.asarray(x), len(src)))
+
+
+@op("DataFormatVecPermute")
+def data_format_vec_permute(ctx, x):
+    """Permute a shape-like vector (or [rank, 2] paddings) from src_format to dst_format order; a vector with
+    two fewer entries than the format holds only the spatial dimensions (as TF accepts)."""
+    src, dst = ctx.attr("src_format", "NHWC"), ctx.attr("dst_format", "NCHW")
+    if x.shape[0] == len(src) - 2:
+        src, dst = ([ch for ch in f if ch not in "NC"] for f in (src, dst))
+    elif x.shape[0] != len(src):
+        raise ctx.error(f"input has {x.shape[0]} entries; format {src!r} needs {len(src)} or {len(src) - 2}")
+    perm = np.array([list(src).index(ch) for ch in dst])
+    return x[perm]

@@ -1,0 +1,637 @@
+"""Math ops: elementwise unary/binary, activations, casts, reductions, scans, matmul and einsum.
+
+Semantics follow TF's CPU kernels (tensorflow/core/kernels/cwise_ops.h, reduction_ops*.h, sequence_ops.cc,
+cast_op.h, scan_ops.h, matmul_op_impl.h), not NumPy's where the two differ: integer division truncates toward
+zero for ``Div``, ``FloorMod`` follows the divisor's sign, shifts clamp the shift amount,
+``Maximum``/``Minimum`` propagate NaN, ``Range`` accumulates in the output dtype, integer ``Mean`` truncates.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import operator
+
+import jax.numpy as jnp
+import jax.scipy.special as jsp
+import numpy as np
+from jax import lax
+
+from jaxsm.ops.registry import op
+
+# TF runs float32 matmuls at full precision on CPU/GPU; XLA's default precision may use bf16/TF32 passes on
+# GPU/TPU, so every contraction asks for HIGHEST to agree with TF's numbers.
+_PRECISION = lax.Precision.HIGHEST
+
+# Selu's constants as written in TF's kernel (relu_op_functor.h).
+_SELU_SCALE = 1.0507009873554804934193349852946
+_SELU_SCALE_ALPHA = 1.7580993408473768599402175208123
+
+
+def _dt(x) -> np.dtype:
+    return np.dtype(x.dtype)
+
+
+def _is_complex(x) -> bool:
+    return _dt(x).kind == "c"
+
+
+def _is_int(x) -> bool:
+    return _dt(x).kind in "iu"
+
+
+def _is_float(dt: np.dtype) -> bool:
+    return bool(jnp.issubdtype(dt, jnp.floating))  # also true for ml_dtypes' bfloat16 (NumPy kind "V")
+
+
+def _conj(x):
+    return jnp.conj(x) if _is_complex(x) else x
+
+
+# -- elementwise unary --------------------------------------------------------------------------------------
+
+
+def _softplus(x):
+    """TF's Softplus (softplus_op.h): x above -threshold, exp(x) below threshold, log1p(exp(x)) between."""
+    threshold = math.log(float(jnp.finfo(x.dtype).eps)) + 2.0
+    e = jnp.exp(x)
+    return jnp.where(x > -threshold, x, jnp.where(x < threshold, e, jnp.log1p(e)))
+
+
+def _elu(x):
+    # TF computes exp(x) - 1 (not expm1), which matters near 0.
+    return jnp.where(x < 0, jnp.exp(x) - 1, x)
+
+
+def _selu(x):
+    return jnp.where(x < 0, _SELU_SCALE_ALPHA * (jnp.exp(x) - 1), _SELU_SCALE * x)
+
+
+def _round_half_even(x):
+    return x if _is_int(x) else jnp.round(x)
+
+
+def _fresnel_sin(x):
+    return jsp.fresnel(x)[0]
+
+
+def _fresnel_cos(x):
+    return jsp.fresnel(x)[1]
+
+
+_UNARY = {
+    "Abs": jnp.abs,
+    "Neg": jnp.negative,
+    "Sign": jnp.sign,
+    "Square": jnp.square,
+    "Sqrt": jnp.sqrt,
+    "Rsqrt": lax.rsqrt,
+    "Exp": jnp.exp,
+    "Expm1": jnp.expm1,
+    "Log": jnp.log,
+    "Log1p": jnp.log1p,
+    "Sin": jnp.sin,
+    "Cos": jnp.cos,
+    "Tan": jnp.tan,
+    "Asin": jnp.arcsin,
+    "Acos": jnp.arccos,
+    "Atan": jnp.arctan,
+    "Sinh": jnp.sinh,
+    "Cosh": jnp.cosh,
+    "Tanh": jnp.tanh,
+    "Asinh": jnp.arcsinh,
+    "Acosh": jnp.arccosh,
+    "Atanh": jnp.arctanh,
+    "Sigmoid": lax.logistic,
+    "Floor": jnp.floor,
+    "Ceil": jnp.ceil,
+    "Round": _round_half_even,
+    "Rint": jnp.rint,
+    "Reciprocal": jnp.reciprocal,
+    "Inv": jnp.reciprocal,
+    "Erf": lax.erf,
+    "Erfc": lax.erfc,
+    "Erfinv": lax.erf_inv,
+    "Ndtri": jsp.ndtri,
+    "Lgamma": lax.lgamma,
+    "Digamma": lax.digamma,
+    "IsNan": jnp.isnan,
+    "IsInf": jnp.isinf,
+    "IsFinite": jnp.isfinite,
+    "LogicalNot": jnp.logical_not,
+    "Invert": jnp.bitwise_not,
+    "PopulationCount": lambda x: lax.population_count(x).astype(np.uint8),
+    "Real": jnp.real,
+    "Imag": jnp.imag,
+    "Conj": _conj,
+    "Angle": jnp.angle,
+    "ComplexAbs": jnp.abs,
+    "Softplus": _softplus,
+    "Softsign": lambda x: x / (1 + jnp.abs(x)),
+    "Relu": lambda x: jnp.maximum(x, 0),
+    "Relu6": lambda x: jnp.minimum(jnp.maximum(x, 0), 6),
+    "Elu": _elu,
+    "Selu": _selu,
+    "BesselI0": jsp.i0,
+    "BesselI1": jsp.i1,
+    "BesselI0e": jsp.i0e,
+    "BesselI1e": jsp.i1e,
+    "Dawsn": jsp.dawsn,
+    "Expint": jsp.expi,
+    "FresnelSin": _fresnel_sin,
+    "FresnelCos": _fresnel_cos,
+    "Spence": jsp.spence,
+}
+
+
+def _register_unary(name: str, fn) -> None:
+    def lowering(ctx, x):
+        return fn(jnp.asarray(x))
+
+    lowering.__name__ = f"unary_{name}"
+    op(name)(lowering)
+
+
+for _name, _fn in _UNARY.items():
+    _register_unary(_name, _fn)
+
+
+@op("LeakyRelu")
+def leaky_relu(ctx, x):
+    return jnp.where(x > 0, x, x * ctx.attr("alpha", 0.2))
+
+
+# -- activation gradients (appear in saved training functions) ----------------------------------------------
+
+
+# TF conjugates y in the Sqrt/Rsqrt/Reciprocal gradients but not in Sigmoid/Tanh (cwise_ops_gradients.h).
+@op("SigmoidGrad")
+def sigmoid_grad(ctx, y, dy):
+    return dy * y * (1 - y)
+
+
+@op("TanhGrad")
+def tanh_grad(ctx, y, dy):
+    return dy * (1 - y * y)
+
+
+@op("SqrtGrad")
+def sqrt_grad(ctx, y, dy):
+    return dy * 0.5 / _conj(y)
+
+
+@op("RsqrtGrad")
+def rsqrt_grad(ctx, y, dy):
+    return dy * _conj(y * y * y) * -0.5
+
+
+@op("ReciprocalGrad", "InvGrad")
+def reciprocal_grad(ctx, y, dy):
+    return jnp.where(dy == 0, 0, -dy * _conj(y * y))  # TF: a zero gradient stays 0 even where y is inf
+
+
+@op("ReluGrad")
+def relu_grad(ctx, gradients, features):
+    return jnp.where(features > 0, gradients, 0)
+
+
+@op("Relu6Grad")
+def relu6_grad(ctx, gradients, features):
+    return jnp.where((features > 0) & (features < 6), gradients, 0)
+
+
+@op("EluGrad")
+def elu_grad(ctx, gradients, outputs):
+    return jnp.where(outputs < 0, gradients * (outputs + 1), gradients)
+
+
+@op("SeluGrad")
+def selu_grad(ctx, gradients, outputs):
+    return jnp.where(outputs < 0, gradients * (outputs + _SELU_SCALE_ALPHA), gradients * _SELU_SCALE)
+
+
+@op("SoftplusGrad")
+def softplus_grad(ctx, gradients, features):
+    return gradients / (jnp.exp(-features) + 1)
+
+
+@op("SoftsignGrad")
+def softsign_grad(ctx, gradients, features):
+    return gradients / jnp.square(1 + jnp.abs(features))
+
+
+@op("LeakyReluGrad")
+def leaky_relu_grad(ctx, gradients, features):
+    return jnp.where(features > 0, gradients, gradients * ctx.attr("alpha", 0.2))
+
+
+# -- elementwise binary -------------------------------------------------------------------------------------
+
+
+def _div(x, y):
+    # Integer Div/RealDiv are C++ division: truncation toward zero.
+    if _is_int(x):
+        return lax.div(*jnp.broadcast_arrays(x, y))
+    return x / y
+
+
+def _truncate_div(x, y):
+    return _div(x, y) if _is_int(x) else jnp.trunc(x / y)
+
+
+def _floor_div(x, y):
+    # TF floors the true quotient for floats (NumPy's floor_divide uses fmod and can differ by one).
+    return jnp.floor_divide(x, y) if _is_int(x) else jnp.floor(x / y)
+
+
+def _floor_mod(x, y):
+    """TF's FloorMod: the truncated remainder, moved to the divisor's sign (ints and floats alike)."""
+    x, y = jnp.broadcast_arrays(x, y)
+    r = lax.rem(x, y)
+    if _dt(x).kind == "u":
+        return r
+    fix = (r != 0) & ((y < 0) != (r < 0))
+    return jnp.where(fix, r + y, r)
+
+
+def _truncate_mod(x, y):
+    return lax.rem(*jnp.broadcast_arrays(x, y))
+
+
+def _shift_amount(x, y):
+    # TF clamps the shift to [0, bits - 1] instead of leaving shifts >= bit width undefined.
+    return jnp.clip(y, 0, _dt(x).itemsize * 8 - 1).astype(_dt(x))
+
+
+def _left_shift(x, y):
+    x, y = jnp.broadcast_arrays(x, y)
+    return lax.shift_left(x, _shift_amount(x, y))
+
+
+def _right_shift(x, y):
+    x, y = jnp.broadcast_arrays(x, y)
+    shift = lax.shift_right_logical if _dt(x).kind == "u" else lax.shift_right_arithmetic
+    return shift(x, _shift_amount(x, y))
+
+
+def _squared_difference(x, y):
+    d = x - y
+    return d * _conj(d)
+
+
+def _complex(re, im):
+    return lax.complex(*jnp.broadcast_arrays(re, im))
+
+
+_BINARY = {
+    "Add": jnp.add,
+    "AddV2": jnp.add,
+    "Sub": jnp.subtract,
+    "Mul": jnp.multiply,
+    "MulNoNan": lambda x, y: jnp.where(y == 0, 0, x * y),
+    "Div": _div,
+    "RealDiv": _div,
+    "TruncateDiv": _truncate_div,
+    "DivNoNan": lambda x, y: jnp.where(y == 0, 0, x / jnp.where(y == 0, 1, y)),
+    "FloorDiv": _floor_div,
+    "FloorMod": _floor_mod,
+    "Mod": _truncate_mod,
+    "TruncateMod": _truncate_mod,
+    "Pow": jnp.power,
+    "Maximum": jnp.maximum,
+    "Minimum": jnp.minimum,
+    "SquaredDifference": _squared_difference,
+    "Atan2": jnp.arctan2,
+    "Xlogy": lambda x, y: jnp.where(x == 0, 0, x * jnp.log(y)),
+    "Xlog1py": lambda x, y: jnp.where(x == 0, 0, x * jnp.log1p(y)),
+    "Xdivy": lambda x, y: jnp.where(x == 0, 0, x / y),
+    "BitwiseAnd": jnp.bitwise_and,
+    "BitwiseOr": jnp.bitwise_or,
+    "BitwiseXor": jnp.bitwise_xor,
+    "LeftShift": _left_shift,
+    "RightShift": _right_shift,
+    "Less": jnp.less,
+    "LessEqual": jnp.less_equal,
+    "Greater": jnp.greater,
+    "GreaterEqual": jnp.greater_equal,
+    "LogicalAnd": jnp.logical_and,
+    "LogicalOr": jnp.logical_or,
+    "Complex": _complex,
+    "NextAfter": jnp.nextafter,
+    "Zeta": jsp.zeta,
+    "Igamma": jsp.gammainc,
+    "Igammac": jsp.gammaincc,
+}
+
+
+def _register_binary(name: str, fn) -> None:
+    def lowering(ctx, x, y):
+        # As jax arrays also when folding static values, so NumPy's operator semantics never apply.
+        return fn(jnp.asarray(x), jnp.asarray(y))
+
+    lowering.__name__ = f"binary_{name}"
+    op(name)(lowering)
+
+
+for _name, _fn in _BINARY.items():
+    _register_binary(_name, _fn)
+
+
+@op("Polygamma")
+def polygamma(ctx, a, x):
+    # jax's polygamma wants an integer order; TF takes a float order (integral values are the defined ones).
+    a, x = jnp.broadcast_arrays(a, x)
+    return jnp.where(a == 0, lax.digamma(x), lax.polygamma(a, x))
+
+
+@op("Betainc")
+def betainc(ctx, a, b, x):
+    return jsp.betainc(a, b, x)
+
+
+def _broadcastable(a: tuple, b: tuple) -> bool:
+    return all(m == n or m == 1 or n == 1 for m, n in zip(a[::-1], b[::-1], strict=False))
+
+
+def _compare(ctx, x, y, name: str, mismatch: bool):
+    """Equal/NotEqual: with ``incompatible_shape_error=False`` unbroadcastable shapes give a scalar result."""
+    if not ctx.attr("incompatible_shape_error", True) and not _broadcastable(np.shape(x), np.shape(y)):
+        return np.asarray(mismatch)
+    if _dt(x).kind == "O":  # string tensors: only static (host) values get here
+        return getattr(np, name)(np.asarray(x), np.asarray(y))
+    return getattr(jnp, name)(x, y)
+
+
+@op("Equal")
+def equal(ctx, x, y):
+    return _compare(ctx, x, y, "equal", False)
+
+
+@op("NotEqual")
+def not_equal(ctx, x, y):
+    return _compare(ctx, x, y, "not_equal", True)
+
+
+@op("ApproximateEqual")
+def approximate_equal(ctx, x, y):
+    return jnp.abs(x - y) < ctx.attr("tolerance", 1e-5)
+
+
+# -- n-ary, selection, casts ---------------------------------------------------------------------------------
+
+
+@op("AddN")
+def add_n(ctx, *xs):
+    return functools.reduce(operator.add, xs)
+
+
+@op("ClipByValue")
+def clip_by_value(ctx, t, lo, hi):
+    # TF: t.cwiseMin(hi).cwiseMax(lo), so lo wins when lo > hi.
+    return jnp.maximum(jnp.minimum(t, hi), lo)
+
+
+@op("Select")
+def select(ctx, cond, t, e):
+    # Select (v1): a rank-1 condition picks whole rows of higher-rank t/e.
+    if np.ndim(cond) == 1 and np.ndim(t) > 1:
+        cond = jnp.reshape(cond, (-1,) + (1,) * (np.ndim(t) - 1))
+    return jnp.where(cond, t, e)
+
+
+@op("SelectV2")
+def select_v2(ctx, cond, t, e):
+    return jnp.where(cond, t, e)
+
+
+# The (source, destination) pairs for which TF's Cast honours ``Truncate=True``; float64 -> bfloat16 and casts
+# from half types round to nearest even with the attr set.
+_TRUNCATING_CASTS = {
+    (np.dtype(src), np.dtype(dst))
+    for src, dst in [(np.float32, np.float16), (np.float32, jnp.bfloat16), (np.float64, np.float32),
+                     (np.float64, np.float16)]
+}
+
+
+def _truncate_mantissa(x, dst: np.dtype):
+    """Cast's ``Truncate=True`` (cast_op.h LSBZeroSetter): zero the mantissa bits ``dst`` cannot hold first,
+    so the narrowing cast truncates toward zero instead of rounding. NaNs are left alone."""
+    src = _dt(x)
+    drop = jnp.finfo(src).nmant - jnp.finfo(dst).nmant
+    uint = np.dtype(f"uint{src.itemsize * 8}")
+    mask = np.array(~((1 << drop) - 1) & ((1 << src.itemsize * 8) - 1), dtype=uint)
+    bits = lax.bitcast_convert_type(x, uint) & mask
+    return jnp.where(jnp.isnan(x), x, lax.bitcast_convert_type(bits, src))
+
+
+@op("Cast")
+def cast(ctx, x):
+    dst = ctx.dtype("DstT")
+    if _dt(x) == dst:
+        return x
+    if _is_complex(x) and dst.kind != "c":
+        x = jnp.real(x)  # TF keeps the real part
+    if ctx.attr("Truncate", False) and (_dt(x), dst) in _TRUNCATING_CASTS:
+        x = _truncate_mantissa(x, dst)
+    return x.astype(dst)
+
+
+@op("Bitcast")
+def bitcast(ctx, x):
+    dst = ctx.dtype("type")
+    if _is_complex(x) or dst.kind == "c":
+        raise ctx.error("Bitcast from or to complex types is not supported (XLA cannot bitcast complex)")
+    # lax's shape rule is TF's: a wider source gains a trailing dim, a narrower one loses its last dim.
+    return lax.bitcast_convert_type(x, dst)
+
+
+@op("Range", static=(0, 1, 2))
+def range_(ctx, start, limit, delta):
+    """TF's Range (sequence_ops.cc): size from |limit - start| / |delta|, element i is start + T(i) * delta
+    evaluated in Tidx (not accumulated, not in float64)."""
+    dtype = ctx.dtype("Tidx", _dt(start))
+    start, limit, delta = (np.asarray(v, dtype) for v in (start, limit, delta))
+    if delta == 0:
+        raise ctx.error("Range requires delta != 0")
+    if (delta > 0 and start > limit) or (delta < 0 and start < limit):
+        raise ctx.error(f"Range requires start <= limit when delta > 0, start >= limit when delta < 0 "
+                        f"(start={start}, limit={limit}, delta={delta})")
+    if dtype.kind in "iu":
+        size = (abs(int(limit) - int(start)) + abs(int(delta)) - 1) // abs(int(delta))
+        return (int(start) + np.arange(size, dtype=np.int64) * int(delta)).astype(dtype)
+    size = int(np.ceil(np.abs((limit - start) / delta)))
+    return start + np.arange(size).astype(dtype) * delta
+
+
+@op("LinSpace", static=(2,))
+def lin_space(ctx, start, stop, num):
+    num = int(num)
+    if num <= 0:
+        raise ctx.error(f"LinSpace requires num > 0, got {num}")
+    if num == 1:
+        return jnp.reshape(start, (1,))
+    dtype = _dt(start)
+    step = (stop - start) / np.asarray(num - 1, dtype)
+    head = start + step * jnp.arange(num - 1, dtype=dtype)
+    return jnp.concatenate([head, jnp.reshape(stop, (1,))])
+
+
+# -- reductions ----------------------------------------------------------------------------------------------
+
+
+def _axes(ctx, axis, ndim: int) -> tuple[int, ...]:
+    """Reduction axes, normalized; like TF, out-of-range and duplicate axes are errors (a scalar input
+    accepts axis 0/-1 and reduces nothing)."""
+    axes = []
+    for a in np.asarray(axis).reshape(-1).tolist():
+        if not -max(ndim, 1) <= a < max(ndim, 1):
+            raise ctx.error(f"reduction axis {a} is out of range for a rank-{ndim} input")
+        axes.append(a % ndim if ndim else None)
+    if ndim and len(set(axes)) != len(axes):
+        raise ctx.error(f"reduction axes {np.asarray(axis).tolist()} contain a duplicate dimension")
+    return tuple(sorted(axes)) if ndim else ()
+
+
+def _register_reduction(name: str, fn) -> None:
+    def lowering(ctx, x, axis):
+        return fn(x, _axes(ctx, axis, np.ndim(x)), bool(ctx.attr("keep_dims", False)))
+
+    lowering.__name__ = f"reduce_{name}"
+    op(name, static=(1,))(lowering)
+
+
+def _mean(x, axes, keep):
+    """TF's Mean: sum in the input dtype, then divide by the count (truncating for integers)."""
+    if not axes:
+        return x
+    count = int(np.prod([np.shape(x)[a] for a in axes]))
+    if _is_int(x):
+        s = jnp.sum(x, axis=axes, dtype=x.dtype, keepdims=keep)
+        return lax.div(s, jnp.full_like(s, count))
+    return jnp.mean(x, axis=axes, keepdims=keep).astype(x.dtype)
+
+
+def _extreme(reduce, initial_of):
+    def fn(x, axes, keep):
+        return reduce(x, axis=axes, keepdims=keep, initial=initial_of(_dt(x)))
+
+    return fn
+
+
+def _lowest(dt: np.dtype):
+    if dt.kind == "b":
+        return False
+    return -np.inf if _is_float(dt) else np.iinfo(dt).min
+
+
+def _highest(dt: np.dtype):
+    if dt.kind == "b":
+        return True
+    return np.inf if _is_float(dt) else np.iinfo(dt).max
+
+
+def _euclidean_norm(x, axes, keep):
+    # For integers TF takes the integer sum of squares, then sqrt truncated back to the integer type.
+    s = jnp.sum(x * _conj(x), axis=axes, dtype=x.dtype, keepdims=keep)
+    if _is_int(s):
+        return jnp.sqrt(s.astype(np.float64)).astype(s.dtype)
+    return jnp.sqrt(s)
+
+
+_REDUCTIONS = {
+    "Sum": lambda x, axes, keep: jnp.sum(x, axis=axes, dtype=x.dtype, keepdims=keep),
+    "Prod": lambda x, axes, keep: jnp.prod(x, axis=axes, dtype=x.dtype, keepdims=keep),
+    "Mean": _mean,
+    "Max": _extreme(jnp.max, _lowest),
+    "Min": _extreme(jnp.min, _highest),
+    "All": lambda x, axes, keep: jnp.all(x, axis=axes, keepdims=keep),
+    "Any": lambda x, axes, keep: jnp.any(x, axis=axes, keepdims=keep),
+    "EuclideanNorm": _euclidean_norm,
+}
+
+for _name, _fn in _REDUCTIONS.items():
+    _register_reduction(_name, _fn)
+
+
+def _arg_extreme(ctx, x, dimension, fn):
+    axis = int(dimension)
+    if not -np.ndim(x) <= axis < np.ndim(x):
+        raise ctx.error(f"dimension {axis} is out of range for a rank-{np.ndim(x)} input")
+    if np.shape(x)[axis] == 0:
+        raise ctx.error("cannot take the arg max/min over an empty dimension")
+    return fn(x, axis=axis).astype(ctx.dtype("output_type", np.dtype(np.int64)))
+
+
+@op("ArgMax", static=(1,))
+def arg_max(ctx, x, dimension):
+    return _arg_extreme(ctx, x, dimension, jnp.argmax)  # ties: jnp.argmax returns the first, like TF
+
+
+@op("ArgMin", static=(1,))
+def arg_min(ctx, x, dimension):
+    return _arg_extreme(ctx, x, dimension, jnp.argmin)
+
+
+def _scan(ctx, x, axis, fn, identity):
+    """TF's Cumsum/Cumprod/CumulativeLogsumexp with the ``exclusive`` and ``reverse`` attrs (scan_ops.h)."""
+    ndim = np.ndim(x)
+    axis = int(axis)
+    if not -ndim <= axis < ndim:
+        raise ctx.error(f"axis {axis} is out of range for a rank-{ndim} input")
+    axis %= ndim
+    reverse = ctx.attr("reverse", False)
+    if reverse:
+        x = jnp.flip(x, axis)
+    y = fn(x, axis)
+    n = y.shape[axis]
+    if ctx.attr("exclusive", False) and n:
+        first = jnp.full_like(lax.slice_in_dim(y, 0, 1, axis=axis), identity)
+        y = jnp.concatenate([first, lax.slice_in_dim(y, 0, n - 1, axis=axis)], axis=axis)
+    return jnp.flip(y, axis) if reverse else y
+
+
+@op("Cumsum", static=(1,))
+def cumsum(ctx, x, axis):
+    return _scan(ctx, x, axis, lambda v, a: jnp.cumsum(v, axis=a, dtype=v.dtype), 0)
+
+
+@op("Cumprod", static=(1,))
+def cumprod(ctx, x, axis):
+    return _scan(ctx, x, axis, lambda v, a: jnp.cumprod(v, axis=a, dtype=v.dtype), 1)
+
+
+@op("CumulativeLogsumexp", static=(1,))
+def cumulative_logsumexp(ctx, x, axis):
+    return _scan(ctx, x, axis, lambda v, a: lax.cumlogsumexp(v, axis=a), -np.inf)
+
+
+# -- matrix products -----------------------------------------------------------------------------------------
+
+
+def _adjoint(x, adj: bool, conj: bool):
+    if not adj:
+        return x
+    x = jnp.swapaxes(x, -1, -2)
+    return _conj(x) if conj else x
+
+
+@op("MatMul")
+def mat_mul(ctx, a, b):
+    # MatMul's transpose_a/b do not conjugate complex inputs (BatchMatMul's adj_x/adj_y do).
+    a = _adjoint(a, ctx.attr("transpose_a", False), conj=False)
+    b = _adjoint(b, ctx.attr("transpose_b", False), conj=False)
+    return jnp.matmul(a, b, precision=_PRECISION)
+
+
+@op("BatchMatMul", "BatchMatMulV2", "BatchMatMulV3")
+def batch_mat_mul(ctx, x, y):
+    out = ctx.dtype("Tout", _dt(x))
+    x = _adjoint(x, ctx.attr("adj_x", False), conj=True).astype(out)
+    y = _adjoint(y, ctx.attr("adj_y", False), conj=True).astype(out)
+    return jnp.matmul(x, y, precision=_PRECISION)
+
+
+@op("Einsum")
+def einsum(ctx, *inputs):
+    return jnp.einsum(ctx.attr("equation"), *inputs, precision=_PRECISION)
+

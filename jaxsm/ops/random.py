@@ -1,0 +1,327 @@
+"""Stateless random ops, bit-compatible with TF's Philox4x32-10 generator.
+
+TF's stateless kernels (tensorflow/core/kernels/stateless_random_ops.cc, stateless_random_ops_v2.cc) derive
+a Philox key and 128-bit counter from the seed, then fill the output with ``FillPhiloxRandom``
+(random_op_cpu.h): output group ``g`` is the distribution applied to the Philox block at ``counter + g`` (4
+uint32 words). The distributions (random_distributions.h) turn words into values: floats take the low mantissa
+bits of a word and subtract 1, normals are Box-Muller on word pairs, truncated normals reject |x| >= 2 from a
+per-group stream.
+
+Everything here is a pure function of (shape, seed or key/counter), so the lowerings are not stateful.
+Uniform and integer outputs are bit-identical to TF; normals agree to float rounding (TF uses glibc's
+``sincosf``/``logf``, XLA its own approximations, which can differ in the last bit).
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from jaxsm.graph.values import to_static
+from jaxsm.ops.registry import op
+
+_U32 = np.uint32
+_PHILOX_W32A, _PHILOX_W32B = 0x9E3779B9, 0xBB67AE85
+_PHILOX_M4X32A, _PHILOX_M4X32B = 0xD2511F53, 0xCD9E8D57
+# The fixed key GenerateKey uses to scramble a user seed into a Philox key and counter.
+_SEED_SCRAMBLE_KEY = (0x3EC8F720, 0x02461E29)
+_RNG_ALG_PHILOX, _RNG_ALG_THREEFRY, _RNG_ALG_AUTO_SELECT = 1, 2, 3
+_TRUNCATE_VALUE = 2.0
+# FillPhiloxRandom reserves this many Philox blocks per output group of a truncated normal (256 samples per
+# output over kGroupSize outputs, 4 words per block).
+_TRUNCATED_SKIP = {4: 256, 2: 128}
+# Blocks drawn per truncated-normal group: the chance that fewer than a group's worth of the candidates they
+# give fall inside (-2, 2) is below 1e-19 per group (there TF would keep drawing; we would return an outlier).
+_TRUNCATED_BLOCKS = {4: 6, 2: 8}
+
+
+def _mulhilo(a, b: int):
+    """(high, low) halves of the 64-bit product a * b in uint32 arithmetic only (so it works with x64 off)."""
+    b_lo, b_hi = _U32(b & 0xFFFF), _U32(b >> 16)
+    a_lo, a_hi = a & _U32(0xFFFF), a >> _U32(16)
+    ll, lh, hl, hh = a_lo * b_lo, a_lo * b_hi, a_hi * b_lo, a_hi * b_hi
+    mid = (ll >> _U32(16)) + (lh & _U32(0xFFFF)) + (hl & _U32(0xFFFF))
+    hi = hh + (lh >> _U32(16)) + (hl >> _U32(16)) + (mid >> _U32(16))
+    return hi, a * _U32(b)
+
+
+def philox4x32(counter, key):
+    """Philox4x32-10 (philox_random.h) on uint32 words: ``counter`` is 4 arrays, ``key`` 2; returns 4."""
+    c0, c1, c2, c3 = counter
+    k0, k1 = key
+    for _ in range(10):
+        hi0, lo0 = _mulhilo(c0, _PHILOX_M4X32A)
+        hi1, lo1 = _mulhilo(c2, _PHILOX_M4X32B)
+        c0, c1, c2, c3 = hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0
+        k0, k1 = k0 + _U32(_PHILOX_W32A), k1 + _U32(_PHILOX_W32B)
+    return c0, c1, c2, c3
+
+
+def _skip(counter, n_lo, n_hi):
+    """PhiloxRandom::Skip: add the 64-bit count (n_hi:n_lo) to the 128-bit counter, with carries."""
+    b0, b1, b2, b3 = counter
+    c0 = b0 + n_lo
+    hi = n_hi + (c0 < n_lo).astype(_U32)
+    c1 = b1 + hi
+    carry = (c1 < hi).astype(_U32)
+    c2 = b2 + carry
+    c3 = b3 + (carry & (c2 == 0).astype(_U32))
+    return c0, c1, c2, c3
+
+
+def _words(key, counter, n_lo, n_hi=None, xp=jnp):
+    """The Philox blocks at ``counter + n`` for each n, as uint32 words in TF's order: shape (..., 4)."""
+    n_hi = xp.zeros_like(n_lo) if n_hi is None else n_hi
+    return xp.stack(philox4x32(_skip(counter, n_lo, n_hi), key), axis=-1)
+
+
+def _as_u32_words(x, xp):
+    return [xp.asarray(w, dtype=_U32).reshape(1) for w in x]
+
+
+def _seed_to_key_counter(seed, xp):
+    """GenerateKey (stateless_random_ops.cc): a [2] int32/int64 seed -> Philox key (2 words), counter (4)."""
+    seed = xp.asarray(seed)
+    if np.dtype(seed.dtype).itemsize == 4:  # int32 seeds are sign-extended to 64 bits
+        lo, hi = seed.astype(_U32), xp.where(seed < 0, _U32(0xFFFFFFFF), _U32(0))
+    else:
+        lo, hi = (seed & 0xFFFFFFFF).astype(_U32), (seed >> 32).astype(_U32)
+    counter = [lo[0:1], hi[0:1], lo[1:2], hi[1:2]]
+    mix = philox4x32(counter, _as_u32_words(_SEED_SCRAMBLE_KEY, xp))
+    zero = xp.zeros((1,), _U32)
+    return [mix[0], mix[1]], [zero, zero, mix[2], mix[3]]
+
+
+def _split_u64(v):
+    return (v & 0xFFFFFFFF).astype(_U32), (v >> 32).astype(_U32)
+
+
+def _join_u64(lo, hi):
+    return lo.astype(np.uint64) | (hi.astype(np.uint64) << np.uint64(32))
+
+
+def _xp(*values):
+    """NumPy when every value is known at trace time (keeps uint64 key material exact with x64 off)."""
+    return np if all(to_static(v) is not None for v in values) else jnp
+
+
+def _v1_key_counter(ctx, seed):
+    xp = _xp(seed)
+    return _seed_to_key_counter(to_static(seed) if xp is np else seed, xp)
+
+
+def _v2_key_counter(ctx, key, counter, alg):
+    alg = int(alg)
+    if alg == _RNG_ALG_THREEFRY:
+        raise ctx.error("the ThreeFry algorithm (alg=2) is not supported (TF supports it only under XLA)")
+    if alg not in (_RNG_ALG_PHILOX, _RNG_ALG_AUTO_SELECT):
+        raise ctx.error(f"unknown RNG algorithm {alg}")
+    xp = _xp(key, counter)
+    key, counter = (to_static(key), to_static(counter)) if xp is np else (key, counter)
+    k0, k1 = _split_u64(key[0:1])
+    c0, c1 = _split_u64(counter[0:1])
+    c2, c3 = _split_u64(counter[1:2])
+    return [k0, k1], [c0, c1, c2, c3]
+
+
+# -- distributions (random_distributions.h) -----------------------------------------------------------------
+
+
+def _uniform_float(words, dtype: np.dtype):
+    """Uint32ToFloat / Uint16ToHalf / Uint16ToGfloat16: random low mantissa bits, exponent of 1, minus 1.
+    float64 (Uint64ToDouble) uses word pairs: 20 mantissa bits from the first, 32 from the second."""
+    if dtype == np.float64:
+        pairs = words.reshape(-1, 2)
+        hi = (pairs[:, 0] & 0xFFFFF) | 0x3FF00000
+        return lax.bitcast_convert_type(jnp.stack([pairs[:, 1], hi], axis=-1), jnp.float64) - 1.0
+    if dtype == np.float32:
+        return lax.bitcast_convert_type((words & 0x7FFFFF) | 0x3F800000, jnp.float32) - 1.0
+    if dtype == np.float16:
+        return lax.bitcast_convert_type(((words & 0x3FF) | 0x3C00).astype(np.uint16), jnp.float16) - 1
+    if dtype == jnp.bfloat16:
+        return lax.bitcast_convert_type(((words & 0x7F) | 0x3F80).astype(np.uint16), jnp.bfloat16) - 1
+    raise TypeError(f"no uniform float distribution for {dtype}")
+
+
+def _box_muller(words, dtype: np.dtype):
+    """BoxMullerFloat on word pairs (BoxMullerDouble on word quadruples for float64): two normals each,
+    sin first. Returned in float32 for every dtype but float64; half types round the float32 values."""
+    if dtype == np.float64:
+        u = _uniform_float(words, np.float64).reshape(-1, 2)
+        u1, v1 = jnp.maximum(u[:, 0], 1e-7), 2 * np.pi * u[:, 1]
+        two = jnp.float64(-2.0)
+    else:
+        u = _uniform_float(words, np.dtype(np.float32)).reshape(-1, 2)
+        u1 = jnp.maximum(u[:, 0], np.float32(1e-7))
+        # TF computes 2.0f * M_PI * u in double and rounds to float (with x64 off this rounds twice).
+        v1 = (u[:, 1].astype(jnp.float64) * (2 * np.pi)).astype(jnp.float32)
+        two = np.float32(-2.0)
+    u2 = jnp.sqrt(two * jnp.log(u1))
+    return jnp.stack([jnp.sin(v1) * u2, jnp.cos(v1) * u2], axis=-1).reshape(-1)
+
+
+def _words_for(key, counter, n_outputs: int, words_per_output: int, xp):
+    n_words = n_outputs * words_per_output
+    n_blocks = -(-n_words // 4)
+    if n_blocks >= 2**32:
+        raise ValueError(f"{n_outputs} random values exceed the 2^32 Philox blocks this lowering indexes")
+    words = _words(key, counter, xp.arange(n_blocks, dtype=_U32), xp=xp).reshape(-1)
+    return jnp.asarray(words)[:n_words]
+
+
+def _uniform(key, counter, shape, dtype, xp):
+    n = int(np.prod(shape))
+    wpo = 2 if dtype == np.float64 else 1
+    return _uniform_float(_words_for(key, counter, n, wpo, xp), dtype).reshape(shape)
+
+
+def _normal(key, counter, shape, dtype, xp):
+    n = int(np.prod(shape))
+    wpo = 2 if dtype == np.float64 else 1
+    # Box-Muller makes outputs in pairs, so draw the words of an even count and drop the extra.
+    return _box_muller(_words_for(key, counter, n + n % 2, wpo, xp), dtype)[:n].astype(dtype).reshape(shape)
+
+
+def _truncated_normal(key, counter, shape, dtype, xp):
+    """TruncatedNormalDistribution via FillPhiloxRandomTask<..., true>: output group g (4 values; 2 for
+    float64) reads a word stream starting at Philox block ``counter + g * skip`` and keeps the first normals
+    with |x| < 2, in order."""
+    n = int(np.prod(shape))
+    group = 2 if dtype == np.float64 else 4
+    skip, blocks = _TRUNCATED_SKIP[group], _TRUNCATED_BLOCKS[group]
+    n_groups = -(-n // group)
+    g = xp.arange(n_groups, dtype=_U32)[:, None]
+    t = xp.arange(blocks, dtype=_U32)[None, :]
+    shift = _U32(skip.bit_length() - 1)
+    # 64-bit block index g * skip + t, as (hi, lo) words; t < skip, so no carry between them.
+    hi = xp.broadcast_to(g >> _U32(32 - int(shift)), (n_groups, blocks))
+    words = _words(key, counter, (g << shift) + t, hi, xp=xp)
+    # Half types are tested against the bound before rounding, as TF does.
+    per_group = blocks * (4 if group == 4 else 2)  # a normal per word (float32) or per word pair (float64)
+    candidates = _box_muller(jnp.asarray(words).reshape(-1), dtype).reshape(n_groups, per_group)
+    inside = jnp.abs(candidates) < _TRUNCATE_VALUE
+    rank = jnp.cumsum(inside, axis=1)
+    picks = jnp.stack([jnp.argmax(inside & (rank == k + 1), axis=1) for k in range(group)], axis=1)
+    return jnp.take_along_axis(candidates, picks, axis=1).reshape(-1)[:n].astype(dtype).reshape(shape)
+
+
+def _uniform_int(ctx, key, counter, shape, minval, maxval, xp):
+    """UniformDistribution<int32/int64>: lo + (bits mod (hi - lo)), with 64-bit values from word pairs."""
+    dtype = np.dtype(minval.dtype)
+    if np.ndim(minval) or np.ndim(maxval):
+        raise ctx.error("minval and maxval must be scalars")
+    lo_s, hi_s = to_static(minval), to_static(maxval)
+    if lo_s is not None and hi_s is not None and not lo_s < hi_s:
+        raise ctx.error(f"need minval < maxval, got {lo_s} >= {hi_s}")
+    n = int(np.prod(shape))
+    if dtype.itemsize == 8:
+        pairs = _words_for(key, counter, n, 2, xp).reshape(-1, 2)
+        bits, udt = _join_u64(pairs[:, 0], pairs[:, 1]), np.dtype(np.uint64)
+    else:
+        bits, udt = _words_for(key, counter, n, 1, xp), np.dtype(_U32)
+    lo = jnp.asarray(minval).astype(udt)
+    span = jnp.asarray(maxval).astype(udt) - lo
+    return (lo + bits % span).astype(dtype).reshape(shape)
+
+
+def _uniform_full_int(key, counter, shape, dtype, xp):
+    n = int(np.prod(shape))
+    if dtype.itemsize == 8:
+        pairs = _words_for(key, counter, n, 2, xp).reshape(-1, 2)
+        return _join_u64(pairs[:, 0], pairs[:, 1]).astype(dtype).reshape(shape)
+    return _words_for(key, counter, n, 1, xp).astype(dtype).reshape(shape)
+
+
+def _shape(shape) -> tuple[int, ...]:
+    return tuple(int(d) for d in np.asarray(shape).reshape(-1))
+
+
+# -- V1 ops: (shape, seed) ----------------------------------------------------------------------------------
+
+
+@op("StatelessRandomUniform", static=(0,))
+def stateless_random_uniform(ctx, shape, seed):
+    key, counter = _v1_key_counter(ctx, seed)
+    return _uniform(key, counter, _shape(shape), ctx.dtype("dtype", np.dtype(np.float32)), _xp(seed))
+
+
+@op("StatelessRandomNormal", static=(0,))
+def stateless_random_normal(ctx, shape, seed):
+    key, counter = _v1_key_counter(ctx, seed)
+    return _normal(key, counter, _shape(shape), ctx.dtype("dtype", np.dtype(np.float32)), _xp(seed))
+
+
+@op("StatelessTruncatedNormal", static=(0,))
+def stateless_truncated_normal(ctx, shape, seed):
+    key, counter = _v1_key_counter(ctx, seed)
+    return _truncated_normal(key, counter, _shape(shape), ctx.dtype("dtype", np.dtype(np.float32)), _xp(seed))
+
+
+@op("StatelessRandomUniformInt", static=(0,))
+def stateless_random_uniform_int(ctx, shape, seed, minval, maxval):
+    key, counter = _v1_key_counter(ctx, seed)
+    return _uniform_int(ctx, key, counter, _shape(shape), minval, maxval, _xp(seed))
+
+
+@op("StatelessRandomUniformFullInt", static=(0,))
+def stateless_random_uniform_full_int(ctx, shape, seed):
+    key, counter = _v1_key_counter(ctx, seed)
+    return _uniform_full_int(key, counter, _shape(shape), ctx.dtype("dtype", np.dtype(np.uint64)), _xp(seed))
+
+
+# -- V2 ops: (shape, key, counter, alg) ---------------------------------------------------------------------
+
+
+@op("StatelessRandomUniformV2", static=(0, 3))
+def stateless_random_uniform_v2(ctx, shape, key, counter, alg):
+    k, c = _v2_key_counter(ctx, key, counter, alg)
+    return _uniform(k, c, _shape(shape), ctx.dtype("dtype", np.dtype(np.float32)), _xp(key, counter))
+
+
+@op("StatelessRandomNormalV2", static=(0, 3))
+def stateless_random_normal_v2(ctx, shape, key, counter, alg):
+    k, c = _v2_key_counter(ctx, key, counter, alg)
+    return _normal(k, c, _shape(shape), ctx.dtype("dtype", np.dtype(np.float32)), _xp(key, counter))
+
+
+@op("StatelessTruncatedNormalV2", static=(0, 3))
+def stateless_truncated_normal_v2(ctx, shape, key, counter, alg):
+    k, c = _v2_key_counter(ctx, key, counter, alg)
+    return _truncated_normal(k, c, _shape(shape), ctx.dtype("dtype", np.dtype(np.float32)), _xp(key, counter))
+
+
+@op("StatelessRandomUniformIntV2", static=(0, 3))
+def stateless_random_uniform_int_v2(ctx, shape, key, counter, alg, minval, maxval):
+    k, c = _v2_key_counter(ctx, key, counter, alg)
+    return _uniform_int(ctx, k, c, _shape(shape), minval, maxval, _xp(key, counter))
+
+
+@op("StatelessRandomUniformFullIntV2", static=(0, 3))
+def stateless_random_uniform_full_int_v2(ctx, shape, key, counter, alg):
+    k, c = _v2_key_counter(ctx, key, counter, alg)
+    return _uniform_full_int(k, c, _shape(shape), ctx.dtype("dtype", np.dtype(np.uint64)), _xp(key, counter))
+
+
+# -- key/counter/alg plumbing -------------------------------------------------------------------------------
+
+
+@op("StatelessRandomGetKeyCounter")
+def stateless_random_get_key_counter(ctx, seed):
+    xp = _xp(seed)
+    (k0, k1), (c0, c1, c2, c3) = _v1_key_counter(ctx, seed)
+    key = _join_u64(k0, k1)
+    counter = xp.concatenate([_join_u64(c0, c1), _join_u64(c2, c3)])
+    return key, counter
+
+
+@op("StatelessRandomGetAlg")
+def stateless_random_get_alg(ctx):
+    # TF picks Philox on CPU and GPU (only XLA devices may pick ThreeFry).
+    return np.asarray(_RNG_ALG_PHILOX, np.int32)
+
+
+@op("StatelessRandomGetKeyCounterAlg")
+def stateless_random_get_key_counter_alg(ctx, seed):
+    key, counter = stateless_random_get_key_counter(ctx, seed)
+    return key, counter, np.asarray(_RNG_ALG_PHILOX, np.int32)

@@ -1,0 +1,154 @@
+"""jaxsm.ops.random against TF: stateless Philox streams must reproduce TF's values for the same seed.
+
+With ``jit=False`` the seed reaches the lowering as a NumPy value (the static path); with ``jit=True`` it is
+traced. Uniform and integer draws are compared bit for bit; normals to float rounding because TF's sin/cos/log
+(glibc) and XLA's differ in the last bit.
+"""
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+
+from jaxsm.errors import LoweringError  # noqa: E402
+from tests.tfcompare import assert_matches_tf, run_jaxsm, save_function  # noqa: E402
+
+R = tf.raw_ops
+JIT = pytest.mark.parametrize("jit", [True, False])
+SEEDS = [np.array([1, 2], np.int32), np.array([-7, 2**31 - 1], np.int32),
+         np.array([2**40 + 3, -(2**35)], np.int64)]
+SHAPES = [(3, 5), (), (0, 3), (2, 64, 3)]
+SEED_SHAPES = list(zip(SEEDS + SEEDS[:1], SHAPES, strict=True))
+# Normal draws: |TF - jaxsm| within a couple of float ulps of values of magnitude up to ~5.
+NORMAL_TOL = {np.float32: dict(rtol=1e-5, atol=2e-6), np.float64: dict(rtol=1e-12, atol=1e-13),
+              np.float16: dict(rtol=1e-3, atol=1e-3), ml_dtypes.bfloat16: dict(rtol=1e-2, atol=1e-2)}
+
+
+@JIT
+@pytest.mark.parametrize("seed,shape", SEED_SHAPES, ids=str)
+def test_v1_uniform_and_ints(seed, shape, jit):
+    shape = tf.constant(shape, tf.int32)
+
+    def fn(seed):
+        return {
+            "f32": R.StatelessRandomUniform(shape=shape, seed=seed, dtype=tf.float32),
+            "f64": R.StatelessRandomUniform(shape=shape, seed=seed, dtype=tf.float64),
+            "f16": R.StatelessRandomUniform(shape=shape, seed=seed, dtype=tf.float16),
+            "bf16": R.StatelessRandomUniform(shape=shape, seed=seed, dtype=tf.bfloat16),
+            "i32": R.StatelessRandomUniformInt(shape=shape, seed=seed, minval=tf.constant(-5),
+                                               maxval=tf.constant(9)),
+            "i64": R.StatelessRandomUniformInt(shape=shape, seed=seed, minval=tf.constant(-(2**40), tf.int64),
+                                               maxval=tf.constant(2**41 + 17, tf.int64)),
+            "full_i32": R.StatelessRandomUniformFullInt(shape=shape, seed=seed, dtype=tf.int32),
+            "full_u32": R.StatelessRandomUniformFullInt(shape=shape, seed=seed, dtype=tf.uint32),
+            "full_i64": R.StatelessRandomUniformFullInt(shape=shape, seed=seed, dtype=tf.int64),
+            "full_u64": R.StatelessRandomUniformFullInt(shape=shape, seed=seed, dtype=tf.uint64),
+        }
+
+    assert_matches_tf(fn, [seed], rtol=0, jit=jit)
+
+
+@JIT
+@pytest.mark.parametrize("seed,dtype", [(SEEDS[0], np.float32), (SEEDS[1], np.float32),
+                                        (SEEDS[2], np.float64), (SEEDS[1], np.float16),
+                                        (SEEDS[0], ml_dtypes.bfloat16)], ids=str)
+def test_v1_normal(seed, dtype, jit):
+    tdt = tf.as_dtype(dtype)
+
+    def fn(seed):
+        return {
+            "normal": R.StatelessRandomNormal(shape=[7, 9], seed=seed, dtype=tdt),
+            "truncated": R.StatelessTruncatedNormal(shape=[7, 9], seed=seed, dtype=tdt),
+            "truncated_odd": R.StatelessTruncatedNormal(shape=[3], seed=seed + 1, dtype=tdt),
+            "truncated_empty": R.StatelessTruncatedNormal(shape=[0, 2], seed=seed, dtype=tdt),
+        }
+
+    _, got = assert_matches_tf(fn, [seed], jit=jit, **NORMAL_TOL[dtype])
+    assert np.all(np.abs(np.asarray(got["truncated"], np.float64)) <= 2.0), "truncated normal outside (-2, 2)"
+
+
+@JIT
+def test_truncated_normal_large(jit):
+    # Enough groups that some need several rejections, and counters beyond the first Philox skip.
+    _, got = assert_matches_tf(lambda s: R.StatelessTruncatedNormal(shape=[4099], seed=s, dtype=tf.float32),
+                               [np.array([3, 4], np.int64)], jit=jit, **NORMAL_TOL[np.float32])
+    assert np.all(np.abs(got) < 2.0)
+
+
+@JIT
+@pytest.mark.parametrize("seed", SEEDS, ids=str)
+def test_key_counter_alg(seed, jit):
+    def fn(seed):
+        key, counter, alg = R.StatelessRandomGetKeyCounterAlg(seed=seed)
+        key2, counter2 = R.StatelessRandomGetKeyCounter(seed=seed)
+        return key, counter, alg, key2, counter2, R.StatelessRandomGetAlg()
+
+    assert_matches_tf(fn, [seed], jit=jit)
+
+
+@JIT
+@pytest.mark.parametrize("alg", [1, 3])
+@pytest.mark.parametrize("seed", SEEDS[1:], ids=str)
+def test_v2_ops(seed, alg, jit):
+    def fn(seed):
+        key, counter = R.StatelessRandomGetKeyCounter(seed=seed)
+        a = tf.constant(alg)
+        shape = [5, 7]
+        return {
+            "uniform": R.StatelessRandomUniformV2(shape=shape, key=key, counter=counter, alg=a),
+            "uniform_f64": R.StatelessRandomUniformV2(shape=shape, key=key, counter=counter, alg=a,
+                                                      dtype=tf.float64),
+            "int": R.StatelessRandomUniformIntV2(shape=shape, key=key, counter=counter, alg=a,
+                                                 minval=tf.constant(-3), maxval=tf.constant(100)),
+            "full_int": R.StatelessRandomUniformFullIntV2(shape=shape, key=key, counter=counter, alg=a,
+                                                          dtype=tf.int64),
+            "normal": R.StatelessRandomNormalV2(shape=shape, key=key, counter=counter, alg=a),
+            "truncated": R.StatelessTruncatedNormalV2(shape=shape, key=key, counter=counter, alg=a),
+        }
+
+    assert_matches_tf(fn, [seed], jit=jit, **NORMAL_TOL[np.float32])
+
+
+@JIT
+def test_v2_counter_carry(jit):
+    # A counter whose low words are near 2^64: block indices carry into the upper counter words.
+    key = np.array([0x0123456789ABCDEF], np.uint64)
+    counter = np.array([2**64 - 3, 2**64 - 1], np.uint64)
+
+    def fn(key, counter):
+        a = tf.constant(1)
+        kc = dict(key=key, counter=counter, alg=a)
+        return (R.StatelessRandomUniformFullIntV2(shape=[40], dtype=tf.uint32, **kc),
+                R.StatelessTruncatedNormalV2(shape=[9], **kc))
+
+    assert_matches_tf(fn, [key, counter], jit=jit, **NORMAL_TOL[np.float32])
+
+
+@JIT
+def test_public_api(jit):
+    def fn(seed):
+        return {
+            "uniform": tf.random.stateless_uniform([4, 3], seed=seed, minval=-2.0, maxval=3.0),
+            "normal": tf.random.stateless_normal([6], seed=seed, mean=1.0, stddev=2.0, dtype=tf.float64),
+            "truncated": tf.random.stateless_truncated_normal([5], seed=seed, stddev=0.5),
+            "ints": tf.random.stateless_uniform([8], seed=seed, minval=0, maxval=10, dtype=tf.int32),
+        }
+
+    assert_matches_tf(fn, [np.array([11, 12], np.int64)], jit=jit, **NORMAL_TOL[np.float32])
+
+
+def test_unsupported_variants_are_reported():
+    seed = np.array([1, 2], np.int64)
+
+    def threefry(seed):
+        key, counter = R.StatelessRandomGetKeyCounter(seed=seed)
+        return R.StatelessRandomUniformV2(shape=[2], key=key, counter=counter, alg=tf.constant(2))
+
+    def empty_int_range(seed):
+        return R.StatelessRandomUniformInt(shape=[2], seed=seed, minval=tf.constant(3), maxval=tf.constant(3))
+
+    for fn, message in [(threefry, "ThreeFry"), (empty_int_range, "minval < maxval")]:
+        export_dir, _ = save_function(fn, [seed])
+        with pytest.raises(LoweringError, match=message):
+            run_jaxsm(export_dir, [seed])

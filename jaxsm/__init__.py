@@ -1,8 +1,7 @@
 """jaxsm: load TensorFlow SavedModels into JAX, without TensorFlow."""
 
-from jaxsm import errors
+from jaxsm import errors, nnx
 from jaxsm.format.checkpoint import load_checkpoint
-from jaxsm import nnx
 from jaxsm.functional import functional, merge, split_trainable
 from jaxsm.objects import (
     ConcreteFunction,

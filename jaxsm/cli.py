@@ -36,9 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="jaxsm", description="Inspect and run TensorFlow SavedModels with JAX."
-    )
+    parser = argparse.ArgumentParser(prog="jaxsm", description="Inspect and run TensorFlow SavedModels with JAX.")
     sub = parser.add_subparsers(dest="command")
 
     show = sub.add_parser("show", help="show tag-sets, SignatureDefs and the object graph of a SavedModel")
@@ -140,9 +138,7 @@ def show_all(saved_model: Any, p: Printer) -> None:
             show_object_graph(mg, p)
 
 
-def show_signature_def(
-    meta_graph: meta_graph_pb2.MetaGraphDef, key: str, p: Printer, indent: int = 0
-) -> None:
+def show_signature_def(meta_graph: meta_graph_pb2.MetaGraphDef, key: str, p: Printer, indent: int = 0) -> None:
     """Print one SignatureDef's inputs, outputs and method name in ``saved_model_cli``'s layout."""
     sig = meta_graph.signature_def[key]
     pad = "  " * indent
@@ -245,9 +241,7 @@ def _show_node(
             _show_concrete_function(graph, fn_name, _arg_names(node.function.function_spec), pad + "    ", p)
     elif kind == "bare_concrete_function":
         bare = node.bare_concrete_function
-        _show_concrete_function(
-            graph, bare.concrete_function_name, list(bare.argument_keywords), pad + "    ", p
-        )
+        _show_concrete_function(graph, bare.concrete_function_name, list(bare.argument_keywords), pad + "    ", p)
     for child in sorted(node.children, key=lambda c: c.local_name):
         target = graph.nodes[child.node_id] if 0 <= child.node_id < len(graph.nodes) else None
         if (
@@ -268,9 +262,7 @@ def _show_node(
         )
 
 
-def _describe(
-    meta_graph: meta_graph_pb2.MetaGraphDef, node: saved_object_graph_pb2.SavedObject, kind: str
-) -> str:
+def _describe(meta_graph: meta_graph_pb2.MetaGraphDef, node: saved_object_graph_pb2.SavedObject, kind: str) -> str:
     if kind == "user_object":
         return f"user_object {node.user_object.identifier!r}"
     if kind == "variable":

@@ -16,11 +16,26 @@ from jaxsm.graph.node import Node
 from jaxsm.objects import ConcreteFunction, RestoredFunction, Variable, _match, structure
 
 # Ops that change variable state: a function containing any of them returns (outputs, new_params).
-ASSIGN_OPS = frozenset({
-    "AssignVariableOp", "AssignAddVariableOp", "AssignSubVariableOp", "ResourceScatterAdd", "ResourceScatterSub",
-    "ResourceScatterMul", "ResourceScatterDiv", "ResourceScatterMin", "ResourceScatterMax", "ResourceScatterUpdate",
-    "ResourceScatterNdUpdate", "ResourceScatterNdAdd", "ResourceScatterNdSub", "Assign", "AssignAdd", "AssignSub",
-})
+ASSIGN_OPS = frozenset(
+    {
+        "AssignVariableOp",
+        "AssignAddVariableOp",
+        "AssignSubVariableOp",
+        "ResourceScatterAdd",
+        "ResourceScatterSub",
+        "ResourceScatterMul",
+        "ResourceScatterDiv",
+        "ResourceScatterMin",
+        "ResourceScatterMax",
+        "ResourceScatterUpdate",
+        "ResourceScatterNdUpdate",
+        "ResourceScatterNdAdd",
+        "ResourceScatterNdSub",
+        "Assign",
+        "AssignAdd",
+        "AssignSub",
+    }
+)
 
 
 def _nest(flat: dict[str, Any]) -> dict[str, Any]:
@@ -106,7 +121,9 @@ def functional(fn: ConcreteFunction | RestoredFunction) -> tuple[Callable[..., A
         else:
             flat = _match((tuple(args), kwargs), cf.structured_input_signature, True)
         if flat is None:
-            raise FunctionMatchError(f"arguments of apply() do not match {structure.format_signature(*cf.structured_input_signature)}")
+            raise FunctionMatchError(
+                f"arguments of apply() do not match {structure.format_signature(*cf.structured_input_signature)}"
+            )
         return cf, flat
 
     def apply(params: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
@@ -129,8 +146,10 @@ def split_trainable(fn: ConcreteFunction | RestoredFunction, params: dict[str, A
     """``(trainable, non_trainable)`` parts of ``params`` (merge them back with :func:`merge`)."""
     trainable_keys = {v.key for v in variables_of(fn) if v.trainable}
     flat = _flatten(params)
-    return (_nest({k: v for k, v in flat.items() if k in trainable_keys}),
-            _nest({k: v for k, v in flat.items() if k not in trainable_keys}))
+    return (
+        _nest({k: v for k, v in flat.items() if k in trainable_keys}),
+        _nest({k: v for k, v in flat.items() if k not in trainable_keys}),
+    )
 
 
 def merge(*parts: dict[str, Any]) -> dict[str, Any]:

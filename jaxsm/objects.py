@@ -144,23 +144,49 @@ class Variable:
         return self.assign(self.value() - jnp.asarray(delta))
 
     # arithmetic, as tf.Variable supports it
-    def __add__(self, o): return self.value() + o  # noqa: E704
-    def __radd__(self, o): return o + self.value()  # noqa: E704
-    def __sub__(self, o): return self.value() - o  # noqa: E704
-    def __rsub__(self, o): return o - self.value()  # noqa: E704
-    def __mul__(self, o): return self.value() * o  # noqa: E704
-    def __rmul__(self, o): return o * self.value()  # noqa: E704
-    def __truediv__(self, o): return self.value() / o  # noqa: E704
-    def __neg__(self): return -self.value()  # noqa: E704
-    def __getitem__(self, i): return self.value()[i]  # noqa: E704
-    def __float__(self): return float(self.numpy())  # noqa: E704
-    def __int__(self): return int(self.numpy())  # noqa: E704
-    def __eq__(self, o): return self.value() == o  # noqa: E704
+    def __add__(self, o):
+        return self.value() + o  # noqa: E704
+
+    def __radd__(self, o):
+        return o + self.value()  # noqa: E704
+
+    def __sub__(self, o):
+        return self.value() - o  # noqa: E704
+
+    def __rsub__(self, o):
+        return o - self.value()  # noqa: E704
+
+    def __mul__(self, o):
+        return self.value() * o  # noqa: E704
+
+    def __rmul__(self, o):
+        return o * self.value()  # noqa: E704
+
+    def __truediv__(self, o):
+        return self.value() / o  # noqa: E704
+
+    def __neg__(self):
+        return -self.value()  # noqa: E704
+
+    def __getitem__(self, i):
+        return self.value()[i]  # noqa: E704
+
+    def __float__(self):
+        return float(self.numpy())  # noqa: E704
+
+    def __int__(self):
+        return int(self.numpy())  # noqa: E704
+
+    def __eq__(self, o):
+        return self.value() == o  # noqa: E704
+
     __hash__ = object.__hash__
 
     def __repr__(self) -> str:
         v = "uninitialized" if self._value is None else np.array2string(np.asarray(self._value), threshold=6)
-        return f"<jaxsm.Variable '{self.name}' shape={self.shape} dtype={dtypes.name(dtypes.from_numpy(self._dtype))} {v}>"
+        return (
+            f"<jaxsm.Variable '{self.name}' shape={self.shape} dtype={dtypes.name(dtypes.from_numpy(self._dtype))} {v}>"
+        )
 
 
 class UserObject:
@@ -251,11 +277,15 @@ class ConcreteFunction:
         self.name = name
         self._context = context
         self._proto = proto
-        args, kwargs = structure.decode(proto.canonicalized_input_signature) \
-            if proto.HasField("canonicalized_input_signature") else ((), {})
+        args, kwargs = (
+            structure.decode(proto.canonicalized_input_signature)
+            if proto.HasField("canonicalized_input_signature")
+            else ((), {})
+        )
         self.structured_input_signature: tuple[tuple, dict] = (tuple(args), dict(kwargs))
-        self.structured_outputs = structure.decode(proto.output_signature) \
-            if proto.HasField("output_signature") else None
+        self.structured_outputs = (
+            structure.decode(proto.output_signature) if proto.HasField("output_signature") else None
+        )
         self._captures: list[Any] | None = None
         self._jitted: Callable | None = None
         self._arg_keywords: list[str] | None = None
@@ -285,7 +315,7 @@ class ConcreteFunction:
         with self._lock:
             if self._jitted is None:
                 self._context.check_ops(self.name)
-                self._jitted = jax.jit(self.pure())
+                self._jitted = _jit_keeping_host_outputs(self.pure())
         variables = self._variables()
         state = {}
         for v in variables:
@@ -380,6 +410,33 @@ class ConcreteFunction:
         return f"<ConcreteFunction {self.name}{structure.format_signature(a, k)}>"
 
 
+def _jit_keeping_host_outputs(fn: Callable) -> Callable:
+    """``jax.jit(fn)``, except that outputs known at trace time that XLA cannot hold (string tensors such as
+    asset paths) are kept on the host and put back after each call. They are constants of the trace, so the
+    value recorded while tracing holds for every call that reuses the compiled function."""
+    host: dict[int, Any] = {}
+
+    def traced(state, flat_inputs):
+        outputs, updated = fn(state, flat_inputs)
+        arrays = []
+        for i, o in enumerate(outputs):
+            if isinstance(o, np.ndarray) and o.dtype == object:
+                host[i] = o
+                arrays.append(None)
+            else:
+                arrays.append(o)
+        return arrays, updated
+
+    jitted = jax.jit(traced)
+
+    def call(state, flat_inputs):
+        outputs, updated = jitted(state, flat_inputs)
+        return [host.get(i, o) for i, o in enumerate(outputs)], updated
+
+    call._cache_size = jitted._cache_size  # type: ignore[attr-defined]
+    return call
+
+
 class RestoredFunction:
     """A restored polymorphic ``tf.function``: dispatches to the first matching concrete function (TF's rule)."""
 
@@ -399,12 +456,12 @@ class RestoredFunction:
         if self._is_method and names and names[0] == "self":
             names = names[1:]
         defaults = list(fas.defaults or [])
-        default_of = dict(zip(names[len(names) - len(defaults):], defaults)) if defaults else {}
+        default_of = dict(zip(names[len(names) - len(defaults) :], defaults)) if defaults else {}
         if len(args) > len(names) and not fas.varargs:
             raise TypeError(f"function takes {len(names)} positional arguments but {len(args)} were given")
         bound = list(args)
         rest = dict(kwargs)
-        for nm in names[len(args):]:
+        for nm in names[len(args) :]:
             if nm in rest:
                 bound.append(rest.pop(nm))
             elif nm in default_of:
@@ -466,8 +523,12 @@ def _dtype_matches(got: np.dtype, want: np.dtype) -> bool:
     if got == want:
         return True
     if not jax.config.jax_enable_x64:  # JAX arrays cannot be 64-bit here; accept their 32-bit twins
-        pairs = {(np.dtype("int32"), np.dtype("int64")), (np.dtype("float32"), np.dtype("float64")),
-                 (np.dtype("uint32"), np.dtype("uint64")), (np.dtype("complex64"), np.dtype("complex128"))}
+        pairs = {
+            (np.dtype("int32"), np.dtype("int64")),
+            (np.dtype("float32"), np.dtype("float64")),
+            (np.dtype("uint32"), np.dtype("uint64")),
+            (np.dtype("complex64"), np.dtype("complex128")),
+        }
         return (got, want) in pairs
     return False
 
@@ -480,8 +541,9 @@ def _match(value: Any, spec: Any, convert: bool, specs_ok: bool = False) -> list
         if isinstance(s, TensorSpec):
             v = _as_input(v)
             if specs_ok and isinstance(v, TensorSpec):
-                ok = v.dtype == s.dtype and s.is_compatible_with_shape(tuple(d if d is not None else -1
-                                                                            for d in (v.shape or ())))
+                ok = v.dtype == s.dtype and s.is_compatible_with_shape(
+                    tuple(d if d is not None else -1 for d in (v.shape or ()))
+                )
                 out.append(v)
                 return ok
             if isinstance(v, (np.ndarray, jax.Array, np.generic)):
@@ -621,8 +683,7 @@ def _checkpoint_keys(reader, saved_graph) -> dict[int, str]:
     if not reader.has_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"):
         return {}
     raw = reader.get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH")
-    tog = trackable_object_graph_pb2.TrackableObjectGraph.FromString(
-        raw.item() if isinstance(raw, np.ndarray) else raw)
+    tog = trackable_object_graph_pb2.TrackableObjectGraph.FromString(raw.item() if isinstance(raw, np.ndarray) else raw)
     keys: dict[int, str] = {}
     seen = {0}
     stack = [(0, 0)]
@@ -684,8 +745,13 @@ def load_object_graph(export_dir: str, meta_graph: meta_graph_pb2.MetaGraphDef, 
         elif kind == "variable":
             v = node.variable
             key = paths.get(nid) or v.name or f"variable_{nid}"
-            var = Variable(key, v.name or key, tuple(d.size if d.size >= 0 else None for d in v.shape.dim),
-                           dtypes.to_numpy(v.dtype), v.trainable)
+            var = Variable(
+                key,
+                v.name or key,
+                tuple(d.size if d.size >= 0 else None for d in v.shape.dim),
+                dtypes.to_numpy(v.dtype),
+                v.trainable,
+            )
             if v.dtype in (dtypes.DT.DT_INT64, dtypes.DT.DT_DOUBLE):
                 _warn_x64_once()
             ctx.nodes[nid] = var
@@ -808,8 +874,9 @@ def tree_repr(obj: Any, name: str = "", indent: int = 0, seen: set[int] | None =
     return "\n".join(lines)
 
 
-def load(export_dir: str | os.PathLike, tags: str | Sequence[str] | None = None,
-         options: LoadOptions | None = None) -> Any:
+def load(
+    export_dir: str | os.PathLike, tags: str | Sequence[str] | None = None, options: LoadOptions | None = None
+) -> Any:
     """Load a SavedModel without TensorFlow, like ``tf.saved_model.load``.
 
     Arguments:

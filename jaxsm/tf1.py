@@ -163,9 +163,7 @@ def _topo_order(nodes: list[node_def_pb2.NodeDef]) -> list[node_def_pb2.NodeDef]
     deps: dict[str, set[str]] = {}
     for n in nodes:
         deps[n.name] = {
-            s
-            for s in (_split(i)[0] for i in n.input)
-            if s in by_name and s != n.name and by_name[s].op not in _NEXT
+            s for s in (_split(i)[0] for i in n.input) if s in by_name and s != n.name and by_name[s].op not in _NEXT
         }
     users: dict[str, list[str]] = {n.name: [] for n in nodes}
     for name, ds in deps.items():
@@ -217,9 +215,7 @@ def _assign_frames(nodes, problems) -> tuple[dict[str, str], dict[str, str]]:
             while g != f and g:
                 g = parent.get(g, "")
             if g != f:
-                problems[n.name] = (
-                    f"node '{n.name}' ({n.op}) has inputs from unrelated loop frames {sorted(frames)}"
-                )
+                problems[n.name] = f"node '{n.name}' ({n.op}) has inputs from unrelated loop frames {sorted(frames)}"
         frame_of[n.name] = deepest
     return frame_of, parent
 
@@ -339,9 +335,7 @@ def _rewrite_frame(nodes, frame, frame_of, parent, functions, problems, taken) -
         if (name, idx) in mapping:
             return mapping[(name, idx)]
         if name in removed:
-            raise GraphError(
-                f"{where}: node '{user}' reads '{ref}', which jaxsm cannot map to a loop variable"
-            )
+            raise GraphError(f"{where}: node '{user}' reads '{ref}', which jaxsm cannot map to a loop variable")
         return ref
 
     cloned = {c.name for c in clones}
@@ -391,9 +385,7 @@ def _rewrite_frame(nodes, frame, frame_of, parent, functions, problems, taken) -
     replaced = []
     for n in direct:
         if n.name in exits:
-            ident = node_def_pb2.NodeDef(
-                name=n.name, op="Identity", input=[f"{while_node.name}:{exits[n.name]}"]
-            )
+            ident = node_def_pb2.NodeDef(name=n.name, op="Identity", input=[f"{while_node.name}:{exits[n.name]}"])
             ident.attr["T"].CopyFrom(n.attr["T"])
             replaced.append(ident)
     outside = [n for n in nodes if n.name not in member_names]
@@ -480,9 +472,7 @@ def _annotate_conds(nodes, functions: set[str], problems) -> list[node_def_pb2.N
 
 def _merge_condition(n, conds: list[frozenset]) -> tuple[frozenset, str, list[int]]:
     if len(conds) != 2:
-        raise GraphError(
-            f"Merge '{n.name}' has {len(conds)} inputs; jaxsm rewrites the two-input Merge of a TF1 cond"
-        )
+        raise GraphError(f"Merge '{n.name}' has {len(conds)} inputs; jaxsm rewrites the two-input Merge of a TF1 cond")
     only0, only1 = conds[0] - conds[1], conds[1] - conds[0]
     if len(only0) == 1 and len(only1) == 1:
         (p0, b0), (p1, b1) = next(iter(only0)), next(iter(only1))
@@ -592,9 +582,7 @@ class Operation:
 
     @property
     def inputs(self) -> list[Tensor]:
-        return [
-            self.graph.get_tensor_by_name(_ref_name(i)) for i in self.node_def.input if not i.startswith("^")
-        ]
+        return [self.graph.get_tensor_by_name(_ref_name(i)) for i in self.node_def.input if not i.startswith("^")]
 
     @property
     def control_inputs(self) -> list[Operation]:
@@ -682,9 +670,7 @@ class GraphView:
             raise GraphElementError(f"'{name}' is not a tensor name ('<op name>:<output index>')")
         op = self.get_operation_by_name(op_name)
         if int(idx) >= self._num_outputs(op):
-            raise GraphElementError(
-                f"operation '{op_name}' ({op.type}) has only {self._num_outputs(op)} outputs"
-            )
+            raise GraphElementError(f"operation '{op_name}' ({op.type}) has only {self._num_outputs(op)} outputs")
         return Tensor(op, int(idx))
 
     def as_graph_element(self, obj: Any) -> Tensor | Operation:
@@ -762,9 +748,7 @@ class PrunedFunction:
             interp = TF1Interpreter(library, state, tables)
             # A fetched variable (a VariableV2 ref or a VarHandleOp handle) returns its value.
             outputs = [
-                interp.read_resource(o, node)
-                if isinstance(o, Resource) and o.kind in ("ref", "variable")
-                else o
+                interp.read_resource(o, node) if isinstance(o, Resource) and o.kind in ("ref", "variable") else o
                 for o, node in zip(interp.run(body, list(flat_feeds)), output_nodes, strict=True)
             ]
             updated = {k: v for k, v in interp.state.items() if k not in state or state[k] is not v}
@@ -795,16 +779,12 @@ class PrunedFunction:
         if spec.dtype is not None and np.dtype(x.dtype) != spec.dtype:
             if not (np.dtype(x.dtype).kind == spec.dtype.kind and not jax.config.jax_enable_x64):
                 raise FunctionMatchError(
-                    f"{self.name}: input '{spec.name}' expects {spec.dtype.name}, "
-                    f"got {np.dtype(x.dtype).name}"
+                    f"{self.name}: input '{spec.name}' expects {spec.dtype.name}, got {np.dtype(x.dtype).name}"
                 )
         if spec.shape is not None and (
-            len(spec.shape) != x.ndim
-            or any(d is not None and d != s for d, s in zip(spec.shape, x.shape, strict=True))
+            len(spec.shape) != x.ndim or any(d is not None and d != s for d, s in zip(spec.shape, x.shape, strict=True))
         ):
-            raise FunctionMatchError(
-                f"{self.name}: input '{spec.name}' expects shape {spec.shape}, got {x.shape}"
-            )
+            raise FunctionMatchError(f"{self.name}: input '{spec.name}' expects shape {spec.shape}, got {x.shape}")
         return x
 
     def __call__(self, *args: Any) -> Any:
@@ -849,8 +829,7 @@ class SignatureFunction(PrunedFunction):
         extra = sorted(set(kwargs) - set(self.input_keys))
         if missing or extra:
             raise TypeError(
-                f"signature '{self.name}' expects inputs {self.input_keys}; missing {missing}, "
-                f"unexpected {extra}"
+                f"signature '{self.name}' expects inputs {self.input_keys}; missing {missing}, unexpected {extra}"
             )
         return _pack_fetches(self._structure, iter(self.call_flat([kwargs[k] for k in self.input_keys])))
 
@@ -945,9 +924,7 @@ class TF1Model:
         self._nodes = [Node(n) for n in lowered.graph_def.node]
         self._node_names = {n.name for n in self._nodes}
         self._original_names = {n.name for n in meta_graph.graph_def.node}
-        self._table_nodes = {
-            (n.attr("shared_name", "") or n.name): n for n in self._nodes if n.op in _TABLE_OPS
-        }
+        self._table_nodes = {(n.attr("shared_name", "") or n.name): n for n in self._nodes if n.op in _TABLE_OPS}
         self._resources: dict[str, Any] = {}
         self._bodies: dict[tuple, Body] = {}
         self.graph = GraphView(meta_graph.graph_def, op_list)
@@ -955,8 +932,7 @@ class TF1Model:
         self.tensorflow_git_version = meta_graph.meta_info_def.tensorflow_git_version
         self._create_variables()
         self.asset_paths = {
-            info.tensor_info.name: str(self._files.asset_path(info.filename))
-            for info in _asset_file_defs(meta_graph)
+            info.tensor_info.name: str(self._files.asset_path(info.filename)) for info in _asset_file_defs(meta_graph)
         }
         if options.load_variables and not options.experimental_skip_checkpoint and self._files.has_variables:
             self._restore(self._files.variables_prefix, missing_ok=options.allow_partial_checkpoint)
@@ -1113,8 +1089,7 @@ class TF1Model:
         local = mg.collection_def.get("local_variables")
         if local is not None:
             targets += [
-                _split(variable_pb2.VariableDef.FromString(raw).initializer_name)[0]
-                for raw in local.bytes_list.value
+                _split(variable_pb2.VariableDef.FromString(raw).initializer_name)[0] for raw in local.bytes_list.value
             ]
         if "table_initializer" in mg.collection_def:
             targets += [_split(v)[0] for v in mg.collection_def["table_initializer"].node_list.value]

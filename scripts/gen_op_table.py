@@ -37,7 +37,8 @@ def render() -> str:
         "## Never lowered",
         "",
         "Save/restore machinery, used only by the saver functions, which running a model never needs: "
-        + ", ".join(sorted(NEVER_LOWERED)) + ".",
+        + ", ".join(sorted(NEVER_LOWERED))
+        + ".",
         "",
         "## Known gaps",
         "",

@@ -23,11 +23,13 @@ def main() -> None:
     import tensorflow as tf
 
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.Input((8,), name="features"),
-        keras.layers.Dense(16, activation="relu"),
-        keras.layers.Dense(3, activation="softmax"),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((8,), name="features"),
+            keras.layers.Dense(16, activation="relu"),
+            keras.layers.Dense(3, activation="softmax"),
+        ]
+    )
     if OUT.exists():
         shutil.rmtree(OUT)
     model.export(str(OUT), verbose=False)

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from jaxsm.format import saved_model as sm
-
 from jaxsm.cli import main
+from jaxsm.format import saved_model as sm
 
 OPS_LINE = "The MetaGraph with tag set"
 
@@ -97,9 +96,7 @@ def _signature_part(text: str) -> str:
 
 
 def _ops_sets(text: str) -> list[set[str]]:
-    return [
-        ast.literal_eval(line.split("ops: ", 1)[1]) for line in text.splitlines() if line.startswith(OPS_LINE)
-    ]
+    return [ast.literal_eval(line.split("ops: ", 1)[1]) for line in text.splitlines() if line.startswith(OPS_LINE)]
 
 
 # ---- the saved_model_cli part, compared with TF's own CLI
@@ -184,9 +181,7 @@ def test_object_graph(tf, tf2, capsys):
     text = _ours(capsys, str(path), "--all")
     tree = text[text.index("Object graph") :]
     for attr, var in (("v", model.sub.v), ("step", model.sub.step)):
-        line = (
-            f"{attr}: variable {var.dtype.name} shape={tuple(var.shape.as_list())} trainable={var.trainable}"
-        )
+        line = f"{attr}: variable {var.dtype.name} shape={tuple(var.shape.as_list())} trainable={var.trainable}"
         assert f"      {line}" in tree, f"variable sub.{attr} nested under sub"
     assert "    sub: user_object '_generic_user_object'" in tree, "submodule node"
     for fn_name in ("serve", "lookup"):
@@ -284,8 +279,21 @@ def test_run_and_demo(tmp_path, capsys):
 
     ref = np.load(MLP / "expected.npz")
     np.save(tmp_path / "x.npy", ref["x"])
-    assert main(["run", str(MLP), "--signature_def", "serving_default", "--inputs", f"features={tmp_path}/x.npy",
-                 "--outdir", str(tmp_path / "out")]) == 0
+    assert (
+        main(
+            [
+                "run",
+                str(MLP),
+                "--signature_def",
+                "serving_default",
+                "--inputs",
+                f"features={tmp_path}/x.npy",
+                "--outdir",
+                str(tmp_path / "out"),
+            ]
+        )
+        == 0
+    )
     np.testing.assert_allclose(np.load(tmp_path / "out" / "output_0.npy"), ref["y"], rtol=1e-5, err_msg="run output")
     assert main(["run", str(MLP), "--input_exprs", "features=np.ones((1, 8), np.float32)"]) == 0
     assert "Result for output key output_0" in capsys.readouterr().out

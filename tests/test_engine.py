@@ -28,8 +28,20 @@ def test_shape_arithmetic_stays_static(jit):
 
 
 @pytest.mark.parametrize("jit", [True, False])
-@pytest.mark.parametrize("case", ["static_trip", "dynamic_trip", "map_fn", "scan", "nested", "tensor_array",
-                                  "cond_runtime", "cond_static", "switch_case"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "static_trip",
+        "dynamic_trip",
+        "map_fn",
+        "scan",
+        "nested",
+        "tensor_array",
+        "cond_runtime",
+        "cond_static",
+        "switch_case",
+    ],
+)
 def test_control_flow(case, jit):
     def static_trip(x):
         acc = x
@@ -124,7 +136,7 @@ def test_gradients_match_tf(tmp_path):
             acc = tf.zeros_like(h)
             for _ in tf.range(3):  # a static-trip While: lowered to lax.scan, so reverse-mode works
                 acc = tf.tanh(acc + h)
-            return tf.reduce_sum(acc ** 2) + tf.reduce_sum(tf.stop_gradient(h))
+            return tf.reduce_sum(acc**2) + tf.reduce_sum(tf.stop_gradient(h))
 
     m = M()
     tf.saved_model.save(m, str(tmp_path))

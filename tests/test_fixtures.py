@@ -34,5 +34,9 @@ def test_bundled_example():
 
     ref = np.load(MLP / "expected.npz")
     m = jaxsm.load(MLP)
-    np.testing.assert_allclose(np.asarray(m.signatures["serving_default"](features=ref["x"])["output_0"]),
-                               ref["y"], rtol=1e-5, err_msg="bundled example")
+    np.testing.assert_allclose(
+        np.asarray(m.signatures["serving_default"](features=ref["x"])["output_0"]),
+        ref["y"],
+        rtol=1e-5,
+        err_msg="bundled example",
+    )

@@ -66,8 +66,12 @@ def test_vmap_and_export(convnet):
     exp = jax.export.export(jax.jit(apply))(params, jax.ShapeDtypeStruct((b, 8, 8, 3), jnp.float32))
     restored = jax.export.deserialize(exp.serialize())
     for n in (1, 5):
-        np.testing.assert_allclose(np.asarray(restored.call(params, xs[:n])), np.asarray(apply(params, xs[:n])),
-                                   rtol=1e-6, err_msg=f"exported, batch {n}")
+        np.testing.assert_allclose(
+            np.asarray(restored.call(params, xs[:n])),
+            np.asarray(apply(params, xs[:n])),
+            rtol=1e-6,
+            err_msg=f"exported, batch {n}",
+        )
 
 
 def test_assigning_function_returns_new_params(tmp_path):
@@ -137,3 +141,60 @@ def test_sharded_inference_in_subprocess(convnet):
     env = dict(__import__("os").environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=env)
     assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-3000:]
+
+
+def _grad_check(model, x, path, rtol=1e-4):
+    """Gradients of sum(out**2) wrt inputs (float only) and trainable variables: jaxsm vs tf.GradientTape."""
+    model.export(str(path), verbose=False)
+    m = jaxsm.load(str(path))
+    apply, params = jaxsm.functional(m.serve)
+    trainable, rest = jaxsm.split_trainable(m.serve, params)
+    float_input = np.dtype(x.dtype).kind == "f"
+
+    def loss(t, x):
+        return jnp.sum(apply(jaxsm.merge(t, rest), x) ** 2)
+
+    gt, gx = jax.grad(loss, argnums=(0, 1) if float_input else (0,))(trainable, x) + ((None,) if not float_input else ())
+    with tf.GradientTape() as tape:
+        xt = tf.constant(x)
+        if float_input:
+            tape.watch(xt)
+        ref = tf.reduce_sum(model(xt, training=False) ** 2)
+    grads = tape.gradient(ref, ([xt] if float_input else []) + model.trainable_variables)
+    if float_input:
+        want_x, *want_w = grads
+        np.testing.assert_allclose(np.asarray(gx), want_x.numpy(), rtol=rtol, atol=rtol * 1e-1, err_msg="d/dx")
+    else:
+        want_w = grads
+    want_w = [tf.convert_to_tensor(w).numpy() for w in want_w]
+    def key(a):  # match gradients by shape and rough content (paths differ between Keras and the SavedModel)
+        a = np.asarray(a, np.float64)
+        return (a.shape, round(float(a.sum()), 3), round(float(np.abs(a).sum()), 3))
+
+    got = sorted(((key(v), np.asarray(v)) for v in jax.tree_util.tree_leaves(gt)), key=lambda t: t[0])
+    want = sorted(((key(w), w) for w in want_w), key=lambda t: t[0])
+    assert [k[0] for k, _ in got] == [k[0] for k, _ in want], "one gradient per trainable variable"
+    for (k, a), (_, b) in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * max(1e-3, float(np.abs(b).max())), err_msg=f"d/dw {k}")
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "attention", "embedding"])
+def test_gradients_match_tf(kind, tmp_path):
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(7)
+    if kind in ("lstm", "gru"):
+        inp = keras.Input((6, 4))
+        layer = keras.layers.LSTM(5) if kind == "lstm" else keras.layers.GRU(5)
+        model = keras.Model(inp, keras.layers.Dense(2)(layer(inp)))
+        x = rng.normal(size=(3, 6, 4)).astype(np.float32)
+    elif kind == "attention":
+        inp = keras.Input((5, 8))
+        att = keras.layers.MultiHeadAttention(num_heads=2, key_dim=4)(inp, inp)
+        model = keras.Model(inp, keras.layers.LayerNormalization()(inp + att))
+        x = rng.normal(size=(2, 5, 8)).astype(np.float32)
+    else:
+        inp = keras.Input((7,), dtype="int32")
+        h = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(20, 6)(inp))
+        model = keras.Model(inp, keras.layers.Dense(3)(h))
+        x = rng.integers(0, 20, size=(4, 7)).astype(np.int32)
+    _grad_check(model, x, tmp_path / kind)

@@ -101,8 +101,11 @@ def test_multi_input_multi_output(tmp_path):
     out2 = keras.layers.Dense(1, activation="sigmoid", name="head2")(h)
     path = _export(keras.Model([a, b], [out1, out2]), tmp_path / "mimo")
     rng = np.random.default_rng(3)
-    _compare(path, [[rng.normal(size=(5, 4)).astype(np.float32), rng.normal(size=(5, 3)).astype(np.float32)]],
-             rel=1e-6)
+    _compare(
+        path,
+        [[rng.normal(size=(5, 4)).astype(np.float32), rng.normal(size=(5, 3)).astype(np.float32)]],
+        rel=1e-6,
+    )
 
 
 def test_integer_token_text_model(tmp_path):
@@ -119,8 +122,9 @@ def test_integer_token_text_model(tmp_path):
 
 def test_keras_variables_and_saved_model_save(tmp_path):
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4), keras.layers.BatchNormalization(),
-                              keras.layers.Dense(2)])
+    model = keras.Sequential(
+        [keras.Input((3,)), keras.layers.Dense(4), keras.layers.BatchNormalization(), keras.layers.Dense(2)]
+    )
     path = str(tmp_path / "m")
     tf.saved_model.save(model, path)
     imported = jaxsm.load(path)
@@ -131,6 +135,7 @@ def test_keras_variables_and_saved_model_save(tmp_path):
     assert set(got) == set(want), "output keys"
     for k in want:
         np.testing.assert_allclose(np.asarray(got[k]), want[k].numpy(), rtol=1e-5, err_msg=k)
+
     # Variables: the same values as the Keras model's, trainable flags included.
     def key(v):
         return (tuple(v.shape), float(np.asarray(v).sum()))
@@ -153,10 +158,16 @@ def test_keras2_tf_keras_saved_model(tmp_path):
     ref = tf.saved_model.load(path)
     got = jaxsm.load(path)
     x = np.random.default_rng(6).normal(size=(2, 5, 3)).astype(np.float32)
-    np.testing.assert_allclose(np.asarray(got(x)), ref(tf.constant(x)).numpy(), rtol=1e-5, atol=1e-6,
-                               err_msg="__call__")
-    np.testing.assert_allclose(np.asarray(got(x, training=False)), ref(tf.constant(x), training=False).numpy(),
-                               rtol=1e-5, atol=1e-6, err_msg="__call__ training=False")
+    np.testing.assert_allclose(
+        np.asarray(got(x)), ref(tf.constant(x)).numpy(), rtol=1e-5, atol=1e-6, err_msg="__call__"
+    )
+    np.testing.assert_allclose(
+        np.asarray(got(x, training=False)),
+        ref(tf.constant(x), training=False).numpy(),
+        rtol=1e-5,
+        atol=1e-6,
+        err_msg="__call__ training=False",
+    )
     sig = got.signatures["serving_default"](x)
     want = ref.signatures["serving_default"](tf.constant(x))
     assert set(sig) == set(want), "signature output keys"

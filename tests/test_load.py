@@ -45,8 +45,12 @@ def test_docs_serving_default_example(tmp_path):
     got = imported.signatures["serving_default"](x=x)
     assert set(got) == {"y"}, "signature output keys"
     np.testing.assert_allclose(np.asarray(got["y"]), want, rtol=1e-6, err_msg="serving_default y")
-    np.testing.assert_allclose(np.asarray(imported.signatures["serving_default"](x)["y"]), want, rtol=1e-6,
-                               err_msg="one positional input")
+    np.testing.assert_allclose(
+        np.asarray(imported.signatures["serving_default"](x)["y"]),
+        want,
+        rtol=1e-6,
+        err_msg="one positional input",
+    )
     np.testing.assert_allclose(np.asarray(imported(x)["y"]), want, rtol=1e-6, err_msg="__call__")
     with pytest.raises(TypeError):
         imported.signatures["serving_default"](z=x)
@@ -125,12 +129,16 @@ def test_polymorphic_dispatch(nested):
         want = ref.apply(tf.constant(x), **kwargs)
         got = imported.apply(x, **kwargs)
         np.testing.assert_allclose(np.asarray(got["y"]), want["y"].numpy(), rtol=1e-6, err_msg=f"y {kwargs}")
-        np.testing.assert_allclose(np.asarray(got["pair"][1]), want["pair"][1].numpy(), rtol=1e-6,
-                                   err_msg=f"pair[1] {kwargs}")
+        np.testing.assert_allclose(
+            np.asarray(got["pair"][1]), want["pair"][1].numpy(), rtol=1e-6, err_msg=f"pair[1] {kwargs}"
+        )
         assert isinstance(got["pair"], tuple), "tuple output structure"
     x4 = np.ones((4, 2), np.float32)
-    np.testing.assert_allclose(np.asarray(imported.apply(x4, training=True)["y"]),
-                               ref.apply(tf.constant(x4), training=True)["y"].numpy(), rtol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(imported.apply(x4, training=True)["y"]),
+        ref.apply(tf.constant(x4), training=True)["y"].numpy(),
+        rtol=1e-6,
+    )
     with pytest.raises(FunctionMatchError) as e:
         imported.apply(x4)  # shape (4, 2) was only traced with training=True
     with pytest.raises(ValueError):
@@ -213,3 +221,23 @@ def test_wrong_tags(tmp_path):
         jaxsm.load(path, tags=["train"])
     assert "serve" in str(e.value)
     assert float(jaxsm.load(path, tags="serve").v) == 1.0
+
+
+def test_assets_are_absolute_paths(tmp_path):
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("a\nb\n")
+
+    class M(tf.Module):
+        def __init__(self):
+            self.vocab = tf.saved_model.Asset(str(vocab))
+
+        @tf.function(input_signature=[])
+        def path(self):
+            return self.vocab.asset_path
+
+    path = _save(M(), tmp_path / "m")
+    vocab.unlink()  # the SavedModel's own copy under assets/ must be used
+    got = jaxsm.load(path).path()
+    want = tf.saved_model.load(path).path().numpy()
+    assert got.item() == want, "asset path equals TF's"
+    assert (tmp_path / "m" / "assets" / "vocab.txt").samefile(got.item().decode()), "absolute path into assets/"

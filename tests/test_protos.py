@@ -43,9 +43,7 @@ def test_every_proto_has_a_module():
 
 
 def test_every_module_has_a_proto():
-    stale = sorted(
-        p.name for p in MODULES.glob("*_pb2.py") if p.name[: -len("_pb2.py")] not in _proto_stems()
-    )
+    stale = sorted(p.name for p in MODULES.glob("*_pb2.py") if p.name[: -len("_pb2.py")] not in _proto_stems())
     assert stale == [], f"committed modules whose .proto is gone: {stale}"
 
 

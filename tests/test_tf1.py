@@ -59,9 +59,7 @@ def assert_close(got, expected, what, rtol=1e-5, atol=1e-6):
 # tf.compat.v1.layers needs Keras 2 (tf_keras); these build the same variables and ops it did.
 def dense(x, units, name):
     with tf1.variable_scope(name):
-        kernel = tf1.get_variable(
-            "kernel", [x.shape[-1], units], initializer=tf1.glorot_uniform_initializer()
-        )
+        kernel = tf1.get_variable("kernel", [x.shape[-1], units], initializer=tf1.glorot_uniform_initializer())
         bias = tf1.get_variable("bias", [units], initializer=tf1.random_normal_initializer())
         return tf.nn.bias_add(tf.matmul(x, kernel), bias)
 
@@ -147,9 +145,7 @@ def test_tag_sets_and_init_ops(tmp_path):
             builder.add_meta_graph_and_variables(
                 sess, ["serve"], signature_def_map={"predict": signature({"x": x}, {"y": y})}, main_op=main_op
             )
-            builder.add_meta_graph(
-                ["train", "gpu"], signature_def_map={"loss": signature({"x": x}, {"loss": loss})}
-            )
+            builder.add_meta_graph(["train", "gpu"], signature_def_map={"loss": signature({"x": x}, {"loss": loss})})
             builder.save()
     export_dir = str(tmp_path / "m")
 
@@ -279,9 +275,7 @@ def _loop_graph():
     stacked = ta.stack()
     _, dyn = tf1.while_loop(lambda i, s: i < n, lambda i, s: (i + 1, s * 1.5 + 1.0), [0, tf.reduce_sum(x)])
     total = tf.reduce_sum(x)
-    y = tf1.cond(
-        total > 0, lambda: acc + 1.0, lambda: tf1.cond(total < -10, lambda: acc * 0.0, lambda: acc - 1.0)
-    )
+    y = tf1.cond(total > 0, lambda: acc + 1.0, lambda: tf1.cond(total < -10, lambda: acc * 0.0, lambda: acc - 1.0))
     return {"x": x, "n": n}, {"acc": acc, "stacked": stacked, "dyn": dyn, "y": y}
 
 
@@ -292,9 +286,7 @@ def test_v1_control_flow(tmp_path, x_scale):
     with v1_graph():
         inputs, outputs = _loop_graph()
         ops = {n.type for n in tf1.get_default_graph().get_operations()}
-        assert {"Enter", "Exit", "NextIteration", "LoopCond", "Switch", "Merge"} <= ops, (
-            "graph uses v1 control flow"
-        )
+        assert {"Enter", "Exit", "NextIteration", "LoopCond", "Switch", "Merge"} <= ops, "graph uses v1 control flow"
         with tf1.Session() as sess:
             sess.run(tf1.global_variables_initializer())
             expected = sess.run(outputs, {inputs["x"]: x_val, inputs["n"]: n_val})
@@ -318,9 +310,7 @@ def test_lower_control_flow_removes_frames(tmp_path):
     bodies = [f for f in lowered.graph_def.library.function if f.signature.name.endswith("/body")]
     assert len(bodies) == 3, "one body per loop, the nested loop included"
     for f in lowered.graph_def.library.function:
-        assert not {n.op for n in f.node_def} & {"Enter", "Exit", "NextIteration", "LoopCond"}, (
-            f.signature.name
-        )
+        assert not {n.op for n in f.node_def} & {"Enter", "Exit", "NextIteration", "LoopCond"}, f.signature.name
 
 
 def test_cond_assigns_only_live_branch(tmp_path):
@@ -371,9 +361,7 @@ def test_prune_restore_and_graph(tmp_path):
             expected_w = sess.run(w)
 
     m = jaxsm.load(export_dir)
-    assert_close(
-        m.prune("x:0", "y:0")(x_val), np.maximum(x_val @ np.ones((2, 2), np.float32), 0), "before restore"
-    )
+    assert_close(m.prune("x:0", "y:0")(x_val), np.maximum(x_val @ np.ones((2, 2), np.float32), 0), "before restore")
     m.restore(ckpt)
     assert_close(m.variables[0].numpy(), expected_w, "w restored from the second checkpoint")
     f = m.prune(["x:0"], {"y": "y:0", "parts": ["z:0", "y:0"]})

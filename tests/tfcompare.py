@@ -28,8 +28,13 @@ def _tf():
     return tf
 
 
-def save_function(fn: Callable, inputs: Sequence[np.ndarray], shapes: Sequence | None = None,
-                  export_dir: str | None = None, module: Any | None = None) -> tuple[str, Any]:
+def save_function(
+    fn: Callable,
+    inputs: Sequence[np.ndarray],
+    shapes: Sequence | None = None,
+    export_dir: str | None = None,
+    module: Any | None = None,
+) -> tuple[str, Any]:
     """Save ``fn`` as attribute ``f`` of a tf.Module; returns (export_dir, the tf.function)."""
     tf = _tf()
     sig = [
@@ -96,6 +101,9 @@ def assert_matches_tf(
             np.testing.assert_allclose(
                 g.astype(np.complex128 if e.dtype.kind == "c" else np.float64),
                 e.astype(np.complex128 if e.dtype.kind == "c" else np.float64),
-                rtol=rtol, atol=atol, equal_nan=equal_nan, err_msg=path,
+                rtol=rtol,
+                atol=atol,
+                equal_nan=equal_nan,
+                err_msg=path,
             )
     return expected, got

@@ -132,11 +132,7 @@ class CheckpointReader:
         self._prefix = normalize_prefix(prefix)
         self._verify = verify_checksums
         index_path = self._prefix + ".index"
-        if (
-            not os.path.exists(index_path)
-            and os.path.exists(self._prefix)
-            and not os.path.isdir(self._prefix)
-        ):
+        if not os.path.exists(index_path) and os.path.exists(self._prefix) and not os.path.isdir(self._prefix):
             raise FormatError(
                 f"{self._prefix}: this is not a tensor-bundle (V2) checkpoint ({index_path} is missing); "
                 "V1 checkpoints are not supported, re-save with tf.train.Saver(write_version=V2)"
@@ -146,8 +142,7 @@ class CheckpointReader:
             path = data_file_name(self._prefix, shard_id, self._num_shards)
             if not os.path.exists(path):
                 raise MissingShardError(
-                    f"{path}: data shard {shard_id} of {self._num_shards} of checkpoint {self._prefix} "
-                    "is missing"
+                    f"{path}: data shard {shard_id} of {self._num_shards} of checkpoint {self._prefix} is missing"
                 )
 
     def _setup(self, items: list[tuple[bytes, bytes]]) -> None:
@@ -162,9 +157,7 @@ class CheckpointReader:
         if header.num_shards < 1:
             raise CorruptFileError(f"{self._index_path}: bundle header has num_shards={header.num_shards}")
         if header.endianness not in (_LITTLE, _BIG):
-            raise CorruptFileError(
-                f"{self._index_path}: bundle header has unknown endianness {header.endianness}"
-            )
+            raise CorruptFileError(f"{self._index_path}: bundle header has unknown endianness {header.endianness}")
         v = header.version
         if v.min_consumer > BUNDLE_VERSION or BUNDLE_VERSION in v.bad_consumers:
             raise FormatError(
@@ -183,9 +176,7 @@ class CheckpointReader:
                 raise CorruptFileError(
                     f"{self._index_path}: cannot parse the entry of key {_key_str(key)!r}: {e}"
                 ) from e
-        slice_keys = {
-            slice_key(key, _extents(s)) for key, entry in self._entries.items() for s in entry.slices
-        }
+        slice_keys = {slice_key(key, _extents(s)) for key, entry in self._entries.items() for s in entry.slices}
         self._names = {_key_str(k): k for k in self._entries if k not in slice_keys}
 
     @property
@@ -281,8 +272,7 @@ class CheckpointReader:
     def _shard(self, name: str, shard_id: int) -> tuple[str, mmap.mmap | bytes]:
         if not 0 <= shard_id < self._num_shards:
             raise CorruptFileError(
-                f"{self._index_path}: key {name!r} names shard {shard_id} but the checkpoint has "
-                f"{self._num_shards}"
+                f"{self._index_path}: key {name!r} names shard {shard_id} but the checkpoint has {self._num_shards}"
             )
         path = data_file_name(self._prefix, shard_id, self._num_shards)
         buf = self._shards.get(shard_id)
@@ -290,15 +280,10 @@ class CheckpointReader:
             try:
                 with open(path, "rb") as f:
                     # mmap refuses empty files; a shard holding only empty tensors is legal.
-                    buf = (
-                        mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-                        if os.fstat(f.fileno()).st_size
-                        else b""
-                    )
+                    buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if os.fstat(f.fileno()).st_size else b""
             except FileNotFoundError as e:
                 raise MissingShardError(
-                    f"{path}: data shard {shard_id} of checkpoint {self._prefix} is missing "
-                    f"(needed by key {name!r})"
+                    f"{path}: data shard {shard_id} of checkpoint {self._prefix} is missing (needed by key {name!r})"
                 ) from e
             except OSError as e:
                 raise CorruptFileError(f"{path}: cannot read data shard: {e}") from e
@@ -331,9 +316,7 @@ class CheckpointReader:
             return _byteswapped(raw, dtype).reshape(shape)
         return raw.view(dtype).reshape(shape)
 
-    def _check_crc(
-        self, name: str, path: str, entry: tensor_bundle_pb2.BundleEntryProto, actual: int
-    ) -> None:
+    def _check_crc(self, name: str, path: str, entry: tensor_bundle_pb2.BundleEntryProto, actual: int) -> None:
         stored = unmask_crc(entry.crc32c)
         if stored != actual:
             raise ChecksumError(
@@ -363,8 +346,7 @@ class CheckpointReader:
             lengths.append(length)
         if pos + 4 + sum(lengths) != n:
             raise CorruptFileError(
-                f"{path}: key {name!r}: string lengths add up to {pos + 4 + sum(lengths)} bytes, "
-                f"entry has {n}"
+                f"{path}: key {name!r}: string lengths add up to {pos + 4 + sum(lengths)} bytes, entry has {n}"
             )
         bo = self._byteorder
         (stored_lengths_crc,) = struct.unpack_from(bo + "I", data, pos)
@@ -376,9 +358,7 @@ class CheckpointReader:
                 hashed = b"".join(struct.pack(bo + ("I" if x <= 0xFFFFFFFF else "Q"), x) for x in lengths)
             crc = crc32c(hashed)
             if unmask_crc(stored_lengths_crc) != crc:
-                raise ChecksumError(
-                    f"{path}: key {name!r}: the checksum of the string lengths does not match"
-                )
+                raise ChecksumError(f"{path}: key {name!r}: the checksum of the string lengths does not match")
             crc = crc32c(data[pos + 4 :], crc32c(data[pos : pos + 4], crc))
             self._check_crc(name, path, entry, crc)
         out = np.empty(count, dtype=object)
@@ -402,17 +382,14 @@ class CheckpointReader:
                 stop = dim if length == -1 else start + length
                 if not 0 <= start <= stop <= dim:
                     raise CorruptFileError(
-                        f"{self._index_path}: key {name!r}: slice {extents} is outside the shape "
-                        f"{list(shape)}"
+                        f"{self._index_path}: key {name!r}: slice {extents} is outside the shape {list(shape)}"
                     )
                 index.append(slice(start, stop))
             skey = slice_key(key, extents)
             sentry = self._entries.get(skey)
             desc = f"{name}[{', '.join(f'{s.start}:{s.stop}' for s in index)}]"
             if sentry is None:
-                raise CorruptFileError(
-                    f"{self._index_path}: slice {desc!r} of partitioned key {name!r} is missing"
-                )
+                raise CorruptFileError(f"{self._index_path}: slice {desc!r} of partitioned key {name!r} is missing")
             part = self._read_entry(desc, sentry)
             want = tuple(s.stop - s.start for s in index)
             if part.shape != want or part.dtype != dtype:
@@ -423,9 +400,7 @@ class CheckpointReader:
             pieces.append((tuple(index), part))
         # The slices were read from disk, so their total size is bounded; only then allocate the full value.
         if sum(p.size for _, p in pieces) != math.prod(shape):
-            raise CorruptFileError(
-                f"{self._index_path}: the slices of partitioned key {name!r} do not tile it"
-            )
+            raise CorruptFileError(f"{self._index_path}: the slices of partitioned key {name!r} do not tile it")
         out = np.empty(shape, dtype=dtype)
         for index, part in pieces:
             out[index] = part

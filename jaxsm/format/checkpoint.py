@@ -78,9 +78,7 @@ def find_checkpoint(path: str | os.PathLike[str]) -> str:
     raise CheckpointNotFoundError(f"{path}: couldn't find a checkpoint in this directory: {why}{hint}")
 
 
-def load_checkpoint(
-    ckpt_dir_or_file: str | os.PathLike[str], verify_checksums: bool = True
-) -> CheckpointReader:
+def load_checkpoint(ckpt_dir_or_file: str | os.PathLike[str], verify_checksums: bool = True) -> CheckpointReader:
     """Open a TF checkpoint; mirrors ``tf.train.load_checkpoint``.
 
     **Arguments:**

@@ -105,9 +105,7 @@ class SavedModelFiles:
         if not self.variables_dir.is_dir():
             return []
         stem = Path(self.variables_prefix).name
-        return sorted(
-            p for p in self.variables_dir.iterdir() if p.name.startswith(stem) and _SHARD_RE.search(p.name)
-        )
+        return sorted(p for p in self.variables_dir.iterdir() if p.name.startswith(stem) and _SHARD_RE.search(p.name))
 
     def asset_path(self, filename: str) -> Path:
         """The absolute path of asset ``filename`` (``AssetFileDef.filename``), kept inside ``assets/``."""
@@ -179,9 +177,7 @@ def normalize_tags(tags: TagsArg) -> set[str] | None:
     return out
 
 
-def select_meta_graph(
-    saved_model: saved_model_pb2.SavedModel, tags: TagsArg = None
-) -> meta_graph_pb2.MetaGraphDef:
+def select_meta_graph(saved_model: saved_model_pb2.SavedModel, tags: TagsArg = None) -> meta_graph_pb2.MetaGraphDef:
     """The MetaGraph whose tag-set equals ``tags`` (as a set), chosen the way ``tf.saved_model.load`` does.
 
     ``tags=None`` takes the only MetaGraph and is an error when there are several.
@@ -196,8 +192,7 @@ def select_meta_graph(
     if wanted is None:
         if len(metas) != 1:
             raise TagsNotFoundError(
-                f"the SavedModel has {len(metas)} MetaGraphs, with tag-sets {available}; "
-                "pass tags= to choose one"
+                f"the SavedModel has {len(metas)} MetaGraphs, with tag-sets {available}; pass tags= to choose one"
             )
         return metas[0]
     for mg in metas:
@@ -248,9 +243,7 @@ def find_problems(export_dir: str | os.PathLike[str], check_shards: bool = True)
         label = f"MetaGraph {list(mg.meta_info_def.tags)}"
         has_vars = any(n.WhichOneof("kind") == "variable" for n in mg.object_graph_def.nodes)
         if has_vars and not files.has_variables:
-            problems.append(
-                Problem(str(files.variables_index), f"missing, but the {label} object graph has variables")
-            )
+            problems.append(Problem(str(files.variables_index), f"missing, but the {label} object graph has variables"))
         for asset in mg.asset_file_def:
             try:
                 path = files.asset_path(asset.filename)
@@ -265,9 +258,7 @@ def find_problems(export_dir: str | os.PathLike[str], check_shards: bool = True)
 def _shard_problems(files: SavedModelFiles) -> list[Problem]:
     shards = files.data_shards()
     if files.has_variables and not shards:
-        return [
-            Problem(files.variables_prefix + ".data-*", "the variables index has no data shard next to it")
-        ]
+        return [Problem(files.variables_prefix + ".data-*", "the variables index has no data shard next to it")]
     counts = {int(_SHARD_RE.search(p.name).group(2)) for p in shards}  # type: ignore[union-attr]
     if len(counts) > 1:
         return [Problem(str(files.variables_dir), f"data shards of different counts {sorted(counts)}")]

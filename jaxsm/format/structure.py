@@ -170,9 +170,7 @@ def decode(value: struct_pb2.StructuredValue) -> Any:
         return cls(*(decode(p.value) for p in nt.values))
     if kind == "tensor_spec_value":
         spec = value.tensor_spec_value
-        return TensorSpec(
-            shape_from_proto(spec.shape), _numpy_or_none(spec.dtype), spec.name or None, spec.dtype
-        )
+        return TensorSpec(shape_from_proto(spec.shape), _numpy_or_none(spec.dtype), spec.name or None, spec.dtype)
     if kind == "bounded_tensor_spec_value":
         spec = value.bounded_tensor_spec_value
         return BoundedTensorSpec(
@@ -237,9 +235,7 @@ def format_signature(
 
     Example: ``(x: TensorSpec(shape=(None, 3), dtype=float32), training=False)``.
     """
-    parts = [
-        _format_arg(arg_names[i] if arg_names and i < len(arg_names) else None, a) for i, a in enumerate(args)
-    ]
+    parts = [_format_arg(arg_names[i] if arg_names and i < len(arg_names) else None, a) for i, a in enumerate(args)]
     parts += [_format_arg(k, v) for k, v in sorted(kwargs.items())]
     return "(" + ", ".join(parts) + ")"
 

@@ -46,9 +46,7 @@ def unmask_crc(masked: int) -> int:
     return ((rot >> 17) | (rot << 15)) & 0xFFFFFFFF
 
 
-def read_varint(
-    buf: bytes, pos: int, limit: int, what: str, path: str, max_bytes: int = 10
-) -> tuple[int, int]:
+def read_varint(buf: bytes, pos: int, limit: int, what: str, path: str, max_bytes: int = 10) -> tuple[int, int]:
     """Decode a little-endian base-128 varint at ``buf[pos:limit]``; returns (value, next position)."""
     result = 0
     shift = 0
@@ -102,9 +100,7 @@ class Table:
         self.verify = verify
         self.footer = self._read_footer()
         # Nothing lives in the metaindex (TF writes no filters), but reading it catches a damaged table early.
-        for _ in self.block_entries(
-            self.read_block(self.footer.metaindex, "metaindex block"), "metaindex block"
-        ):
+        for _ in self.block_entries(self.read_block(self.footer.metaindex, "metaindex block"), "metaindex block"):
             pass
 
     def _read_footer(self) -> Footer:
@@ -124,9 +120,7 @@ class Table:
         index, pos = _decode_handle(self.data, pos, n - 8, "footer", self.path)
         # Writers zero-pad the handles to 40 bytes; anything else there means the footer is damaged.
         if any(self.data[pos : n - 8]):
-            raise CorruptFileError(
-                f"{self.path}: the table footer's padding is not zero; the footer is corrupt"
-            )
+            raise CorruptFileError(f"{self.path}: the table footer's padding is not zero; the footer is corrupt")
         return Footer(metaindex, index)
 
     def read_block(self, handle: BlockHandle, what: str = "block") -> bytes:
@@ -151,9 +145,7 @@ class Table:
             return contents
         if btype == SNAPPY_COMPRESSION:
             return self._snappy(contents, handle, what)
-        raise CorruptFileError(
-            f"{self.path}: {what} at offset {handle.offset} has unknown block type {btype}"
-        )
+        raise CorruptFileError(f"{self.path}: {what} at offset {handle.offset} has unknown block type {btype}")
 
     def _snappy(self, contents: bytes, handle: BlockHandle, what: str) -> bytes:
         length, _ = read_varint(contents, 0, len(contents), f"snappy header of {what}", self.path, 5)
@@ -169,9 +161,7 @@ class Table:
                 f"{self.path}: cannot decompress snappy {what} at offset {handle.offset}: {e}"
             ) from e
         if len(out) != length:
-            raise CorruptFileError(
-                f"{self.path}: snappy {what} at offset {handle.offset} has the wrong length"
-            )
+            raise CorruptFileError(f"{self.path}: snappy {what} at offset {handle.offset} has the wrong length")
         return out
 
     def block_entries(self, block: bytes, what: str = "block") -> Iterator[tuple[bytes, bytes]]:
@@ -198,15 +188,11 @@ class Table:
                 non_shared, pos = read_varint(block, pos, limit, what, path, 5)
                 value_len, pos = read_varint(block, pos, limit, what, path, 5)
             if shared > len(key) or pos + non_shared + value_len > limit:
-                raise CorruptFileError(
-                    f"{path}: bad entry in {what} at byte {start} (lengths exceed the block)"
-                )
+                raise CorruptFileError(f"{path}: bad entry in {what} at byte {start} (lengths exceed the block)")
             # Restart points are where key compression resets; a mismatch means the block is corrupt.
             if next_restart < num_restarts and restarts[next_restart] == start:
                 if shared != 0:
-                    raise CorruptFileError(
-                        f"{path}: entry at restart point {start} of {what} shares a prefix"
-                    )
+                    raise CorruptFileError(f"{path}: entry at restart point {start} of {what} shares a prefix")
                 next_restart += 1
             key = key[:shared] + block[pos : pos + non_shared]
             pos += non_shared

@@ -33,12 +33,33 @@ _MISSING = object()
 
 # TF1 ops that take a variable reference itself (a ``Resource`` of kind "ref") rather than its value. Every other
 # op reading a ref input gets the variable's current value, as TF's implicit dereference does.
-REF_INPUT_OPS = frozenset({
-    "Assign", "AssignAdd", "AssignSub", "ScatterUpdate", "ScatterAdd", "ScatterSub", "ScatterMul", "ScatterDiv",
-    "ScatterMin", "ScatterMax", "ScatterNdUpdate", "ScatterNdAdd", "ScatterNdSub", "RefIdentity", "RefSwitch",
-    "RefEnter", "RefMerge", "RefExit", "RefNextIteration", "IsVariableInitialized", "CountUpTo",
-    "TemporaryVariable", "DestroyTemporaryVariable",
-})
+REF_INPUT_OPS = frozenset(
+    {
+        "Assign",
+        "AssignAdd",
+        "AssignSub",
+        "ScatterUpdate",
+        "ScatterAdd",
+        "ScatterSub",
+        "ScatterMul",
+        "ScatterDiv",
+        "ScatterMin",
+        "ScatterMax",
+        "ScatterNdUpdate",
+        "ScatterNdAdd",
+        "ScatterNdSub",
+        "RefIdentity",
+        "RefSwitch",
+        "RefEnter",
+        "RefMerge",
+        "RefExit",
+        "RefNextIteration",
+        "IsVariableInitialized",
+        "CountUpTo",
+        "TemporaryVariable",
+        "DestroyTemporaryVariable",
+    }
+)
 _MAX_CALL_DEPTH = 64
 _DEBUG = bool(os.environ.get("JAXSM_DEBUG"))
 

@@ -57,7 +57,11 @@ class Library:
         spec = OP_OUTPUTS.get(node.op)
         if spec is None and node.op in self._op_defs:
             spec = tuple(
-                (a.name, "n" if a.number_attr else "list" if a.type_list_attr else "", a.number_attr or a.type_list_attr)
+                (
+                    a.name,
+                    "n" if a.number_attr else "list" if a.type_list_attr else "",
+                    a.number_attr or a.type_list_attr,
+                )
                 for a in self._op_defs[node.op].output_arg
             )
         if spec is None:
@@ -118,8 +122,9 @@ class Library:
             inputs = [a.name for a in full.signature.input_arg]
             names = [full.signature.output_arg[i].name for i in outputs]
             rets = [full.ret[n] for n in names]
-            self._bodies[key] = self.build_body(name, inputs, nodes, rets, names, (), function_style=True,
-                                                control_edges=False)
+            self._bodies[key] = self.build_body(
+                name, inputs, nodes, rets, names, (), function_style=True, control_edges=False
+            )
         return self._bodies[key]
 
     def build_body(
@@ -247,8 +252,15 @@ class Library:
         for k in range(len(order)):
             if k not in last_use:
                 free_after[k].append(k)  # never read: drop right away (side effects already happened)
-        return Body(name, list(inputs), [by_name[nm] for nm in order], node_inputs, out_refs,
-                    list(output_names), free_after)
+        return Body(
+            name,
+            list(inputs),
+            [by_name[nm] for nm in order],
+            node_inputs,
+            out_refs,
+            list(output_names),
+            free_after,
+        )
 
     # -- reachability -------------------------------------------------------------------------------------
     def called_functions(self, node: Node) -> list[str]:
@@ -313,7 +325,8 @@ def check_supported(found: dict[str, tuple[int, str]], what: str) -> None:
     if missing:
         lines = [f"  {o}: {c} node(s), e.g. '{ex}'" for o, (c, ex) in missing.items()]
         raise UnsupportedOpError(
-            f"{what} uses {len(missing)} op type(s) jaxsm cannot lower yet:\n" + "\n".join(lines)
+            f"{what} uses {len(missing)} op type(s) jaxsm cannot lower yet:\n"
+            + "\n".join(lines)
             + "\nRun `jaxsm ops DIR` for the full coverage report; please file an issue with these op names.",
             missing,
         )

@@ -28,7 +28,12 @@ class TensorList:
     def tree_flatten(self):
         static_len = isinstance(self.length, (int, np.integer))
         children = (self.items, None if static_len else self.length)
-        aux = (self.element_dtype, self.element_shape, self.capacity, int(self.length) if static_len else None)
+        aux = (
+            self.element_dtype,
+            self.element_shape,
+            self.capacity,
+            int(self.length) if static_len else None,
+        )
         return children, aux
 
     @classmethod

@@ -73,8 +73,10 @@ def broadcast_gradient_args(ctx, s0, s1):
         return np.zeros(0, s0.dtype), np.zeros(0, s1.dtype)
     n = max(len(a), len(b))
     pa, pb = [1] * (n - len(a)) + a, [1] * (n - len(b)) + b
-    return (np.asarray([i for i in range(n) if pa[i] == 1], s0.dtype),
-            np.asarray([i for i in range(n) if pb[i] == 1], s1.dtype))
+    return (
+        np.asarray([i for i in range(n) if pa[i] == 1], s0.dtype),
+        np.asarray([i for i in range(n) if pb[i] == 1], s1.dtype),
+    )
 
 
 @op("ConcatOffset", static=(0,))
@@ -184,8 +186,9 @@ def slice_(ctx, x, begin, size):
     return x[tuple(slice(b, None if s == -1 else b + s) for b, s in bounds)]
 
 
-def strided_slice_spec(shape, begin, end, strides, begin_mask=0, end_mask=0, ellipsis_mask=0, new_axis_mask=0,
-                       shrink_axis_mask=0):
+def strided_slice_spec(
+    shape, begin, end, strides, begin_mask=0, end_mask=0, ellipsis_mask=0, new_axis_mask=0, shrink_axis_mask=0
+):
     """TF's StridedSlice index rules (``ValidateStridedSliceOp`` in tensorflow/core/util/strided_slice_op.cc).
 
     The sparse spec (one entry per element of ``strides``) is expanded to a dense one with an entry per
@@ -222,8 +225,16 @@ def strided_slice_spec(shape, begin, end, strides, begin_mask=0, end_mask=0, ell
                 raise ValueError(f"index out of range using input dim {ndim}; input has only {ndim} dims")
             shrink = bool(shrink_axis_mask >> i & 1)
             gather.append(_SHRINK if shrink else len(dense))
-            dense.append((int(begin[i]), int(end[i]), int(strides[i]), bool(begin_mask >> i & 1),
-                          bool(end_mask >> i & 1), shrink))
+            dense.append(
+                (
+                    int(begin[i]),
+                    int(end[i]),
+                    int(strides[i]),
+                    bool(begin_mask >> i & 1),
+                    bool(end_mask >> i & 1),
+                    shrink,
+                )
+            )
     if len(dense) != ndim:
         raise ValueError(f"slice spec names {len(dense)} of the input's {ndim} dimensions")
     slices, processing = [], []
@@ -361,8 +372,7 @@ def gather_v2(params, indices, axis, batch_dims=0):
     if batch_dims:
         return jax.vmap(lambda p, i: gather_v2(p, i, axis - 1, batch_dims - 1))(params, indices)
     indices = _wide(indices)
-    return jnp.take(params, jnp.where(indices < 0, params.shape[axis], indices), axis=axis, mode="fill",
-                    fill_value=0)
+    return jnp.take(params, jnp.where(indices < 0, params.shape[axis], indices), axis=axis, mode="fill", fill_value=0)
 
 
 def _wide(indices):
@@ -410,8 +420,14 @@ def scatter_nd(ctx, indices, updates, shape):
     return _scatter_nd(jnp.zeros(tuple(_ints(shape)), updates.dtype), indices, updates, "add")
 
 
-_TENSOR_SCATTER = {"TensorScatterUpdate": "set", "TensorScatterAdd": "add", "TensorScatterSub": "sub",
-                   "TensorScatterMin": "min", "TensorScatterMax": "max", "ScatterNdNonAliasingAdd": "add"}
+_TENSOR_SCATTER = {
+    "TensorScatterUpdate": "set",
+    "TensorScatterAdd": "add",
+    "TensorScatterSub": "sub",
+    "TensorScatterMin": "min",
+    "TensorScatterMax": "max",
+    "ScatterNdNonAliasingAdd": "add",
+}
 
 
 @op(*_TENSOR_SCATTER)
@@ -447,8 +463,9 @@ def dynamic_stitch(ctx, *args):
     indices = [ctx.static(i, f"the indices of {ctx.node.op} (they set the output shape)") for i in args[:n]]
     data = args[n:]
     flat = np.concatenate([i.reshape(-1) for i in indices]).astype(np.int64)
-    rows = jnp.concatenate([jnp.reshape(d, (-1,) + tuple(d.shape[i.ndim:]))
-                            for i, d in zip(indices, data, strict=True)])
+    rows = jnp.concatenate(
+        [jnp.reshape(d, (-1,) + tuple(d.shape[i.ndim :])) for i, d in zip(indices, data, strict=True)]
+    )
     # For duplicate indices the last (input, position) in order wins, as in TF; rows nobody writes are zero.
     writer = np.full(int(flat.max()) + 1 if flat.size else 0, -1, np.int64)
     np.maximum.at(writer, flat, np.arange(flat.size))
@@ -459,7 +476,7 @@ def dynamic_stitch(ctx, *args):
 @op("DynamicPartition")
 def dynamic_partition(ctx, data, partitions):
     parts = ctx.static(partitions, "the partitions of DynamicPartition (they set the output shapes)")
-    rows = jnp.reshape(data, (-1,) + tuple(data.shape[parts.ndim:]))
+    rows = jnp.reshape(data, (-1,) + tuple(data.shape[parts.ndim :]))
     flat = parts.reshape(-1)
     return [rows[np.flatnonzero(flat == p)] for p in range(ctx.attr("num_partitions"))]
 
@@ -492,8 +509,9 @@ def upper_bound(ctx, sorted_inputs, values):
 def _unique(values: np.ndarray, axis: int | None, out_idx: np.dtype):
     """TF's Unique: unique elements (or slices along ``axis``) in order of first occurrence, the index of
     each input element's unique entry, and counts. NaNs never compare equal, so each NaN is its own entry."""
-    uniq, first, inverse, counts = np.unique(values, return_index=True, return_inverse=True,
-                                             return_counts=True, axis=axis, equal_nan=False)
+    uniq, first, inverse, counts = np.unique(
+        values, return_index=True, return_inverse=True, return_counts=True, axis=axis, equal_nan=False
+    )
     order = np.argsort(first, kind="stable")
     rank = np.empty_like(order)
     rank[order] = np.arange(order.size)
@@ -597,7 +615,7 @@ def _space_to_batch(x, block: list[int], paddings: list[tuple[int, int]]):
     the block offsets in front of the batch dimension."""
     m = len(block)
     x = jnp.pad(x, [(0, 0)] + paddings + [(0, 0)] * (x.ndim - 1 - m))
-    n, spatial, rest = x.shape[0], x.shape[1:1 + m], x.shape[1 + m:]
+    n, spatial, rest = x.shape[0], x.shape[1 : 1 + m], x.shape[1 + m :]
     outer = [s // b for s, b in zip(spatial, block, strict=True)]
     y = jnp.reshape(x, (n, *(d for o, b in zip(outer, block, strict=True) for d in (o, b)), *rest))
     perm = [2 + 2 * i for i in range(m)] + [0] + [1 + 2 * i for i in range(m)]
@@ -609,7 +627,7 @@ def _batch_to_space(x, block: list[int], crops: list[tuple[int, int]]):
     """TF's BatchToSpaceND: the inverse of :func:`_space_to_batch`, then crop the spatial dims."""
     m = len(block)
     n = x.shape[0] // math.prod(block)
-    spatial, rest = x.shape[1:1 + m], x.shape[1 + m:]
+    spatial, rest = x.shape[1 : 1 + m], x.shape[1 + m :]
     y = jnp.reshape(x, (*block, n, *spatial, *rest))
     perm = [m] + [d for i in range(m) for d in (m + 1 + i, i)] + list(range(1 + 2 * m, y.ndim))
     y = jnp.reshape(jnp.transpose(y, perm), (n, *(s * b for s, b in zip(spatial, block, strict=True)), *rest))
@@ -660,8 +678,11 @@ def extract_image_patches(ctx, images):
     ow, left, right = _same_or_valid(w, (kw - 1) * rw + 1, sw, padding)
     x = jnp.pad(images, [(0, 0), (top, bottom), (left, right), (0, 0)])
     # TF orders patch features as (row, col, channel).
-    patches = [x[:, i * rh:i * rh + (oh - 1) * sh + 1:sh, j * rw:j * rw + (ow - 1) * sw + 1:sw, :]
-               for i in range(kh) for j in range(kw)]
+    patches = [
+        x[:, i * rh : i * rh + (oh - 1) * sh + 1 : sh, j * rw : j * rw + (ow - 1) * sw + 1 : sw, :]
+        for i in range(kh)
+        for j in range(kw)
+    ]
     return jnp.reshape(jnp.stack(patches, axis=3), (n, oh, ow, kh * kw * c))
 
 
@@ -704,8 +725,10 @@ def _diag_layout(rows: int, cols: int, k0: int, k1: int, align: str, max_len: in
         max_len = min(rows + min(k1, 0), cols - max(k0, 0))
     diags = np.arange(k1, k0 - 1, -1)
     lengths = np.asarray([_diag_len(rows, cols, int(d)) for d in diags], np.int64)
-    offsets = np.asarray([max_len - n if _right_aligned(align, int(d)) else 0
-                          for d, n in zip(diags, lengths, strict=True)], np.int64)
+    offsets = np.asarray(
+        [max_len - n if _right_aligned(align, int(d)) else 0 for d, n in zip(diags, lengths, strict=True)],
+        np.int64,
+    )
     pos = np.arange(max_len)[None, :] - offsets[:, None]
     valid = (pos >= 0) & (pos < lengths[:, None])
     row = np.where(valid, pos - np.minimum(diags, 0)[:, None], 0)

@@ -16,7 +16,7 @@ from jax import lax
 
 from jaxsm.errors import LoweringError, StaticValueError
 from jaxsm.graph.interpreter import Interpreter, OpContext
-from jaxsm.graph.library import DYNAMIC, output_dependencies
+from jaxsm.graph.library import output_dependencies
 from jaxsm.graph.tensor_list import TensorList
 from jaxsm.graph.values import to_static
 from jaxsm.ops.registry import op
@@ -156,8 +156,13 @@ def _materialize_lists(ctx: OpContext, body: str, vars_: list[Any]) -> list[Any]
         if not isinstance(s, TensorList) or s.items is None:
             raise ctx.error("cannot determine the element shape of a TensorList carried by this loop")
         cap = lst.capacity if lst.capacity is not None else s.items.shape[0]
-        out[i] = TensorList(jnp.zeros((cap,) + tuple(s.items.shape[1:]), s.items.dtype), lst.length,
-                            lst.element_dtype, lst.element_shape, cap)
+        out[i] = TensorList(
+            jnp.zeros((cap,) + tuple(s.items.shape[1:]), s.items.dtype),
+            lst.length,
+            lst.element_dtype,
+            lst.element_shape,
+            cap,
+        )
     return out
 
 
@@ -166,8 +171,13 @@ def _fit(new: Any, old: Any, ctx: OpContext, what: str) -> Any:
     if isinstance(old, TensorList):
         if not isinstance(new, TensorList) or new.items is None:
             raise ctx.error(f"{what}: the loop body changed a TensorList's structure")
-        return TensorList(new.items.astype(old.items.dtype), old.length if new.length == old.length else new.length,
-                          old.element_dtype, old.element_shape, old.capacity)
+        return TensorList(
+            new.items.astype(old.items.dtype),
+            old.length if new.length == old.length else new.length,
+            old.element_dtype,
+            old.element_shape,
+            old.capacity,
+        )
     new = jnp.asarray(new, dtype=old.dtype)
     if new.shape != old.shape:
         raise ctx.error(
@@ -180,7 +190,6 @@ def _fit(new: Any, old: Any, ctx: OpContext, what: str) -> Any:
 @op("While", "StatelessWhile", stateful=True)
 def while_(ctx, *args):
     cond, body = ctx.attr("cond").name, ctx.attr("body").name
-    interp = ctx.interp
     init = list(args)
     schedule = _static_schedule(ctx, cond, body, init)
     carried = [i for i, v in enumerate(init) if _is_carry(v)]
@@ -223,7 +232,10 @@ def _scan_loop(ctx, body, init, static, steps, dynamic):
             full[i] = v
         outs, new_state = _run_with_state(interp, body, full, state)
         new_dyn = [_fit(outs[i], old, ctx, f"loop variable {i}") for i, old in zip(dynamic, dyn)]
-        return (new_dyn, {k: jnp.asarray(new_state[k], dtype=jnp.asarray(state[k]).dtype) for k in state}), None
+        return (
+            new_dyn,
+            {k: jnp.asarray(new_state[k], dtype=jnp.asarray(state[k]).dtype) for k in state},
+        ), None
 
     (dyn, state), _ = lax.scan(step, carry0, xs, length=trips)
     interp.state.update(state)
@@ -276,5 +288,7 @@ def for_(ctx, start, limit, delta, *args):
 
 @op("SymbolicGradient")
 def symbolic_gradient(ctx, *args):
-    raise LoweringError(f"{ctx.node.where()}: SymbolicGradient (TF1 gradient graphs) is not supported; "
-                        "use jax.grad on the loaded function instead")
+    raise LoweringError(
+        f"{ctx.node.where()}: SymbolicGradient (TF1 gradient graphs) is not supported; "
+        "use jax.grad on the loaded function instead"
+    )

@@ -16,8 +16,18 @@ def const(ctx):
     return ctx.attr("value")
 
 
-@op("Identity", "Snapshot", "DebugIdentity", "DebugIdentityV2", "DebugIdentityV3", "RefIdentity",
-    "PlaceholderWithDefault", "EnsureShape", "Print", "PrintV2")
+@op(
+    "Identity",
+    "Snapshot",
+    "DebugIdentity",
+    "DebugIdentityV2",
+    "DebugIdentityV3",
+    "RefIdentity",
+    "PlaceholderWithDefault",
+    "EnsureShape",
+    "Print",
+    "PrintV2",
+)
 def identity(ctx, x, *rest):
     return x
 

@@ -3,26 +3,52 @@
 from __future__ import annotations
 
 KNOWN_GAPS: list[tuple[str, str, str]] = [
-    ("Where, Unique*, ListDiff, DynamicPartition, DynamicStitch",
-     "input known only at run time",
-     "the output shape depends on the values; XLA needs static shapes (works when the input is a constant)"),
-    ("Segment*, SparseSegment* (no num_segments)", "segment ids known only at run time",
-     "the number of segments is the largest id + 1, a data-dependent shape"),
-    ("Gather*, Scatter*, SparseToDense, Inplace*", "out-of-range index",
-     "TF's CPU kernels raise; a compiled function cannot, so gathers give 0 and scatters drop (TF's GPU rule)"),
-    ("CheckNumerics, Assert", "a failing check at run time",
-     "compiled functions cannot raise; values pass through (a statically false Assert raises at trace time)"),
-    ("String ops (StringJoin, StringLength, RegexReplace, …)", "any",
-     "string tensors live on the host and never enter jit; host-side string execution does not exist yet"),
+    (
+        "Where, Unique*, ListDiff, DynamicPartition, DynamicStitch",
+        "input known only at run time",
+        "the output shape depends on the values; XLA needs static shapes (works when the input is a constant)",
+    ),
+    (
+        "Segment*, SparseSegment* (no num_segments)",
+        "segment ids known only at run time",
+        "the number of segments is the largest id + 1, a data-dependent shape",
+    ),
+    (
+        "Gather*, Scatter*, SparseToDense, Inplace*",
+        "out-of-range index",
+        "TF's CPU kernels raise; a compiled function cannot, so gathers give 0 and scatters drop (TF's GPU rule)",
+    ),
+    (
+        "CheckNumerics, Assert",
+        "a failing check at run time",
+        "compiled functions cannot raise; values pass through (a statically false Assert raises at trace time)",
+    ),
+    (
+        "String ops (StringJoin, StringLength, RegexReplace, …)",
+        "any",
+        "string tensors live on the host and never enter jit; host-side string execution does not exist yet",
+    ),
     ("LookupTableFindV2", "string keys", "string tensors cannot enter jit (integer-keyed tables work)"),
-    ("While", "loop variable whose shape changes between iterations",
-     "XLA loops need fixed shapes (TF shape_invariants with None dimensions)"),
-    ("TensorListReserve, TensorArrayV3", "unknown size inside a run-time-trip-count loop",
-     "storage is preallocated; a dynamic size works only when the loop can be unrolled at trace time"),
-    ("TF1 frames", "gradient loops (StackV2/StackPushV2), Merge with more than two inputs",
-     "not rebuilt into structured control flow yet; reported with the node name when a function needs them"),
+    (
+        "While",
+        "loop variable whose shape changes between iterations",
+        "XLA loops need fixed shapes (TF shape_invariants with None dimensions)",
+    ),
+    (
+        "TensorListReserve, TensorArrayV3",
+        "unknown size inside a run-time-trip-count loop",
+        "storage is preallocated; a dynamic size works only when the loop can be unrolled at trace time",
+    ),
+    (
+        "TF1 frames",
+        "gradient loops (StackV2/StackPushV2), Merge with more than two inputs",
+        "not rebuilt into structured control flow yet; reported with the node name when a function needs them",
+    ),
     ("DepthToSpace, SpaceToDepth", "data_format NCHW_VECT_C", "quantized int8 layout, not implemented"),
-    ("RandomUniform, RandomStandardNormal, TruncatedNormal, RandomUniformInt", "stateful random ops",
-     "a jitted function has no hidden RNG state: each node draws from a fixed key derived from its seed attrs and"
-     " name, so repeated calls give the same numbers (TF gives fresh ones); stateless random ops match TF"),
+    (
+        "RandomUniform, RandomStandardNormal, TruncatedNormal, RandomUniformInt",
+        "stateful random ops",
+        "a jitted function has no hidden RNG state: each node draws from a fixed key derived from its seed attrs and"
+        " name, so repeated calls give the same numbers (TF gives fresh ones); stateless random ops match TF",
+    ),
 ]

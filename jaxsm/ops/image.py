@@ -214,8 +214,9 @@ _SAMPLING_KERNELS = {
 }
 
 
-def _span_matrix(kernel_name: str, out_size: int, in_size: int, scale: float, translate: float,
-                 antialias: bool) -> np.ndarray:
+def _span_matrix(
+    kernel_name: str, out_size: int, in_size: int, scale: float, translate: float, antialias: bool
+) -> np.ndarray:
     """[out, in] weights of TF's ComputeSpansCore: sample at ``(x + 0.5) / scale - translate / scale``, kernel
     widened by 1/scale when antialiasing a downscale, span clamped to the image, weights normalized to sum 1;
     samples outside the image get no weights."""
@@ -354,8 +355,9 @@ def adjust_hue(ctx, images, delta):
     shift the hue by ``6 * delta`` (one wrap each way), and back. Channels stay in the min/max range."""
     x = jnp.asarray(images).astype(_F32)
     r, g, b = x[..., 0], x[..., 1], x[..., 2]
-    category = jnp.where(r < g, jnp.where(b < r, 1, jnp.where(b > g, 3, 2)),
-                         jnp.where(b < g, 0, jnp.where(b > r, 4, 5)))
+    category = jnp.where(
+        r < g, jnp.where(b < r, 1, jnp.where(b > g, 3, 2)), jnp.where(b < g, 0, jnp.where(b > r, 4, 5))
+    )
     v_max = _select(category, [r, g, g, b, b, r])
     v_mid = _select(category, [g, r, b, g, r, b])
     v_min = _select(category, [b, b, r, r, g, g])
@@ -369,9 +371,11 @@ def adjust_hue(ctx, images, delta):
     ratio = hue - cat
     ratio = jnp.where(cat % 2 == 0, ratio, 1 - ratio)
     mid = v_min + ratio * (v_max - v_min)
-    rgb = [_select(cat, [v_max, mid, v_min, v_min, mid, v_max]),
-           _select(cat, [mid, v_max, v_max, mid, v_min, v_min]),
-           _select(cat, [v_min, v_min, mid, v_max, v_max, mid])]
+    rgb = [
+        _select(cat, [v_max, mid, v_min, v_min, mid, v_max]),
+        _select(cat, [mid, v_max, v_max, mid, v_min, v_min]),
+        _select(cat, [v_min, v_min, mid, v_max, v_max, mid]),
+    ]
     return jnp.stack(rgb, axis=-1).astype(jnp.result_type(images))
 
 
@@ -385,8 +389,7 @@ def adjust_saturation(ctx, images, scale):
     rng = v - jnp.minimum(r, jnp.minimum(g, b))
     s = jnp.where(v > 0, rng / jnp.where(v > 0, v, 1), 0)
     norm = 1 / (6 * rng)
-    h = jnp.where(r == v, norm * (g - b), jnp.where(g == v, norm * (b - r) + _F32(2 / 6),
-                                                     norm * (r - g) + _F32(4 / 6)))
+    h = jnp.where(r == v, norm * (g - b), jnp.where(g == v, norm * (b - r) + _F32(2 / 6), norm * (r - g) + _F32(4 / 6)))
     h = jnp.where(rng <= 0, 0, h)
     h = jnp.where(h < 0, h + 1, h)
     s = jnp.clip(s * jnp.asarray(scale, _F32), 0, 1)
@@ -398,9 +401,11 @@ def adjust_saturation(ctx, images, scale):
     fmodu = jnp.where(fmodu >= 2, fmodu - 2 * jnp.floor(fmodu / 2), fmodu)
     xx = c * (1 - jnp.abs(fmodu - 1))
     zero = jnp.zeros_like(c)
-    rgb = [_select(cat, [c, xx, zero, zero, xx, c, zero]),
-           _select(cat, [xx, c, c, xx, zero, zero, zero]),
-           _select(cat, [zero, zero, xx, c, c, xx, zero])]
+    rgb = [
+        _select(cat, [c, xx, zero, zero, xx, c, zero]),
+        _select(cat, [xx, c, c, xx, zero, zero, zero]),
+        _select(cat, [zero, zero, xx, c, c, xx, zero]),
+    ]
     return (jnp.stack(rgb, axis=-1) + m[..., None]).astype(jnp.result_type(images))
 
 
@@ -445,8 +450,10 @@ def _nms_padded(boxes, scores, max_output_size: int, iou_threshold, score_thresh
 
 def _check_padded(ctx):
     if not ctx.attr("pad_to_max_output_size", False):
-        raise ctx.error("the number of selected boxes is data dependent; only pad_to_max_output_size=True "
-                        "has a static output shape (use tf.image.non_max_suppression_padded)")
+        raise ctx.error(
+            "the number of selected boxes is data dependent; only pad_to_max_output_size=True "
+            "has a static output shape (use tf.image.non_max_suppression_padded)"
+        )
 
 
 @op("NonMaxSuppressionV4", static=(2,))
@@ -457,11 +464,9 @@ def non_max_suppression_v4(ctx, boxes, scores, max_output_size, iou_threshold, s
 
 
 @op("NonMaxSuppressionV5", static=(2, 5))
-def non_max_suppression_v5(ctx, boxes, scores, max_output_size, iou_threshold, score_threshold,
-                           soft_nms_sigma):
+def non_max_suppression_v5(ctx, boxes, scores, max_output_size, iou_threshold, score_threshold, soft_nms_sigma):
     _check_padded(ctx)
     if float(soft_nms_sigma) != 0.0:
         raise ctx.error("soft NMS (soft_nms_sigma > 0) re-queues rescored boxes; only hard NMS is supported")
-    indices, kept_scores, count = _nms_padded(boxes, scores, int(max_output_size), iou_threshold,
-                                              score_threshold)
+    indices, kept_scores, count = _nms_padded(boxes, scores, int(max_output_size), iou_threshold, score_threshold)
     return indices, kept_scores.astype(jnp.result_type(scores)), count

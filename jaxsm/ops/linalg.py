@@ -64,8 +64,14 @@ def matrix_triangular_solve(ctx, matrix, rhs):
     """Only the ``lower`` (or upper) triangle of ``matrix`` is read; ``adjoint`` solves with its adjoint."""
     adjoint = bool(ctx.attr("adjoint", False))
     matrix, rhs = _broadcast_batch(jnp.asarray(matrix), jnp.asarray(rhs))
-    return lax.linalg.triangular_solve(matrix, rhs, left_side=True, lower=bool(ctx.attr("lower", True)),
-                                       transpose_a=adjoint, conjugate_a=adjoint)
+    return lax.linalg.triangular_solve(
+        matrix,
+        rhs,
+        left_side=True,
+        lower=bool(ctx.attr("lower", True)),
+        transpose_a=adjoint,
+        conjugate_a=adjoint,
+    )
 
 
 @op("MatrixSolveLs")
@@ -75,8 +81,11 @@ def matrix_solve_ls(ctx, matrix, rhs, l2_regularizer):
     l2_regularizer == 0 there)."""
     a, b = jnp.asarray(matrix), jnp.asarray(rhs)
     if not ctx.attr("fast", True):
-        return jnp.linalg.lstsq(a, b)[0] if a.ndim == 2 else jnp.vectorize(
-            lambda m, r: jnp.linalg.lstsq(m, r)[0], signature="(m,n),(m,k)->(n,k)")(a, b)
+        return (
+            jnp.linalg.lstsq(a, b)[0]
+            if a.ndim == 2
+            else jnp.vectorize(lambda m, r: jnp.linalg.lstsq(m, r)[0], signature="(m,n),(m,k)->(n,k)")(a, b)
+        )
     m, n = a.shape[-2:]
     reg = jnp.asarray(l2_regularizer, a.dtype)
     if m >= n:

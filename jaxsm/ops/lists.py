@@ -86,8 +86,11 @@ def tensor_list_gather(ctx, lst, indices, element_shape):
 def tensor_list_scatter(ctx, tensor, indices, element_shape, num_elements=None):
     t = jnp.asarray(tensor)
     idx = ctx.static(indices, "TensorListScatter indices")
-    n = int(num_elements) if num_elements is not None and int(np.asarray(num_elements)) >= 0 else (
-        int(idx.max()) + 1 if idx.size else 0)
+    n = (
+        int(num_elements)
+        if num_elements is not None and int(np.asarray(num_elements)) >= 0
+        else (int(idx.max()) + 1 if idx.size else 0)
+    )
     items = jnp.zeros((n,) + t.shape[1:], t.dtype).at[idx].set(t)
     return TensorList(items, n, t.dtype, tuple(t.shape[1:]), n)
 
@@ -96,8 +99,9 @@ def tensor_list_scatter(ctx, tensor, indices, element_shape, num_elements=None):
 def tensor_list_scatter_into(ctx, lst, tensor, indices):
     t = jnp.asarray(tensor, lst.element_dtype)
     items = lst.items if lst.items is not None else jnp.zeros((lst.capacity,) + t.shape[1:], t.dtype)
-    return TensorList(items.at[jnp.asarray(indices)].set(t), lst.length, lst.element_dtype, lst.element_shape,
-                      lst.capacity)
+    return TensorList(
+        items.at[jnp.asarray(indices)].set(t), lst.length, lst.element_dtype, lst.element_shape, lst.capacity
+    )
 
 
 @op("TensorListConcat", "TensorListConcatV2", stateful=True)
@@ -154,6 +158,9 @@ def tensor_list_resize(ctx, lst, size):
     n = int(size)
     items = lst.items
     if items is not None:
-        items = items[:n] if n <= items.shape[0] else jnp.concatenate(
-            [items, jnp.zeros((n - items.shape[0],) + items.shape[1:], items.dtype)])
+        items = (
+            items[:n]
+            if n <= items.shape[0]
+            else jnp.concatenate([items, jnp.zeros((n - items.shape[0],) + items.shape[1:], items.dtype)])
+        )
     return TensorList(items, n, lst.element_dtype, lst.element_shape, n)

@@ -408,8 +408,12 @@ def select_v2(ctx, cond, t, e):
 # from half types round to nearest even with the attr set.
 _TRUNCATING_CASTS = {
     (np.dtype(src), np.dtype(dst))
-    for src, dst in [(np.float32, np.float16), (np.float32, jnp.bfloat16), (np.float64, np.float32),
-                     (np.float64, np.float16)]
+    for src, dst in [
+        (np.float32, np.float16),
+        (np.float32, jnp.bfloat16),
+        (np.float64, np.float32),
+        (np.float64, np.float16),
+    ]
 }
 
 
@@ -454,8 +458,10 @@ def range_(ctx, start, limit, delta):
     if delta == 0:
         raise ctx.error("Range requires delta != 0")
     if (delta > 0 and start > limit) or (delta < 0 and start < limit):
-        raise ctx.error(f"Range requires start <= limit when delta > 0, start >= limit when delta < 0 "
-                        f"(start={start}, limit={limit}, delta={delta})")
+        raise ctx.error(
+            f"Range requires start <= limit when delta > 0, start >= limit when delta < 0 "
+            f"(start={start}, limit={limit}, delta={delta})"
+        )
     if dtype.kind in "iu":
         size = (abs(int(limit) - int(start)) + abs(int(delta)) - 1) // abs(int(delta))
         return (int(start) + np.arange(size, dtype=np.int64) * int(delta)).astype(dtype)
@@ -634,4 +640,3 @@ def batch_mat_mul(ctx, x, y):
 @op("Einsum")
 def einsum(ctx, *inputs):
     return jnp.einsum(ctx.attr("equation"), *inputs, precision=_PRECISION)
-

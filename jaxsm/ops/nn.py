@@ -74,8 +74,12 @@ def _from_channels_last(x, fmt: str):
 def _conv_attrs(ctx, nd: int, fmt: str | None = None):
     """(data_format, strides, padding, dilations) of a convolution node, spatial entries only."""
     fmt = fmt or ctx.attr("data_format", "NHWC" if nd == 2 else "NDHWC")
-    return (fmt, _spatial(ctx.attr("strides"), fmt, nd), _conv_padding(ctx, fmt, nd),
-            _spatial(ctx.attr("dilations", [1] * (nd + 2)), fmt, nd))
+    return (
+        fmt,
+        _spatial(ctx.attr("strides"), fmt, nd),
+        _conv_padding(ctx, fmt, nd),
+        _spatial(ctx.attr("dilations", [1] * (nd + 2)), fmt, nd),
+    )
 
 
 def _conv_nd(x, w, attrs):
@@ -83,12 +87,19 @@ def _conv_nd(x, w, attrs):
     filter's input channels (tensorflow/core/kernels/conv_ops.cc)."""
     fmt, strides, padding, dilations = attrs
     nd = w.ndim - 2
-    spatial = "DHW"[3 - nd:]
+    spatial = "DHW"[3 - nd :]
     lhs = ("N" + spatial + "C") if _channels_last(fmt) else ("NC" + spatial)
     groups = int(x.shape[-1 if _channels_last(fmt) else 1]) // int(w.shape[-2])
     out = lax.conv_general_dilated(
-        x, w, window_strides=strides, padding=padding, rhs_dilation=dilations,
-        dimension_numbers=(lhs, spatial + "IO", lhs), feature_group_count=groups, precision=_HIGHEST)
+        x,
+        w,
+        window_strides=strides,
+        padding=padding,
+        rhs_dilation=dilations,
+        dimension_numbers=(lhs, spatial + "IO", lhs),
+        feature_group_count=groups,
+        precision=_HIGHEST,
+    )
     return out.astype(jnp.result_type(x))
 
 
@@ -125,8 +136,12 @@ def _depthwise_slices(x, w, strides, dilations, pads):
     acc = None
     for i in range(kh):
         for j in range(kw):
-            patch = lax.slice(x, (0, i * dh, j * dw, 0),
-                              (n, i * dh + (oh - 1) * sh + 1, j * dw + (ow - 1) * sw + 1, c), (1, sh, sw, 1))
+            patch = lax.slice(
+                x,
+                (0, i * dh, j * dw, 0),
+                (n, i * dh + (oh - 1) * sh + 1, j * dw + (ow - 1) * sw + 1, c),
+                (1, sh, sw, 1),
+            )
             term = patch[..., None] * w[i, j]
             acc = term if acc is None else acc + term
     return acc.reshape(n, oh, ow, c * m)
@@ -142,8 +157,15 @@ def _depthwise(x, w, attrs):
         out = _depthwise_slices(x, w, strides, dilations, pads)
     else:
         out = lax.conv_general_dilated(
-            x, w.reshape(kh, kw, 1, c * m), window_strides=strides, padding=pads, rhs_dilation=dilations,
-            dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=c, precision=_HIGHEST)
+            x,
+            w.reshape(kh, kw, 1, c * m),
+            window_strides=strides,
+            padding=pads,
+            rhs_dilation=dilations,
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            feature_group_count=c,
+            precision=_HIGHEST,
+        )
     return _from_channels_last(out.astype(x.dtype), fmt)
 
 
@@ -177,7 +199,8 @@ def _transpose_wrt(fwd, shape, dtype, cotangent):
     """The adjoint of the linear map ``fwd`` at an argument of ``shape``: TF's conv backprop ops are exactly
     the transposes of the forward convolution with the same attrs."""
     (out,) = jax.linear_transpose(fwd, jax.ShapeDtypeStruct(tuple(int(s) for s in shape), dtype))(
-        jnp.asarray(cotangent, dtype))
+        jnp.asarray(cotangent, dtype)
+    )
     return out
 
 
@@ -210,8 +233,9 @@ def conv_backprop_input_v2(ctx, x, w, dy):
 @op("Conv2DBackpropFilter", "Conv3DBackpropFilterV2", static=(1,))
 def conv_backprop_filter(ctx, x, filter_sizes, dy):
     attrs = _conv_attrs(ctx, _nd(ctx))
-    return _transpose_wrt(lambda v: _conv_nd(x, v, attrs), np.asarray(filter_sizes).reshape(-1),
-                          jnp.result_type(dy), dy)
+    return _transpose_wrt(
+        lambda v: _conv_nd(x, v, attrs), np.asarray(filter_sizes).reshape(-1), jnp.result_type(dy), dy
+    )
 
 
 @op("Conv2DBackpropFilterV2")
@@ -230,8 +254,9 @@ def depthwise_backprop_input(ctx, input_sizes, w, dy):
 @op("DepthwiseConv2dNativeBackpropFilter", static=(1,))
 def depthwise_backprop_filter(ctx, x, filter_sizes, dy):
     attrs = _conv_attrs(ctx, 2)
-    return _transpose_wrt(lambda v: _depthwise(x, v, attrs), np.asarray(filter_sizes).reshape(-1),
-                          jnp.result_type(dy), dy)
+    return _transpose_wrt(
+        lambda v: _depthwise(x, v, attrs), np.asarray(filter_sizes).reshape(-1), jnp.result_type(dy), dy
+    )
 
 
 @op("Dilation2D")
@@ -250,8 +275,12 @@ def dilation2d(ctx, x, w):
     for i in range(kh):
         for j in range(kw):
             r0, c0 = i * rates[0], j * rates[1]
-            patch = lax.slice(x, (0, r0, c0, 0), (n, r0 + (oh - 1) * strides[0] + 1,
-                                                  c0 + (ow - 1) * strides[1] + 1, c), (1, *strides, 1))
+            patch = lax.slice(
+                x,
+                (0, r0, c0, 0),
+                (n, r0 + (oh - 1) * strides[0] + 1, c0 + (ow - 1) * strides[1] + 1, c),
+                (1, *strides, 1),
+            )
             term = patch + w[i, j]
             out = term if out is None else jnp.maximum(out, term)
     return out
@@ -320,8 +349,9 @@ def _window_counts(size: int, k: int, s: int, pad: tuple[int, int]) -> np.ndarra
 
 def _avg_pool(x, window, strides, pads):
     total = lax.reduce_window(x, np.array(0, x.dtype), lax.add, window, strides, pads)
-    counts = functools.reduce(np.multiply.outer, [
-        _window_counts(x.shape[d], window[d], strides[d], pads[d]) for d in range(x.ndim)])
+    counts = functools.reduce(
+        np.multiply.outer, [_window_counts(x.shape[d], window[d], strides[d], pads[d]) for d in range(x.ndim)]
+    )
     return total / counts.astype(x.dtype)
 
 
@@ -349,13 +379,13 @@ def _max_pool_argmax(ctx, x, window, strides, pads):
     (kh, kw), (sh, sw) = window[1:3], strides[1:3]
     oh = (h + pads[1][0] + pads[1][1] - kh) // sh + 1
     ow = (w + pads[2][0] + pads[2][1] - kw) // sw + 1
-    padded = jnp.pad(jnp.moveaxis(x, 3, 1), ((0, 0), (0, 0), pads[1], pads[2]),
-                     constant_values=_lowest(x.dtype))
+    padded = jnp.pad(jnp.moveaxis(x, 3, 1), ((0, 0), (0, 0), pads[1], pads[2]), constant_values=_lowest(x.dtype))
     inside = np.pad(np.ones((h, w), bool), (pads[1], pads[2]))
 
     def taps(a):
-        return [a[..., i:i + (oh - 1) * sh + 1:sh, j:j + (ow - 1) * sw + 1:sw]
-                for i in range(kh) for j in range(kw)]
+        return [
+            a[..., i : i + (oh - 1) * sh + 1 : sh, j : j + (ow - 1) * sw + 1 : sw] for i in range(kh) for j in range(kw)
+        ]
 
     values = jnp.stack(taps(padded), axis=-1)  # [n, c, oh, ow, window]
     valid = np.stack(taps(inside), axis=-1)  # [oh, ow, window]

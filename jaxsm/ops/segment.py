@@ -19,8 +19,12 @@ import numpy as np
 from jaxsm.ops.array import gather_v2
 from jaxsm.ops.registry import op
 
-_REDUCERS = {"Sum": jax.ops.segment_sum, "Prod": jax.ops.segment_prod, "Max": jax.ops.segment_max,
-             "Min": jax.ops.segment_min}
+_REDUCERS = {
+    "Sum": jax.ops.segment_sum,
+    "Prod": jax.ops.segment_prod,
+    "Max": jax.ops.segment_max,
+    "Min": jax.ops.segment_min,
+}
 
 
 def _rows_from_ids(ctx, segment_ids) -> int:
@@ -50,7 +54,7 @@ def segment_reduce(kind: str, data, segment_ids, num_segments: int, sorted_ids: 
     division.
     """
     data, ids = jnp.asarray(data), jnp.asarray(segment_ids)
-    data, ids = jnp.reshape(data, (-1,) + data.shape[ids.ndim:]), jnp.reshape(ids, -1)
+    data, ids = jnp.reshape(data, (-1,) + data.shape[ids.ndim :]), jnp.reshape(ids, -1)
     if kind in ("Mean", "SqrtN"):
         total = jax.ops.segment_sum(data, ids, num_segments=num_segments, indices_are_sorted=sorted_ids)
         count = jnp.maximum(_count(ids, num_segments, data.dtype, sorted_ids), 1)
@@ -71,8 +75,9 @@ def _kind(ctx) -> str:
 @op("SegmentSum", "SegmentProd", "SegmentMax", "SegmentMin", "SegmentMean")
 def segment(ctx, data, segment_ids):
     kind = _kind(ctx)
-    return segment_reduce(kind, data, segment_ids, _rows_from_ids(ctx, segment_ids), True,
-                          0 if kind in ("Max", "Min") else None)
+    return segment_reduce(
+        kind, data, segment_ids, _rows_from_ids(ctx, segment_ids), True, 0 if kind in ("Max", "Min") else None
+    )
 
 
 @op("SegmentSumV2", "SegmentProdV2", "SegmentMaxV2", "SegmentMinV2", static=(2,))
@@ -98,8 +103,12 @@ def sparse_segment(ctx, data, indices, segment_ids):
     return segment_reduce(_kind(ctx), rows, segment_ids, _rows_from_ids(ctx, segment_ids), True)
 
 
-@op("SparseSegmentSumWithNumSegments", "SparseSegmentMeanWithNumSegments",
-    "SparseSegmentSqrtNWithNumSegments", static=(3,))
+@op(
+    "SparseSegmentSumWithNumSegments",
+    "SparseSegmentMeanWithNumSegments",
+    "SparseSegmentSqrtNWithNumSegments",
+    static=(3,),
+)
 def sparse_segment_with_num_segments(ctx, data, indices, segment_ids, num_segments):
     rows = gather_v2(data, indices, 0)
     return segment_reduce(_kind(ctx), rows, segment_ids, int(num_segments), True)

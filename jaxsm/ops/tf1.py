@@ -157,9 +157,7 @@ def select_branch(ctx, pred: Any, if_true: Any, if_false: Any) -> Any:
     if isinstance(if_true, Resource) or isinstance(if_false, Resource):
         if if_true == if_false:
             return if_true
-        raise ctx.error(
-            "a run-time predicate selects between two different resources; jaxsm cannot represent that"
-        )
+        raise ctx.error("a run-time predicate selects between two different resources; jaxsm cannot represent that")
     t_leaves, t_tree = jax.tree_util.tree_flatten(if_true)
     f_leaves, f_tree = jax.tree_util.tree_flatten(if_false)
     if t_tree != f_tree or any(jnp.shape(a) != jnp.shape(b) for a, b in zip(t_leaves, f_leaves, strict=True)):
@@ -168,10 +166,7 @@ def select_branch(ctx, pred: Any, if_true: Any, if_false: Any) -> Any:
             "structures; XLA needs one static shape"
         )
     pred = jnp.asarray(pred).astype(bool).reshape(())
-    leaves = [
-        jnp.where(pred, a, jnp.asarray(b, jnp.result_type(a)))
-        for a, b in zip(t_leaves, f_leaves, strict=True)
-    ]
+    leaves = [jnp.where(pred, a, jnp.asarray(b, jnp.result_type(a))) for a, b in zip(t_leaves, f_leaves, strict=True)]
     return jax.tree_util.tree_unflatten(t_tree, leaves)
 
 
@@ -204,9 +199,7 @@ def _element_shape(ctx, attr: str) -> tuple[int, ...] | None:
 
 def _items(ctx, flow: TensorList, element_shape: tuple[int, ...] | None = None) -> Any:
     if not isinstance(flow, TensorList):
-        raise ctx.error(
-            "the flow input is not a TensorArray flow (was the TensorArray created in this graph?)"
-        )
+        raise ctx.error("the flow input is not a TensorArray flow (was the TensorArray created in this graph?)")
     if flow.items is not None:
         return flow.items
     shape = flow.known_element_shape() or element_shape
@@ -248,9 +241,7 @@ def tensor_array_write(ctx, handle, index, value, flow):
         items = grown if items is None else grown.at[: items.shape[0]].set(items)
     elif items is None:
         items = jnp.zeros((capacity,) + item.shape, flow.element_dtype)
-    length = (
-        max(int(flow.length), int(i) + 1) if i is not None and isinstance(flow.length, int) else flow.length
-    )
+    length = max(int(flow.length), int(i) + 1) if i is not None and isinstance(flow.length, int) else flow.length
     return _with_items(flow, items.at[index].set(item), length)
 
 
@@ -293,11 +284,7 @@ def tensor_array_split(ctx, handle, value, lengths, flow):
 
 @op("TensorArraySizeV3")
 def tensor_array_size(ctx, handle, flow):
-    return (
-        np.asarray(flow.length, np.int32)
-        if isinstance(flow.length, int)
-        else jnp.asarray(flow.length, jnp.int32)
-    )
+    return np.asarray(flow.length, np.int32) if isinstance(flow.length, int) else jnp.asarray(flow.length, jnp.int32)
 
 
 @op("TensorArrayCloseV3", stateful=True)
@@ -339,9 +326,7 @@ def _parse_column(ctx, text: str, index: int, line_no: int, offset: int, dtype: 
     else:
         cols = text.split(ctx.attr("delimiter", "\t"))
         if index >= len(cols):
-            raise ctx.error(
-                f"{path}:{line_no + 1}: line has {len(cols)} columns, column {index} was requested"
-            )
+            raise ctx.error(f"{path}:{line_no + 1}: line has {len(cols)} columns, column {index} was requested")
         field = cols[index]
     try:
         return dtype.type(field)
@@ -369,13 +354,8 @@ def initialize_table_from_text_file(ctx, table, filename):
         if len(lines) < vocab_size:
             raise ctx.error(f"{path} has {len(lines)} lines but vocab_size={vocab_size}")
         lines = lines[:vocab_size]
-    keys = [
-        _parse_column(ctx, t, ctx.attr("key_index"), n, offset, key_dtype, path) for n, t in enumerate(lines)
-    ]
-    values = [
-        _parse_column(ctx, t, ctx.attr("value_index"), n, offset, value_dtype, path)
-        for n, t in enumerate(lines)
-    ]
+    keys = [_parse_column(ctx, t, ctx.attr("key_index"), n, offset, key_dtype, path) for n, t in enumerate(lines)]
+    values = [_parse_column(ctx, t, ctx.attr("value_index"), n, offset, value_dtype, path) for n, t in enumerate(lines)]
     _store_table(ctx, table, np.asarray(keys, key_dtype), np.asarray(values, value_dtype))
     return []
 
@@ -408,9 +388,7 @@ def _table_state(ctx, table: Resource) -> tuple[Any, Any]:
     if keys_key not in state:
         if _table_dtypes(ctx, table)[0] is None:
             raise _string_table_error(ctx, f"lookup table '{table.key}'")
-        raise ctx.error(
-            f"table '{table.key}' is not initialized (its initializer did not run)", VariableError
-        )
+        raise ctx.error(f"table '{table.key}' is not initialized (its initializer did not run)", VariableError)
     return state[keys_key], state[values_key]
 
 

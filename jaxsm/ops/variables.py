@@ -136,7 +136,10 @@ def resource_scatter_nd(ctx, handle, indices, updates):
     at = ref.at[tuple(jnp.moveaxis(idx, -1, 0))]
     upd = jnp.asarray(updates, ref.dtype)
     kind = ctx.node.op
-    new = at.set(upd, mode="drop") if kind.endswith("Update") else at.add(
-        upd if kind.endswith("Add") else -upd, mode="drop")
+    new = (
+        at.set(upd, mode="drop")
+        if kind.endswith("Update")
+        else at.add(upd if kind.endswith("Add") else -upd, mode="drop")
+    )
     ctx.write(handle, new)
     return []

@@ -68,8 +68,13 @@ def main() -> None:
     loaded = tf.saved_model.load(str(path))
     out = loaded.signatures["serving_default"](x=tf.constant(x))
     counts = [int(loaded.step(tf.constant(n)).numpy()) for n in (4, 3)]
-    np.savez(HERE / "counter_module.npz", in_x=x, out_softmax=out["softmax"].numpy(),
-             out_argmax=out["argmax"].numpy(), out_step=np.array(counts))
+    np.savez(
+        HERE / "counter_module.npz",
+        in_x=x,
+        out_softmax=out["softmax"].numpy(),
+        out_argmax=out["argmax"].numpy(),
+        out_step=np.array(counts),
+    )
     # keras fixture, exported with Keras 3's model.export()
     model, _ = _keras_fixture(tf)
     path = HERE / "keras_convnet"

@@ -63,9 +63,7 @@ def write_table(
         if snappy:
             contents, btype = bytes(cramjam.snappy.compress_raw(contents)), 1
         handle = varint(len(out)) + varint(len(contents))
-        out.extend(
-            contents + bytes([btype]) + struct.pack("<I", mask_crc(crc32c(bytes([btype]), crc32c(contents))))
-        )
+        out.extend(contents + bytes([btype]) + struct.pack("<I", mask_crc(crc32c(bytes([btype]), crc32c(contents)))))
         return handle
 
     index = []
@@ -157,9 +155,7 @@ def write_bundle(
                     index.append(slice(start, start + length))
             add(slice_key(key, extents), np.ascontiguousarray(arr[tuple(index)]), j % num_shards)
         entries[key] = full
-    header = tensor_bundle_pb2.BundleHeaderProto(
-        num_shards=num_shards, endianness=0 if byteorder == "<" else 1
-    )
+    header = tensor_bundle_pb2.BundleHeaderProto(num_shards=num_shards, endianness=0 if byteorder == "<" else 1)
     header.version.producer = 1
     items = [(b"", header.SerializeToString())]
     items += [(k, entries[k].SerializeToString()) for k in sorted(entries)]

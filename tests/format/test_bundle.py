@@ -99,9 +99,7 @@ def expected_value(arr: np.ndarray) -> object:
 @pytest.mark.parametrize("num_shards", [1, 3])
 def test_handwritten_bundle_roundtrip(tmp_path, writer, byteorder, num_shards):
     tensors = sample_tensors()
-    writer.write_bundle(
-        tmp_path / "ckpt", tensors, num_shards=num_shards, byteorder=byteorder, block_size=512
-    )
+    writer.write_bundle(tmp_path / "ckpt", tensors, num_shards=num_shards, byteorder=byteorder, block_size=512)
     reader = CheckpointReader(tmp_path / "ckpt")
     assert reader.keys() == sorted(tensors), "keys"
     assert len(reader) == len(tensors) and list(reader) == reader.keys(), "len/iter"
@@ -308,9 +306,7 @@ def test_lying_string_count_does_not_allocate(tmp_path, writer, small_ckpt):
     ],
 )
 def test_bad_header(tmp_path, writer, header, match):
-    items = (
-        [] if header is None else [(b"", header if isinstance(header, bytes) else header.SerializeToString())]
-    )
+    items = [] if header is None else [(b"", header if isinstance(header, bytes) else header.SerializeToString())]
     writer.write_table(tmp_path / "ckpt.index", items)
     with pytest.raises(FormatError, match=match):
         CheckpointReader(tmp_path / "ckpt")
@@ -341,8 +337,7 @@ def test_load_checkpoint_paths(tmp_path, writer):
     writer.write_bundle(tmp_path / "run" / "ckpt-1", {"v": value})
     writer.write_bundle(tmp_path / "run" / "ckpt-2", {"v": value + 1})
     (tmp_path / "run" / "checkpoint").write_text(
-        'model_checkpoint_path: "ckpt-2"\nall_model_checkpoint_paths: "ckpt-1"\n'
-        'all_model_checkpoint_paths: "ckpt-2"\n'
+        'model_checkpoint_path: "ckpt-2"\nall_model_checkpoint_paths: "ckpt-1"\nall_model_checkpoint_paths: "ckpt-2"\n'
     )
     cases = {
         "prefix": (tmp_path / "run" / "ckpt-1", value),
@@ -353,9 +348,7 @@ def test_load_checkpoint_paths(tmp_path, writer):
     for what, (path, expected) in cases.items():
         np.testing.assert_array_equal(load_checkpoint(path).get_tensor("v"), expected, err_msg=what)
     (tmp_path / "run" / "checkpoint").write_text(f"model_checkpoint_path: '{tmp_path}/run/ckpt-1'\n")
-    np.testing.assert_array_equal(
-        load_checkpoint(tmp_path / "run").get_tensor("v"), value, err_msg="absolute"
-    )
+    np.testing.assert_array_equal(load_checkpoint(tmp_path / "run").get_tensor("v"), value, err_msg="absolute")
 
     writer.write_bundle(tmp_path / "sm" / "variables" / "variables", {"v": value})
     for path in (tmp_path / "sm", tmp_path / "sm" / "variables"):
@@ -457,18 +450,14 @@ def test_tf2_checkpoint_sharded_and_latest(tmp_path, tf):
     )
     reader = compare_with_tf(tf, written)
     assert len(reader.data_files) >= 2, f"expected several data shards, got {reader.data_files}"
-    assert isinstance(reader.get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"), bytes), (
-        "object graph is a scalar string"
-    )
+    assert isinstance(reader.get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"), bytes), "object graph is a scalar string"
     assert check(written) == [], "check() of a sharded checkpoint"
 
     ckpt.save(str(tmp_path / "run" / "ckpt"))
     module.half.assign(module.half + 1)
     ckpt.save(str(tmp_path / "run" / "ckpt"))
     reader = compare_with_tf(tf, tmp_path / "run")
-    assert reader.prefix.endswith("ckpt-2"), (
-        f"directory resolves to the latest checkpoint, not {reader.prefix}"
-    )
+    assert reader.prefix.endswith("ckpt-2"), f"directory resolves to the latest checkpoint, not {reader.prefix}"
 
 
 @pytest.mark.tf
@@ -483,9 +472,7 @@ def test_tf1_partitioned_variables_match_tf(tmp_path, tf):
             partitioner=tf.compat.v1.fixed_size_partitioner(2, axis=1),
             dtype=tf.float64,
         )
-        tf.compat.v1.get_variable(
-            "plain", shape=[3], dtype=tf.int32, initializer=tf.compat.v1.ones_initializer()
-        )
+        tf.compat.v1.get_variable("plain", shape=[3], dtype=tf.int32, initializer=tf.compat.v1.ones_initializer())
         saver = tf.compat.v1.train.Saver()
         with tf.compat.v1.Session() as sess:
             sess.run(tf.compat.v1.global_variables_initializer())

@@ -81,9 +81,7 @@ def test_reads_tf2_saved_model_pb(tf, tf2_dir):
     assert [list(m.meta_info_def.tags) for m in ours.meta_graphs] == [
         list(m.meta_info_def.tags) for m in theirs.meta_graphs
     ], "tag-sets"
-    assert sorted(ours.meta_graphs[0].signature_def) == sorted(theirs.meta_graphs[0].signature_def), (
-        "signatures"
-    )
+    assert sorted(ours.meta_graphs[0].signature_def) == sorted(theirs.meta_graphs[0].signature_def), "signatures"
 
 
 def test_wire_compatible_nothing_dropped(tf, tf2_dir):
@@ -226,9 +224,7 @@ def test_tf1_two_meta_graphs_need_tags(tf1_dir):
         sm.select_meta_graph(saved_model, None)
 
 
-@pytest.mark.parametrize(
-    "tags,expected", [("serve", ["serve"]), (["train"], ["train"]), ({"serve"}, ["serve"])]
-)
+@pytest.mark.parametrize("tags,expected", [("serve", ["serve"]), (["train"], ["train"]), ({"serve"}, ["serve"])])
 def test_tf1_select_by_tags(tf1_dir, tags, expected):
     mg = sm.select_meta_graph(sm.read_saved_model(tf1_dir), tags)
     assert list(mg.meta_info_def.tags) == expected, f"tags of the MetaGraph chosen by tags={tags!r}"
@@ -297,9 +293,7 @@ def test_missing_only_shard_is_reported(tf2_dir, tmp_path):
 
 def test_missing_one_of_two_shards_is_reported(tf2_dir, tmp_path):
     copy = _copy(tf2_dir, tmp_path / "m")
-    (copy / "variables" / "variables.data-00000-of-00001").rename(
-        copy / "variables" / "variables.data-00001-of-00002"
-    )
+    (copy / "variables" / "variables.data-00000-of-00001").rename(copy / "variables" / "variables.data-00001-of-00002")
     problems = sm.find_problems(copy)
     expected = [str(copy / "variables" / "variables.data-00000-of-00002")]
     assert [p.path for p in problems] == expected, f"problems: {problems}"
@@ -311,9 +305,7 @@ def test_variables_missing_for_object_graph_with_variables(tf2_dir, tmp_path):
     copy = _copy(tf2_dir, tmp_path / "m")
     shutil.rmtree(copy / "variables")
     problems = sm.find_problems(copy)
-    assert [p.path for p in problems] == [str(copy / "variables" / "variables.index")], (
-        f"problems: {problems}"
-    )
+    assert [p.path for p in problems] == [str(copy / "variables" / "variables.index")], f"problems: {problems}"
 
 
 def test_asset_path_must_stay_inside(tmp_path):

@@ -104,9 +104,7 @@ def test_tensor_value():
     t.dtype = 3  # DT_INT32
     t.tensor_shape.dim.add().size = 3
     t.int_val.extend([1, 2, 3])
-    np.testing.assert_array_equal(
-        structure.decode(value), np.array([1, 2, 3], np.int32), err_msg="tensor_value"
-    )
+    np.testing.assert_array_equal(structure.decode(value), np.array([1, 2, 3], np.int32), err_msg="tensor_value")
 
 
 def test_unset_value_is_an_error():

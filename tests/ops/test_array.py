@@ -38,12 +38,22 @@ def test_shape_ops_dynamic_batch(jit, out_type):
 
 
 def test_broadcast_gradient_args():
-    pairs = [([1, 1], [1, 1]), ([1], [1]), ([2, 1, 3], [3]), ([], [2, 3]), ([1, 3], [2, 1]), ([2, 3], [2, 3]),
-             ([1, 2, 1], [1, 1, 1]), ([5, 1], [1]), ([1], []), ([1, 3], [3]), ([0], [1])]
+    pairs = [
+        ([1, 1], [1, 1]),
+        ([1], [1]),
+        ([2, 1, 3], [3]),
+        ([], [2, 3]),
+        ([1, 3], [2, 1]),
+        ([2, 3], [2, 3]),
+        ([1, 2, 1], [1, 1, 1]),
+        ([5, 1], [1]),
+        ([1], []),
+        ([1, 3], [3]),
+        ([0], [1]),
+    ]
 
     def fn(x):
-        out = [raw.BroadcastGradientArgs(s0=tf.constant(a, tf.int32), s1=tf.constant(b, tf.int32))
-               for a, b in pairs]
+        out = [raw.BroadcastGradientArgs(s0=tf.constant(a, tf.int32), s1=tf.constant(b, tf.int32)) for a, b in pairs]
         out.append(raw.BroadcastGradientArgs(s0=tf.shape(x, tf.int64), s1=tf.constant([3, 1], tf.int64)))
         return out
 
@@ -51,8 +61,15 @@ def test_broadcast_gradient_args():
 
 
 def test_concat_offset():
-    fn = lambda x: raw.ConcatOffset(concat_dim=tf.constant(-2), shape=[tf.shape(x), tf.constant([2, 5, 4]),  # noqa: E731
-                                                                        tf.constant([2, 1, 4])])
+    def fn(x):
+        return raw.ConcatOffset(
+            concat_dim=tf.constant(-2),
+            shape=[
+                tf.shape(x),
+                tf.constant([2, 5, 4]),  # noqa: E731
+                tf.constant([2, 1, 4]),
+            ],
+        )
     assert_matches_tf(fn, [_arange((2, 3, 4))])
 
 
@@ -162,11 +179,38 @@ def test_int64_values_beyond_int32(jit):
 # -- strided slices ------------------------------------------------------------------------------------------
 
 SLICES = [
-    "x[::-1]", "x[..., 1]", "x[:, None]", "x[-3:-1, ::2]", "x[5:1:-2]", "x[1]", "x[-1]", "x[1:3]", "x[:, -1]",
-    "x[None, ..., None]", "x[..., None, 2]", "x[1, ..., 2]", "x[:, :, ::-2]", "x[::2, 1::2, ::-1]", "x[10:]",
-    "x[-100:100]", "x[100:-100:-1]", "x[:-1:-1]", "x[-1::-1, 2, None]", "x[3:1]", "x[1:1]", "x[..., ::3]",
-    "x[0, 0, 0]", "x[None]", "x[...]", "x[:, None, 1:, None, -2]", "x[-2, ..., None, -1]", "x[1, None, 1]",
-    "x[5:-7:-1, :-1]", "x[..., -4::-3]", "x[:2, ...]", "x[tf.newaxis, 1, ...]",
+    "x[::-1]",
+    "x[..., 1]",
+    "x[:, None]",
+    "x[-3:-1, ::2]",
+    "x[5:1:-2]",
+    "x[1]",
+    "x[-1]",
+    "x[1:3]",
+    "x[:, -1]",
+    "x[None, ..., None]",
+    "x[..., None, 2]",
+    "x[1, ..., 2]",
+    "x[:, :, ::-2]",
+    "x[::2, 1::2, ::-1]",
+    "x[10:]",
+    "x[-100:100]",
+    "x[100:-100:-1]",
+    "x[:-1:-1]",
+    "x[-1::-1, 2, None]",
+    "x[3:1]",
+    "x[1:1]",
+    "x[..., ::3]",
+    "x[0, 0, 0]",
+    "x[None]",
+    "x[...]",
+    "x[:, None, 1:, None, -2]",
+    "x[-2, ..., None, -1]",
+    "x[1, None, 1]",
+    "x[5:-7:-1, :-1]",
+    "x[..., -4::-3]",
+    "x[:2, ...]",
+    "x[tf.newaxis, 1, ...]",
 ]
 
 
@@ -204,9 +248,20 @@ RAW_SLICES = [
 def test_strided_slice_masks(jit, index_dtype):
     def fn(x):
         c = lambda v: tf.constant(v, index_dtype)  # noqa: E731
-        out = [raw.StridedSlice(input=x, begin=c(b), end=c(e), strides=c(s), begin_mask=bm, end_mask=em,
-                                ellipsis_mask=el, new_axis_mask=na, shrink_axis_mask=sh)
-               for b, e, s, bm, em, el, na, sh in RAW_SLICES]
+        out = [
+            raw.StridedSlice(
+                input=x,
+                begin=c(b),
+                end=c(e),
+                strides=c(s),
+                begin_mask=bm,
+                end_mask=em,
+                ellipsis_mask=el,
+                new_axis_mask=na,
+                shrink_axis_mask=sh,
+            )
+            for b, e, s, bm, em, el, na, sh in RAW_SLICES
+        ]
         return out
 
     assert_matches_tf(fn, [_arange((6, 5, 4))], jit=jit)
@@ -218,22 +273,38 @@ def test_strided_slice_update_and_grad(jit):
         update = raw.TensorStridedSliceUpdate
         return {
             "update": update(input=x, begin=[5, 0], end=[1, 4], strides=[-2, 2], value=v),
-            "update_scalar": update(input=x, begin=[1], end=[2], strides=[1], value=v[0, 0],
-                                    shrink_axis_mask=1),
-            "update_ellipsis": update(input=x, begin=[0, -1], end=[0, 0], strides=[1, 1], value=x[:, 1],
-                                      ellipsis_mask=1, shrink_axis_mask=2),
-            "grad": raw.StridedSliceGrad(shape=tf.shape(x), begin=[1, 0, -1], end=[0, 0, 0],
-                                         strides=[1, 1, -2], dy=tf.reshape(v, [4, 1]), begin_mask=0,
-                                         end_mask=0b010, new_axis_mask=0b100, shrink_axis_mask=0b001),
+            "update_scalar": update(input=x, begin=[1], end=[2], strides=[1], value=v[0, 0], shrink_axis_mask=1),
+            "update_ellipsis": update(
+                input=x,
+                begin=[0, -1],
+                end=[0, 0],
+                strides=[1, 1],
+                value=x[:, 1],
+                ellipsis_mask=1,
+                shrink_axis_mask=2,
+            ),
+            "grad": raw.StridedSliceGrad(
+                shape=tf.shape(x),
+                begin=[1, 0, -1],
+                end=[0, 0, 0],
+                strides=[1, 1, -2],
+                dy=tf.reshape(v, [4, 1]),
+                begin_mask=0,
+                end_mask=0b010,
+                new_axis_mask=0b100,
+                shrink_axis_mask=0b001,
+            ),
         }
 
     assert_matches_tf(fn, [_arange((6, 4)), _arange((2, 2)) * 10], jit=jit)
 
 
 def test_strided_slice_shrink_out_of_range_is_an_error():
-    export_dir, _ = save_function(lambda x: raw.StridedSlice(input=x, begin=[7], end=[8], strides=[1],
-                                                             shrink_axis_mask=1), [_arange((6, 5))],
-                                  shapes=[(None, 5)])
+    export_dir, _ = save_function(
+        lambda x: raw.StridedSlice(input=x, begin=[7], end=[8], strides=[1], shrink_axis_mask=1),
+        [_arange((6, 5))],
+        shapes=[(None, 5)],
+    )
     with pytest.raises(Exception, match="out of bounds"):
         run_jaxsm(export_dir, [_arange((6, 5))])
 
@@ -316,8 +387,9 @@ def test_gather(jit, dtype):
             "batch1": tf.gather(p, j, axis=1, batch_dims=1),
             "batch1_axis2": tf.gather(p, j, axis=2, batch_dims=1),
             "batch2": tf.gather(p, tf.constant([[1, 0], [2, 2], [0, 1]], tf.int64), axis=-1, batch_dims=-1),
-            "batch_neg": tf.gather(tf.reshape(p, [3, 3, 4]), tf.constant([[0, 3], [1, 1], [2, 0]]), axis=2,
-                                   batch_dims=-1),
+            "batch_neg": tf.gather(
+                tf.reshape(p, [3, 3, 4]), tf.constant([[0, 3], [1, 1], [2, 0]]), axis=2, batch_dims=-1
+            ),
             "gather_nd": tf.gather_nd(p, [[1, 2], [0, 0]]),
             "gather_nd_full": tf.gather_nd(p, tf.constant([[[2, 1, 3]], [[0, 2, 1]]], tf.int64)),
             "gather_nd_batch": tf.gather_nd(p, j[:, :, None], batch_dims=1),
@@ -333,9 +405,12 @@ def test_gather(jit, dtype):
 def test_out_of_range_gather_gives_zeros(jit):
     # TF's CPU kernels raise here; jaxsm follows TF's GPU kernels (zeros / dropped), negative indices too.
     def fn(p, i):
-        return {"v2": tf.gather(p, i), "nd": tf.gather_nd(p, i[:, None]),
-                "nd_full": tf.gather_nd(p, tf.stack([i, tf.zeros_like(i)], axis=1)),
-                "scatter": tf.scatter_nd(i[:, None], p, [4, 2])}
+        return {
+            "v2": tf.gather(p, i),
+            "nd": tf.gather_nd(p, i[:, None]),
+            "nd_full": tf.gather_nd(p, tf.stack([i, tf.zeros_like(i)], axis=1)),
+            "scatter": tf.scatter_nd(i[:, None], p, [4, 2]),
+        }
 
     p, i = _arange((4, 2)), np.asarray([1, -1, 4, 0], np.int32)
     export_dir, _ = save_function(fn, [p, i])
@@ -344,8 +419,7 @@ def test_out_of_range_gather_gives_zeros(jit):
     np.testing.assert_array_equal(got["v2"], expected, err_msg="GatherV2")
     np.testing.assert_array_equal(got["nd"], expected, err_msg="GatherNd")
     np.testing.assert_array_equal(got["nd_full"], expected[:, 0], err_msg="GatherNd (full index)")
-    np.testing.assert_array_equal(got["scatter"], np.asarray([p[3], p[0], [0, 0], [0, 0]]),
-                                  err_msg="ScatterNd")
+    np.testing.assert_array_equal(got["scatter"], np.asarray([p[3], p[0], [0, 0], [0, 0]]), err_msg="ScatterNd")
 
 
 @JIT
@@ -374,11 +448,18 @@ def test_scatters(jit, dtype):
 def test_sparse_to_dense_unravel(jit, dtype):
     def fn(x, i):
         return {
-            "sparse_to_dense": raw.SparseToDense(sparse_indices=tf.constant([[0, 1], [2, 3]]),
-                                                 output_shape=[3, 4], sparse_values=x[0, :2],
-                                                 default_value=x[1, 1]),
-            "sparse_to_dense_1d": raw.SparseToDense(sparse_indices=i[::-1], output_shape=tf.constant([5]),
-                                                    sparse_values=x[0, 0], default_value=x[2, 2]),
+            "sparse_to_dense": raw.SparseToDense(
+                sparse_indices=tf.constant([[0, 1], [2, 3]]),
+                output_shape=[3, 4],
+                sparse_values=x[0, :2],
+                default_value=x[1, 1],
+            ),
+            "sparse_to_dense_1d": raw.SparseToDense(
+                sparse_indices=i[::-1],
+                output_shape=tf.constant([5]),
+                sparse_values=x[0, 0],
+                default_value=x[2, 2],
+            ),
             "sparse_to_dense_0d": tf.sparse.to_dense(tf.SparseTensor([[1]], x[0, :1], [3])),
             "unravel": tf.unravel_index(i, [2, 3]),
             "unravel_scalar": tf.unravel_index(tf.constant(7, tf.int64), tf.constant([2, 2, 3], tf.int64)),
@@ -419,7 +500,8 @@ def test_top_k_and_sort(jit, dtype):
     def fn(x):
         v, i = tf.math.top_k(x, 3)
         return {
-            "values": v, "indices": i,
+            "values": v,
+            "indices": i,
             # TF leaves the order of unsorted results unspecified (jaxsm returns them sorted).
             "unsorted": tf.sort(raw.TopKV2(input=x, k=2, sorted=False).values, direction="DESCENDING"),
             "top_k_int64_k": raw.TopKV2(input=x, k=tf.constant(1, tf.int64)),
@@ -465,8 +547,7 @@ def test_data_dependent_ops_on_constants(out_idx):
             "unique_nan": tf.unique(f, out_idx=out_idx),
             "unique_counts": tf.unique_with_counts(c, out_idx=out_idx),
             "unique_v2_axis0": raw.UniqueV2(x=m, axis=tf.constant([0]), out_idx=out_idx),
-            "unique_v2_axis1": raw.UniqueV2(x=tf.transpose(m), axis=tf.constant([-1], tf.int64),
-                                            out_idx=out_idx),
+            "unique_v2_axis1": raw.UniqueV2(x=tf.transpose(m), axis=tf.constant([-1], tf.int64), out_idx=out_idx),
             "unique_counts_v2": raw.UniqueWithCountsV2(x=m, axis=tf.constant([0]), out_idx=out_idx),
             "where_bool": tf.where(b),
             "where_int": tf.where(tf.constant([[0, 2, 0], [1, 0, 3]])),
@@ -479,14 +560,18 @@ def test_data_dependent_ops_on_constants(out_idx):
     assert_matches_tf(fn, [x], jit=False)
 
 
-@pytest.mark.parametrize("make,x", [
-    (lambda x: tf.unique(x), np.asarray([3, 1, 3], np.int32)),
-    (lambda x: tf.where(x), np.asarray([True, False])),
-    (lambda x: tf.compat.v1.setdiff1d(x, tf.constant([1])), np.asarray([3, 1, 3], np.int32)),
-    (lambda x: raw.UniqueWithCounts(x=x), np.asarray([3, 1, 3], np.int64)),
-    (lambda x: tf.dynamic_partition(x, x, 4), np.asarray([3, 1, 3], np.int32)),
-    (lambda x: tf.dynamic_stitch([x], [x]), np.asarray([3, 1, 3], np.int32)),
-], ids=["unique", "where", "list_diff", "unique_counts", "dynamic_partition", "dynamic_stitch"])
+@pytest.mark.parametrize(
+    "make,x",
+    [
+        (lambda x: tf.unique(x), np.asarray([3, 1, 3], np.int32)),
+        (lambda x: tf.where(x), np.asarray([True, False])),
+        (lambda x: tf.compat.v1.setdiff1d(x, tf.constant([1])), np.asarray([3, 1, 3], np.int32)),
+        (lambda x: raw.UniqueWithCounts(x=x), np.asarray([3, 1, 3], np.int64)),
+        (lambda x: tf.dynamic_partition(x, x, 4), np.asarray([3, 1, 3], np.int32)),
+        (lambda x: tf.dynamic_stitch([x], [x]), np.asarray([3, 1, 3], np.int32)),
+    ],
+    ids=["unique", "where", "list_diff", "unique_counts", "dynamic_partition", "dynamic_stitch"],
+)
 def test_data_dependent_ops_on_run_time_values_raise(make, x):
     export_dir, _ = save_function(make, [x])
     with pytest.raises(StaticValueError, match="must be known at trace time"):
@@ -502,12 +587,14 @@ def test_bincount(jit, dtype):
             "count": raw.Bincount(arr=a, size=5, weights=empty),
             "weights": raw.Bincount(arr=a, size=tf.constant(3), weights=w),
             "dense": raw.DenseBincount(input=a, size=5, weights=w),
-            "dense_count_int64": raw.DenseBincount(input=tf.constant([3, 1, 0, 2, 9], tf.int64),
-                                                   size=tf.constant(4, tf.int64), weights=empty),
+            "dense_count_int64": raw.DenseBincount(
+                input=tf.constant([3, 1, 0, 2, 9], tf.int64), size=tf.constant(4, tf.int64), weights=empty
+            ),
             "dense_binary": raw.DenseBincount(input=a, size=5, weights=empty, binary_output=True),
             "dense_2d": raw.DenseBincount(input=tf.reshape(a, [2, 3]), size=4, weights=tf.reshape(w, [2, 3])),
-            "dense_2d_binary": raw.DenseBincount(input=tf.reshape(a, [2, 3]), size=4, weights=empty,
-                                                 binary_output=True),
+            "dense_2d_binary": raw.DenseBincount(
+                input=tf.reshape(a, [2, 3]), size=4, weights=empty, binary_output=True
+            ),
         }
 
     a = np.asarray([1, 3, 1, 0, 7, 3], np.int32)
@@ -529,8 +616,9 @@ def test_depth_space_batch(jit, dtype):
             "s2b_1d": tf.space_to_batch_nd(x, [3], [[1, 1]]),
             "s2b_v1": raw.SpaceToBatch(input=x, paddings=[[1, 1], [2, 0]], block_size=2),
             "b2s": tf.batch_to_space(x, [1, 2], [[0, 0], [1, 2]]),
-            "b2s_roundtrip": tf.batch_to_space(tf.space_to_batch_nd(x, [2, 2], [[0, 0], [1, 1]]), [2, 2],
-                                               [[0, 0], [1, 1]]),
+            "b2s_roundtrip": tf.batch_to_space(
+                tf.space_to_batch_nd(x, [2, 2], [[0, 0], [1, 1]]), [2, 2], [[0, 0], [1, 1]]
+            ),
             "b2s_v1": raw.BatchToSpace(input=tf.concat([x] * 4, 0), crops=[[0, 1], [1, 0]], block_size=2),
         }
 
@@ -542,8 +630,13 @@ def test_depth_space_nchw(jit):
     # TF's CPU kernels only implement NHWC, so NCHW is checked against NHWC with transposes.
     x = _arange((2, 8, 4, 6))
     to_nhwc, to_nchw = (0, 2, 3, 1), (0, 3, 1, 2)
-    export_dir, _ = save_function(lambda x: {"d2s": tf.nn.depth_to_space(x, 2, data_format="NCHW"),
-                                             "s2d": tf.nn.space_to_depth(x, 2, data_format="NCHW")}, [x])
+    export_dir, _ = save_function(
+        lambda x: {
+            "d2s": tf.nn.depth_to_space(x, 2, data_format="NCHW"),
+            "s2d": tf.nn.space_to_depth(x, 2, data_format="NCHW"),
+        },
+        [x],
+    )
     got = run_jaxsm(export_dir, [x], jit=jit)
     nhwc = tf.constant(x.transpose(to_nhwc))
     np.testing.assert_array_equal(got["d2s"], tf.nn.depth_to_space(nhwc, 2).numpy().transpose(to_nchw), "d2s")
@@ -551,12 +644,15 @@ def test_depth_space_nchw(jit):
 
 
 @JIT
-@pytest.mark.parametrize("sizes,strides,rates,padding", [
-    ([1, 2, 2, 1], [1, 1, 1, 1], [1, 1, 1, 1], "VALID"),
-    ([1, 3, 2, 1], [1, 2, 3, 1], [1, 1, 1, 1], "SAME"),
-    ([1, 2, 3, 1], [1, 1, 2, 1], [1, 2, 1, 1], "SAME"),
-    ([1, 3, 3, 1], [1, 2, 2, 1], [1, 2, 2, 1], "VALID"),
-])
+@pytest.mark.parametrize(
+    "sizes,strides,rates,padding",
+    [
+        ([1, 2, 2, 1], [1, 1, 1, 1], [1, 1, 1, 1], "VALID"),
+        ([1, 3, 2, 1], [1, 2, 3, 1], [1, 1, 1, 1], "SAME"),
+        ([1, 2, 3, 1], [1, 1, 2, 1], [1, 2, 1, 1], "SAME"),
+        ([1, 3, 3, 1], [1, 2, 2, 1], [1, 2, 2, 1], "VALID"),
+    ],
+)
 def test_extract_image_patches(jit, sizes, strides, rates, padding):
     fn = lambda x: tf.image.extract_patches(x, sizes, strides, rates, padding)  # noqa: E731
     assert_matches_tf(fn, [_arange((2, 7, 8, 3))], jit=jit)
@@ -593,8 +689,9 @@ def test_matrix_diag_v3(jit, align):
                 part = tf.linalg.diag_part(m, k=k, padding_value=9, align=align)
                 out[f"part_{name}_{k}"] = part
                 out[f"diag_{name}_{k}"] = tf.linalg.diag(part, k=k, padding_value=-1, align=align)
-                out[f"diag_sized_{name}_{k}"] = tf.linalg.diag(part, k=k, num_rows=m.shape[1],
-                                                               num_cols=m.shape[2], align=align)
+                out[f"diag_sized_{name}_{k}"] = tf.linalg.diag(
+                    part, k=k, num_rows=m.shape[1], num_cols=m.shape[2], align=align
+                )
                 out[f"set_{name}_{k}"] = tf.linalg.set_diag(m, part[..., ::-1], k=k, align=align)
         return out
 
@@ -611,8 +708,7 @@ def test_matrix_diag_v1_v2(jit):
             "set_v1": raw.MatrixSetDiag(input=x, diagonal=d[:, :4]),
             "diag_v2": raw.MatrixDiagV2(diagonal=x[:, :3], k=k, num_rows=-1, num_cols=-1, padding_value=7.0),
             "diag_v2_rows": raw.MatrixDiagV2(diagonal=d, k=1, num_rows=6, num_cols=-1, padding_value=0.0),
-            "diag_v3_default": raw.MatrixDiagV3(diagonal=x[:, :3], k=k, num_rows=-1, num_cols=-1,
-                                                padding_value=0.0),
+            "diag_v3_default": raw.MatrixDiagV3(diagonal=x[:, :3], k=k, num_rows=-1, num_cols=-1, padding_value=0.0),
             "part_v2": raw.MatrixDiagPartV2(input=x, k=k, padding_value=7.0),
             "part_v3_default": raw.MatrixDiagPartV3(input=x, k=k, padding_value=7.0),
             "set_v2": raw.MatrixSetDiagV2(input=x, diagonal=x[:, :3, :4], k=k),

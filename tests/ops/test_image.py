@@ -18,9 +18,11 @@ def _image(shape, dtype=np.float32, seed=0):
     return x.astype(dtype)
 
 
-MODES = [dict(align_corners=False, half_pixel_centers=False),
-         dict(align_corners=True, half_pixel_centers=False),
-         dict(align_corners=False, half_pixel_centers=True)]
+MODES = [
+    dict(align_corners=False, half_pixel_centers=False),
+    dict(align_corners=True, half_pixel_centers=False),
+    dict(align_corners=False, half_pixel_centers=True),
+]
 SIZES = [(4, 5), (13, 11), (1, 1), (7, 16)]
 
 
@@ -34,9 +36,11 @@ def test_resize_bilinear_nearest_bicubic(mode, dtype, jit):
     def fn(x):
         outs = []
         for size in SIZES:
-            outs += [tf.raw_ops.ResizeBilinear(images=x, size=size, **m),
-                     tf.raw_ops.ResizeNearestNeighbor(images=x, size=size, **m),
-                     tf.raw_ops.ResizeBicubic(images=x, size=size, **m)]
+            outs += [
+                tf.raw_ops.ResizeBilinear(images=x, size=size, **m),
+                tf.raw_ops.ResizeNearestNeighbor(images=x, size=size, **m),
+                tf.raw_ops.ResizeBicubic(images=x, size=size, **m),
+            ]
         return outs
 
     assert_matches_tf(fn, [x], **TAPS, jit=jit)
@@ -47,31 +51,49 @@ def test_resize_bilinear_nearest_bicubic(mode, dtype, jit):
 @pytest.mark.parametrize("dtype", [np.float32, np.int32])
 def test_resize_area(align, dtype, jit):
     x = _image((2, 9, 8, 3), dtype)
-    assert_matches_tf(lambda x: [tf.raw_ops.ResizeArea(images=x, size=s, align_corners=align)
-                                 for s in [(4, 5), (3, 3), (13, 11), (9, 8), (1, 2), (5, 12)]],
-                      [x], **TAPS, jit=jit)
+    assert_matches_tf(
+        lambda x: [
+            tf.raw_ops.ResizeArea(images=x, size=s, align_corners=align)
+            for s in [(4, 5), (3, 3), (13, 11), (9, 8), (1, 2), (5, 12)]
+        ],
+        [x],
+        **TAPS,
+        jit=jit,
+    )
 
 
 @JIT
 def test_resize_dynamic_batch_and_static_size(jit):
     x = _image((2, 6, 5, 1))
-    assert_matches_tf(lambda x: tf.image.resize(x, tf.shape(x)[1:3] * 2, method="bilinear"), [x], **TAPS,
-                      jit=jit, shapes=[(None, 6, 5, 1)])
+    assert_matches_tf(
+        lambda x: tf.image.resize(x, tf.shape(x)[1:3] * 2, method="bilinear"),
+        [x],
+        **TAPS,
+        jit=jit,
+        shapes=[(None, 6, 5, 1)],
+    )
 
 
 @JIT
-@pytest.mark.parametrize("kernel", ["lanczos1", "lanczos3", "lanczos5", "gaussian", "box", "triangle",
-                                    "keyscubic", "mitchellcubic"])
+@pytest.mark.parametrize(
+    "kernel",
+    ["lanczos1", "lanczos3", "lanczos5", "gaussian", "box", "triangle", "keyscubic", "mitchellcubic"],
+)
 @pytest.mark.parametrize("antialias", [True, False])
 def test_scale_and_translate(kernel, antialias, jit):
     x = _image((1, 12, 10, 2))
 
     def fn(x):
-        return [tf.raw_ops.ScaleAndTranslate(images=x, size=size, scale=scale, translation=trans,
-                                             kernel_type=kernel, antialias=antialias)
-                for size, scale, trans in [((5, 4), (5 / 12, 0.4), (0.0, 0.0)),
-                                           ((20, 23), (20 / 12, 2.3), (0.5, -1.25)),
-                                           ((8, 9), (0.7, 1.1), (2.0, 1.0))]]
+        return [
+            tf.raw_ops.ScaleAndTranslate(
+                images=x, size=size, scale=scale, translation=trans, kernel_type=kernel, antialias=antialias
+            )
+            for size, scale, trans in [
+                ((5, 4), (5 / 12, 0.4), (0.0, 0.0)),
+                ((20, 23), (20 / 12, 2.3), (0.5, -1.25)),
+                ((8, 9), (0.7, 1.1), (2.0, 1.0)),
+            ]
+        ]
 
     assert_matches_tf(fn, [x], **TAPS, jit=jit)
 
@@ -80,14 +102,30 @@ def test_scale_and_translate(kernel, antialias, jit):
 @pytest.mark.parametrize("method", ["bilinear", "nearest"])
 def test_crop_and_resize(method, jit):
     images = _image((2, 9, 8, 3))
-    boxes = np.array([[0.1, 0.2, 0.7, 0.9], [-0.2, -0.1, 1.3, 1.2], [0.8, 0.9, 0.1, 0.2],
-                      [0.5, 0.5, 0.5, 0.5], [0.0, 0.0, 1.0, 1.0]], np.float32)
+    boxes = np.array(
+        [
+            [0.1, 0.2, 0.7, 0.9],
+            [-0.2, -0.1, 1.3, 1.2],
+            [0.8, 0.9, 0.1, 0.2],
+            [0.5, 0.5, 0.5, 0.5],
+            [0.0, 0.0, 1.0, 1.0],
+        ],
+        np.float32,
+    )
     box_ind = np.array([0, 1, 1, 0, 1], np.int32)
 
     def fn(images, boxes, box_ind):
-        return [tf.raw_ops.CropAndResize(image=images, boxes=boxes, box_ind=box_ind, crop_size=size,
-                                         method=method, extrapolation_value=ext)
-                for size, ext in [((4, 5), 0.0), ((1, 1), -1.0), ((7, 2), 3.5), ((1, 6), 0.0)]]
+        return [
+            tf.raw_ops.CropAndResize(
+                image=images,
+                boxes=boxes,
+                box_ind=box_ind,
+                crop_size=size,
+                method=method,
+                extrapolation_value=ext,
+            )
+            for size, ext in [((4, 5), 0.0), ((1, 1), -1.0), ((7, 2), 3.5), ((1, 6), 0.0)]
+        ]
 
     assert_matches_tf(fn, [images, boxes, box_ind], **TAPS, jit=jit)
 
@@ -96,8 +134,7 @@ def test_crop_and_resize(method, jit):
 def test_crop_and_resize_uint8(jit):
     images = _image((1, 6, 6, 1), np.uint8)
     boxes = np.array([[0.0, 0.0, 0.5, 1.0]], np.float32)
-    assert_matches_tf(lambda i, b: tf.image.crop_and_resize(i, b, [0], [3, 4]), [images, boxes], **TAPS,
-                      jit=jit)
+    assert_matches_tf(lambda i, b: tf.image.crop_and_resize(i, b, [0], [3, 4]), [images, boxes], **TAPS, jit=jit)
 
 
 def _rgb(seed=0):
@@ -112,9 +149,17 @@ def test_color_conversions(jit):
     rgb = _rgb()
     hsv = np.random.RandomState(1).uniform(0, 1, (3, 4, 3)).astype(np.float32)
     hsv[0, 0] = [0.0, 0.0, 0.5]
-    assert_matches_tf(lambda rgb, hsv: (tf.raw_ops.RGBToHSV(images=rgb), tf.raw_ops.HSVToRGB(images=hsv),
-                                        tf.raw_ops.RGBToHSV(images=tf.cast(rgb, tf.float64))),
-                      [rgb, hsv], rtol=1e-6, atol=1e-7, jit=jit)
+    assert_matches_tf(
+        lambda rgb, hsv: (
+            tf.raw_ops.RGBToHSV(images=rgb),
+            tf.raw_ops.HSVToRGB(images=hsv),
+            tf.raw_ops.RGBToHSV(images=tf.cast(rgb, tf.float64)),
+        ),
+        [rgb, hsv],
+        rtol=1e-6,
+        atol=1e-7,
+        jit=jit,
+    )
 
 
 @JIT
@@ -122,10 +167,16 @@ def test_color_conversions(jit):
 def test_color_adjustments(amount, jit):
     rgb = _rgb()
     assert_matches_tf(
-        lambda rgb: (tf.raw_ops.AdjustHue(images=rgb, delta=amount),
-                     tf.raw_ops.AdjustSaturation(images=rgb, scale=abs(amount) * 3),
-                     tf.raw_ops.AdjustContrastv2(images=rgb, contrast_factor=amount * 4)),
-        [rgb], rtol=1e-5, atol=1e-6, jit=jit)
+        lambda rgb: (
+            tf.raw_ops.AdjustHue(images=rgb, delta=amount),
+            tf.raw_ops.AdjustSaturation(images=rgb, scale=abs(amount) * 3),
+            tf.raw_ops.AdjustContrastv2(images=rgb, contrast_factor=amount * 4),
+        ),
+        [rgb],
+        rtol=1e-5,
+        atol=1e-6,
+        jit=jit,
+    )
 
 
 def _boxes(n, seed=0):
@@ -146,12 +197,23 @@ def test_non_max_suppression_padded(max_out, iou, score, jit):
     boxes, scores = _boxes(30)
 
     def fn(boxes, scores):
-        v4 = tf.raw_ops.NonMaxSuppressionV4(boxes=boxes, scores=scores, max_output_size=max_out,
-                                            iou_threshold=iou, score_threshold=score,
-                                            pad_to_max_output_size=True)
-        v5 = tf.raw_ops.NonMaxSuppressionV5(boxes=boxes, scores=scores, max_output_size=max_out,
-                                            iou_threshold=iou, score_threshold=score, soft_nms_sigma=0.0,
-                                            pad_to_max_output_size=True)
+        v4 = tf.raw_ops.NonMaxSuppressionV4(
+            boxes=boxes,
+            scores=scores,
+            max_output_size=max_out,
+            iou_threshold=iou,
+            score_threshold=score,
+            pad_to_max_output_size=True,
+        )
+        v5 = tf.raw_ops.NonMaxSuppressionV5(
+            boxes=boxes,
+            scores=scores,
+            max_output_size=max_out,
+            iou_threshold=iou,
+            score_threshold=score,
+            soft_nms_sigma=0.0,
+            pad_to_max_output_size=True,
+        )
         return tuple(v4) + tuple(v5)
 
     assert_matches_tf(fn, [boxes, scores], jit=jit)

@@ -19,8 +19,7 @@ FLOATS = pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex64]
 
 
 def _tol(dtype):
-    return dict(rtol=1e-4, atol=1e-5) if np.dtype(dtype) in (np.float32, np.complex64) else \
-        dict(rtol=1e-10, atol=1e-12)
+    return dict(rtol=1e-4, atol=1e-5) if np.dtype(dtype) in (np.float32, np.complex64) else dict(rtol=1e-10, atol=1e-12)
 
 
 def _mat(shape, dtype=np.float32, seed=0):
@@ -63,9 +62,14 @@ def test_cholesky_inverse_determinants(dtype, jit):
     a = _well_conditioned((2, 3, 3), dtype, seed=1)
 
     def fn(spd, spd_lower_only, a):
-        return (tf.raw_ops.Cholesky(input=spd), tf.raw_ops.Cholesky(input=spd_lower_only),
-                tf.raw_ops.MatrixInverse(input=a), tf.raw_ops.MatrixInverse(input=a, adjoint=True),
-                tf.raw_ops.MatrixDeterminant(input=a), *tf.raw_ops.LogMatrixDeterminant(input=a))
+        return (
+            tf.raw_ops.Cholesky(input=spd),
+            tf.raw_ops.Cholesky(input=spd_lower_only),
+            tf.raw_ops.MatrixInverse(input=a),
+            tf.raw_ops.MatrixInverse(input=a, adjoint=True),
+            tf.raw_ops.MatrixDeterminant(input=a),
+            *tf.raw_ops.LogMatrixDeterminant(input=a),
+        )
 
     assert_matches_tf(fn, [spd, spd_lower_only, a], **_tol(dtype), jit=jit)
 
@@ -73,8 +77,12 @@ def test_cholesky_inverse_determinants(dtype, jit):
 @JIT
 def test_log_determinant_signs_and_singular(jit):
     a = np.array([[[0, 1], [1, 0]], [[2, 0], [0, 3]], [[1, 2], [2, 4]]], np.float64)
-    assert_matches_tf(lambda a: (*tf.raw_ops.LogMatrixDeterminant(input=a),
-                                 tf.raw_ops.MatrixDeterminant(input=a)), [a], rtol=1e-12, jit=jit)
+    assert_matches_tf(
+        lambda a: (*tf.raw_ops.LogMatrixDeterminant(input=a), tf.raw_ops.MatrixDeterminant(input=a)),
+        [a],
+        rtol=1e-12,
+        jit=jit,
+    )
 
 
 @JIT
@@ -85,11 +93,16 @@ def test_solves(dtype, jit):
     b_bcast = _mat((4, 2), dtype, seed=2)
 
     def fn(a, b, b_bcast):
-        return (tf.raw_ops.MatrixSolve(matrix=a, rhs=b),
-                tf.raw_ops.MatrixSolve(matrix=a, rhs=b, adjoint=True),
-                *[tf.raw_ops.MatrixTriangularSolve(matrix=a, rhs=b, lower=lo, adjoint=adj)
-                  for lo in (True, False) for adj in (False, True)],
-                tf.raw_ops.MatrixTriangularSolve(matrix=a, rhs=b_bcast, lower=True))
+        return (
+            tf.raw_ops.MatrixSolve(matrix=a, rhs=b),
+            tf.raw_ops.MatrixSolve(matrix=a, rhs=b, adjoint=True),
+            *[
+                tf.raw_ops.MatrixTriangularSolve(matrix=a, rhs=b, lower=lo, adjoint=adj)
+                for lo in (True, False)
+                for adj in (False, True)
+            ],
+            tf.raw_ops.MatrixTriangularSolve(matrix=a, rhs=b_bcast, lower=True),
+        )
 
     assert_matches_tf(fn, [a, b, b_bcast], **_tol(dtype), jit=jit)
 
@@ -104,9 +117,14 @@ def test_matrix_solve_ls(shape, dtype, jit):
     tol = dict(rtol=2e-4, atol=1e-4) if dtype == np.float32 else _tol(dtype)
     # TF's non-fast path handles only tall matrices.
     cases = [(0.0, True), (0.5, True)] + ([(0.0, False)] if shape[0] >= shape[1] else [])
-    assert_matches_tf(lambda a, b: [tf.raw_ops.MatrixSolveLs(matrix=a, rhs=b, l2_regularizer=np.float64(reg),
-                                                             fast=fast) for reg, fast in cases],
-                      [a, b], **tol, jit=jit)
+    assert_matches_tf(
+        lambda a, b: [
+            tf.raw_ops.MatrixSolveLs(matrix=a, rhs=b, l2_regularizer=np.float64(reg), fast=fast) for reg, fast in cases
+        ],
+        [a, b],
+        **tol,
+        jit=jit,
+    )
 
 
 @JIT
@@ -129,12 +147,12 @@ def test_qr(shape, full, dtype, jit):
 def test_svd(shape, full, dtype, jit):
     x = _mat(shape, dtype)
     (s_tf, u_tf, v_tf), (s, u, v) = _run_both(
-        lambda x: tuple(tf.raw_ops.Svd(input=x, compute_uv=True, full_matrices=full)), [x], jit)
+        lambda x: tuple(tf.raw_ops.Svd(input=x, compute_uv=True, full_matrices=full)), [x], jit
+    )
     tol = _tol(dtype)
     np.testing.assert_allclose(s, s_tf, **tol, err_msg="singular values")
     k = s.shape[-1]
-    np.testing.assert_allclose((u[..., :, :k] * s[..., None, :]) @ _h(v[..., :, :k]), x, **tol,
-                               err_msg="U diag(s) V^H")
+    np.testing.assert_allclose((u[..., :, :k] * s[..., None, :]) @ _h(v[..., :, :k]), x, **tol, err_msg="U diag(s) V^H")
     (s_only_tf,), (s_only,) = _run_both(lambda x: tf.raw_ops.Svd(input=x, compute_uv=False)[0], [x], jit)
     np.testing.assert_allclose(s_only, s_only_tf, **tol, err_msg="singular values (compute_uv=False)")
 
@@ -145,9 +163,13 @@ def test_self_adjoint_eig(dtype, jit):
     a = _spd((2, 4, 4), dtype)
     a_lower_only = np.tril(a) + np.triu(np.full_like(a, 9), 1)
     (e_tf, _, e2_tf), (e, v, e2) = _run_both(
-        lambda a, lo: (*tf.raw_ops.SelfAdjointEigV2(input=a),
-                       tf.raw_ops.SelfAdjointEigV2(input=lo, compute_v=False)[0]),
-        [a, a_lower_only], jit)
+        lambda a, lo: (
+            *tf.raw_ops.SelfAdjointEigV2(input=a),
+            tf.raw_ops.SelfAdjointEigV2(input=lo, compute_v=False)[0],
+        ),
+        [a, a_lower_only],
+        jit,
+    )
     tol = _tol(dtype)
     np.testing.assert_allclose(e, e_tf, **tol, err_msg="eigenvalues")
     np.testing.assert_allclose(e2, e2_tf, **tol, err_msg="eigenvalues from the lower triangle")
@@ -155,16 +177,17 @@ def test_self_adjoint_eig(dtype, jit):
 
 
 @JIT
-@pytest.mark.parametrize("dtype,tout", [(np.float32, tf.complex64), (np.float64, tf.complex128),
-                                        (np.complex64, tf.complex64)])
+@pytest.mark.parametrize(
+    "dtype,tout", [(np.float32, tf.complex64), (np.float64, tf.complex128), (np.complex64, tf.complex64)]
+)
 def test_eig(dtype, tout, jit):
     a = _mat((2, 4, 4), dtype) + np.diag([0.5, 1.5, 3.0, 5.0]).astype(dtype)  # distinct |eigenvalues|
-    (e_tf, _), (e, v) = _run_both(lambda a: tuple(tf.raw_ops.Eig(input=a, Tout=tout, compute_v=True)), [a],
-                                  jit)
+    (e_tf, _), (e, v) = _run_both(lambda a: tuple(tf.raw_ops.Eig(input=a, Tout=tout, compute_v=True)), [a], jit)
     tol = _tol(dtype)
     # The eigenvalue order is unspecified (it follows each library's Schur iteration): compare sorted sets.
-    np.testing.assert_allclose(np.sort_complex(e.reshape(-1)), np.sort_complex(e_tf.reshape(-1)), **tol,
-                               err_msg="eigenvalues")
+    np.testing.assert_allclose(
+        np.sort_complex(e.reshape(-1)), np.sort_complex(e_tf.reshape(-1)), **tol, err_msg="eigenvalues"
+    )
     np.testing.assert_allclose(a @ v, v * e[..., None, :], **tol, err_msg="A v = v diag(e)")
     np.testing.assert_allclose(np.linalg.norm(v, axis=-2), 1, **tol, err_msg="unit eigenvectors")
 
@@ -173,8 +196,12 @@ def test_eig(dtype, tout, jit):
 @FLOATS
 def test_lu(dtype, jit):
     x = _mat((2, 5, 5), dtype)
-    assert_matches_tf(lambda x: (*tf.raw_ops.Lu(input=x), *tf.raw_ops.Lu(input=x, output_idx_type=tf.int64)),
-                      [x], **_tol(dtype), jit=jit)
+    assert_matches_tf(
+        lambda x: (*tf.raw_ops.Lu(input=x), *tf.raw_ops.Lu(input=x, output_idx_type=tf.int64)),
+        [x],
+        **_tol(dtype),
+        jit=jit,
+    )
 
 
 @JIT
@@ -182,9 +209,12 @@ def test_lu(dtype, jit):
 def test_matrix_square_root(dtype, jit):
     spd = _spd((2, 3, 3), dtype)
     general = _well_conditioned((4, 4), dtype, seed=1)
-    assert_matches_tf(lambda spd, g: (tf.raw_ops.MatrixSquareRoot(input=spd),
-                                      tf.raw_ops.MatrixSquareRoot(input=g)),
-                      [spd, general], **_tol(dtype), jit=jit)
+    assert_matches_tf(
+        lambda spd, g: (tf.raw_ops.MatrixSquareRoot(input=spd), tf.raw_ops.MatrixSquareRoot(input=g)),
+        [spd, general],
+        **_tol(dtype),
+        jit=jit,
+    )
 
 
 @JIT
@@ -195,8 +225,11 @@ def test_tridiagonal(dtype, jit):
     rhs = _mat((2, 6, 3), dtype, seed=1)
 
     def fn(diags, rhs):
-        return (tf.raw_ops.TridiagonalSolve(diagonals=diags, rhs=rhs),
-                tf.raw_ops.TridiagonalMatMul(superdiag=diags[:, 0:1], maindiag=diags[:, 1:2],
-                                             subdiag=diags[:, 2:3], rhs=rhs))
+        return (
+            tf.raw_ops.TridiagonalSolve(diagonals=diags, rhs=rhs),
+            tf.raw_ops.TridiagonalMatMul(
+                superdiag=diags[:, 0:1], maindiag=diags[:, 1:2], subdiag=diags[:, 2:3], rhs=rhs
+            ),
+        )
 
     assert_matches_tf(fn, [diags, rhs], **_tol(dtype), jit=jit)

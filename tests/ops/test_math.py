@@ -30,13 +30,51 @@ UNIT = np.array([-0.99, -0.5, -0.1, 0.0, 0.3, 0.75, 0.99])
 GE_ONE = np.array([1.0, 1.5, 3.0, 10.0, 100.0])
 SPECIAL = np.array([np.nan, np.inf, -np.inf, 0.0, -1.0, 3.0])
 
-UNARY_GENERAL = ["Abs", "Neg", "Sign", "Square", "Exp", "Expm1", "Sin", "Cos", "Tan", "Atan", "Sinh", "Cosh",
-                 "Tanh", "Asinh", "Sigmoid", "Floor", "Ceil", "Round", "Rint", "Erf", "Erfc", "Softplus",
-                 "Softsign", "Relu", "Relu6", "Elu", "Selu", "LeakyRelu"]
+UNARY_GENERAL = [
+    "Abs",
+    "Neg",
+    "Sign",
+    "Square",
+    "Exp",
+    "Expm1",
+    "Sin",
+    "Cos",
+    "Tan",
+    "Atan",
+    "Sinh",
+    "Cosh",
+    "Tanh",
+    "Asinh",
+    "Sigmoid",
+    "Floor",
+    "Ceil",
+    "Round",
+    "Rint",
+    "Erf",
+    "Erfc",
+    "Softplus",
+    "Softsign",
+    "Relu",
+    "Relu6",
+    "Elu",
+    "Selu",
+    "LeakyRelu",
+]
 UNARY_POSITIVE = ["Sqrt", "Rsqrt", "Log", "Log1p", "Reciprocal", "Inv"]
 UNARY_UNIT = ["Asin", "Acos", "Atanh"]
-UNARY_SPECIAL = ["IsNan", "IsInf", "IsFinite", "Abs", "Neg", "Sign", "Floor", "Relu", "Exp", "Sigmoid",
-                 "Tanh"]
+UNARY_SPECIAL = [
+    "IsNan",
+    "IsInf",
+    "IsFinite",
+    "Abs",
+    "Neg",
+    "Sign",
+    "Floor",
+    "Relu",
+    "Exp",
+    "Sigmoid",
+    "Tanh",
+]
 
 
 def _unary_fn(x, p, u, g, s):
@@ -88,8 +126,9 @@ def test_special_functions(jit):
     prob = np.array([1e-6, 0.01, 0.3, 0.5, 0.9, 0.999])
 
     def fn(x, p, u, prob):
-        out = {n: un(n, x) for n in ["BesselI0e", "BesselI1e", "BesselI0", "BesselI1", "Dawsn",
-                                     "FresnelSin", "FresnelCos"]}
+        out = {
+            n: un(n, x) for n in ["BesselI0e", "BesselI1e", "BesselI0", "BesselI1", "Dawsn", "FresnelSin", "FresnelCos"]
+        }
         out.update({n: un(n, p) for n in ["Lgamma", "Digamma", "Expint", "Spence"]})
         out["Lgamma_neg"] = un("Lgamma", x)
         out["Erfinv"] = un("Erfinv", u)
@@ -120,8 +159,7 @@ def test_complex(dtype, jit):
         out.update({n: un(n, nz) for n in ["Log", "Sqrt", "Rsqrt", "Reciprocal"]})
         out.update({n: bin_(n, z, w) for n in ["Add", "Sub", "Mul", "Div", "SquaredDifference", "Equal"]})
         out["Complex"] = R.Complex(real=tf.math.real(z), imag=tf.math.imag(w)[:1], Tout=z.dtype)
-        out["Complex_f"] = R.Complex(real=tf.constant([1.0, 2.0], real_dtype), imag=tf.math.imag(w)[:2],
-                                     Tout=z.dtype)
+        out["Complex_f"] = R.Complex(real=tf.constant([1.0, 2.0], real_dtype), imag=tf.math.imag(w)[:2], Tout=z.dtype)
         out["TanhGrad"] = R.TanhGrad(y=z, dy=w)
         out["SigmoidGrad"] = R.SigmoidGrad(y=z, dy=w)
         out["ReciprocalGrad"] = R.ReciprocalGrad(y=z, dy=w)
@@ -159,10 +197,34 @@ def test_activation_grads(dtype, jit):
 
 # -- binary -------------------------------------------------------------------------------------------------
 
-FLOAT_BINARY = ["Add", "AddV2", "Sub", "Mul", "MulNoNan", "Div", "DivNoNan", "RealDiv", "TruncateDiv",
-                "FloorDiv", "FloorMod", "Mod", "TruncateMod", "Maximum", "Minimum", "SquaredDifference",
-                "Atan2", "Xlogy", "Xlog1py", "Xdivy", "Equal", "NotEqual", "Less", "LessEqual", "Greater",
-                "GreaterEqual"]
+FLOAT_BINARY = [
+    "Add",
+    "AddV2",
+    "Sub",
+    "Mul",
+    "MulNoNan",
+    "Div",
+    "DivNoNan",
+    "RealDiv",
+    "TruncateDiv",
+    "FloorDiv",
+    "FloorMod",
+    "Mod",
+    "TruncateMod",
+    "Maximum",
+    "Minimum",
+    "SquaredDifference",
+    "Atan2",
+    "Xlogy",
+    "Xlog1py",
+    "Xdivy",
+    "Equal",
+    "NotEqual",
+    "Less",
+    "LessEqual",
+    "Greater",
+    "GreaterEqual",
+]
 
 
 @JIT
@@ -176,16 +238,36 @@ def test_binary_float(dtype, jit):
         out["NextAfter"] = R.NextAfter(x1=x, x2=y)
         out["Pow"] = bin_("Pow", tf.abs(x), y)
         out["Pow_neg_base"] = bin_("Pow", x, tf.constant([2.0, 3.0, -1.0], x.dtype)[:, None][:1])
-        out["ApproximateEqual"] = R.ApproximateEqual(x=x[:, :1] + 1e-3, y=tf.broadcast_to(x, [5, 1]),
-                                                     tolerance=0.01)
+        out["ApproximateEqual"] = R.ApproximateEqual(x=x[:, :1] + 1e-3, y=tf.broadcast_to(x, [5, 1]), tolerance=0.01)
         return out
 
     assert_matches_tf(fn, [x, y], jit=jit)
 
 
-INT_BINARY = ["Add", "AddV2", "Sub", "Mul", "Div", "TruncateDiv", "FloorDiv", "FloorMod", "Mod",
-              "TruncateMod", "Maximum", "Minimum", "BitwiseAnd", "BitwiseOr", "BitwiseXor", "Equal",
-              "NotEqual", "Less", "LessEqual", "Greater", "GreaterEqual", "SquaredDifference"]
+INT_BINARY = [
+    "Add",
+    "AddV2",
+    "Sub",
+    "Mul",
+    "Div",
+    "TruncateDiv",
+    "FloorDiv",
+    "FloorMod",
+    "Mod",
+    "TruncateMod",
+    "Maximum",
+    "Minimum",
+    "BitwiseAnd",
+    "BitwiseOr",
+    "BitwiseXor",
+    "Equal",
+    "NotEqual",
+    "Less",
+    "LessEqual",
+    "Greater",
+    "GreaterEqual",
+    "SquaredDifference",
+]
 
 
 @JIT
@@ -214,8 +296,11 @@ def test_shifts(dtype, jit):
     signed = np.dtype(dtype).kind == "i"
     x = np.array([[1], [5], [-9 if signed else 9], [np.iinfo(dtype).max]], np.int64).astype(dtype)
     shift = np.array([0, 1, 3, bits - 1, bits, bits + 5] + ([-1] if signed else []), np.int64).astype(dtype)
-    assert_matches_tf(lambda x, s: {"LeftShift": R.LeftShift(x=x, y=s), "RightShift": R.RightShift(x=x, y=s)},
-                      [x, shift], jit=jit)
+    assert_matches_tf(
+        lambda x, s: {"LeftShift": R.LeftShift(x=x, y=s), "RightShift": R.RightShift(x=x, y=s)},
+        [x, shift],
+        jit=jit,
+    )
 
 
 @JIT
@@ -223,9 +308,15 @@ def test_logical(jit):
     a = np.array([[True], [False]])
     b = np.array([True, False, True])
     assert_matches_tf(
-        lambda a, b: {"and": R.LogicalAnd(x=a, y=b), "or": R.LogicalOr(x=a, y=b), "not": R.LogicalNot(x=b),
-                      "eq": R.Equal(x=a, y=b), "ne": R.NotEqual(x=a, y=b)},
-        [a, b], jit=jit,
+        lambda a, b: {
+            "and": R.LogicalAnd(x=a, y=b),
+            "or": R.LogicalOr(x=a, y=b),
+            "not": R.LogicalNot(x=b),
+            "eq": R.Equal(x=a, y=b),
+            "ne": R.NotEqual(x=a, y=b),
+        },
+        [a, b],
+        jit=jit,
     )
 
 
@@ -256,8 +347,7 @@ def test_addn_clip_select(jit):
             "AddN1": R.AddN(inputs=[x]),
             "Clip": R.ClipByValue(t=x, clip_value_min=tf.constant(-1.0), clip_value_max=tf.constant(1.5)),
             "ClipT": R.ClipByValue(t=x, clip_value_min=x * 0 - 2, clip_value_max=tf.abs(x)),
-            "ClipInverted": R.ClipByValue(t=x, clip_value_min=tf.constant(1.0),
-                                          clip_value_max=tf.constant(-1.0)),
+            "ClipInverted": R.ClipByValue(t=x, clip_value_min=tf.constant(1.0), clip_value_max=tf.constant(-1.0)),
             "SelectRows": R.Select(condition=c1, x=x, y=-x),
             "SelectSame": R.Select(condition=x > 0, x=x, y=x * 10),
             "SelectScalar": R.Select(condition=tf.constant(False), x=x, y=-x),
@@ -295,33 +385,59 @@ def test_cast(src, dst, values, jit):
 
 
 @JIT
-@pytest.mark.parametrize("src,dst", [(np.float32, ml_dtypes.bfloat16), (np.float32, np.float16),
-                                     (np.float64, np.float32), (np.float64, ml_dtypes.bfloat16)])
+@pytest.mark.parametrize(
+    "src,dst",
+    [
+        (np.float32, ml_dtypes.bfloat16),
+        (np.float32, np.float16),
+        (np.float64, np.float32),
+        (np.float64, ml_dtypes.bfloat16),
+    ],
+)
 def test_cast_truncate(src, dst, jit):
     x = np.array([1 / 3, -1 / 3, 1.00390625 + 1e-3, 2.0 / 3.0, 255.9, np.nan, np.inf], src)
-    assert_matches_tf(lambda x: {"trunc": R.Cast(x=x, DstT=tf.as_dtype(dst), Truncate=True),
-                                 "round": R.Cast(x=x, DstT=tf.as_dtype(dst), Truncate=False)}, [x], jit=jit)
+    assert_matches_tf(
+        lambda x: {
+            "trunc": R.Cast(x=x, DstT=tf.as_dtype(dst), Truncate=True),
+            "round": R.Cast(x=x, DstT=tf.as_dtype(dst), Truncate=False),
+        },
+        [x],
+        jit=jit,
+    )
 
 
 @JIT
-@pytest.mark.parametrize("src,dst,shape", [
-    (np.float32, np.int32, (2, 3)),
-    (np.float32, np.uint8, (2, 3)),
-    (np.uint8, np.float32, (3, 4)),
-    (np.int64, np.int32, (3,)),
-    (np.int32, np.int64, (3, 2)),
-    (np.float16, np.int16, (4,)),
-], ids=str)
+@pytest.mark.parametrize(
+    "src,dst,shape",
+    [
+        (np.float32, np.int32, (2, 3)),
+        (np.float32, np.uint8, (2, 3)),
+        (np.uint8, np.float32, (3, 4)),
+        (np.int64, np.int32, (3,)),
+        (np.int32, np.int64, (3, 2)),
+        (np.float16, np.int16, (4,)),
+    ],
+    ids=str,
+)
 def test_bitcast(src, dst, shape, jit):
     x = (np.arange(np.prod(shape)).reshape(shape) * 37 + 1).astype(src)
     assert_matches_tf(lambda x: R.Bitcast(input=x, type=tf.as_dtype(dst)), [x], jit=jit)
 
 
-@pytest.mark.parametrize("start,limit,delta,dtype", [
-    (0, 10, 3, tf.int32), (10, 0, -3, tf.int32), (5, 5, 1, tf.int32), (-(2**40), 2**40, 2**38, tf.int64),
-    (0.0, 1.0, 0.1, tf.float32), (1.5, -2.0, -0.3, tf.float32), (0.0, 1.0, 0.1, tf.float64),
-    (0.0, 100.0, 0.7, tf.float32),
-], ids=str)
+@pytest.mark.parametrize(
+    "start,limit,delta,dtype",
+    [
+        (0, 10, 3, tf.int32),
+        (10, 0, -3, tf.int32),
+        (5, 5, 1, tf.int32),
+        (-(2**40), 2**40, 2**38, tf.int64),
+        (0.0, 1.0, 0.1, tf.float32),
+        (1.5, -2.0, -0.3, tf.float32),
+        (0.0, 1.0, 0.1, tf.float64),
+        (0.0, 100.0, 0.7, tf.float32),
+    ],
+    ids=str,
+)
 def test_range(start, limit, delta, dtype):
     def fn(x):
         c = [tf.constant(v, dtype) for v in (start, limit, delta)]
@@ -334,14 +450,24 @@ def test_range(start, limit, delta, dtype):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("num", [1, 2, 7, 10])
 def test_linspace(dtype, num, jit):
-    assert_matches_tf(lambda a, b: R.LinSpace(start=a, stop=b, num=tf.constant(num)),
-                      [np.array(-1.3, dtype), np.array(2.9, dtype)], jit=jit)
+    assert_matches_tf(
+        lambda a, b: R.LinSpace(start=a, stop=b, num=tf.constant(num)),
+        [np.array(-1.3, dtype), np.array(2.9, dtype)],
+        jit=jit,
+    )
 
 
 # -- reductions ---------------------------------------------------------------------------------------------
 
-REDUCE_CASES = [(1, False), (-1, True), ([0, 2], False), ([0, -1], True), ([], False), ([], True),
-                ([0, 1, 2], False)]
+REDUCE_CASES = [
+    (1, False),
+    (-1, True),
+    ([0, 2], False),
+    ([0, -1], True),
+    ([], False),
+    ([], True),
+    ([0, 1, 2], False),
+]
 
 
 @JIT
@@ -353,8 +479,10 @@ def test_reductions(axis, keep, dtype, jit):
 
     def fn(x):
         ax = tf.constant(axis, tf.int32)
-        out = {n: getattr(R, n)(input=x, axis=ax, keep_dims=keep)
-               for n in ["Sum", "Prod", "Mean", "Max", "Min", "EuclideanNorm"]}
+        out = {
+            n: getattr(R, n)(input=x, axis=ax, keep_dims=keep)
+            for n in ["Sum", "Prod", "Mean", "Max", "Min", "EuclideanNorm"]
+        }
         out.update({n: getattr(R, n)(input=x > 0, axis=ax, keep_dims=keep) for n in ["All", "Any"]})
         return out
 
@@ -388,8 +516,11 @@ def test_argmax_argmin(dtype, output_type, jit):
     x = np.array([[3, 1, 3, 0], [2, 2, 5, 5], [0, 7, 7, 1]], dtype)  # ties: TF returns the first
 
     def fn(x):
-        return {f"{n}{a}": getattr(R, n)(input=x, dimension=a, output_type=output_type)
-                for n in ["ArgMax", "ArgMin"] for a in (0, 1, -1)}
+        return {
+            f"{n}{a}": getattr(R, n)(input=x, dimension=a, output_type=output_type)
+            for n in ["ArgMax", "ArgMin"]
+            for a in (0, 1, -1)
+        }
 
     assert_matches_tf(fn, [x], jit=jit)
 
@@ -425,9 +556,16 @@ def test_matmul(dtype, jit):
         a, b = a + 1j * a[::-1], b - 2j * b
 
     def fn(a, b):
-        return {f"{ta}{tb}": R.MatMul(a=a if not ta else tf.transpose(a), b=b if not tb else tf.transpose(b),
-                                      transpose_a=ta, transpose_b=tb)
-                for ta in (False, True) for tb in (False, True)}
+        return {
+            f"{ta}{tb}": R.MatMul(
+                a=a if not ta else tf.transpose(a),
+                b=b if not tb else tf.transpose(b),
+                transpose_a=ta,
+                transpose_b=tb,
+            )
+            for ta in (False, True)
+            for tb in (False, True)
+        }
 
     assert_matches_tf(fn, [a, b], rtol=1e-5, jit=jit)
 
@@ -463,26 +601,34 @@ def test_batch_matmul_v3_mixed_types(jit):
 
 
 @JIT
-@pytest.mark.parametrize("equation,shapes", [
-    ("ij,jk->ik", [(3, 4), (4, 5)]),
-    ("bij,bjk->bik", [(2, 3, 4), (2, 4, 5)]),
-    ("...ij,...jk->...ik", [(2, 3, 4), (4, 2)]),
-    ("ii->i", [(4, 4)]),
-    ("ij->", [(3, 4)]),
-    ("i,j->ij", [(3,), (4,)]),
-    ("abc,cd->abd", [(2, 3, 4), (4, 5)]),
-    ("bij->bji", [(2, 3, 4)]),
-], ids=lambda v: v if isinstance(v, str) else None)
+@pytest.mark.parametrize(
+    "equation,shapes",
+    [
+        ("ij,jk->ik", [(3, 4), (4, 5)]),
+        ("bij,bjk->bik", [(2, 3, 4), (2, 4, 5)]),
+        ("...ij,...jk->...ik", [(2, 3, 4), (4, 2)]),
+        ("ii->i", [(4, 4)]),
+        ("ij->", [(3, 4)]),
+        ("i,j->ij", [(3,), (4,)]),
+        ("abc,cd->abd", [(2, 3, 4), (4, 5)]),
+        ("bij->bji", [(2, 3, 4)]),
+    ],
+    ids=lambda v: v if isinstance(v, str) else None,
+)
 def test_einsum(equation, shapes, jit):
     rng = np.random.default_rng(2)
     inputs = [rng.standard_normal(s).astype(np.float32) for s in shapes]
     assert_matches_tf(lambda *xs: R.Einsum(inputs=list(xs), equation=equation), inputs, rtol=1e-5, jit=jit)
 
 
-@pytest.mark.parametrize("fn,message", [
-    (lambda x: R.Sum(input=x, axis=tf.constant([1, -1])), "duplicate"),
-    (lambda x: R.ArgMax(input=x[:, :0], dimension=1), "empty"),
-], ids=["duplicate-axes", "argmax-empty"])
+@pytest.mark.parametrize(
+    "fn,message",
+    [
+        (lambda x: R.Sum(input=x, axis=tf.constant([1, -1])), "duplicate"),
+        (lambda x: R.ArgMax(input=x[:, :0], dimension=1), "empty"),
+    ],
+    ids=["duplicate-axes", "argmax-empty"],
+)
 def test_invalid_arguments_are_reported(fn, message):
     # TF raises these at run time; jaxsm reports them while tracing, naming the node. (Bad Range arguments and
     # out-of-range constant axes are already rejected by TF's shape inference when the function is traced.)

@@ -30,7 +30,7 @@ def _assert_saved_matches(fn_saved, fn_expected, inputs, jit, rtol=1e-5, atol=1e
 
 def _dilate(w, rates):
     """The filter with zeros inserted between taps: a dilated convolution as an undilated one."""
-    shape = [(k - 1) * r + 1 for k, r in zip(w.shape, rates, strict=False)] + list(w.shape[len(rates):])
+    shape = [(k - 1) * r + 1 for k, r in zip(w.shape, rates, strict=False)] + list(w.shape[len(rates) :])
     out = np.zeros(shape, w.dtype)
     out[tuple(slice(None, None, r) for r in rates)] = w
     return out
@@ -47,19 +47,25 @@ def _nhwc(x):
 # -- bias ----------------------------------------------------------------------------------------------------
 @JIT
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int32])
-@pytest.mark.parametrize("shape,fmt", [((2, 3, 4, 5), "NHWC"), ((2, 3, 4, 5), "NCHW"), ((2, 3, 4), "NCHW"),
-                                       ((3, 5), "NHWC")])
+@pytest.mark.parametrize(
+    "shape,fmt", [((2, 3, 4, 5), "NHWC"), ((2, 3, 4, 5), "NCHW"), ((2, 3, 4), "NCHW"), ((3, 5), "NHWC")]
+)
 def test_bias_add(shape, fmt, dtype, jit):
     c = shape[1] if fmt == "NCHW" else shape[-1]
     x, b = (_rand(shape, np.float64) * 10).astype(dtype), (np.arange(c) - 2).astype(dtype)
-    assert_matches_tf(lambda x, b: (tf.raw_ops.BiasAdd(value=x, bias=b, data_format=fmt),
-                                    tf.raw_ops.BiasAddGrad(out_backprop=x, data_format=fmt)), [x, b], jit=jit)
+    assert_matches_tf(
+        lambda x, b: (
+            tf.raw_ops.BiasAdd(value=x, bias=b, data_format=fmt),
+            tf.raw_ops.BiasAddGrad(out_backprop=x, data_format=fmt),
+        ),
+        [x, b],
+        jit=jit,
+    )
 
 
 @JIT
 def test_bias_add_v1(jit):
-    assert_matches_tf(lambda x, b: tf.raw_ops.BiasAddV1(value=x, bias=b), [_rand((2, 3, 4)), _rand((4,))],
-                      jit=jit)
+    assert_matches_tf(lambda x, b: tf.raw_ops.BiasAddV1(value=x, bias=b), [_rand((2, 3, 4)), _rand((4,))], jit=jit)
 
 
 # -- softmax & losses ----------------------------------------------------------------------------------------
@@ -83,8 +89,7 @@ def test_softmax_cross_entropy(dtype, jit):
         loss, back = tf.raw_ops.SoftmaxCrossEntropyWithLogits(features=logits, labels=labels)
         bloss, bback = tf.raw_ops.SoftmaxCrossEntropyWithLogits(features=logits, labels=labels[:1])
         sloss, sback = tf.raw_ops.SparseSoftmaxCrossEntropyWithLogits(features=logits, labels=sparse)
-        s32 = tf.raw_ops.SparseSoftmaxCrossEntropyWithLogits(features=logits,
-                                                             labels=tf.cast(sparse, tf.int32))
+        s32 = tf.raw_ops.SparseSoftmaxCrossEntropyWithLogits(features=logits, labels=tf.cast(sparse, tf.int32))
         return loss, back, bloss, bback, sloss, sback, s32
 
     assert_matches_tf(fn, [logits, labels, sparse], **RED, jit=jit)
@@ -97,8 +102,12 @@ CONV2D_CASES = [
     dict(strides=[1, 2, 1, 1], padding="SAME", dilations=[1, 1, 1, 1]),
     dict(strides=[1, 1, 1, 1], padding="SAME", dilations=[1, 2, 3, 1]),
     dict(strides=[1, 3, 2, 1], padding="VALID", dilations=[1, 1, 2, 1]),
-    dict(strides=[1, 2, 2, 1], padding="EXPLICIT", dilations=[1, 1, 1, 1],
-         explicit_paddings=[0, 0, 1, 2, 0, 3, 0, 0]),
+    dict(
+        strides=[1, 2, 2, 1],
+        padding="EXPLICIT",
+        dilations=[1, 1, 1, 1],
+        explicit_paddings=[0, 0, 1, 2, 0, 3, 0, 0],
+    ),
 ]
 
 
@@ -107,45 +116,58 @@ CONV2D_CASES = [
 @pytest.mark.parametrize("case", range(len(CONV2D_CASES)))
 def test_conv2d(case, dtype, jit):
     x, w = _rand((2, 9, 8, 3), dtype), _rand((3, 2, 3, 4), dtype, seed=1)
-    assert_matches_tf(lambda x, w: tf.raw_ops.Conv2D(input=x, filter=w, **CONV2D_CASES[case]), [x, w], **RED,
-                      jit=jit)
+    assert_matches_tf(lambda x, w: tf.raw_ops.Conv2D(input=x, filter=w, **CONV2D_CASES[case]), [x, w], **RED, jit=jit)
 
 
 @JIT
 def test_conv2d_grouped_and_dynamic_batch(jit):
     x, w = _rand((2, 7, 7, 6)), _rand((3, 3, 2, 6), seed=1)
-    assert_matches_tf(lambda x, w: tf.nn.conv2d(x, w, strides=1, padding="SAME"), [x, w], **RED, jit=jit,
-                      shapes=[(None, 7, 7, 6), (3, 3, 2, 6)])
+    assert_matches_tf(
+        lambda x, w: tf.nn.conv2d(x, w, strides=1, padding="SAME"),
+        [x, w],
+        **RED,
+        jit=jit,
+        shapes=[(None, 7, 7, 6), (3, 3, 2, 6)],
+    )
 
 
 @JIT
 @pytest.mark.parametrize("padding", ["SAME", "VALID"])
 def test_conv1d(padding, jit):
     x, w = _rand((2, 11, 3)), _rand((3, 3, 5), seed=1)
-    assert_matches_tf(lambda x, w: tf.nn.conv1d(x, w, stride=2, padding=padding, dilations=1), [x, w], **RED,
-                      jit=jit)
+    assert_matches_tf(lambda x, w: tf.nn.conv1d(x, w, stride=2, padding=padding, dilations=1), [x, w], **RED, jit=jit)
 
 
 @JIT
 @pytest.mark.parametrize("case", [0, 1, 3, 5])
 def test_conv2d_nchw(case, jit):
     attrs = dict(CONV2D_CASES[case])
-    nchw = dict(attrs, strides=[attrs["strides"][i] for i in (0, 3, 1, 2)],
-                dilations=[attrs["dilations"][i] for i in (0, 3, 1, 2)], data_format="NCHW")
+    nchw = dict(
+        attrs,
+        strides=[attrs["strides"][i] for i in (0, 3, 1, 2)],
+        dilations=[attrs["dilations"][i] for i in (0, 3, 1, 2)],
+        data_format="NCHW",
+    )
     if "explicit_paddings" in attrs:
         p = attrs["explicit_paddings"]
         nchw["explicit_paddings"] = p[0:2] + p[6:8] + p[2:6]
     x, w = _rand((2, 3, 9, 8)), _rand((3, 2, 3, 4), seed=1)
-    _assert_saved_matches(lambda x, w: tf.raw_ops.Conv2D(input=x, filter=w, **nchw),
-                          lambda x, w: _nchw(tf.raw_ops.Conv2D(input=_nhwc(x), filter=w, **attrs)),
-                          [x, w], jit)
+    _assert_saved_matches(
+        lambda x, w: tf.raw_ops.Conv2D(input=x, filter=w, **nchw),
+        lambda x, w: _nchw(tf.raw_ops.Conv2D(input=_nhwc(x), filter=w, **attrs)),
+        [x, w],
+        jit,
+    )
 
 
 @JIT
-@pytest.mark.parametrize("case", [
-    dict(strides=[1, 1, 1, 1, 1], padding="VALID"),
-    dict(strides=[1, 2, 1, 2, 1], padding="SAME"),
-])
+@pytest.mark.parametrize(
+    "case",
+    [
+        dict(strides=[1, 1, 1, 1, 1], padding="VALID"),
+        dict(strides=[1, 2, 1, 2, 1], padding="SAME"),
+    ],
+)
 def test_conv3d(case, jit):
     x, w = _rand((2, 6, 7, 5, 2)), _rand((3, 2, 3, 2, 3), seed=1)
     assert_matches_tf(lambda x, w: tf.raw_ops.Conv3D(input=x, filter=w, **case), [x, w], **RED, jit=jit)
@@ -157,30 +179,40 @@ def test_conv3d_dilated(padding, jit):
     x, w = _rand((2, 8, 7, 7, 2)), _rand((3, 2, 3, 2, 3), seed=1)
     wd = _dilate(w, (2, 1, 3))
     _assert_saved_matches(
-        lambda x, w: tf.raw_ops.Conv3D(input=x, filter=w, strides=[1, 1, 2, 1, 1], padding=padding,
-                                       dilations=[1, 2, 1, 3, 1]),
-        lambda x, w: tf.raw_ops.Conv3D(input=x, filter=tf.constant(wd), strides=[1, 1, 2, 1, 1],
-                                       padding=padding),
-        [x, w], jit)
+        lambda x, w: tf.raw_ops.Conv3D(
+            input=x, filter=w, strides=[1, 1, 2, 1, 1], padding=padding, dilations=[1, 2, 1, 3, 1]
+        ),
+        lambda x, w: tf.raw_ops.Conv3D(input=x, filter=tf.constant(wd), strides=[1, 1, 2, 1, 1], padding=padding),
+        [x, w],
+        jit,
+    )
 
 
 @JIT
 def test_conv3d_ncdhw(jit):
     x, w = _rand((2, 2, 6, 7, 5)), _rand((3, 2, 3, 2, 3), seed=1)
     _assert_saved_matches(
-        lambda x, w: tf.raw_ops.Conv3D(input=x, filter=w, strides=[1, 1, 2, 1, 1], padding="SAME",
-                                       data_format="NCDHW"),
+        lambda x, w: tf.raw_ops.Conv3D(input=x, filter=w, strides=[1, 1, 2, 1, 1], padding="SAME", data_format="NCDHW"),
         lambda x, w: tf.transpose(
-            tf.raw_ops.Conv3D(input=tf.transpose(x, [0, 2, 3, 4, 1]), filter=w, strides=[1, 2, 1, 1, 1],
-                              padding="SAME"), [0, 4, 1, 2, 3]),
-        [x, w], jit)
+            tf.raw_ops.Conv3D(
+                input=tf.transpose(x, [0, 2, 3, 4, 1]), filter=w, strides=[1, 2, 1, 1, 1], padding="SAME"
+            ),
+            [0, 4, 1, 2, 3],
+        ),
+        [x, w],
+        jit,
+    )
 
 
 @JIT
 def test_conv_generic(jit):
     x, w = _rand((2, 3, 8, 8, 4)), _rand((3, 3, 4, 6), seed=1)
-    assert_matches_tf(lambda x, w: tf.raw_ops.Conv(input=x, filter=w, strides=[1, 2, 1, 1], padding="SAME",
-                                                   batch_dims=2), [x, w], **RED, jit=jit)
+    assert_matches_tf(
+        lambda x, w: tf.raw_ops.Conv(input=x, filter=w, strides=[1, 2, 1, 1], padding="SAME", batch_dims=2),
+        [x, w],
+        **RED,
+        jit=jit,
+    )
 
 
 @JIT
@@ -188,19 +220,28 @@ def test_conv_generic_grouped(jit):
     # TF's CPU Conv kernel has no grouped convolution; Conv2D on the same operands is the oracle.
     x, w = _rand((2, 3, 8, 8, 4)), _rand((3, 3, 2, 6), seed=1)
     _assert_saved_matches(
-        lambda x, w: tf.raw_ops.Conv(input=x, filter=w, strides=[1, 2, 1, 1], padding="SAME", batch_dims=2,
-                                     groups=2),
-        lambda x, w: tf.reshape(tf.raw_ops.Conv2D(input=tf.reshape(x, [6, 8, 8, 4]), filter=w,
-                                                  strides=[1, 2, 1, 1], padding="SAME"), [2, 3, 4, 8, 6]),
-        [x, w], jit)
+        lambda x, w: tf.raw_ops.Conv(input=x, filter=w, strides=[1, 2, 1, 1], padding="SAME", batch_dims=2, groups=2),
+        lambda x, w: tf.reshape(
+            tf.raw_ops.Conv2D(input=tf.reshape(x, [6, 8, 8, 4]), filter=w, strides=[1, 2, 1, 1], padding="SAME"),
+            [2, 3, 4, 8, 6],
+        ),
+        [x, w],
+        jit,
+    )
 
 
 DEPTHWISE_CASES = [
     dict(k=3, mult=1, strides=[1, 1, 1, 1], padding="SAME", dilations=[1, 1, 1, 1]),
     dict(k=3, mult=2, strides=[1, 2, 2, 1], padding="VALID", dilations=[1, 1, 1, 1]),
     dict(k=5, mult=1, strides=[1, 2, 2, 1], padding="SAME", dilations=[1, 1, 1, 1]),
-    dict(k=3, mult=2, strides=[1, 1, 1, 1], padding="EXPLICIT", dilations=[1, 1, 1, 1],
-         explicit_paddings=[0, 0, 2, 1, 0, 1, 0, 0]),
+    dict(
+        k=3,
+        mult=2,
+        strides=[1, 1, 1, 1],
+        padding="EXPLICIT",
+        dilations=[1, 1, 1, 1],
+        explicit_paddings=[0, 0, 2, 1, 0, 1, 0, 0],
+    ),
     # 7x7 = 49 taps: the conv_general_dilated path.
     dict(k=7, mult=1, strides=[1, 1, 1, 1], padding="SAME", dilations=[1, 1, 1, 1]),
     dict(k=7, mult=3, strides=[1, 2, 2, 1], padding="VALID", dilations=[1, 1, 1, 1]),
@@ -213,8 +254,7 @@ def test_depthwise_conv2d(case, jit):
     c = dict(DEPTHWISE_CASES[case])
     k, mult = c.pop("k"), c.pop("mult")
     x, w = _rand((2, 12, 11, 4)), _rand((k, k, 4, mult), seed=1)
-    assert_matches_tf(lambda x, w: tf.raw_ops.DepthwiseConv2dNative(input=x, filter=w, **c), [x, w], **RED,
-                      jit=jit)
+    assert_matches_tf(lambda x, w: tf.raw_ops.DepthwiseConv2dNative(input=x, filter=w, **c), [x, w], **RED, jit=jit)
 
 
 @JIT
@@ -222,10 +262,15 @@ def test_depthwise_conv2d(case, jit):
 def test_depthwise_conv2d_nchw(k, jit):
     x, w = _rand((2, 4, 10, 9)), _rand((k, k, 4, 2), seed=1)
     _assert_saved_matches(
-        lambda x, w: tf.raw_ops.DepthwiseConv2dNative(input=x, filter=w, strides=[1, 1, 2, 2], padding="SAME",
-                                                      data_format="NCHW"),
-        lambda x, w: _nchw(tf.raw_ops.DepthwiseConv2dNative(input=_nhwc(x), filter=w, strides=[1, 2, 2, 1],
-                                                            padding="SAME")), [x, w], jit)
+        lambda x, w: tf.raw_ops.DepthwiseConv2dNative(
+            input=x, filter=w, strides=[1, 1, 2, 2], padding="SAME", data_format="NCHW"
+        ),
+        lambda x, w: _nchw(
+            tf.raw_ops.DepthwiseConv2dNative(input=_nhwc(x), filter=w, strides=[1, 2, 2, 1], padding="SAME")
+        ),
+        [x, w],
+        jit,
+    )
 
 
 @JIT
@@ -235,10 +280,15 @@ def test_depthwise_conv2d_dilated(k, padding, jit):
     x, w = _rand((2, 16, 15, 3)), _rand((k, k, 3, 2), seed=1)
     wd = _dilate(w, (2, 3))
     _assert_saved_matches(
-        lambda x, w: tf.raw_ops.DepthwiseConv2dNative(input=x, filter=w, strides=[1, 1, 1, 1],
-                                                      padding=padding, dilations=[1, 2, 3, 1]),
-        lambda x, w: tf.raw_ops.DepthwiseConv2dNative(input=x, filter=tf.constant(wd), strides=[1, 1, 1, 1],
-                                                      padding=padding), [x, w], jit)
+        lambda x, w: tf.raw_ops.DepthwiseConv2dNative(
+            input=x, filter=w, strides=[1, 1, 1, 1], padding=padding, dilations=[1, 2, 3, 1]
+        ),
+        lambda x, w: tf.raw_ops.DepthwiseConv2dNative(
+            input=x, filter=tf.constant(wd), strides=[1, 1, 1, 1], padding=padding
+        ),
+        [x, w],
+        jit,
+    )
 
 
 @JIT
@@ -252,31 +302,46 @@ def test_conv_backprop(padding, strides, jit):
     def fn(x, w, dy, dw_k, ddy):
         s = [1, strides, strides, 1]
         return (
-            tf.raw_ops.Conv2DBackpropInput(input_sizes=tf.shape(x), filter=w, out_backprop=dy, strides=s,
-                                           padding=padding),
-            tf.raw_ops.Conv2DBackpropInput(input_sizes=tf.shape(x)[1:3], filter=w, out_backprop=dy, strides=s,
-                                           padding=padding),
-            tf.raw_ops.Conv2DBackpropFilter(input=x, filter_sizes=tf.shape(w), out_backprop=dy, strides=s,
-                                            padding=padding),
-            tf.raw_ops.DepthwiseConv2dNativeBackpropInput(input_sizes=tf.shape(x), filter=dw_k,
-                                                          out_backprop=ddy, strides=s, padding=padding),
-            tf.raw_ops.DepthwiseConv2dNativeBackpropFilter(input=x, filter_sizes=tf.shape(dw_k),
-                                                           out_backprop=ddy, strides=s, padding=padding),
+            tf.raw_ops.Conv2DBackpropInput(
+                input_sizes=tf.shape(x), filter=w, out_backprop=dy, strides=s, padding=padding
+            ),
+            tf.raw_ops.Conv2DBackpropInput(
+                input_sizes=tf.shape(x)[1:3], filter=w, out_backprop=dy, strides=s, padding=padding
+            ),
+            tf.raw_ops.Conv2DBackpropFilter(
+                input=x, filter_sizes=tf.shape(w), out_backprop=dy, strides=s, padding=padding
+            ),
+            tf.raw_ops.DepthwiseConv2dNativeBackpropInput(
+                input_sizes=tf.shape(x), filter=dw_k, out_backprop=ddy, strides=s, padding=padding
+            ),
+            tf.raw_ops.DepthwiseConv2dNativeBackpropFilter(
+                input=x, filter_sizes=tf.shape(dw_k), out_backprop=ddy, strides=s, padding=padding
+            ),
         )
 
     assert_matches_tf(fn, [x, w, dy, dw_k, ddy], **RED, jit=jit)
     # The V2 forms (shapes from tensors) have no TF CPU kernel: the V1 forms are their oracle.
     s = [1, strides, strides, 1]
     _assert_saved_matches(
-        lambda x, w, dy: tf.raw_ops.Conv2DBackpropInputV2(input=x, filter=w, out_backprop=dy, strides=s,
-                                                          padding=padding),
-        lambda x, w, dy: tf.raw_ops.Conv2DBackpropInput(input_sizes=tf.shape(x), filter=w, out_backprop=dy,
-                                                        strides=s, padding=padding), [x, w, dy], jit)
+        lambda x, w, dy: tf.raw_ops.Conv2DBackpropInputV2(
+            input=x, filter=w, out_backprop=dy, strides=s, padding=padding
+        ),
+        lambda x, w, dy: tf.raw_ops.Conv2DBackpropInput(
+            input_sizes=tf.shape(x), filter=w, out_backprop=dy, strides=s, padding=padding
+        ),
+        [x, w, dy],
+        jit,
+    )
     _assert_saved_matches(
-        lambda x, w, dy: tf.raw_ops.Conv2DBackpropFilterV2(input=x, filter=w, out_backprop=dy, strides=s,
-                                                           padding=padding),
-        lambda x, w, dy: tf.raw_ops.Conv2DBackpropFilter(input=x, filter_sizes=tf.shape(w), out_backprop=dy,
-                                                         strides=s, padding=padding), [x, w, dy], jit)
+        lambda x, w, dy: tf.raw_ops.Conv2DBackpropFilterV2(
+            input=x, filter=w, out_backprop=dy, strides=s, padding=padding
+        ),
+        lambda x, w, dy: tf.raw_ops.Conv2DBackpropFilter(
+            input=x, filter_sizes=tf.shape(w), out_backprop=dy, strides=s, padding=padding
+        ),
+        [x, w, dy],
+        jit,
+    )
 
 
 @JIT
@@ -287,8 +352,12 @@ def test_conv_backprop_explicit(jit):
     assert_matches_tf(
         lambda x, w, dy: (
             tf.raw_ops.Conv2DBackpropInput(input_sizes=tf.shape(x), filter=w, out_backprop=dy, **attrs),
-            tf.raw_ops.Conv2DBackpropFilter(input=x, filter_sizes=tf.shape(w), out_backprop=dy, **attrs)),
-        [x, w, dy], **RED, jit=jit)
+            tf.raw_ops.Conv2DBackpropFilter(input=x, filter_sizes=tf.shape(w), out_backprop=dy, **attrs),
+        ),
+        [x, w, dy],
+        **RED,
+        jit=jit,
+    )
 
 
 @JIT
@@ -300,8 +369,12 @@ def test_conv_transpose_keras_style(jit):
         lambda x, w2, x3, w3: (
             tf.nn.conv2d_transpose(x, w2, [2, 10, 12, 2], strides=2, padding="SAME"),
             tf.nn.conv2d_transpose(x, w2, [2, 11, 13, 2], strides=2, padding="VALID"),
-            tf.nn.conv3d_transpose(x3, w3, [1, 8, 10, 5, 2], strides=[1, 2, 2, 2, 1], padding="SAME")),
-        [x, w2, x3, w3], **RED, jit=jit)
+            tf.nn.conv3d_transpose(x3, w3, [1, 8, 10, 5, 2], strides=[1, 2, 2, 2, 1], padding="SAME"),
+        ),
+        [x, w2, x3, w3],
+        **RED,
+        jit=jit,
+    )
 
 
 @JIT
@@ -311,20 +384,30 @@ def test_conv3d_backprop(jit):
     dy = tf.nn.conv3d(x, w, s, "SAME").numpy()
     assert_matches_tf(
         lambda x, w, dy: (
-            tf.raw_ops.Conv3DBackpropInputV2(input_sizes=tf.shape(x), filter=w, out_backprop=dy, strides=s,
-                                             padding="SAME"),
-            tf.raw_ops.Conv3DBackpropFilterV2(input=x, filter_sizes=tf.shape(w), out_backprop=dy, strides=s,
-                                              padding="SAME")),
-        [x, w, dy], **RED, jit=jit)
+            tf.raw_ops.Conv3DBackpropInputV2(
+                input_sizes=tf.shape(x), filter=w, out_backprop=dy, strides=s, padding="SAME"
+            ),
+            tf.raw_ops.Conv3DBackpropFilterV2(
+                input=x, filter_sizes=tf.shape(w), out_backprop=dy, strides=s, padding="SAME"
+            ),
+        ),
+        [x, w, dy],
+        **RED,
+        jit=jit,
+    )
 
 
 @JIT
 @pytest.mark.parametrize("padding", ["SAME", "VALID"])
 def test_dilation2d(padding, jit):
     x, w = _rand((2, 9, 8, 3)), _rand((3, 2, 3), seed=1)
-    assert_matches_tf(lambda x, w: tf.raw_ops.Dilation2D(input=x, filter=w, strides=[1, 2, 1, 1],
-                                                         rates=[1, 1, 2, 1], padding=padding),
-                      [x, w], jit=jit)
+    assert_matches_tf(
+        lambda x, w: tf.raw_ops.Dilation2D(
+            input=x, filter=w, strides=[1, 2, 1, 1], rates=[1, 1, 2, 1], padding=padding
+        ),
+        [x, w],
+        jit=jit,
+    )
 
 
 # -- pooling -------------------------------------------------------------------------------------------------
@@ -343,10 +426,20 @@ def test_pool2d(case, dtype, jit):
     x = _rand((2, 9, 10, 3), dtype)
     c = POOL_CASES[case]
     assert_matches_tf(
-        lambda x: (tf.raw_ops.MaxPool(input=x, **c), tf.raw_ops.AvgPool(value=x, **c),
-                   tf.raw_ops.MaxPoolV2(input=x, ksize=tf.constant(c["ksize"]),
-                                        strides=tf.constant(c["strides"]), padding=c["padding"])),
-        [x], **RED, jit=jit)
+        lambda x: (
+            tf.raw_ops.MaxPool(input=x, **c),
+            tf.raw_ops.AvgPool(value=x, **c),
+            tf.raw_ops.MaxPoolV2(
+                input=x,
+                ksize=tf.constant(c["ksize"]),
+                strides=tf.constant(c["strides"]),
+                padding=c["padding"],
+            ),
+        ),
+        [x],
+        **RED,
+        jit=jit,
+    )
 
 
 @JIT
@@ -354,11 +447,20 @@ def test_max_pool_int_and_explicit(jit):
     x = (_rand((2, 7, 6, 3)) * 100).astype(np.int32)
     y = -np.abs(_rand((2, 7, 6, 3)))
     assert_matches_tf(
-        lambda x, y: (tf.raw_ops.MaxPool(input=x, ksize=[1, 3, 3, 1], strides=[1, 2, 2, 1], padding="SAME"),
-                      tf.raw_ops.MaxPool(input=y, ksize=[1, 3, 3, 1], strides=[1, 2, 2, 1],
-                                         padding="EXPLICIT", explicit_paddings=[0, 0, 1, 1, 2, 0, 0, 0]),
-                      tf.raw_ops.MaxPool(input=y, ksize=[1, 1, 1, 3], strides=[1, 1, 1, 3], padding="VALID")),
-        [x, y], jit=jit)
+        lambda x, y: (
+            tf.raw_ops.MaxPool(input=x, ksize=[1, 3, 3, 1], strides=[1, 2, 2, 1], padding="SAME"),
+            tf.raw_ops.MaxPool(
+                input=y,
+                ksize=[1, 3, 3, 1],
+                strides=[1, 2, 2, 1],
+                padding="EXPLICIT",
+                explicit_paddings=[0, 0, 1, 1, 2, 0, 0, 0],
+            ),
+            tf.raw_ops.MaxPool(input=y, ksize=[1, 1, 1, 3], strides=[1, 1, 1, 3], padding="VALID"),
+        ),
+        [x, y],
+        jit=jit,
+    )
 
 
 @JIT
@@ -366,10 +468,18 @@ def test_pool2d_nchw(jit):
     x = _rand((2, 3, 9, 10))
     c = dict(ksize=[1, 1, 3, 3], strides=[1, 1, 2, 2], padding="SAME", data_format="NCHW")
     c_nhwc = dict(ksize=[1, 3, 3, 1], strides=[1, 2, 2, 1], padding="SAME")
-    _assert_saved_matches(lambda x: tf.raw_ops.AvgPool(value=x, **c),
-                           lambda x: _nchw(tf.raw_ops.AvgPool(value=_nhwc(x), **c_nhwc)), [x], jit)
-    _assert_saved_matches(lambda x: tf.raw_ops.MaxPool(input=x, **c),
-                           lambda x: _nchw(tf.raw_ops.MaxPool(input=_nhwc(x), **c_nhwc)), [x], jit)
+    _assert_saved_matches(
+        lambda x: tf.raw_ops.AvgPool(value=x, **c),
+        lambda x: _nchw(tf.raw_ops.AvgPool(value=_nhwc(x), **c_nhwc)),
+        [x],
+        jit,
+    )
+    _assert_saved_matches(
+        lambda x: tf.raw_ops.MaxPool(input=x, **c),
+        lambda x: _nchw(tf.raw_ops.MaxPool(input=_nhwc(x), **c_nhwc)),
+        [x],
+        jit,
+    )
 
 
 @JIT
@@ -377,8 +487,12 @@ def test_pool2d_nchw(jit):
 def test_pool3d(padding, jit):
     x = _rand((2, 5, 6, 7, 2))
     c = dict(ksize=[1, 2, 3, 2, 1], strides=[1, 2, 2, 1, 1], padding=padding)
-    assert_matches_tf(lambda x: (tf.raw_ops.MaxPool3D(input=x, **c), tf.raw_ops.AvgPool3D(input=x, **c)), [x],
-                      **RED, jit=jit)
+    assert_matches_tf(
+        lambda x: (tf.raw_ops.MaxPool3D(input=x, **c), tf.raw_ops.AvgPool3D(input=x, **c)),
+        [x],
+        **RED,
+        jit=jit,
+    )
 
 
 @JIT
@@ -387,12 +501,26 @@ def test_pool3d(padding, jit):
 def test_max_pool_with_argmax(padding, include_batch, jit):
     x = np.round(_rand((2, 7, 6, 3)) * 3).astype(np.float32)  # many ties
     assert_matches_tf(
-        lambda x: (tf.raw_ops.MaxPoolWithArgmax(input=x, ksize=[1, 3, 2, 1], strides=[1, 2, 2, 1],
-                                                padding=padding, include_batch_in_index=include_batch),
-                   tf.raw_ops.MaxPoolWithArgmax(input=x, ksize=[1, 2, 2, 1], strides=[1, 1, 1, 1],
-                                                padding=padding, Targmax=tf.int32,
-                                                include_batch_in_index=include_batch)),
-        [x], jit=jit)
+        lambda x: (
+            tf.raw_ops.MaxPoolWithArgmax(
+                input=x,
+                ksize=[1, 3, 2, 1],
+                strides=[1, 2, 2, 1],
+                padding=padding,
+                include_batch_in_index=include_batch,
+            ),
+            tf.raw_ops.MaxPoolWithArgmax(
+                input=x,
+                ksize=[1, 2, 2, 1],
+                strides=[1, 1, 1, 1],
+                padding=padding,
+                Targmax=tf.int32,
+                include_batch_in_index=include_batch,
+            ),
+        ),
+        [x],
+        jit=jit,
+    )
 
 
 @JIT
@@ -401,9 +529,11 @@ def test_max_pool_with_argmax_infinities(padding, jit):
     # Windows holding only -inf (and padding) must still point at an in-image element.
     x = np.full((1, 5, 5, 2), -np.inf, np.float32)
     x[0, 2, 2, 0] = 1.0
-    assert_matches_tf(lambda x: tf.raw_ops.MaxPoolWithArgmax(input=x, ksize=[1, 3, 3, 1],
-                                                             strides=[1, 2, 2, 1], padding=padding),
-                      [x], jit=jit)
+    assert_matches_tf(
+        lambda x: tf.raw_ops.MaxPoolWithArgmax(input=x, ksize=[1, 3, 3, 1], strides=[1, 2, 2, 1], padding=padding),
+        [x],
+        jit=jit,
+    )
 
 
 @JIT
@@ -421,15 +551,21 @@ def test_pool_gradients(padding, ksize, strides, jit):
         a = dict(ksize=k, strides=s, padding=padding)
         _, argmax = tf.raw_ops.MaxPoolWithArgmax(input=x, **a)
         _, argmax_b = tf.raw_ops.MaxPoolWithArgmax(input=x, include_batch_in_index=True, **a)
-        return (tf.raw_ops.AvgPoolGrad(orig_input_shape=tf.shape(x), grad=dy, **a),
-                tf.raw_ops.AvgPool3DGrad(orig_input_shape=tf.shape(x3), grad=dy3, ksize=k3, strides=s3,
-                                         padding=padding),
-                tf.raw_ops.MaxPoolGrad(orig_input=x, orig_output=y, grad=dy, **a),
-                tf.raw_ops.MaxPoolGradV2(orig_input=x, orig_output=y, grad=dy, ksize=tf.constant(k),
-                                         strides=tf.constant(s), padding=padding),
-                tf.raw_ops.MaxPoolGradWithArgmax(input=x, grad=dy, argmax=argmax, **a),
-                tf.raw_ops.MaxPoolGradWithArgmax(input=x, grad=dy, argmax=argmax_b,
-                                                 include_batch_in_index=True, **a))
+        return (
+            tf.raw_ops.AvgPoolGrad(orig_input_shape=tf.shape(x), grad=dy, **a),
+            tf.raw_ops.AvgPool3DGrad(orig_input_shape=tf.shape(x3), grad=dy3, ksize=k3, strides=s3, padding=padding),
+            tf.raw_ops.MaxPoolGrad(orig_input=x, orig_output=y, grad=dy, **a),
+            tf.raw_ops.MaxPoolGradV2(
+                orig_input=x,
+                orig_output=y,
+                grad=dy,
+                ksize=tf.constant(k),
+                strides=tf.constant(s),
+                padding=padding,
+            ),
+            tf.raw_ops.MaxPoolGradWithArgmax(input=x, grad=dy, argmax=argmax, **a),
+            tf.raw_ops.MaxPoolGradWithArgmax(input=x, grad=dy, argmax=argmax_b, include_batch_in_index=True, **a),
+        )
 
     assert_matches_tf(fn, [x, y, dy, x3, dy3], **RED, jit=jit)
 
@@ -443,8 +579,12 @@ def test_max_pool_grad_nchw(jit):
     c_nhwc = dict(ksize=[1, 3, 3, 1], strides=[1, 2, 2, 1], padding="SAME")
     _assert_saved_matches(
         lambda x, y, dy: tf.raw_ops.MaxPoolGrad(orig_input=x, orig_output=y, grad=dy, **c),
-        lambda x, y, dy: _nchw(tf.raw_ops.MaxPoolGrad(orig_input=_nhwc(x), orig_output=_nhwc(y),
-                                                      grad=_nhwc(dy), **c_nhwc)), [x, y, dy], jit)
+        lambda x, y, dy: _nchw(
+            tf.raw_ops.MaxPoolGrad(orig_input=_nhwc(x), orig_output=_nhwc(y), grad=_nhwc(dy), **c_nhwc)
+        ),
+        [x, y, dy],
+        jit,
+    )
 
 
 @JIT
@@ -456,26 +596,49 @@ def test_fused_pad_conv2d(mode, jit):
     p = [[0, 0], [1, 2], [2, 1], [0, 0]]
 
     def fn(x, w):
-        pad_conv = tf.raw_ops.FusedPadConv2D(input=x, paddings=p, filter=w, mode=mode, strides=[1, 1, 1, 1],
-                                             padding="VALID")
-        return [pad_conv] + [tf.raw_ops.FusedResizeAndPadConv2D(
-            input=x, size=[7, 9], paddings=p, filter=w, mode=mode, strides=[1, 2, 2, 1], padding="SAME",
-            resize_align_corners=align) for align in (False, True)]
+        pad_conv = tf.raw_ops.FusedPadConv2D(
+            input=x, paddings=p, filter=w, mode=mode, strides=[1, 1, 1, 1], padding="VALID"
+        )
+        return [pad_conv] + [
+            tf.raw_ops.FusedResizeAndPadConv2D(
+                input=x,
+                size=[7, 9],
+                paddings=p,
+                filter=w,
+                mode=mode,
+                strides=[1, 2, 2, 1],
+                padding="SAME",
+                resize_align_corners=align,
+            )
+            for align in (False, True)
+        ]
 
     assert_matches_tf(fn, [x, w], **RED, jit=jit)
     x2 = _rand((3, 5, 6, 2), seed=2)
     _assert_saved_matches(
-        lambda x, w: tf.raw_ops.FusedPadConv2D(input=x, paddings=p, filter=w, mode=mode, strides=[1, 2, 1, 1],
-                                               padding="SAME"),
-        lambda x, w: tf.nn.conv2d(tf.pad(x, p, mode=mode), w, [1, 2, 1, 1], "SAME"), [x2, w], jit)
+        lambda x, w: tf.raw_ops.FusedPadConv2D(
+            input=x, paddings=p, filter=w, mode=mode, strides=[1, 2, 1, 1], padding="SAME"
+        ),
+        lambda x, w: tf.nn.conv2d(tf.pad(x, p, mode=mode), w, [1, 2, 1, 1], "SAME"),
+        [x2, w],
+        jit,
+    )
 
 
 # -- normalization -------------------------------------------------------------------------------------------
 @JIT
-@pytest.mark.parametrize("version,training,factor", [
-    ("FusedBatchNorm", False, 1.0), ("FusedBatchNorm", True, 1.0),
-    *[(v, t, f) for v in ("FusedBatchNormV2", "FusedBatchNormV3") for t, f in [(False, 1.0), (True, 1.0),
-                                                                                (True, 0.25)]]])
+@pytest.mark.parametrize(
+    "version,training,factor",
+    [
+        ("FusedBatchNorm", False, 1.0),
+        ("FusedBatchNorm", True, 1.0),
+        *[
+            (v, t, f)
+            for v in ("FusedBatchNormV2", "FusedBatchNormV3")
+            for t, f in [(False, 1.0), (True, 1.0), (True, 0.25)]
+        ],
+    ],
+)
 def test_fused_batch_norm(version, training, factor, jit):
     x = _rand((2, 4, 3, 5)) * 3 + 1
     scale, offset = _rand((5,), seed=1) + 2, _rand((5,), seed=2)
@@ -483,8 +646,16 @@ def test_fused_batch_norm(version, training, factor, jit):
     extra = {} if version == "FusedBatchNorm" else {"exponential_avg_factor": factor}
 
     def fn(x, scale, offset, mean, var):
-        outs = getattr(tf.raw_ops, version)(x=x, scale=scale, offset=offset, mean=mean, variance=var,
-                                            epsilon=0.001, is_training=training, **extra)
+        outs = getattr(tf.raw_ops, version)(
+            x=x,
+            scale=scale,
+            offset=offset,
+            mean=mean,
+            variance=var,
+            epsilon=0.001,
+            is_training=training,
+            **extra,
+        )
         # Reserve spaces are implementation scratch (uninitialized in TF's inference path); compare them only
         # in training, where they hold the batch statistics.
         return outs[:5] if training else outs[:3]
@@ -499,9 +670,14 @@ def test_fused_batch_norm_v3_half_and_5d(training, jit):
     scale, offset = _rand((4,), seed=1) + 2, _rand((4,), seed=2)
     mean, var = _rand((4,), seed=3), np.abs(_rand((4,), seed=4)) + 0.5
     assert_matches_tf(
-        lambda x, s, o, m, v: tf.raw_ops.FusedBatchNormV3(x=x, scale=s, offset=o, mean=m, variance=v,
-                                                          is_training=training, data_format="NDHWC")[:3],
-        [x, scale, offset, mean, var], rtol=2e-3, atol=2e-3, jit=jit)  # float16 output rounding
+        lambda x, s, o, m, v: tf.raw_ops.FusedBatchNormV3(
+            x=x, scale=s, offset=o, mean=m, variance=v, is_training=training, data_format="NDHWC"
+        )[:3],
+        [x, scale, offset, mean, var],
+        rtol=2e-3,
+        atol=2e-3,
+        jit=jit,
+    )  # float16 output rounding
 
 
 @JIT
@@ -510,26 +686,37 @@ def test_fused_batch_norm_nchw(jit):
     scale, offset = _rand((5,), seed=1) + 2, _rand((5,), seed=2)
     empty = np.zeros((0,), np.float32)
     _assert_saved_matches(
-        lambda x, s, o, m: tf.raw_ops.FusedBatchNormV3(x=x, scale=s, offset=o, mean=m, variance=m,
-                                                       is_training=True, data_format="NCHW")[0],
-        lambda x, s, o, m: _nchw(tf.raw_ops.FusedBatchNormV3(x=_nhwc(x), scale=s, offset=o, mean=m,
-                                                             variance=m, is_training=True)[0]),
-        [x, scale, offset, empty], jit)
+        lambda x, s, o, m: tf.raw_ops.FusedBatchNormV3(
+            x=x, scale=s, offset=o, mean=m, variance=m, is_training=True, data_format="NCHW"
+        )[0],
+        lambda x, s, o, m: _nchw(
+            tf.raw_ops.FusedBatchNormV3(x=_nhwc(x), scale=s, offset=o, mean=m, variance=m, is_training=True)[0]
+        ),
+        [x, scale, offset, empty],
+        jit,
+    )
 
 
 @JIT
 @pytest.mark.parametrize("attrs", [{}, dict(depth_radius=2, bias=2.0, alpha=0.5, beta=0.75)])
 def test_lrn_and_l2_loss(attrs, jit):
     x = _rand((2, 3, 4, 9)) * 3
-    assert_matches_tf(lambda x: (tf.raw_ops.LRN(input=x, **attrs), tf.raw_ops.L2Loss(t=x)), [x], **RED,
-                      jit=jit)
+    assert_matches_tf(lambda x: (tf.raw_ops.LRN(input=x, **attrs), tf.raw_ops.L2Loss(t=x)), [x], **RED, jit=jit)
 
 
 # -- top-k, nth element, data formats ------------------------------------------------------------------------
 @JIT
 def test_in_top_k(jit):
-    pred = np.array([[0.1, 0.5, 0.5, 0.2], [0.3, 0.2, 0.1, 0.0], [np.nan, 1, 2, 3], [1, 2, 3, np.inf],
-                     [0.4, 0.3, 0.2, 0.1]], np.float32)
+    pred = np.array(
+        [
+            [0.1, 0.5, 0.5, 0.2],
+            [0.3, 0.2, 0.1, 0.0],
+            [np.nan, 1, 2, 3],
+            [1, 2, 3, np.inf],
+            [0.4, 0.3, 0.2, 0.1],
+        ],
+        np.float32,
+    )
     targets = np.array([2, 1, 3, 0, 7], np.int32)
 
     def fn(pred, targets):
@@ -543,8 +730,11 @@ def test_in_top_k(jit):
 @pytest.mark.parametrize("dtype", [np.float32, np.int32])
 def test_nth_element(dtype, jit):
     x = (_rand((3, 2, 7)) * 10).astype(dtype)
-    assert_matches_tf(lambda x: [tf.raw_ops.NthElement(input=x, n=n, reverse=r) for n in (0, 3, 6)
-                                 for r in (False, True)], [x], jit=jit)
+    assert_matches_tf(
+        lambda x: [tf.raw_ops.NthElement(input=x, n=n, reverse=r) for n in (0, 3, 6) for r in (False, True)],
+        [x],
+        jit=jit,
+    )
 
 
 @JIT
@@ -554,12 +744,14 @@ def test_data_format_ops(jit):
     pads = np.arange(8, dtype=np.int32).reshape(4, 2)
 
     def fn(dims, vec, pads):
-        return (tf.raw_ops.DataFormatDimMap(x=dims),
-                tf.raw_ops.DataFormatDimMap(x=dims, src_format="NCHW", dst_format="NHWC"),
-                tf.raw_ops.DataFormatDimMap(x=tf.constant([-5, 4]), src_format="NDHWC", dst_format="NCDHW"),
-                tf.raw_ops.DataFormatVecPermute(x=vec),
-                tf.raw_ops.DataFormatVecPermute(x=vec, src_format="NCHW", dst_format="NHWC"),
-                tf.raw_ops.DataFormatVecPermute(x=vec[:2], src_format="NHWC", dst_format="NCHW"),
-                tf.raw_ops.DataFormatVecPermute(x=pads))
+        return (
+            tf.raw_ops.DataFormatDimMap(x=dims),
+            tf.raw_ops.DataFormatDimMap(x=dims, src_format="NCHW", dst_format="NHWC"),
+            tf.raw_ops.DataFormatDimMap(x=tf.constant([-5, 4]), src_format="NDHWC", dst_format="NCDHW"),
+            tf.raw_ops.DataFormatVecPermute(x=vec),
+            tf.raw_ops.DataFormatVecPermute(x=vec, src_format="NCHW", dst_format="NHWC"),
+            tf.raw_ops.DataFormatVecPermute(x=vec[:2], src_format="NHWC", dst_format="NCHW"),
+            tf.raw_ops.DataFormatVecPermute(x=pads),
+        )
 
     assert_matches_tf(fn, [dims, vec, pads], jit=jit)

@@ -16,13 +16,20 @@ from tests.tfcompare import assert_matches_tf, run_jaxsm, save_function  # noqa:
 
 R = tf.raw_ops
 JIT = pytest.mark.parametrize("jit", [True, False])
-SEEDS = [np.array([1, 2], np.int32), np.array([-7, 2**31 - 1], np.int32),
-         np.array([2**40 + 3, -(2**35)], np.int64)]
+SEEDS = [
+    np.array([1, 2], np.int32),
+    np.array([-7, 2**31 - 1], np.int32),
+    np.array([2**40 + 3, -(2**35)], np.int64),
+]
 SHAPES = [(3, 5), (), (0, 3), (2, 64, 3)]
 SEED_SHAPES = list(zip(SEEDS + SEEDS[:1], SHAPES, strict=True))
 # Normal draws: |TF - jaxsm| within a couple of float ulps of values of magnitude up to ~5.
-NORMAL_TOL = {np.float32: dict(rtol=1e-5, atol=2e-6), np.float64: dict(rtol=1e-12, atol=1e-13),
-              np.float16: dict(rtol=1e-3, atol=1e-3), ml_dtypes.bfloat16: dict(rtol=1e-2, atol=1e-2)}
+NORMAL_TOL = {
+    np.float32: dict(rtol=1e-5, atol=2e-6),
+    np.float64: dict(rtol=1e-12, atol=1e-13),
+    np.float16: dict(rtol=1e-3, atol=1e-3),
+    ml_dtypes.bfloat16: dict(rtol=1e-2, atol=1e-2),
+}
 
 
 @JIT
@@ -36,10 +43,13 @@ def test_v1_uniform_and_ints(seed, shape, jit):
             "f64": R.StatelessRandomUniform(shape=shape, seed=seed, dtype=tf.float64),
             "f16": R.StatelessRandomUniform(shape=shape, seed=seed, dtype=tf.float16),
             "bf16": R.StatelessRandomUniform(shape=shape, seed=seed, dtype=tf.bfloat16),
-            "i32": R.StatelessRandomUniformInt(shape=shape, seed=seed, minval=tf.constant(-5),
-                                               maxval=tf.constant(9)),
-            "i64": R.StatelessRandomUniformInt(shape=shape, seed=seed, minval=tf.constant(-(2**40), tf.int64),
-                                               maxval=tf.constant(2**41 + 17, tf.int64)),
+            "i32": R.StatelessRandomUniformInt(shape=shape, seed=seed, minval=tf.constant(-5), maxval=tf.constant(9)),
+            "i64": R.StatelessRandomUniformInt(
+                shape=shape,
+                seed=seed,
+                minval=tf.constant(-(2**40), tf.int64),
+                maxval=tf.constant(2**41 + 17, tf.int64),
+            ),
             "full_i32": R.StatelessRandomUniformFullInt(shape=shape, seed=seed, dtype=tf.int32),
             "full_u32": R.StatelessRandomUniformFullInt(shape=shape, seed=seed, dtype=tf.uint32),
             "full_i64": R.StatelessRandomUniformFullInt(shape=shape, seed=seed, dtype=tf.int64),
@@ -50,9 +60,17 @@ def test_v1_uniform_and_ints(seed, shape, jit):
 
 
 @JIT
-@pytest.mark.parametrize("seed,dtype", [(SEEDS[0], np.float32), (SEEDS[1], np.float32),
-                                        (SEEDS[2], np.float64), (SEEDS[1], np.float16),
-                                        (SEEDS[0], ml_dtypes.bfloat16)], ids=str)
+@pytest.mark.parametrize(
+    "seed,dtype",
+    [
+        (SEEDS[0], np.float32),
+        (SEEDS[1], np.float32),
+        (SEEDS[2], np.float64),
+        (SEEDS[1], np.float16),
+        (SEEDS[0], ml_dtypes.bfloat16),
+    ],
+    ids=str,
+)
 def test_v1_normal(seed, dtype, jit):
     tdt = tf.as_dtype(dtype)
 
@@ -71,8 +89,12 @@ def test_v1_normal(seed, dtype, jit):
 @JIT
 def test_truncated_normal_large(jit):
     # Enough groups that some need several rejections, and counters beyond the first Philox skip.
-    _, got = assert_matches_tf(lambda s: R.StatelessTruncatedNormal(shape=[4099], seed=s, dtype=tf.float32),
-                               [np.array([3, 4], np.int64)], jit=jit, **NORMAL_TOL[np.float32])
+    _, got = assert_matches_tf(
+        lambda s: R.StatelessTruncatedNormal(shape=[4099], seed=s, dtype=tf.float32),
+        [np.array([3, 4], np.int64)],
+        jit=jit,
+        **NORMAL_TOL[np.float32],
+    )
     assert np.all(np.abs(got) < 2.0)
 
 
@@ -97,12 +119,11 @@ def test_v2_ops(seed, alg, jit):
         shape = [5, 7]
         return {
             "uniform": R.StatelessRandomUniformV2(shape=shape, key=key, counter=counter, alg=a),
-            "uniform_f64": R.StatelessRandomUniformV2(shape=shape, key=key, counter=counter, alg=a,
-                                                      dtype=tf.float64),
-            "int": R.StatelessRandomUniformIntV2(shape=shape, key=key, counter=counter, alg=a,
-                                                 minval=tf.constant(-3), maxval=tf.constant(100)),
-            "full_int": R.StatelessRandomUniformFullIntV2(shape=shape, key=key, counter=counter, alg=a,
-                                                          dtype=tf.int64),
+            "uniform_f64": R.StatelessRandomUniformV2(shape=shape, key=key, counter=counter, alg=a, dtype=tf.float64),
+            "int": R.StatelessRandomUniformIntV2(
+                shape=shape, key=key, counter=counter, alg=a, minval=tf.constant(-3), maxval=tf.constant(100)
+            ),
+            "full_int": R.StatelessRandomUniformFullIntV2(shape=shape, key=key, counter=counter, alg=a, dtype=tf.int64),
             "normal": R.StatelessRandomNormalV2(shape=shape, key=key, counter=counter, alg=a),
             "truncated": R.StatelessTruncatedNormalV2(shape=shape, key=key, counter=counter, alg=a),
         }
@@ -119,8 +140,10 @@ def test_v2_counter_carry(jit):
     def fn(key, counter):
         a = tf.constant(1)
         kc = dict(key=key, counter=counter, alg=a)
-        return (R.StatelessRandomUniformFullIntV2(shape=[40], dtype=tf.uint32, **kc),
-                R.StatelessTruncatedNormalV2(shape=[9], **kc))
+        return (
+            R.StatelessRandomUniformFullIntV2(shape=[40], dtype=tf.uint32, **kc),
+            R.StatelessTruncatedNormalV2(shape=[9], **kc),
+        )
 
     assert_matches_tf(fn, [key, counter], jit=jit, **NORMAL_TOL[np.float32])
 

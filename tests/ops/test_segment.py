@@ -40,8 +40,10 @@ def test_sorted_segments_v2(jit, dtype):
     def fn(x):
         ids = tf.constant([0, 0, 2, 2, 5])
         n = tf.constant(7, tf.int64)
-        return [getattr(raw, f"Segment{name}V2")(data=x, segment_ids=ids, num_segments=n)
-                for name in ["Sum", "Prod", "Max", "Min"]]
+        return [
+            getattr(raw, f"Segment{name}V2")(data=x, segment_ids=ids, num_segments=n)
+            for name in ["Sum", "Prod", "Max", "Min"]
+        ]
 
     x = _data((5, 2), dtype)
     export_dir, _ = save_function(fn, [x])
@@ -73,12 +75,15 @@ def test_sorted_segments_with_run_time_ids_raise():
 def test_unsorted_segments(jit, dtype):
     def fn(x, ids):
         out = {}
-        for name, op in [("sum", tf.math.unsorted_segment_sum), ("prod", tf.math.unsorted_segment_prod),
-                         ("max", tf.math.unsorted_segment_max), ("min", tf.math.unsorted_segment_min)]:
+        for name, op in [
+            ("sum", tf.math.unsorted_segment_sum),
+            ("prod", tf.math.unsorted_segment_prod),
+            ("max", tf.math.unsorted_segment_max),
+            ("min", tf.math.unsorted_segment_min),
+        ]:
             # Segments 2, 4 and 5 are empty: max/min give the dtype's lowest/highest value.
             out[name] = op(x, ids, 6)
-            out[name + "_2d_ids"] = op(tf.reshape(x, [2, 3, 2]), tf.reshape(ids, [2, 3]),
-                                       tf.constant(4, tf.int64))
+            out[name + "_2d_ids"] = op(tf.reshape(x, [2, 3, 2]), tf.reshape(ids, [2, 3]), tf.constant(4, tf.int64))
         return out
 
     ids = np.asarray([3, 0, -1, 3, 1, 0], np.int32)  # negative ids drop their rows, as in TF
@@ -95,7 +100,8 @@ def test_sparse_segments(jit, dtype, index_dtype):
         for name in ["Sum", "Mean", "SqrtN"]:
             out[name] = getattr(raw, f"SparseSegment{name}")(data=x, indices=indices, segment_ids=ids)
             out[name + "_n"] = getattr(raw, f"SparseSegment{name}WithNumSegments")(
-                data=x[:, 0], indices=indices, segment_ids=ids, num_segments=tf.constant(6, index_dtype))
+                data=x[:, 0], indices=indices, segment_ids=ids, num_segments=tf.constant(6, index_dtype)
+            )
         out["tf_api"] = tf.sparse.segment_mean(x, indices, ids, num_segments=5)
         return out
 

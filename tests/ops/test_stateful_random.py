@@ -13,10 +13,13 @@ def test_distributions(tmp_path):
     class M(tf.Module):
         @tf.function(input_signature=[])
         def f(self):
-            return (tf.random.uniform([4000], seed=1), tf.random.normal([4000], seed=2),
-                    tf.random.truncated_normal([4000], seed=3),
-                    tf.random.uniform([4000], 3, 9, dtype=tf.int32, seed=4),
-                    tf.random.shuffle(tf.range(10), seed=5))
+            return (
+                tf.random.uniform([4000], seed=1),
+                tf.random.normal([4000], seed=2),
+                tf.random.truncated_normal([4000], seed=3),
+                tf.random.uniform([4000], 3, 9, dtype=tf.int32, seed=4),
+                tf.random.shuffle(tf.range(10), seed=5),
+            )
 
     m = M()
     tf.saved_model.save(m, str(tmp_path))

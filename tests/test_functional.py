@@ -154,7 +154,8 @@ def _grad_check(model, x, path, rtol=1e-4):
     def loss(t, x):
         return jnp.sum(apply(jaxsm.merge(t, rest), x) ** 2)
 
-    gt, gx = jax.grad(loss, argnums=(0, 1) if float_input else (0,))(trainable, x) + ((None,) if not float_input else ())
+    grads = jax.grad(loss, argnums=(0, 1) if float_input else (0,))(trainable, x)
+    gt, gx = grads if float_input else (grads[0], None)
     with tf.GradientTape() as tape:
         xt = tf.constant(x)
         if float_input:

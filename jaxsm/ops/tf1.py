@@ -31,6 +31,7 @@ from jaxsm.graph.node import Node
 from jaxsm.graph.tensor_list import TensorList
 from jaxsm.graph.values import Resource, to_static
 from jaxsm.ops.registry import op
+from jaxsm.ops.variables import SCATTER_MODES, scatter_nd, scatter_rows
 
 # Attribute the control-flow rewrite puts on a cond Merge: for each data input, the branch (0 = false, 1 =
 # true)
@@ -84,41 +85,15 @@ def assign_sub(ctx, ref, value):
     return ref
 
 
-_SCATTER = {
-    "ScatterUpdate": "set",
-    "ScatterAdd": "add",
-    "ScatterSub": "add",
-    "ScatterMul": "multiply",
-    "ScatterDiv": "divide",
-    "ScatterMin": "min",
-    "ScatterMax": "max",
-}
-
-
-@op(*_SCATTER, stateful=True)
+@op(*(f"Scatter{k}" for k in SCATTER_MODES), stateful=True)
 def scatter(ctx, ref, indices, updates):
-    value = ctx.read(ref)
-    idx = jnp.asarray(indices)
-    upd = jnp.broadcast_to(jnp.asarray(updates, value.dtype), idx.shape + value.shape[1:])
-    if ctx.node.op == "ScatterSub":
-        upd = -upd
-    ctx.write(ref, getattr(value.at[idx], _SCATTER[ctx.node.op])(upd, mode="drop"))
+    ctx.write(ref, scatter_rows(ctx.read(ref), indices, updates, ctx.node.op[len("Scatter") :]))
     return ref
 
 
 @op("ScatterNdUpdate", "ScatterNdAdd", "ScatterNdSub", stateful=True)
-def scatter_nd(ctx, ref, indices, updates):
-    value = ctx.read(ref)
-    idx = jnp.asarray(indices)
-    at = value.at[tuple(jnp.moveaxis(idx, -1, 0))]
-    upd = jnp.asarray(updates, value.dtype)
-    kind = ctx.node.op
-    new = (
-        at.set(upd, mode="drop")
-        if kind == "ScatterNdUpdate"
-        else at.add(upd if kind == "ScatterNdAdd" else -upd, mode="drop")
-    )
-    ctx.write(ref, new)
+def scatter_nd_ref(ctx, ref, indices, updates):
+    ctx.write(ref, scatter_nd(ctx.read(ref), indices, updates, ctx.node.op[len("ScatterNd") :]))
     return ref
 
 

@@ -85,61 +85,45 @@ def resource_gather_nd(ctx, handle, indices):
     return params[tuple(jnp.moveaxis(idx, -1, 0))]
 
 
-def _scatter(ctx, handle, indices, updates, how):
-    ref = ctx.read(handle)
+# How each scatter op combines updates with the rows it addresses (TF's scatter_functor.h); Sub negates.
+SCATTER_MODES = {
+    "Update": "set",
+    "Add": "add",
+    "Sub": "add",
+    "Mul": "multiply",
+    "Div": "divide",
+    "Min": "min",
+    "Max": "max",
+}
+
+
+def scatter_rows(value, indices, updates, kind: str):
+    """``value`` with the rows at ``indices`` combined with ``updates`` (Scatter*/ResourceScatter* semantics).
+
+    Duplicate indices accumulate; out-of-range indices are dropped (TF's CPU kernels raise, jit cannot)."""
     idx = jnp.asarray(indices)
-    upd = jnp.broadcast_to(jnp.asarray(updates, ref.dtype), idx.shape + ref.shape[1:])
-    at = ref.at[idx]
-    ctx.write(handle, getattr(at, how)(upd, mode="drop"))
+    upd = jnp.broadcast_to(jnp.asarray(updates, value.dtype), idx.shape + value.shape[1:])
+    if kind == "Sub":
+        upd = -upd
+    return getattr(value.at[idx], SCATTER_MODES[kind])(upd, mode="drop")
+
+
+def scatter_nd(value, indices, updates, kind: str):
+    """``value`` updated at the index tuples in the last axis of ``indices`` (ScatterNd{Update,Add,Sub})."""
+    at = value.at[tuple(jnp.moveaxis(jnp.asarray(indices), -1, 0))]
+    upd = jnp.asarray(updates, value.dtype)
+    if kind == "Update":
+        return at.set(upd, mode="drop")
+    return at.add(upd if kind == "Add" else -upd, mode="drop")
+
+
+@op(*(f"ResourceScatter{k}" for k in SCATTER_MODES), stateful=True)
+def resource_scatter(ctx, handle, indices, updates):
+    ctx.write(handle, scatter_rows(ctx.read(handle), indices, updates, ctx.node.op[len("ResourceScatter") :]))
     return []
-
-
-@op("ResourceScatterAdd", stateful=True)
-def resource_scatter_add(ctx, handle, indices, updates):
-    return _scatter(ctx, handle, indices, updates, "add")
-
-
-@op("ResourceScatterSub", stateful=True)
-def resource_scatter_sub(ctx, handle, indices, updates):
-    return _scatter(ctx, handle, indices, -jnp.asarray(updates), "add")
-
-
-@op("ResourceScatterMul", stateful=True)
-def resource_scatter_mul(ctx, handle, indices, updates):
-    return _scatter(ctx, handle, indices, updates, "multiply")
-
-
-@op("ResourceScatterDiv", stateful=True)
-def resource_scatter_div(ctx, handle, indices, updates):
-    return _scatter(ctx, handle, indices, updates, "divide")
-
-
-@op("ResourceScatterMin", stateful=True)
-def resource_scatter_min(ctx, handle, indices, updates):
-    return _scatter(ctx, handle, indices, updates, "min")
-
-
-@op("ResourceScatterMax", stateful=True)
-def resource_scatter_max(ctx, handle, indices, updates):
-    return _scatter(ctx, handle, indices, updates, "max")
-
-
-@op("ResourceScatterUpdate", stateful=True)
-def resource_scatter_update(ctx, handle, indices, updates):
-    return _scatter(ctx, handle, indices, updates, "set")
 
 
 @op("ResourceScatterNdUpdate", "ResourceScatterNdAdd", "ResourceScatterNdSub", stateful=True)
 def resource_scatter_nd(ctx, handle, indices, updates):
-    ref = ctx.read(handle)
-    idx = jnp.asarray(indices)
-    at = ref.at[tuple(jnp.moveaxis(idx, -1, 0))]
-    upd = jnp.asarray(updates, ref.dtype)
-    kind = ctx.node.op
-    new = (
-        at.set(upd, mode="drop")
-        if kind.endswith("Update")
-        else at.add(upd if kind.endswith("Add") else -upd, mode="drop")
-    )
-    ctx.write(handle, new)
+    ctx.write(handle, scatter_nd(ctx.read(handle), indices, updates, ctx.node.op[len("ResourceScatterNd") :]))
     return []

@@ -85,9 +85,7 @@ def run(code: str) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dir", default=os.path.join(tempfile.gettempdir(), "jaxsm-bench-checkpoint"))
     parser.add_argument("--mb", type=int, default=128, help="approximate checkpoint size in MiB")
     parser.add_argument("--repeats", type=int, default=3)
@@ -98,9 +96,7 @@ def main() -> None:
         os.makedirs(args.dir, exist_ok=True)
         print(f"writing {args.mb} MiB checkpoint with TF to {prefix} ...", flush=True)
         run(textwrap.dedent(WRITE.format(mb=args.mb, prefix=prefix)))
-    files = [
-        os.path.join(args.dir, f) for f in os.listdir(args.dir) if f.startswith(os.path.basename(prefix))
-    ]
+    files = [os.path.join(args.dir, f) for f in os.listdir(args.dir) if f.startswith(os.path.basename(prefix))]
     size = sum(os.path.getsize(f) for f in files)
     for f in files:  # warm the page cache so both readers see the same (cached) files
         with open(f, "rb") as fh:

@@ -579,9 +579,11 @@ def _match(value: Any, spec: Any, convert: bool, specs_ok: bool = False) -> list
             return False
         if isinstance(v, (np.ndarray, jax.Array)):
             return False
+        if isinstance(v, bool) or isinstance(s, bool):  # True == 1 in Python, but TF traces them apart
+            return type(v) is type(s) and v == s
         try:
-            return bool(v == s) and type(v) is not bool or (type(v) is type(s) and v == s)
-        except Exception:
+            return bool(v == s)
+        except (TypeError, ValueError):
             return False
 
     return out if go(value, spec) else None

@@ -79,7 +79,8 @@ class LoadOptions:
             target = target(path, tuple(value.shape), np.dtype(value.dtype))
         if target is None:
             target = self.device
-        return jax.device_put(value, target) if target is not None else jnp.asarray(value)
+        # device_put, not jnp.asarray: asarray compiles a small XLA program per distinct shape (most of load time)
+        return jax.device_put(value, target)
 
 
 class Variable:

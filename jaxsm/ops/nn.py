@@ -82,6 +82,11 @@ def _conv_attrs(ctx, nd: int, fmt: str | None = None):
     )
 
 
+def _no_padding(padding) -> bool:
+    """True when a 1x1 window adds no padding (SAME/VALID strings, or explicit all-zero pairs)."""
+    return isinstance(padding, str) or all(int(lo) == 0 and int(hi) == 0 for lo, hi in padding)
+
+
 def _conv_nd(x, w, attrs):
     """TF's Conv2D/Conv3D: filter [spatial..., in/groups, out]; grouped when the input has a multiple of the
     filter's input channels (tensorflow/core/kernels/conv_ops.cc)."""
@@ -90,6 +95,11 @@ def _conv_nd(x, w, attrs):
     spatial = "DHW"[3 - nd :]
     lhs = ("N" + spatial + "C") if _channels_last(fmt) else ("NC" + spatial)
     groups = int(x.shape[-1 if _channels_last(fmt) else 1]) // int(w.shape[-2])
+    if groups == 1 and _channels_last(fmt) and all(int(k) == 1 for k in w.shape[:nd]) and _no_padding(padding):
+        # A 1x1 convolution is a matmul over channels; XLA:CPU runs it 1.3-5x faster as one (benchmarks/).
+        x = x[(slice(None),) + tuple(slice(None, None, int(s)) for s in strides)]
+        out = jnp.matmul(x, jnp.reshape(w, w.shape[-2:]), precision=_HIGHEST)
+        return out.astype(jnp.result_type(x))
     out = lax.conv_general_dilated(
         x,
         w,

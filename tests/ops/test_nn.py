@@ -120,6 +120,13 @@ def test_conv2d(case, dtype, jit):
 
 
 @JIT
+@pytest.mark.parametrize("case", range(len(CONV2D_CASES)))
+def test_conv2d_1x1_matmul_path(case, jit):
+    x, w = _rand((2, 9, 8, 3)), _rand((1, 1, 3, 5), seed=1)
+    assert_matches_tf(lambda x, w: tf.raw_ops.Conv2D(input=x, filter=w, **CONV2D_CASES[case]), [x, w], **RED, jit=jit)
+
+
+@JIT
 def test_conv2d_grouped_and_dynamic_batch(jit):
     x, w = _rand((2, 7, 7, 6)), _rand((3, 3, 2, 6), seed=1)
     assert_matches_tf(

@@ -307,6 +307,10 @@ class ConcreteFunction:
     def _variables(self) -> list[Variable]:
         return [c for c in (self._context.nodes[i] for i in self._proto.bound_inputs) if isinstance(c, Variable)]
 
+    def _resources(self) -> list[RestoredResource]:
+        nodes = (self._context.nodes[i] for i in self._proto.bound_inputs)
+        return [c for c in nodes if isinstance(c, RestoredResource)]
+
     # -- running --------------------------------------------------------------------------------------------
     def pure(self) -> Callable[[dict[str, Any], Sequence[Any]], tuple[list[Any], dict[str, Any]]]:
         """``fn(state, flat_inputs) -> (flat_outputs, updated_state)`` over the FunctionDef."""
@@ -322,10 +326,15 @@ class ConcreteFunction:
         for v in variables:
             if v._value is not None:
                 state[v.key] = v._value
+        resources = self._resources()
+        for r in resources:
+            state.update(r.state)
         outputs, updated = self._jitted(state, flat_inputs)
         for v in variables:
             if v.key in updated:
                 v._value = updated[v.key]
+        for r in resources:
+            r.state.update({k: updated[k] for k in r.state if k in updated})
         return outputs
 
     def _pack_outputs(self, flat: list[Any]) -> Any:
@@ -517,6 +526,8 @@ def _has_tensors(s: Any) -> bool:
 def _as_input(x: Any) -> Any:
     if isinstance(x, Variable):
         return x.value()
+    if not isinstance(x, (np.ndarray, np.generic, jax.Array)) and hasattr(x, "__array__"):
+        return np.asarray(x)  # e.g. a tf.Tensor or a pandas column
     return x
 
 
@@ -649,7 +660,7 @@ class _LoadContext:
         if isinstance(obj, _Captured):
             return obj.value
         if isinstance(obj, RestoredResource):
-            return Resource(obj.key, "resource")
+            return obj.handle
         raise JaxsmError(
             f"bound input node {node_id} ({self.graph.nodes[node_id].WhichOneof('kind')}) cannot be captured"
         )
@@ -671,11 +682,34 @@ class _Captured:
 
 
 class RestoredResource:
-    """A restored non-variable resource (e.g. a lookup table)."""
+    """A restored non-variable resource (e.g. a lookup table), created and initialized at load by running its
+    ``_create_resource`` and ``_initialize`` functions, as TF's loader does. ``state`` holds its arrays."""
 
     def __init__(self, key: str, device: str = ""):
         self.key = key
         self.device = device
+        self.handle = Resource(key, "resource")
+        self.state: dict[str, Any] = {}
+
+    def _restore(self, ctx: _LoadContext, children: dict[str, Any]) -> None:
+        from jaxsm.graph.interpreter import Interpreter
+
+        create, init = children.get("_create_resource"), children.get("_initialize")
+        if not isinstance(create, RestoredFunction) or not create.concrete_functions:
+            return
+        cf = create.concrete_functions[0]
+        made = Interpreter(ctx.library).call(cf.name, cf._bind_captures())
+        if made and isinstance(made[0], Resource):
+            self.handle = Resource(self.key, made[0].kind, made[0].dtypes)
+        if isinstance(init, RestoredFunction) and init.concrete_functions:
+            cf = init.concrete_functions[0]
+            interp = Interpreter(ctx.library)
+            try:
+                with jax.ensure_compile_time_eval():
+                    interp.call(cf.name, cf._bind_captures())
+            except JaxsmError as e:  # left uninitialized: a function using it reports that, TF-style
+                warnings.warn(f"jaxsm: could not initialize resource '{self.key}': {e}", stacklevel=2)
+            self.state = dict(interp.state)
 
     def __repr__(self) -> str:
         return f"<RestoredResource {self.key}>"
@@ -748,9 +782,10 @@ def load_object_graph(export_dir: str, meta_graph: meta_graph_pb2.MetaGraphDef, 
         elif kind == "variable":
             v = node.variable
             key = paths.get(nid) or v.name or f"variable_{nid}"
+            name = v.name or key
             var = Variable(
                 key,
-                v.name or key,
+                name if ":" in name else name + ":0",  # TF's restored variables are named like tensors
                 tuple(d.size if d.size >= 0 else None for d in v.shape.dim),
                 dtypes.to_numpy(v.dtype),
                 v.trainable,
@@ -825,6 +860,10 @@ def load_object_graph(export_dir: str, meta_graph: meta_graph_pb2.MetaGraphDef, 
                 for c in parent.children:
                     if c.node_id == nid and isinstance(ctx.nodes[pid], UserObject):
                         ctx.nodes[pid]._add_child(c.local_name, ctx.nodes[nid])
+
+    for nid, node in enumerate(graph.nodes):
+        if isinstance(ctx.nodes[nid], RestoredResource):
+            ctx.nodes[nid]._restore(ctx, {c.local_name: ctx.nodes[c.node_id] for c in node.children})
 
     root = ctx.nodes[0]
     if isinstance(root, UserObject) and "signatures" not in root._jaxsm_children:

@@ -168,6 +168,7 @@ def _grad_check(model, x, path, rtol=1e-4):
     else:
         want_w = grads
     want_w = [tf.convert_to_tensor(w).numpy() for w in want_w]
+
     def key(a):  # match gradients by shape and rough content (paths differ between Keras and the SavedModel)
         a = np.asarray(a, np.float64)
         return (a.shape, round(float(a.sum()), 3), round(float(np.abs(a).sum()), 3))

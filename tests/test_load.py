@@ -241,3 +241,29 @@ def test_assets_are_absolute_paths(tmp_path):
     want = tf.saved_model.load(path).path().numpy()
     assert got.item() == want, "asset path equals TF's"
     assert (tmp_path / "m" / "assets" / "vocab.txt").samefile(got.item().decode()), "absolute path into assets/"
+
+
+def test_static_hash_table_and_int64_constants(tmp_path):
+    class M(tf.Module):
+        def __init__(self):
+            self.v = tf.Variable(1.0, name="myvar")
+            init = tf.lookup.KeyValueTensorInitializer(
+                tf.constant([1, 5, 9, -(2**40)], tf.int64), tf.constant([10.0, 50.0, 90.0, 7.0])
+            )
+            self.table = tf.lookup.StaticHashTable(init, -1.0)
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.int64)])
+        def f(self, k):
+            return self.table.lookup(k) + self.v, self.table.size(), tf.constant(2**40, tf.int64) + k
+
+    m = M()
+    path = _save(m, tmp_path / "m")
+    got = jaxsm.load(path)
+    keys = np.array([1, 2, 9, -(2**40)], np.int64)
+    ref = tf.saved_model.load(path)
+    want = [t.numpy() for t in ref.f(tf.constant(keys))]
+    out = got.f(keys)
+    for g, w, name in zip(out, want, ("lookup", "size", "int64 arithmetic beyond 2**31")):
+        np.testing.assert_array_equal(np.asarray(g), w, err_msg=name)
+        assert np.asarray(g).dtype == w.dtype, name
+    assert got.v.name == m.v.name == "myvar:0", "variable names as TF restores them"

@@ -10,6 +10,7 @@ entries, and control-flow lowerings thread it through ``lax`` primitives, so a w
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -200,7 +201,7 @@ class Interpreter:
             print(f"[jaxsm] {node.where()} fold={fold}")
         try:
             if fold:
-                with jax.ensure_compile_time_eval():
+                with jax.ensure_compile_time_eval(), _static_precision(args):
                     out = opdef.fn(ctx, *args)
             else:
                 out = opdef.fn(ctx, *args)
@@ -214,6 +215,14 @@ class Interpreter:
         if fold:
             outs = [_to_numpy(o) for o in outs]
         return outs
+
+
+def _static_precision(args: list[np.ndarray]):
+    """Values known at trace time keep TF's 64-bit dtypes even with jax_enable_x64 off (principle 7), so
+    e.g. int64 shape or index arithmetic beyond 2**31 folds exactly."""
+    if not jax.config.jax_enable_x64 and any(a.dtype.itemsize == 8 and a.dtype.kind in "iuf" for a in args):
+        return jax.enable_x64(True)
+    return contextlib.nullcontext()
 
 
 def _to_numpy(x: Any) -> Any:

@@ -19,6 +19,8 @@ class Resource:
 
     key: str
     kind: str = "variable"
+    # (key dtype, value dtype) as TF DataType enums, for hash tables
+    dtypes: tuple[int, int] | None = None
 
 
 def is_static(x: Any) -> bool:

@@ -271,7 +271,9 @@ def tensor_array_close(ctx, handle):
 # ----------------------------------------------------------------------------------------------------
 @op("HashTableV2", "HashTable", stateful=True)
 def hash_table(ctx):
-    return Resource(ctx.attr("shared_name", "") or ctx.node.name, TABLE_KIND)
+    return Resource(
+        ctx.attr("shared_name", "") or ctx.node.name, TABLE_KIND, (ctx.attr("key_dtype"), ctx.attr("value_dtype"))
+    )
 
 
 def _string_table_error(ctx, what: str) -> StringTensorError:
@@ -337,10 +339,13 @@ def initialize_table_from_text_file(ctx, table, filename):
 
 def _table_dtypes(ctx, table: Resource) -> tuple[np.dtype | None, np.dtype | None]:
     """Key and value dtypes of ``table`` (from its creating node); (None, None) for string tables."""
-    node = ctx.interp.table_nodes.get(table.key) if hasattr(ctx.interp, "table_nodes") else None
-    if node is None:
-        raise ctx.error(f"table '{table.key}' was not created by a HashTableV2 node of this graph")
-    kd, vd = node.attr("key_dtype"), node.attr("value_dtype")
+    if table.dtypes is not None:
+        kd, vd = table.dtypes
+    else:
+        node = ctx.interp.table_nodes.get(table.key) if hasattr(ctx.interp, "table_nodes") else None
+        if node is None:
+            raise ctx.error(f"table '{table.key}' was not created by a HashTableV2 node of this graph")
+        kd, vd = node.attr("key_dtype"), node.attr("value_dtype")
     if _is_string(kd) or _is_string(vd):
         return None, None
     return dtypes.to_numpy(kd), dtypes.to_numpy(vd)

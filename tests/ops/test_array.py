@@ -70,6 +70,7 @@ def test_concat_offset():
                 tf.constant([2, 1, 4]),
             ],
         )
+
     assert_matches_tf(fn, [_arange((2, 3, 4))])
 
 

@@ -28,8 +28,12 @@ def _push_pop(x):
     shape = raw.TensorListElementShape(input_handle=lst, shape_type=tf.int32)
     stacked = raw.TensorListStack(input_handle=lst, element_shape=[2], element_dtype=tf.float32)
     resized = raw.TensorListResize(input_handle=lst, size=4)
-    return last, length, shape, stacked, raw.TensorListStack(
-        input_handle=resized, element_shape=[2], element_dtype=tf.float32
+    return (
+        last,
+        length,
+        shape,
+        stacked,
+        raw.TensorListStack(input_handle=resized, element_shape=[2], element_dtype=tf.float32),
     )
 
 
@@ -37,9 +41,7 @@ def _from_tensor(x):
     lst = raw.TensorListFromTensor(tensor=x, element_shape=[2])
     lst = raw.TensorListSetItem(input_handle=lst, index=1, item=x[0] * 10.0)
     item = raw.TensorListGetItem(input_handle=lst, index=2, element_shape=[2], element_dtype=tf.float32)
-    scattered = raw.TensorListScatterV2(
-        tensor=x[:2], indices=[3, 0], element_shape=[2], num_elements=4
-    )
+    scattered = raw.TensorListScatterV2(tensor=x[:2], indices=[3, 0], element_shape=[2], num_elements=4)
     concat, lengths = raw.TensorListConcatV2(
         input_handle=lst, element_shape=[2], leading_dims=tf.zeros([0], tf.int64), element_dtype=tf.float32
     )

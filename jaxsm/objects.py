@@ -7,6 +7,7 @@ values, and functions run their FunctionDefs through the interpreter as jitted J
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import warnings
@@ -92,7 +93,20 @@ class Variable:
         self._shape = shape
         self._dtype = np.dtype(dtype)
         self.trainable = trainable
-        self._value: jax.Array | None = None
+        self._array: jax.Array | None = None
+        # Values are read from the checkpoint on first use (a function call, .numpy() …): loading stays cheap and
+        # variables nothing uses (Keras 3 exports track every weight twice) never cost memory.
+        self._pending: Callable[[], jax.Array] | None = None
+
+    @property
+    def _value(self) -> jax.Array | None:
+        if self._array is None and self._pending is not None:
+            self._array, self._pending = self._pending(), None
+        return self._array
+
+    @_value.setter
+    def _value(self, value: jax.Array | None) -> None:
+        self._array, self._pending = value, None
 
     @property
     def key(self) -> str:
@@ -101,7 +115,7 @@ class Variable:
 
     @property
     def shape(self) -> tuple:
-        return tuple(self._value.shape) if self._value is not None else tuple(self._shape or ())
+        return tuple(self._array.shape) if self._array is not None else tuple(self._shape or ())
 
     @property
     def dtype(self) -> np.dtype:
@@ -109,7 +123,7 @@ class Variable:
 
     @property
     def initialized(self) -> bool:
-        return self._value is not None
+        return self._array is not None or self._pending is not None
 
     def value(self) -> jax.Array:
         if self._value is None:
@@ -715,6 +729,10 @@ class RestoredResource:
         return f"<RestoredResource {self.key}>"
 
 
+def _read_variable(reader, ckpt_key: str, path: str, options: LoadOptions) -> jax.Array:
+    return options.place(path, np.asarray(reader.get_tensor(ckpt_key)))
+
+
 def _checkpoint_keys(reader, saved_graph) -> dict[int, str]:
     """SavedObjectGraph node id -> checkpoint key of its VARIABLE_VALUE, walking both graphs from the root."""
     if not reader.has_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"):
@@ -823,8 +841,9 @@ def load_object_graph(export_dir: str, meta_graph: meta_graph_pb2.MetaGraphDef, 
         if isinstance(obj, Variable):
             key = ckpt_keys.get(nid)
             if reader is not None and key is not None and reader.has_tensor(key):
-                obj._value = options.place(obj.key, np.asarray(reader.get_tensor(key)))
-                obj._dtype = np.dtype(obj._value.dtype)
+                obj._pending = functools.partial(_read_variable, reader, key, obj.key, options)
+                if options.param_dtype is not None and obj._dtype.kind == "f":
+                    obj._dtype = np.dtype(options.param_dtype)
             elif reader is not None and not options.allow_partial_checkpoint:
                 raise VariableError(
                     f"variable '{obj.name}' (object path '{obj.key}') has no value in the checkpoint "

@@ -1063,8 +1063,7 @@ class TF1Model:
                     f"{prefix}; pass LoadOptions(allow_partial_checkpoint=True) to load anyway"
                 )
             value = _apply_slice(np.asarray(reader.get_tensor(ckpt_key)), spec, ckpt_key)
-            device = self._options.device
-            var._value = jax.device_put(value, device) if device is not None else jnp.asarray(value)
+            var._value = self._options.place(var.key, value)
 
     def _in_collections(self, var: Variable) -> bool:
         return any(v is var for v in self.variables)

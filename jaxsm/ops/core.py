@@ -26,7 +26,6 @@ def const(ctx):
     "PlaceholderWithDefault",
     "EnsureShape",
     "Print",
-    "PrintV2",
 )
 def identity(ctx, x, *rest):
     return x
@@ -87,3 +86,23 @@ def zeros_like(ctx, x):
 @op("OnesLike")
 def ones_like(ctx, x):
     return jnp.ones_like(x) if not isinstance(x, np.ndarray) else np.ones_like(x)
+
+
+@op("StringFormat", stateful=True)
+def string_format(ctx, *inputs):
+    """``tf.strings.format`` / ``tf.print``'s message: formatted on the host when every input is known at trace
+    time; otherwise a marker string, since run-time values cannot reach host-side string code inside jit."""
+    template, placeholder = ctx.attr("template", "%s"), ctx.attr("placeholder", "%s")
+    parts = []
+    for x in inputs:
+        s = to_static(x)
+        parts.append(np.array2string(s, separator=" ") if s is not None else "<run-time value>")
+    pieces = template.split(placeholder)
+    text = pieces[0] + "".join(p + rest for p, rest in zip(parts, pieces[1:]))
+    return np.asarray(text.encode(), dtype=object)
+
+
+@op("PrintV2", stateful=True)
+def print_v2(ctx, message):
+    # tf.print runs at every call in TF; a compiled function has no host side effects, so nothing is printed.
+    return []

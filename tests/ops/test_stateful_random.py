@@ -32,3 +32,18 @@ def test_distributions(tmp_path):
     assert np.abs(t).max() <= 2.0
     assert i.min() >= 3 and i.max() < 9
     assert sorted(s.tolist()) == list(range(10))
+
+
+def test_tf_print_and_string_format_load_and_run(tmp_path):
+    class M(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([2], tf.float32)])
+        def f(self, x):
+            tf.print("x is", x)
+            return x * 2.0, tf.strings.format("{} and {}", (tf.constant([1, 2]), tf.constant(3)))
+
+    m = M()
+    tf.saved_model.save(m, str(tmp_path))
+    y, s = jaxsm.load(str(tmp_path)).f(np.array([1.0, 2.0], np.float32))
+    want_y, want_s = m.f(tf.constant([1.0, 2.0]))
+    np.testing.assert_array_equal(np.asarray(y), want_y.numpy())
+    assert s.item() == want_s.numpy(), "static string formatting matches TF"

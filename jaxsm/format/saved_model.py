@@ -38,6 +38,14 @@ _SHARD_RE = re.compile(r"\.data-(\d{5})-of-(\d{5})$")
 TagsArg = str | Iterable[str] | None
 
 
+class SavedModelNotFoundError(FormatError, FileNotFoundError):
+    """The SavedModel directory does not exist."""
+
+
+class NotASavedModelError(FormatError, NotADirectoryError):
+    """The path is a file, not a SavedModel directory."""
+
+
 class UnsupportedFormatError(FormatError):
     """A valid but unsupported on-disk variant (e.g. the chunked ``saved_model.cpb`` of >2 GiB models)."""
 
@@ -50,12 +58,12 @@ class SavedModelFiles:
 
     @classmethod
     def of(cls, export_dir: str | os.PathLike[str]) -> SavedModelFiles:
-        """The files of ``export_dir`` (raises FileNotFoundError / NotADirectoryError if it isn't a dir)."""
+        """The files of ``export_dir`` (raises SavedModelNotFoundError / NotASavedModelError if it isn't a dir)."""
         path = Path(os.fspath(export_dir))
         if not path.exists():
-            raise FileNotFoundError(f"SavedModel directory {path} does not exist")
+            raise SavedModelNotFoundError(f"SavedModel directory {path} does not exist")
         if not path.is_dir():
-            raise NotADirectoryError(f"{path} is not a directory (a SavedModel is a directory)")
+            raise NotASavedModelError(f"{path} is not a directory (a SavedModel is a directory)")
         return cls(path)
 
     @property
@@ -123,7 +131,7 @@ def read_saved_model(export_dir: str | os.PathLike[str]) -> saved_model_pb2.Save
     """Parse the ``SavedModel`` proto of ``export_dir`` (``saved_model.pb``, else ``saved_model.pbtxt``).
 
     Raises:
-      FileNotFoundError: ``export_dir`` does not exist.
+      SavedModelNotFoundError: ``export_dir`` does not exist (also a FileNotFoundError).
       IncompleteSavedModelError: the directory has neither file (a writer may still be running).
       CorruptFileError: the file is empty, truncated or does not parse.
       UnsupportedFormatError: only the chunked ``saved_model.cpb`` is present.

@@ -74,6 +74,21 @@ def test_vmap_and_export(convnet):
         )
 
 
+def test_apply_inside_lax_scan(convnet):
+    _, path = convnet
+    apply, params = jaxsm.functional(jaxsm.load(path).serve)
+    xs = np.random.default_rng(8).normal(size=(3, 2, 8, 8, 3)).astype(np.float32)
+
+    def body(total, x):
+        y = apply(params, x)
+        return total + jnp.sum(y), y
+
+    total, ys = jax.lax.scan(body, jnp.float32(0), xs)
+    for i in range(3):
+        np.testing.assert_allclose(np.asarray(ys[i]), np.asarray(apply(params, xs[i])), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(float(total), float(jnp.sum(ys)), rtol=1e-5)
+
+
 def test_assigning_function_returns_new_params(tmp_path):
     class M(tf.Module):
         def __init__(self):
@@ -120,8 +135,13 @@ def test_param_dtype_bfloat16(convnet):
     np.testing.assert_allclose(np.asarray(m.serve(x), np.float32), full, rtol=5e-2, atol=5e-2 * np.abs(full).max())
 
 
-def test_sharded_inference_in_subprocess(convnet):
+def test_sharded_inference_in_subprocess(convnet, tmp_path):
     _, path = convnet
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((4,), dtype="int32")
+    emb_model = keras.Model(inp, keras.layers.Dense(2)(keras.layers.Flatten()(keras.layers.Embedding(64, 8)(inp))))
+    emb_path = str(tmp_path / "emb")
+    emb_model.export(emb_path, verbose=False)
     code = textwrap.dedent(f"""
         import os
         import jax, numpy as np, jaxsm
@@ -136,6 +156,15 @@ def test_sharded_inference_in_subprocess(convnet):
         single = jaxsm.load({path!r}).serve(x)
         np.testing.assert_allclose(np.asarray(y), np.asarray(single), rtol=1e-5, atol=1e-6)
         assert len(y.sharding.device_set) == 8
+        # a large embedding table sharded by rows, everything else replicated
+        emb = {emb_path!r}
+        def place(path, shape, dtype):
+            return NamedSharding(mesh, P("data", None) if shape == (64, 8) else P())
+        e = jaxsm.load(emb, options=jaxsm.LoadOptions(sharding=place))
+        table = next(v for v in e.variables if v.shape == (64, 8))
+        assert table.value().sharding.spec == P("data", None), table.value().sharding
+        ids = np.arange(16, dtype=np.int32).reshape(4, 4) * 4
+        np.testing.assert_allclose(np.asarray(e.serve(ids)), np.asarray(jaxsm.load(emb).serve(ids)), rtol=1e-6)
         print("ok")
     """)
     env = dict(__import__("os").environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")

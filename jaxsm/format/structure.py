@@ -198,6 +198,8 @@ def decode(value: struct_pb2.StructuredValue) -> Any:
 
 def flatten(structure: Any) -> list[Any]:
     """The leaves of a decoded structure in TF's ``nest.flatten`` order (dicts by sorted key)."""
+    if isinstance(structure, TensorSpec | BoundedTensorSpec | TypeSpec | DType):  # NamedTuples, but leaves
+        return [structure]
     if isinstance(structure, dict):
         return [leaf for k in sorted(structure) for leaf in flatten(structure[k])]
     if isinstance(structure, list | tuple):  # namedtuples are tuples

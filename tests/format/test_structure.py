@@ -133,3 +133,10 @@ def test_format_signature():
 
 def test_flatten_order():
     assert structure.flatten({"b": [1, 2], "a": (3, {"z": 4, "y": 5})}) == [3, 5, 4, 1, 2], "nest order"
+
+
+def test_flatten_keeps_specs_as_leaves():
+    from jaxsm.format.structure import TensorSpec, flatten
+
+    spec = TensorSpec((None, 3), np.dtype(np.float32), "x", 1)
+    assert flatten(((spec, [spec, 2.0]), {"b": spec, "a": None})) == [spec, spec, 2.0, None, spec]

@@ -108,7 +108,7 @@ def functional(fn: ConcreteFunction | RestoredFunction) -> tuple[Callable[..., A
             call = fn._canonicalize(args, kwargs)
             for convert in (False, True):
                 for cf in fn.concrete_functions:
-                    flat = _match(call, cf.structured_input_signature, convert)
+                    flat = _match(call, cf.structured_input_signature, convert, cast_arrays=fn._casts(convert))
                     if flat is not None:
                         return cf, flat
             raise FunctionMatchError("no concrete function matches the arguments of apply()")
@@ -117,9 +117,9 @@ def functional(fn: ConcreteFunction | RestoredFunction) -> tuple[Callable[..., A
             _, sig = cf.structured_input_signature
             if args:
                 kwargs = {next(iter(sig)): args[0]}
-            flat = _match(((), kwargs), ((), sig), True)
+            flat = _match(((), kwargs), ((), sig), True, cast_arrays=True)
         else:
-            flat = _match((tuple(args), kwargs), cf.structured_input_signature, True)
+            flat = _match((tuple(args), kwargs), cf.structured_input_signature, True, cast_arrays=True)
         if flat is None:
             raise FunctionMatchError(
                 f"arguments of apply() do not match {structure.format_signature(*cf.structured_input_signature)}"

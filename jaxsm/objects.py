@@ -400,7 +400,7 @@ class ConcreteFunction:
                 raise TypeError(f"{self.name}: missing keyword argument '{k}'")
         if rest:
             raise TypeError(f"{self.name}: unexpected arguments {sorted(rest)}")
-        flat = _match((tuple(bound), kw), (sig_args, sig_kwargs), convert=True)
+        flat = _match((tuple(bound), kw), (sig_args, sig_kwargs), convert=True, cast_arrays=True)
         if flat is None:
             raise FunctionMatchError(
                 f"arguments do not match the signature of {self.name}: {_describe((tuple(bound), kw))} vs "
@@ -422,7 +422,7 @@ class ConcreteFunction:
         extra = sorted(set(kw) - set(sig_kwargs))
         if missing or extra:
             raise TypeError(f"signature expects inputs {sorted(sig_kwargs)}; missing {missing}, unexpected {extra}")
-        flat = _match(((), kw), ((), sig_kwargs), convert=True)
+        flat = _match(((), kw), ((), sig_kwargs), convert=True, cast_arrays=True)
         if flat is None:
             raise FunctionMatchError(
                 f"inputs do not match the signature: {_describe(kw)} vs {structure.format_value(sig_kwargs)}"
@@ -472,6 +472,10 @@ class RestoredFunction:
         self._is_method = spec.is_method
         self.input_signature = structure.decode(spec.input_signature) if spec.HasField("input_signature") else None
 
+    def _casts(self, convert: bool) -> bool:
+        # With an input_signature TF converts NumPy inputs to the declared dtypes; without one it must match.
+        return convert and self.input_signature is not None
+
     def _canonicalize(self, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
         fas = self._fullargspec
         if fas is None:
@@ -507,7 +511,7 @@ class RestoredFunction:
         call = self._canonicalize(args, kwargs)
         for convert in (False, True):
             for cf in self.concrete_functions:
-                flat = _match(call, cf.structured_input_signature, convert)
+                flat = _match(call, cf.structured_input_signature, convert, cast_arrays=self._casts(convert))
                 if flat is not None:
                     return cf._pack_outputs(cf._run_flat(flat))
         options = "\n".join(
@@ -559,8 +563,12 @@ def _dtype_matches(got: np.dtype, want: np.dtype) -> bool:
     return False
 
 
-def _match(value: Any, spec: Any, convert: bool, specs_ok: bool = False) -> list[Any] | None:
-    """Flat tensor inputs when ``value`` fits ``spec`` (structure, dtype, compatible shape), else None."""
+def _match(value: Any, spec: Any, convert: bool, specs_ok: bool = False, cast_arrays: bool = False) -> list[Any] | None:
+    """Flat tensor inputs when ``value`` fits ``spec`` (structure, dtype, compatible shape), else None.
+
+    ``cast_arrays``: NumPy arrays are converted to the spec's dtype when NumPy calls that a same-kind cast (e.g.
+    float64 -> float32), as TF does for signatures and functions with an ``input_signature``.
+    """
     out: list[Any] = []
 
     def go(v, s) -> bool:
@@ -572,7 +580,9 @@ def _match(value: Any, spec: Any, convert: bool, specs_ok: bool = False) -> list
                 )
                 out.append(v)
                 return ok
-            if isinstance(v, (np.ndarray, jax.Array, np.generic)):
+            if isinstance(v, (np.ndarray, np.generic)) and cast_arrays and s.dtype is not None:
+                arr = v if v.dtype == s.dtype or not np.can_cast(v.dtype, s.dtype, "same_kind") else v.astype(s.dtype)
+            elif isinstance(v, (np.ndarray, jax.Array, np.generic)):
                 arr = v
             elif convert and isinstance(v, (bool, int, float, complex, list, tuple)) and s.dtype is not None:
                 try:

@@ -267,3 +267,42 @@ def test_static_hash_table_and_int64_constants(tmp_path):
         np.testing.assert_array_equal(np.asarray(g), w, err_msg=name)
         assert np.asarray(g).dtype == w.dtype, name
     assert got.v.name == m.v.name == "myvar:0", "variable names as TF restores them"
+
+
+def test_input_conversion_follows_tf(tmp_path):
+    class M(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32)])
+        def f(self, x):
+            return {"y": x * 2}
+
+        @tf.function
+        def g(self, x):
+            return x + 1
+
+    m = M()
+    m.g(tf.constant([1.0]))
+    path = _save(m, tmp_path / "m", signatures={"serving_default": m.f})
+    ref, got = tf.saved_model.load(path), jaxsm.load(path)
+    calls = [
+        ("sig", np.ones((1, 3))),  # float64 array -> float32 signature: converted
+        ("f", np.ones((1, 3))),  # ... and for functions with an input_signature
+        ("g", np.ones(1)),  # no input_signature: dtype must match
+        ("g", [1.0]),  # Python lists are converted
+        ("f", [[1, 2, 3]]),
+        ("g", np.ones(1, np.float32)),
+        ("g", 1.0),  # wrong shape
+    ]
+    for name, arg in calls:
+        fn_ref = ref.signatures["serving_default"] if name == "sig" else getattr(ref, name)
+        fn_got = got.signatures["serving_default"] if name == "sig" else getattr(got, name)
+        try:
+            want = fn_ref(x=arg) if name == "sig" else fn_ref(arg)
+        except (ValueError, TypeError):
+            with pytest.raises((ValueError, TypeError)):
+                fn_got(x=arg) if name == "sig" else fn_got(arg)
+            continue
+        out = fn_got(x=arg) if name == "sig" else fn_got(arg)
+        w = want["y"] if isinstance(want, dict) else want
+        o = out["y"] if isinstance(out, dict) else out
+        np.testing.assert_array_equal(np.asarray(o), w.numpy(), err_msg=f"{name}({arg!r})")
+        assert np.asarray(o).dtype == w.dtype, f"{name}({arg!r}) dtype"

@@ -71,6 +71,8 @@ class LoadOptions:
 
     def place(self, path: str, value: np.ndarray) -> jax.Array:
         """Put one variable's value where these options say (device, sharding, dtype)."""
+        if value.dtype.kind in "OSU":  # string variables stay on the host: XLA has no string type
+            return np.asarray(value, dtype=object)
         if self.param_dtype is not None and np.dtype(value.dtype).kind == "f":
             value = np.asarray(value).astype(self.param_dtype)
         target = self.sharding
@@ -338,7 +340,7 @@ class ConcreteFunction:
         variables = self._variables()
         state = {}
         for v in variables:
-            if v._value is not None:
+            if v._value is not None and not (isinstance(v._value, np.ndarray) and v._value.dtype == object):
                 state[v.key] = v._value
         resources = self._resources()
         for r in resources:

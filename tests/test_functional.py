@@ -122,6 +122,21 @@ def test_nnx_fine_tuning(convnet):
         opt.update(module, grads)
         return loss
 
+    # the first step's gradient equals TF's for the same loss on the Keras model
+    model, _ = convnet
+    grads = nnx.grad(lambda m: jnp.mean((m(x) - y) ** 2))(module)
+    with tf.GradientTape() as tape:
+        ref_loss = tf.reduce_mean((model(tf.constant(x), training=False) - y) ** 2)
+    want = [w.numpy() for w in tape.gradient(ref_loss, model.trainable_variables)]
+    got = [np.asarray(g) for g in jax.tree_util.tree_leaves(nnx.state(grads, nnx.Param))]
+
+    def key(a):
+        return (a.shape, round(float(np.abs(a).sum()), 4))
+
+    assert len(got) == len(want), "one gradient per trainable variable"
+    for a, b in zip(sorted(got, key=key), sorted(want, key=key)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6, err_msg=f"first-step gradient {a.shape}")
+
     losses = [float(step(module, opt, x, y)) for _ in range(5)]
     assert losses[-1] < losses[0], f"loss decreases: {losses}"
 

@@ -8,6 +8,7 @@ values, and functions run their FunctionDefs through the interpreter as jitted J
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import threading
 import warnings
@@ -336,7 +337,7 @@ class ConcreteFunction:
         with self._lock:
             if self._jitted is None:
                 self._context.check_ops(self.name)
-                self._jitted = _jit_keeping_host_outputs(self.pure())
+                self._jitted = _jit_keeping_host_outputs(self.pure(), f"{self._context.fingerprint}:{self.name}")
         variables = self._variables()
         state = {}
         for v in variables:
@@ -436,11 +437,16 @@ class ConcreteFunction:
         return f"<ConcreteFunction {self.name}{structure.format_signature(a, k)}>"
 
 
-def _jit_keeping_host_outputs(fn: Callable) -> Callable:
+def _jit_keeping_host_outputs(fn: Callable, cache_prefix: str | None = None) -> Callable:
     """``jax.jit(fn)``, except that outputs known at trace time that XLA cannot hold (string tensors such as
     asset paths) are kept on the host and put back after each call. They are constants of the trace, so the
-    value recorded while tracing holds for every call that reuses the compiled function."""
+    value recorded while tracing holds for every call that reuses the compiled function.
+
+    With JAX's persistent compilation cache on (``jax_compilation_cache_dir``), the traced function is also kept
+    there as a serialized ``jax.export`` module keyed by ``cache_prefix`` and the argument shapes, so a new
+    process skips tracing the TF graph too (the compile itself comes from JAX's cache)."""
     host: dict[int, Any] = {}
+    exported: dict[str, Callable] = {}
 
     def traced(state, flat_inputs):
         outputs, updated = fn(state, flat_inputs)
@@ -455,8 +461,36 @@ def _jit_keeping_host_outputs(fn: Callable) -> Callable:
 
     jitted = jax.jit(traced)
 
+    def from_export_cache(state, flat_inputs) -> Callable | None:
+        cache_dir = jax.config.jax_compilation_cache_dir
+        if not cache_dir or cache_prefix is None or jax.device_count() != 1:
+            return None
+        avals = [(tuple(np.shape(x)), str(np.result_type(x))) for x in jax.tree_util.tree_leaves((state, flat_inputs))]
+        ident = repr(
+            (cache_prefix, sorted(state), avals, jax.__version__, jax.config.jax_enable_x64, jax.default_backend())
+        )
+        key = hashlib.sha256(ident.encode()).hexdigest()
+        if key in exported:
+            return exported[key]
+        path = os.path.join(cache_dir, "jaxsm-exports", key)
+        if os.path.exists(path):
+            with open(path, "rb") as f:
+                exp = jax.export.deserialize(bytearray(f.read()))
+        else:
+            exp = jax.export.export(jitted)(state, flat_inputs)
+            if host:
+                return None  # host-side outputs are only known by tracing: don't cache this function
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            tmp = f"{path}.{os.getpid()}.tmp"
+            with open(tmp, "wb") as f:
+                f.write(exp.serialize())
+            os.replace(tmp, path)
+        exported[key] = jax.jit(exp.call)
+        return exported[key]
+
     def call(state, flat_inputs):
-        outputs, updated = jitted(state, flat_inputs)
+        run = from_export_cache(state, flat_inputs) or jitted
+        outputs, updated = run(state, flat_inputs)
         return [host.get(i, o) for i, o in enumerate(outputs)], updated
 
     call._cache_size = jitted._cache_size  # type: ignore[attr-defined]
@@ -657,6 +691,10 @@ class _LoadContext:
         self._concrete: dict[str, ConcreteFunction] = {}
         self._checked: set[str] = set()
         self._graph_consts: dict[str, Any] | None = None
+        proto = self.files.proto_path
+        stat = proto.stat() if proto is not None else None
+        # identifies this SavedModel for jaxsm's trace cache (see _jit_keeping_host_outputs)
+        self.fingerprint = f"{proto.resolve()}:{stat.st_size}:{stat.st_mtime_ns}" if stat else None
 
     def concrete(self, name: str) -> ConcreteFunction:
         if name not in self._concrete:

@@ -173,3 +173,27 @@ def test_x64_off_computes_in_32_bits(tmp_path):
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-2000:]
+
+
+def test_trace_cache_with_jax_compilation_cache(tmp_path):
+    """With jax_compilation_cache_dir set, a new process reuses the traced function (no TF-graph tracing)."""
+    from jaxsm.examples import MLP
+
+    code = textwrap.dedent(f"""
+        import jax, numpy as np
+        jax.config.update("jax_compilation_cache_dir", {str(tmp_path / "cache")!r})
+        import jaxsm, jaxsm.graph.interpreter as it
+        ref = np.load({str(MLP / "expected.npz")!r})
+        calls = []
+        original = it.Interpreter.run_node
+        it.Interpreter.run_node = lambda self, node, args: calls.append(node.op) or original(self, node, args)
+        y = jaxsm.load({str(MLP)!r}).signatures["serving_default"](features=ref["x"])["output_0"]
+        np.testing.assert_allclose(np.asarray(y), ref["y"], rtol=1e-5)
+        print("traced", len(calls))
+    """)
+    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300) for _ in (0, 1)]
+    for r in runs:
+        assert r.returncode == 0, r.stderr[-2000:]
+    assert "traced 0" not in runs[0].stdout, "the first process traces the graph"
+    assert "traced 0" in runs[1].stdout, "the second process loads the traced function from the cache"
+    assert list((tmp_path / "cache" / "jaxsm-exports").iterdir()), "an exported module was written"

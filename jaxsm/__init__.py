@@ -1,6 +1,6 @@
 """jaxsm: load TensorFlow SavedModels into JAX, without TensorFlow."""
 
-from jaxsm import errors, nnx
+from jaxsm import errors
 from jaxsm.format.checkpoint import load_checkpoint
 from jaxsm.functional import functional, merge, split_trainable
 from jaxsm.objects import (
@@ -26,3 +26,12 @@ __all__ = [
     "nnx",
     "split_trainable",
 ]
+
+
+def __getattr__(name: str):
+    # jaxsm.nnx imports flax (~0.3 s): only when asked for, so `import jaxsm` stays fast.
+    if name == "nnx":
+        import importlib
+
+        return importlib.import_module("jaxsm.nnx")
+    raise AttributeError(f"module 'jaxsm' has no attribute {name!r}")

@@ -819,3 +819,31 @@ def diag_part(ctx, x):
     shape = tuple(x.shape[: x.ndim // 2])
     n = math.prod(shape)
     return jnp.reshape(jnp.diagonal(jnp.reshape(x, (n, n))), shape)
+
+
+@op("Empty", static=(0,))
+def empty(ctx, shape):
+    # TF leaves the contents undefined unless init=True (zeros); zeros satisfy both.
+    return jnp.zeros(tuple(_ints(shape)), ctx.dtype("dtype"))
+
+
+@op("TopK")
+def top_k(ctx, x):
+    values, indices = lax.top_k(x, int(ctx.attr("k")))
+    return values, indices.astype(_INT32)
+
+
+@op("Bucketize")
+def bucketize(ctx, x):
+    # TF compares each value with float32 boundaries in C++: ints convert to float, doubles stay double.
+    compute = np.float64 if np.dtype(x.dtype) == np.float64 else np.float32
+    boundaries = jnp.asarray(np.asarray(ctx.attr("boundaries"), np.float32), compute)
+    return jnp.searchsorted(boundaries, jnp.asarray(x).astype(compute), side="right").astype(_INT32)
+
+
+@op("ToBool")
+def to_bool(ctx, x):
+    # A scalar is its truth value; any other tensor is true when it has elements (tensor_util ToBool kernel).
+    if np.ndim(x) == 0:
+        return jnp.asarray(x) != 0
+    return np.asarray(np.size(x) > 0)

@@ -601,3 +601,31 @@ def data_format_vec_permute(ctx, x):
         raise ctx.error(f"input has {x.shape[0]} entries; format {src!r} needs {len(src)} or {len(src) - 2}")
     perm = np.array([list(src).index(ch) for ch in dst])
     return x[perm]
+
+
+def _fake_quant(x, lo, hi, num_bits: int, narrow_range: bool):
+    """FakeQuantWithMinMaxArgsFunctor (fake_quant_ops_functor.h): nudge [lo, hi] so zero is exactly
+    representable on the (2^bits - 1)-step grid, clamp into the nudged range and round to the grid."""
+    f32 = jnp.float32
+    quant_min, quant_max = (1.0 if narrow_range else 0.0), float((1 << num_bits) - 1)
+    lo, hi = jnp.asarray(lo, f32), jnp.asarray(hi, f32)
+    scale = (hi - lo) / f32(quant_max - quant_min)
+    zero_from_min = f32(quant_min) - lo / scale
+    # std::round: halves away from zero; zero_from_min is within [quant_min, quant_max] here, so >= 0.
+    zero = jnp.clip(jnp.floor(zero_from_min + f32(0.5)), quant_min, quant_max)
+    nudged_min = (f32(quant_min) - zero) * scale
+    nudged_max = (f32(quant_max) - zero) * scale
+    shifted = jnp.clip(x, nudged_min, nudged_max) - nudged_min
+    return jnp.floor(shifted * (f32(1.0) / scale) + f32(0.5)) * scale + nudged_min
+
+
+@op("FakeQuantWithMinMaxArgs")
+def fake_quant_with_min_max_args(ctx, x):
+    lo, hi = float(ctx.attr("min", -6.0)), float(ctx.attr("max", 6.0))
+    return _fake_quant(x, lo, hi, int(ctx.attr("num_bits", 8)), bool(ctx.attr("narrow_range", False)))
+
+
+@op("FakeQuantWithMinMaxVars", "FakeQuantWithMinMaxVarsPerChannel")
+def fake_quant_with_min_max_vars(ctx, x, lo, hi):
+    # Per channel: min/max have the last dimension's size and broadcast along it.
+    return _fake_quant(x, lo, hi, int(ctx.attr("num_bits", 8)), bool(ctx.attr("narrow_range", False)))

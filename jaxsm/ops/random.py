@@ -14,6 +14,7 @@ Uniform and integer outputs are bit-identical to TF; normals agree to float roun
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
@@ -325,3 +326,27 @@ def stateless_random_get_alg(ctx):
 def stateless_random_get_key_counter_alg(ctx, seed):
     key, counter = stateless_random_get_key_counter(ctx, seed)
     return key, counter, np.asarray(_RNG_ALG_PHILOX, np.int32)
+
+
+@op("StatelessMultinomial")
+def stateless_multinomial(ctx, logits, num_samples, seed):
+    return _multinomial(ctx, logits, num_samples, _v1_key_counter(ctx, seed), _xp(seed))
+
+
+def _multinomial(ctx, logits, num_samples, key_counter, xp):
+    """MultinomialFunctor<CPUDevice> (multinomial_op.cc): per row, a float64 CDF of exp(logit - max) over the
+    finite logits; sample j of row b is the class whose CDF first exceeds RandDouble() * total, the doubles
+    taken in order from one Philox stream (two words each). TF skips ahead per shard of rows when it splits a
+    large batch over threads; this reproduces the unsplit stream, TF's result whenever the kernel runs on one
+    shard (batch * cost below ~10000, e.g. a few rows of a few classes)."""
+    n = int(ctx.static(num_samples, "num_samples"))
+    batch, classes = logits.shape
+    key, counter = key_counter
+    x = jnp.asarray(logits).astype(jnp.float64)
+    finite = jnp.isfinite(x)
+    top = jnp.max(jnp.where(finite, x, -jnp.inf), axis=1, keepdims=True)
+    cdf = jnp.cumsum(jnp.where(finite, jnp.exp(x - top), 0.0), axis=1)
+    u = _uniform_float(_words_for(key, counter, batch * n, 2, xp), np.dtype(np.float64)).reshape(batch, n)
+    targets = u * cdf[:, -1:]
+    samples = jax.vmap(lambda c, t: jnp.searchsorted(c, t, side="right"))(cdf, targets)
+    return samples.astype(ctx.dtype("output_dtype", np.dtype(np.int64)))

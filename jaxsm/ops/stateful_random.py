@@ -48,3 +48,11 @@ def random_uniform_int(ctx, shape, minval, maxval):
 @op("RandomShuffle", stateful=True)
 def random_shuffle(ctx, x):
     return jax.random.permutation(_key(ctx), x, axis=0)
+
+
+@op("Multinomial", stateful=True)
+def multinomial(ctx, logits, num_samples):
+    n = int(ctx.static(num_samples, "num_samples"))
+    keys = jax.random.split(_key(ctx), logits.shape[0])
+    draw = jax.vmap(lambda k, row: jax.random.categorical(k, row, shape=(n,)))
+    return draw(keys, jnp.asarray(logits)).astype(ctx.dtype("output_dtype"))

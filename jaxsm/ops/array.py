@@ -827,12 +827,6 @@ def empty(ctx, shape):
     return jnp.zeros(tuple(_ints(shape)), ctx.dtype("dtype"))
 
 
-@op("TopK")
-def top_k(ctx, x):
-    values, indices = lax.top_k(x, int(ctx.attr("k")))
-    return values, indices.astype(_INT32)
-
-
 @op("Bucketize")
 def bucketize(ctx, x):
     # TF compares each value with float32 boundaries in C++: ints convert to float, doubles stay double.

@@ -46,9 +46,46 @@ KNOWN_GAPS: list[tuple[str, str, str]] = [
     ),
     ("DepthToSpace, SpaceToDepth", "data_format NCHW_VECT_C", "quantized int8 layout, not implemented"),
     (
-        "RandomUniform, RandomStandardNormal, TruncatedNormal, RandomUniformInt",
+        "RandomUniform, RandomStandardNormal, TruncatedNormal, RandomUniformInt, Multinomial",
         "stateful random ops",
         "a jitted function has no hidden RNG state: each node draws from a fixed key derived from its seed attrs and"
         " name, so repeated calls give the same numbers (TF gives fresh ones); stateless random ops match TF",
+    ),
+    (
+        "XlaScatter, XlaSelectAndScatter, XlaVariadicSort",
+        "computations other than one add/mul/min/max/replace (scatter), ge/le select with add scatter, lt/gt on the"
+        " first operand (sort)",
+        "lax exposes only these fixed combiners and comparators; reduce, reduce-window and variadic reduce take any",
+    ),
+    (
+        "XlaCallModule",
+        "shape-polymorphic modules, tokens, host callbacks (function_list)",
+        "the module is called as a jax.export.Exported with the static shapes in Sout",
+    ),
+    (
+        "StatelessMultinomial",
+        "large batches (batch x classes x samples beyond one CPU work shard)",
+        "TF's CPU kernel restarts the Philox stream per thread shard, so its values depend on the thread count;"
+        " jaxsm reproduces the single-shard stream",
+    ),
+    (
+        "NonMaxSuppression, NonMaxSuppressionV2, NonMaxSuppressionV3, CTCGreedyDecoder, SparseFillEmptyRows",
+        "any",
+        "not lowered: the output size depends on the values (V4/V5 with pad_to_max_output_size=True work)",
+    ),
+    (
+        "CTCLoss, BlockLSTM, BlockLSTMV2, GRUBlockCell, LSTMBlockCell",
+        "any",
+        "not lowered yet (fused training-era kernels; Keras LSTM/GRU layers use While loops, which work)",
+    ),
+    (
+        "MutableHashTable*, LookupTableInsertV2, LookupTableRemoveV2",
+        "any",
+        "tables that change at run time need dynamic-size state; only initialized (static) tables are supported",
+    ),
+    (
+        "Queues, iterators, datasets, WriteFile, summaries",
+        "any",
+        "input-pipeline and I/O ops run on the host, outside a jitted function",
     ),
 ]

@@ -717,3 +717,26 @@ def test_matrix_diag_v1_v2(jit):
         }
 
     assert_matches_tf(fn, [_arange((2, 4, 6)), _arange((2, 5)) + 0.5], jit=jit)
+
+
+@JIT
+def test_empty_bucketize_tobool(jit):
+    bounds = [-1.0, 0.0, 0.5, 3.0]
+
+    def fn(x, i, d):
+        return (
+            tf.raw_ops.Empty(shape=tf.constant([2, 3]), dtype=tf.float32, init=True),
+            tf.raw_ops.Empty(shape=tf.shape(x)[:1], dtype=tf.int64, init=True),
+            tf.raw_ops.Bucketize(input=x, boundaries=bounds),
+            tf.raw_ops.Bucketize(input=i, boundaries=bounds),
+            tf.raw_ops.Bucketize(input=d, boundaries=bounds),
+            tf.raw_ops.ToBool(input=x),
+            tf.raw_ops.ToBool(input=x[:0]),
+            tf.raw_ops.ToBool(input=i[0, 0]),
+            tf.raw_ops.ToBool(input=d[0] * 0.0),
+        )
+
+    x = np.array([[0.5, -1.0, 2.0, 3.0], [-2.0, 0.0, 0.5, 0.25]], np.float32)  # values on the boundaries
+    i = np.array([[-1, 0, 3, 7]], np.int64)
+    d = np.array([0.5, 3.0000001, -1.0000001], np.float64)
+    assert_matches_tf(fn, [x, i, d], jit=jit)

@@ -762,3 +762,22 @@ def test_data_format_ops(jit):
         )
 
     assert_matches_tf(fn, [dims, vec, pads], jit=jit)
+
+
+@JIT
+@pytest.mark.parametrize("num_bits,narrow", [(8, False), (4, True)])
+def test_fake_quant(num_bits, narrow, jit):
+    def fn(x, lo, hi, clo, chi):
+        return (
+            tf.raw_ops.FakeQuantWithMinMaxArgs(inputs=x, min=-1.3, max=2.7, num_bits=num_bits, narrow_range=narrow),
+            tf.raw_ops.FakeQuantWithMinMaxArgs(inputs=x, min=0.5, max=2.0, num_bits=num_bits, narrow_range=narrow),
+            tf.raw_ops.FakeQuantWithMinMaxVars(inputs=x, min=lo, max=hi, num_bits=num_bits, narrow_range=narrow),
+            tf.raw_ops.FakeQuantWithMinMaxVarsPerChannel(
+                inputs=x, min=clo, max=chi, num_bits=num_bits, narrow_range=narrow
+            ),
+        )
+
+    x = np.linspace(-3, 3, 48, dtype=np.float32).reshape(4, 3, 4)
+    clo = np.array([-1.0, -0.1, 0.2, -3.0], np.float32)
+    chi = np.array([1.0, 0.7, 2.0, -0.5], np.float32)
+    assert_matches_tf(fn, [x, np.float32(-0.8), np.float32(1.1), clo, chi], rtol=1e-6, atol=1e-6, jit=jit)

@@ -175,3 +175,18 @@ def test_unsupported_variants_are_reported():
         export_dir, _ = save_function(fn, [seed])
         with pytest.raises(LoweringError, match=message):
             run_jaxsm(export_dir, [seed])
+
+
+@JIT
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_stateless_multinomial(dtype, jit):
+    # Few rows and classes: TF's CPU kernel runs unsharded, the case jaxsm reproduces bit for bit.
+    logits = np.array([[0.0, 1.0, -1.0, np.inf], [-np.inf, 2.0, 0.5, 0.5], [0.1, 0.2, 0.3, 0.4]], dtype)
+
+    def fn(logits, seed):
+        return (
+            tf.raw_ops.StatelessMultinomial(logits=logits, num_samples=7, seed=seed, output_dtype=tf.int64),
+            tf.raw_ops.StatelessMultinomial(logits=logits, num_samples=5, seed=seed + 1, output_dtype=tf.int32),
+        )
+
+    assert_matches_tf(fn, [logits, np.array([3, -11], np.int32)], jit=jit)

@@ -47,3 +47,15 @@ def test_tf_print_and_string_format_load_and_run(tmp_path):
     want_y, want_s = m.f(tf.constant([1.0, 2.0]))
     np.testing.assert_array_equal(np.asarray(y), want_y.numpy())
     assert s.item() == want_s.numpy(), "static string formatting matches TF"
+
+
+def test_multinomial_peaked_logits():
+    # Stateful draws cannot match TF's numbers; with one class per row holding all the mass they must agree.
+    logits = np.array([[0.0, -1e4, -1e4], [-1e4, -1e4, 5.0]], np.float32)
+
+    def fn(logits):
+        return tf.random.categorical(logits, 6, dtype=tf.int32, seed=3)
+
+    from tests.tfcompare import assert_matches_tf
+
+    assert_matches_tf(fn, [logits])

@@ -80,7 +80,22 @@ def test_control_flow(case, jit):
         i = tf.cast(tf.reduce_sum(x), tf.int32) % 4 - 1  # -1 and 3 run the default (last) branch
         return tf.switch_case(i, [lambda: x + 1.0, lambda: x * 3.0, lambda: -x])
 
+    def runtime_index(x):
+        n = tf.cast(tf.reduce_sum(x) > 0, tf.int32) + 1  # trip count known only at run time
+        acc = tf.zeros([2])
+        for i in tf.range(n):
+            acc += x[i] + x[-1 - i] + x[:, i][:2] + x[..., i][1:3]
+        return acc
+
+    def dynamic_size_tensor_array(x):
+        ta = tf.TensorArray(tf.float32, size=0, dynamic_size=True)
+        for i in tf.range(tf.shape(x)[0]):
+            ta = ta.write(i, x[i] * 2.0)
+        return ta.stack()
+
     fns = {
+        "runtime_index": runtime_index,
+        "dynamic_size_tensor_array": dynamic_size_tensor_array,
         "static_trip": static_trip,
         "dynamic_trip": dynamic_trip,
         "map_fn": lambda x: tf.map_fn(lambda r: tf.reduce_max(r) * r, x),

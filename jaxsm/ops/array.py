@@ -19,6 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from jaxsm.errors import StaticValueError
+from jaxsm.graph.values import to_static
 from jaxsm.ops.registry import op
 
 _INT32 = np.dtype(np.int32)
@@ -267,10 +269,47 @@ def _strided_slice_spec(ctx, shape, begin, end, strides):
     return strided_slice_spec(tuple(shape), _ints(begin), _ints(end), _ints(strides), *masks)
 
 
-@op("StridedSlice", static=(1, 2, 3))
+@op("StridedSlice", static=(3,))
 def strided_slice(ctx, x, begin, end, strides):
+    if to_static(begin) is None or to_static(end) is None:
+        x, begin, end = _dynamic_shrink_indices(ctx, x, begin, end, strides)
     slices, _, final = _strided_slice_spec(ctx, x.shape, begin, end, strides)
     return jnp.reshape(x[tuple(slices)], final)
+
+
+def _dynamic_shrink_indices(ctx, x, begin, end, strides):
+    """StridedSlice with run-time ``begin``/``end`` (``x[i]`` in a loop with a run-time trip count).
+
+    Entries that shrink their dimension index it with ``lax.dynamic_index_in_dim`` (negative indices count
+    from the end, as in TF; out-of-range ones are clamped where TF raises); every other entry must take its
+    whole range (begin and end masked), since its size would otherwise depend on run-time values. Returns ``x``
+    with the shrunk dimensions reduced to size 1 and static begin/end that finish the slice."""
+    masks = {m: ctx.attr(f"{m}_mask", 0) for m in ("begin", "end", "ellipsis", "new_axis", "shrink_axis")}
+    n = len(strides)
+    named = sum(1 for i in range(n) if not (masks["ellipsis"] >> i & 1 or masks["new_axis"] >> i & 1))
+    ellipsis_dims = x.ndim - named if masks["ellipsis"] else 0
+    begin = jnp.asarray(begin)
+    dim = 0
+    for i in range(n):
+        if masks["ellipsis"] >> i & 1:
+            dim += ellipsis_dims
+        elif masks["new_axis"] >> i & 1:
+            continue
+        elif masks["shrink_axis"] >> i & 1:
+            size = x.shape[dim]
+            idx = begin[i]
+            x = lax.dynamic_index_in_dim(x, jnp.where(idx < 0, idx + size, idx), axis=dim, keepdims=True)
+            dim += 1
+        elif masks["begin"] >> i & 1 and masks["end"] >> i & 1:
+            dim += 1
+        else:
+            raise ctx.error(
+                f"entry {i} of this slice has begin/end known only at run time and is not a single index: its size "
+                "would depend on run-time values, which XLA cannot compile",
+                StaticValueError,
+            )
+    zeros = np.zeros(n, np.int64)
+    return x, zeros, zeros + 1
 
 
 @op("TensorStridedSliceUpdate", static=(1, 2, 3))

@@ -9,7 +9,9 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
+from jaxsm.errors import StaticValueError
 from jaxsm.graph.tensor_list import TensorList
+from jaxsm.graph.values import to_static
 from jaxsm.ops.registry import op
 
 
@@ -64,6 +66,18 @@ def tensor_list_set_item(ctx, lst, index, item):
     items = lst.items
     if items is None:
         items = jnp.zeros((lst.capacity,) + item.shape, lst.element_dtype)
+    i = to_static(index)
+    if i is not None and int(i) >= items.shape[0] and ctx.attr("resize_if_index_out_of_bounds", False):
+        # a dynamic-size TensorArray grows at indices known at trace time (e.g. in an unrolled loop)
+        grow = int(i) + 1 - items.shape[0]
+        items = jnp.concatenate([items, jnp.zeros((grow,) + items.shape[1:], items.dtype)])
+        return TensorList(items.at[int(i)].set(item), int(i) + 1, lst.element_dtype, lst.element_shape, int(i) + 1)
+    if i is None and items.shape[0] == 0:
+        raise ctx.error(
+            "a dynamic-size TensorList written at a run-time index: its size is only known at run time "
+            "(loops with a trip count known at trace time are unrolled to handle this)",
+            StaticValueError,
+        )
     return TensorList(items.at[index].set(item), lst.length, lst.element_dtype, lst.element_shape, lst.capacity)
 
 

@@ -84,7 +84,7 @@ def test_control_flow(case, jit):
         n = tf.cast(tf.reduce_sum(x) > 0, tf.int32) + 1  # trip count known only at run time
         acc = tf.zeros([2])
         for i in tf.range(n):
-            acc += x[i] + x[-1 - i] + x[:, i][:2] + x[..., i][1:3]
+            acc += x[i] + x[-1 - i] + x[:, i][:2] + x[..., i][1:3] + tf.reshape(tf.slice(x, [i, 0], [1, 2]), [2])
         return acc
 
     def dynamic_size_tensor_array(x):

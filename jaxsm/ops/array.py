@@ -182,9 +182,16 @@ def broadcast_to(ctx, x, shape):
 # -- slicing -------------------------------------------------------------------------------------------------
 
 
-@op("Slice", static=(1, 2))
+@op("Slice", static=(2,))
 def slice_(ctx, x, begin, size):
-    bounds = zip(_ints(begin), _ints(size), strict=True)
+    sizes = _ints(size)
+    if to_static(begin) is None:
+        # run-time begin (tf.slice in a loop): fine when every size is given; TF raises when out of range, a
+        # compiled function clamps the start instead
+        if -1 in sizes:
+            raise ctx.error("Slice with a run-time begin and size -1 has a run-time output shape", StaticValueError)
+        return lax.dynamic_slice(x, list(jnp.asarray(begin)), sizes)
+    bounds = zip(_ints(begin), sizes, strict=True)
     return x[tuple(slice(b, None if s == -1 else b + s) for b, s in bounds)]
 
 

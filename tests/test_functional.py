@@ -89,6 +89,26 @@ def test_apply_inside_lax_scan(convnet):
     np.testing.assert_allclose(float(total), float(jnp.sum(ys)), rtol=1e-5)
 
 
+def test_export_with_symbolic_batch_through_shape_arithmetic(tmp_path):
+    class M(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32)])
+        def f(self, x):
+            b = tf.shape(x)[0]
+            y = tf.reshape(x, [b, 2, -1]) * tf.cast(b, tf.float32)
+            z = tf.reshape(x, tf.stack([b * 2, tf.size(x) // (b * 2)]))
+            return y, z, tf.fill(tf.shape(x)[:1], 2.0) + tf.reduce_sum(x, axis=1)
+
+    m = M()
+    tf.saved_model.save(m, str(tmp_path))
+    apply, params = jaxsm.functional(jaxsm.load(str(tmp_path)).f)
+    (b,) = jax.export.symbolic_shape("b")
+    exp = jax.export.export(jax.jit(apply))(params, jax.ShapeDtypeStruct((b, 4), jnp.float32))
+    for n in (1, 3):
+        x = np.arange(4 * n, dtype=np.float32).reshape(n, 4)
+        for got, want in zip(exp.call(params, x), m.f(tf.constant(x))):
+            np.testing.assert_allclose(np.asarray(got), want.numpy(), err_msg=f"batch {n}")
+
+
 def test_assigning_function_returns_new_params(tmp_path):
     class M(tf.Module):
         def __init__(self):

@@ -26,6 +26,7 @@ from jaxsm.errors import (
     UnsupportedOpError,
     VariableError,
 )
+from jaxsm.graph import symbolic
 from jaxsm.graph.library import Body, Library
 from jaxsm.graph.node import Node
 from jaxsm.graph.values import Resource, to_static
@@ -189,6 +190,14 @@ class Interpreter:
                 f"op {node.op} has no JAX lowering (node {node.where()})", {node.op: (1, node.name)}
             )
         ctx = OpContext(node, self)
+        has_symbolic = any(symbolic.is_symbolic(a) for a in args)
+        if has_symbolic:
+            if node.op in symbolic.SYMBOLIC_OPS and all(isinstance(a, np.ndarray) for a in args):
+                return [symbolic.SYMBOLIC_OPS[node.op](ctx, *args)]
+            args = [
+                a if i in opdef.static or not symbolic.is_symbolic(a) else symbolic.to_traced(a)
+                for i, a in enumerate(args)
+            ]
         if node.op not in REF_INPUT_OPS:
             for i, a in enumerate(args):
                 if type(a) is Resource and a.kind == "ref":
@@ -196,7 +205,7 @@ class Interpreter:
         for i in opdef.static:
             if i < len(args):
                 args[i] = ctx.static(args[i], f"input {i} of {node.op}")
-        fold = not opdef.stateful and all(isinstance(a, np.ndarray) for a in args)
+        fold = not opdef.stateful and not has_symbolic and all(isinstance(a, np.ndarray) for a in args)
         if _DEBUG:
             print(f"[jaxsm] {node.where()} fold={fold}")
         try:

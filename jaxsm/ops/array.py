@@ -20,6 +20,7 @@ import numpy as np
 from jax import lax
 
 from jaxsm.errors import StaticValueError
+from jaxsm.graph.symbolic import is_dim
 from jaxsm.graph.values import to_static
 from jaxsm.ops.registry import op
 
@@ -28,7 +29,8 @@ _NEW_AXIS, _SHRINK = -1, -2
 
 
 def _ints(v) -> list[int]:
-    return [int(i) for i in np.asarray(v).reshape(-1)]
+    # symbolic dimensions (jax.export shape polymorphism, see jaxsm/graph/symbolic.py) pass through
+    return [i if is_dim(i) else int(i) for i in np.asarray(v).reshape(-1)]
 
 
 def _axis(axis, ndim: int) -> int:
@@ -39,20 +41,27 @@ def _axis(axis, ndim: int) -> int:
 # -- shapes --------------------------------------------------------------------------------------------------
 
 
+def _shape_value(shape, dtype) -> np.ndarray:
+    """A shape as a static value: an int array, or an object array when it holds symbolic dimensions."""
+    if any(is_dim(d) for d in shape):
+        return np.asarray(shape, dtype=object)
+    return np.asarray(shape, dtype)
+
+
 @op("Shape")
 def shape(ctx, x):
-    return np.asarray(x.shape, ctx.dtype("out_type", _INT32))
+    return _shape_value(tuple(x.shape), ctx.dtype("out_type", _INT32))
 
 
 @op("ShapeN")
 def shape_n(ctx, *xs):
     dtype = ctx.dtype("out_type", _INT32)
-    return [np.asarray(x.shape, dtype) for x in xs]
+    return [_shape_value(tuple(x.shape), dtype) for x in xs]
 
 
 @op("Size")
 def size(ctx, x):
-    return np.asarray(math.prod(x.shape), ctx.dtype("out_type", _INT32))
+    return _shape_value((math.prod(x.shape),), ctx.dtype("out_type", _INT32)).reshape(())
 
 
 @op("Rank")

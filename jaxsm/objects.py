@@ -161,42 +161,21 @@ class Variable:
     def assign_sub(self, delta: Any) -> Variable:
         return self.assign(self.value() - jnp.asarray(delta))
 
-    # arithmetic, as tf.Variable supports it
-    def __add__(self, o):
-        return self.value() + o  # noqa: E704
-
-    def __radd__(self, o):
-        return o + self.value()  # noqa: E704
-
-    def __sub__(self, o):
-        return self.value() - o  # noqa: E704
-
-    def __rsub__(self, o):
-        return o - self.value()  # noqa: E704
-
-    def __mul__(self, o):
-        return self.value() * o  # noqa: E704
-
-    def __rmul__(self, o):
-        return o * self.value()  # noqa: E704
-
-    def __truediv__(self, o):
-        return self.value() / o  # noqa: E704
-
-    def __neg__(self):
-        return -self.value()  # noqa: E704
-
-    def __getitem__(self, i):
-        return self.value()[i]  # noqa: E704
-
+    # arithmetic and comparisons, as tf.Variable supports them (operators act on the current value)
     def __float__(self):
-        return float(self.numpy())  # noqa: E704
+        return float(self.numpy())
 
     def __int__(self):
-        return int(self.numpy())  # noqa: E704
+        return int(self.numpy())
 
-    def __eq__(self, o):
-        return self.value() == o  # noqa: E704
+    def __bool__(self):
+        return bool(self.numpy())
+
+    def __len__(self):
+        return len(self.value())
+
+    def __getitem__(self, i):
+        return self.value()[i]
 
     __hash__ = object.__hash__
 
@@ -205,6 +184,47 @@ class Variable:
         return (
             f"<jaxsm.Variable '{self.name}' shape={self.shape} dtype={dtypes.name(dtypes.from_numpy(self._dtype))} {v}>"
         )
+
+
+def _value_operator(name: str):
+    def method(self, *args):
+        return getattr(self.value(), name)(*(a.value() if isinstance(a, Variable) else a for a in args))
+
+    method.__name__ = name
+    return method
+
+
+for _name in (
+    "__add__",
+    "__radd__",
+    "__sub__",
+    "__rsub__",
+    "__mul__",
+    "__rmul__",
+    "__truediv__",
+    "__rtruediv__",
+    "__floordiv__",
+    "__rfloordiv__",
+    "__mod__",
+    "__rmod__",
+    "__pow__",
+    "__rpow__",
+    "__matmul__",
+    "__rmatmul__",
+    "__neg__",
+    "__abs__",
+    "__lt__",
+    "__le__",
+    "__gt__",
+    "__ge__",
+    "__eq__",
+    "__ne__",
+    "__and__",
+    "__or__",
+    "__xor__",
+    "__invert__",
+):
+    setattr(Variable, _name, _value_operator(_name))
 
 
 class UserObject:

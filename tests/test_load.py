@@ -306,3 +306,26 @@ def test_input_conversion_follows_tf(tmp_path):
         o = out["y"] if isinstance(out, dict) else out
         np.testing.assert_array_equal(np.asarray(o), w.numpy(), err_msg=f"{name}({arg!r})")
         assert np.asarray(o).dtype == w.dtype, f"{name}({arg!r}) dtype"
+
+
+def test_variable_operators_match_tf(tmp_path):
+    root = tf.train.Checkpoint(v=tf.Variable([1.0, -2.0, 4.0]), w=tf.Variable([2.0, 2.0, 0.5]))
+    path = _save(root, tmp_path / "m")
+    got, ref = jaxsm.load(path), tf.saved_model.load(path)
+    cases = {
+        "add": lambda v, w: v + w,
+        "radd": lambda v, w: 1.0 + v,
+        "sub": lambda v, w: v - w,
+        "mul": lambda v, w: v * w,
+        "div": lambda v, w: v / w,
+        "rdiv": lambda v, w: 2.0 / v,
+        "pow": lambda v, w: v**2,
+        "neg": lambda v, w: -v,
+        "abs": lambda v, w: abs(v),
+        "lt": lambda v, w: v < w,
+        "matmul": lambda v, w: v[None] @ w[:, None],
+        "index": lambda v, w: v[1],
+    }
+    for name, fn in cases.items():
+        np.testing.assert_allclose(np.asarray(fn(got.v, got.w)), np.asarray(fn(ref.v, ref.w)), err_msg=name)
+    assert len(got.v) == 3 and float(got.v[2]) == 4.0

@@ -444,3 +444,39 @@ def test_loop_state_dynamic_tensor_array_and_default_predicate(tmp_path):
     assert_close(m.variables[0].numpy(), expected_v, "v after one call (3 loop steps, no training branch)")
     flat, updated = fn.pure()({v_.key: v_.value() for v_ in m.variables}, [x_val])
     assert_close(updated[m.variables[0].key], expected_v + 3, "pure function, unjitted: returned state")
+
+
+def test_dynamic_rnn_v1_control_flow(tmp_path):
+    """tf.compat.v1.nn.bidirectional_dynamic_rnn (LSTM + GRU cells, sequence_length) with v1 control flow: the
+    classic TF1 RNN export. Built in a subprocess because the v1 cells need legacy Keras (TF_USE_LEGACY_KERAS)."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    pytest.importorskip("tf_keras")
+    code = textwrap.dedent(f"""
+        import numpy as np, tensorflow as tf
+        v1 = tf.compat.v1
+        v1.disable_control_flow_v2()
+        g = tf.Graph()
+        x_val = np.random.default_rng(0).normal(size=(2, 5, 3)).astype(np.float32)
+        with g.as_default():
+            x = v1.placeholder(tf.float32, [None, 5, 3], name="x")
+            seq = v1.placeholder(tf.int32, [None], name="seq")
+            (of, ob), _ = v1.nn.bidirectional_dynamic_rnn(
+                v1.nn.rnn_cell.LSTMCell(4), v1.nn.rnn_cell.GRUCell(3), x, sequence_length=seq, dtype=tf.float32)
+            y = tf.identity(tf.concat([of, ob], -1), name="y")
+            with v1.Session(graph=g) as s:
+                s.run(v1.global_variables_initializer())
+                want = s.run(y, {{x: x_val, seq: [5, 3]}})
+                v1.saved_model.simple_save(s, {str(tmp_path / "m")!r}, inputs={{"x": x, "seq": seq}},
+                                           outputs={{"y": y}})
+        np.savez({str(tmp_path / "ref.npz")!r}, x=x_val, y=want)
+    """)
+    env = dict(os.environ, TF_USE_LEGACY_KERAS="1")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    ref = np.load(tmp_path / "ref.npz")
+    got = jaxsm.load(str(tmp_path / "m")).signatures["serving_default"](x=ref["x"], seq=np.array([5, 3], np.int32))
+    np.testing.assert_allclose(np.asarray(got["y"]), ref["y"], rtol=1e-5, atol=1e-6, err_msg="bidirectional RNN")

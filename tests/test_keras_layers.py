@@ -47,6 +47,7 @@ cases = {
     "lstm_stateful_mask": (None, None),
     "depthwise1d": (lambda: L.DepthwiseConv1D(3, depth_multiplier=2), (7, 3)),
     "integer_lookup": (None, None),
+    "category_encoding": (None, None),
 }
 
 
@@ -72,6 +73,10 @@ def build(name, rng):
         i = keras.Input((5, 8))
         h = L.MultiHeadAttention(2, 4)(i, i, use_causal_mask=True)
         return keras.Model(i, h), [rng.normal(size=(2, 5, 8))]
+    if name == "category_encoding":
+        i = keras.Input((3,), dtype="int32")
+        h = L.CategoryEncoding(6, output_mode="multi_hot")(i)
+        return keras.Model(i, h), [np.array([[1, 2, 5], [0, 0, 3]], np.int32)]
     if name == "lstm_stateful_mask":
         i = keras.Input((4, 2))
         h = L.Masking(0.0)(i)

@@ -118,6 +118,8 @@ class Interpreter:
         self.library = library
         self.state: dict[str, Any] = dict(state or {})
         self.call_stack: list[str] = []
+        # id(traced value) -> (value, static lower bound): lets Minimum see through max(c, t) (jaxsm/ops/math.py)
+        self.lower_bounds: dict[int, tuple[Any, np.ndarray]] = {}
 
     # -- state --------------------------------------------------------------------------------------------
     def read_resource(self, handle: Any, node: Node) -> Any:

@@ -298,8 +298,6 @@ _BINARY = {
     "Mod": _truncate_mod,
     "TruncateMod": _truncate_mod,
     "Pow": jnp.power,
-    "Maximum": jnp.maximum,
-    "Minimum": jnp.minimum,
     "SquaredDifference": _squared_difference,
     "Atan2": jnp.arctan2,
     "Xlogy": lambda x, y: jnp.where(x == 0, 0, x * jnp.log(y)),
@@ -335,6 +333,39 @@ def _register_binary(name: str, fn) -> None:
 
 for _name, _fn in _BINARY.items():
     _register_binary(_name, _fn)
+
+
+@op("Maximum")
+def maximum(ctx, x, y):
+    out = jnp.maximum(jnp.asarray(x), jnp.asarray(y))
+    for a, b in ((x, y), (y, x)):
+        if isinstance(a, np.ndarray) and not isinstance(b, np.ndarray):
+            ctx.interp.lower_bounds[id(out)] = (out, a)  # out >= a, elementwise (see Minimum)
+    return out
+
+
+@op("Minimum")
+def minimum(ctx, x, y):
+    # tf.math.bincount (Keras CategoryEncoding) clips its data-dependent size into [minlength, maxlength]:
+    # min(c, max(c2, t)) with c <= c2 is the constant c, and knowing it keeps the output shape static.
+    for a, b in ((x, y), (y, x)):
+        if isinstance(a, np.ndarray) and not isinstance(b, np.ndarray):
+            bound = ctx.interp.lower_bounds.get(id(b))
+            if bound is not None and bound[0] is b and bool(np.all(bound[1] >= a)):
+                dtype = np.dtype(jnp.result_type(jnp.asarray(x), jnp.asarray(y)))
+                return np.broadcast_to(a, np.broadcast_shapes(a.shape, tuple(b.shape))).astype(dtype)
+    return jnp.minimum(jnp.asarray(x), jnp.asarray(y))
+
+
+@op("HistogramFixedWidth", static=(2,))
+def histogram_fixed_width(ctx, values, value_range, nbins):
+    # TF's histogram_op.cc: bin = floor((v - lo) / (hi - lo) * nbins), clamped to [0, nbins - 1].
+    n = int(nbins)
+    lo, hi = value_range[0], value_range[1]
+    v = jnp.asarray(values)
+    idx = jnp.floor((v - lo) / (hi - lo) * n).astype(jnp.int32)
+    idx = jnp.clip(idx, 0, n - 1).reshape(-1)
+    return jnp.zeros(n, ctx.dtype("dtype", np.dtype(np.int32))).at[idx].add(1)
 
 
 @op("Polygamma")

@@ -74,9 +74,9 @@ KNOWN_GAPS: list[tuple[str, str, str]] = [
         "not lowered: the output size depends on the values (V4/V5 with pad_to_max_output_size=True work)",
     ),
     (
-        "CTCLoss, BlockLSTM, BlockLSTMV2, GRUBlockCell, LSTMBlockCell",
+        "CTCLoss, CTCLossV2, SparseReshape",
         "any",
-        "not lowered yet (fused training-era kernels; Keras LSTM/GRU layers use While loops, which work)",
+        "not lowered yet",
     ),
     (
         "MutableHashTable*, LookupTableInsertV2, LookupTableRemoveV2",

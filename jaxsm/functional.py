@@ -9,11 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import jax
-
-from jaxsm.errors import FunctionMatchError
 from jaxsm.graph.node import Node
-from jaxsm.objects import ConcreteFunction, RestoredFunction, Variable, _match, structure
+from jaxsm.objects import ConcreteFunction, RestoredFunction, Variable
 
 # Ops that change variable state: a function containing any of them returns (outputs, new_params).
 ASSIGN_OPS = frozenset(
@@ -103,31 +100,8 @@ def functional(fn: ConcreteFunction | RestoredFunction) -> tuple[Callable[..., A
     params = _nest({v.key: v.value() for v in variables if v.initialized})
     assigns = any(_assigns(cf) for cf in cfs)
 
-    def pick(args: tuple, kwargs: dict) -> tuple[ConcreteFunction, list[Any]]:
-        if isinstance(fn, RestoredFunction):
-            call = fn._canonicalize(args, kwargs)
-            for convert in (False, True):
-                for cf in fn.concrete_functions:
-                    flat = _match(call, cf.structured_input_signature, convert, cast_arrays=fn._casts(convert))
-                    if flat is not None:
-                        return cf, flat
-            raise FunctionMatchError("no concrete function matches the arguments of apply()")
-        cf = fn
-        if cf._is_signature:
-            _, sig = cf.structured_input_signature
-            if args:
-                kwargs = {next(iter(sig)): args[0]}
-            flat = _match(((), kwargs), ((), sig), True, cast_arrays=True)
-        else:
-            flat = _match((tuple(args), kwargs), cf.structured_input_signature, True, cast_arrays=True)
-        if flat is None:
-            raise FunctionMatchError(
-                f"arguments of apply() do not match {structure.format_signature(*cf.structured_input_signature)}"
-            )
-        return cf, flat
-
     def apply(params: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
-        cf, flat = pick(args, kwargs)
+        cf, flat = fn.dispatch(args, kwargs) if isinstance(fn, RestoredFunction) else (fn, fn.bind(args, kwargs))
         cf._context.check_ops(cf.name)
         state = _flatten(params)
         outputs, updated = cf.pure()(state, flat)
@@ -160,4 +134,4 @@ def merge(*parts: dict[str, Any]) -> dict[str, Any]:
     return _nest(flat)
 
 
-__all__ = ["functional", "split_trainable", "merge", "variables_of", "jax"]
+__all__ = ["functional", "split_trainable", "merge", "variables_of"]

@@ -397,8 +397,12 @@ class ConcreteFunction:
         return self._run_flat([_as_input(x) for x in flat_inputs])
 
     def __call__(self, *args, **kwargs):
+        return self._pack_outputs(self._run_flat(self.bind(args, kwargs)))
+
+    def bind(self, args: tuple, kwargs: dict) -> list[Any]:
+        """The flat tensor inputs for a call with ``args``/``kwargs`` (TF's rules); raises when they don't fit."""
         if self._is_signature:
-            return self._call_signature(args, kwargs)
+            return self._bind_signature(args, kwargs)
         sig_args, sig_kwargs = self.structured_input_signature
         names = self._arg_keywords or [s.name if isinstance(s, TensorSpec) else None for s in sig_args]
         bound = list(args)
@@ -429,9 +433,9 @@ class ConcreteFunction:
                 f"arguments do not match the signature of {self.name}: {_describe((tuple(bound), kw))} vs "
                 f"{structure.format_signature(sig_args, sig_kwargs)}"
             )
-        return self._pack_outputs(self._run_flat(flat))
+        return flat
 
-    def _call_signature(self, args, kwargs):
+    def _bind_signature(self, args: tuple, kwargs: dict) -> list[Any]:
         _, sig_kwargs = self.structured_input_signature
         kw = dict(kwargs)
         if args:
@@ -450,7 +454,7 @@ class ConcreteFunction:
             raise FunctionMatchError(
                 f"inputs do not match the signature: {_describe(kw)} vs {structure.format_value(sig_kwargs)}"
             )
-        return self._pack_outputs(self._run_flat(flat))
+        return flat
 
     def __repr__(self) -> str:
         a, k = self.structured_input_signature
@@ -564,12 +568,18 @@ class RestoredFunction:
         return tuple(bound), kwonly
 
     def __call__(self, *args, **kwargs):
+        cf, flat = self.dispatch(args, kwargs)
+        return cf._pack_outputs(cf._run_flat(flat))
+
+    def dispatch(self, args: tuple, kwargs: dict) -> tuple[ConcreteFunction, list[Any]]:
+        """The concrete function a call runs and its flat inputs: TF's rule, first match wins, first without
+        then with conversion of Python values."""
         call = self._canonicalize(args, kwargs)
         for convert in (False, True):
             for cf in self.concrete_functions:
                 flat = _match(call, cf.structured_input_signature, convert, cast_arrays=self._casts(convert))
                 if flat is not None:
-                    return cf._pack_outputs(cf._run_flat(flat))
+                    return cf, flat
         options = "\n".join(
             f"  Option {i + 1}: {structure.format_signature(*cf.structured_input_signature)}"
             for i, cf in enumerate(self.concrete_functions)

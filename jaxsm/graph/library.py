@@ -47,6 +47,7 @@ class Library:
                 self.functions[f.signature.name] = f
         self._op_defs = {o.name: o for o in op_list.op} if op_list is not None else {}
         self._bodies: dict[str, Body] = {}
+        self._deps: dict[int, list[set[int]]] = {}
 
     # -- output layouts -------------------------------------------------------------------------------
     def output_args(self, node: Node) -> list[tuple[str, int, int]]:
@@ -341,6 +342,9 @@ def output_dependencies(library: Library, body: Body) -> list[set[int]]:
     variable state, stateful ops or nested calls). Used to find loop variables computable at trace time."""
     from jaxsm.ops import OPS
 
+    cached = library._deps.get(id(body))
+    if cached is not None:
+        return cached
     deps: list[set[int]] = []
     for k, node in enumerate(body.nodes):
         d: set[int] = set()
@@ -350,4 +354,6 @@ def output_dependencies(library: Library, body: Body) -> list[set[int]]:
         for src, idx in body.node_inputs[k]:
             d |= {idx} if src < 0 else deps[src]
         deps.append(d)
-    return [{idx} if src < 0 else deps[src] for src, idx in body.outputs]
+    result = [{idx} if src < 0 else deps[src] for src, idx in body.outputs]
+    library._deps[id(body)] = result  # bodies are cached for the library's lifetime, so their ids are stable
+    return result

@@ -1,6 +1,7 @@
 """jaxsm: load TensorFlow SavedModels into JAX, without TensorFlow."""
 
 from jaxsm import errors
+from jaxsm.compile import compiler_options
 from jaxsm.format.checkpoint import load_checkpoint
 from jaxsm.functional import functional, merge, split_trainable
 from jaxsm.objects import (
@@ -18,6 +19,7 @@ __all__ = [
     "RestoredFunction",
     "UserObject",
     "Variable",
+    "compiler_options",
     "errors",
     "functional",
     "load",

@@ -22,6 +22,7 @@ import numpy as np
 
 from jaxsm import dtypes
 from jaxsm._proto import meta_graph_pb2, saved_object_graph_pb2, trackable_object_graph_pb2
+from jaxsm.compile import EIGEN_CPU_OPTIONS, tuned_jit
 from jaxsm.errors import FunctionMatchError, JaxsmError, VariableError
 from jaxsm.format import structure
 from jaxsm.format.structure import TensorSpec
@@ -483,7 +484,7 @@ def _jit_keeping_host_outputs(fn: Callable, cache_prefix: str | None = None) -> 
                 arrays.append(o)
         return arrays, updated
 
-    jitted = jax.jit(traced)
+    jitted = tuned_jit(traced)
 
     def from_export_cache(state, flat_inputs) -> Callable | None:
         cache_dir = jax.config.jax_compilation_cache_dir
@@ -497,19 +498,25 @@ def _jit_keeping_host_outputs(fn: Callable, cache_prefix: str | None = None) -> 
         if key in exported:
             return exported[key]
         path = os.path.join(cache_dir, "jaxsm-exports", key)
+        eigen_marker = path + ".eigen"  # the compiler-options choice (jaxsm/compile.py) made when exporting
         if os.path.exists(path):
             with open(path, "rb") as f:
                 exp = jax.export.deserialize(bytearray(f.read()))
+            use_eigen = os.path.exists(eigen_marker)
         else:
-            exp = jax.export.export(jitted)(state, flat_inputs)
+            jitted_fn = jitted.pick(state, flat_inputs)
+            exp = jax.export.export(jitted_fn)(state, flat_inputs)
             if host:
                 return None  # host-side outputs are only known by tracing: don't cache this function
+            use_eigen = jitted_fn is jitted.eigen
             os.makedirs(os.path.dirname(path), exist_ok=True)
+            if use_eigen:
+                open(eigen_marker, "wb").close()
             tmp = f"{path}.{os.getpid()}.tmp"
             with open(tmp, "wb") as f:
                 f.write(exp.serialize())
             os.replace(tmp, path)
-        exported[key] = jax.jit(exp.call)
+        exported[key] = jax.jit(exp.call, compiler_options=EIGEN_CPU_OPTIONS if use_eigen else None)
         return exported[key]
 
     def call(state, flat_inputs):
@@ -518,6 +525,7 @@ def _jit_keeping_host_outputs(fn: Callable, cache_prefix: str | None = None) -> 
         return [host.get(i, o) for i, o in enumerate(outputs)], updated
 
     call._cache_size = jitted._cache_size  # type: ignore[attr-defined]
+    call.tuned = jitted  # type: ignore[attr-defined]
     return call
 
 

@@ -27,6 +27,7 @@ import numpy as np
 
 from jaxsm import dtypes
 from jaxsm._proto import function_pb2, graph_pb2, meta_graph_pb2, node_def_pb2, variable_pb2
+from jaxsm.compile import tuned_jit
 from jaxsm.errors import FunctionMatchError, GraphError, JaxsmError, StringTensorError, VariableError
 from jaxsm.format.tensor import shape_from_proto, tensor_from_proto
 from jaxsm.graph.interpreter import Interpreter
@@ -760,7 +761,7 @@ class PrunedFunction:
         """Run on the feeds in order; returns the tensor fetches, flattened."""
         with self._lock:
             if self._jitted is None:
-                self._jitted = jax.jit(self.pure())
+                self._jitted = tuned_jit(self.pure())
         feeds = [self._convert(spec, x) for spec, x in zip(self.inputs, flat_feeds, strict=True)]
         outputs, updated = self._jitted(self._model._state(), feeds)
         self._model._write_back(updated)

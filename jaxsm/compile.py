@@ -1,0 +1,97 @@
+"""How jaxsm jits a restored function: ``jax.jit``, plus a per-shape choice of XLA:CPU's kernel library.
+
+XLA:CPU hands convolutions and matrix products either to YNNPACK (its default in jaxlib 0.10) or to Eigen. Measured
+on 2 cores (AMD EPYC, jaxlib 0.10.2; ``benchmarks/``), neither wins everywhere:
+
+- Convolutions: YNNPACK runs a convolution with 64 output channels on one thread (ResNet50's first stages, the
+  7x7 stem), Eigen on all cores. At batch 32, 56x56x64->64 3x3: 74 ms YNNPACK, 43-49 ms Eigen, 36 ms TF; 7x7/2 stem
+  129 vs 81-91 vs 56 ms. Whole models at batch 32: ResNet50 1.85 -> 1.62 s, MobileNetV2 350 -> 310 ms.
+- Large products: attention's batched matmuls at BERT-base batch 32 (384 products of 128x64x128) take 36 ms in
+  YNNPACK and 18 ms in Eigen; the whole model 4.4-5.4 s -> 3.9-4.0 s.
+- Small products: YNNPACK is faster (it also fuses the surrounding elementwise work): a 2-layer LSTM(256) at
+  batch 32 (32-row products) 24-26 ms vs 31-34 ms in Eigen; BERT-base at batch 1 (128 rows) 142-148 vs 149-163 ms.
+
+So a function that contains a convolution or a product with at least ``LARGE_DOT_ROWS`` rows (batch dimensions
+included) is compiled with YNNPACK off; others keep XLA's defaults. The choice is made once per input shapes,
+from the traced jaxpr (tracing is cached by JAX, so it costs nothing extra), and only for the CPU backend.
+``jaxsm.compiler_options(jaxpr)`` gives the same options to users who jit ``jaxsm.functional`` themselves.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.extend.core
+import numpy as np
+
+LARGE_DOT_ROWS = 4096
+
+# YNNPACK off: XLA:CPU then runs convolutions and dots with Eigen.
+EIGEN_CPU_OPTIONS: dict[str, Any] = {"xla_cpu_experimental_ynn_fusion_type": ""}
+
+
+def _sub_jaxprs(params: dict[str, Any]):
+    for v in params.values():
+        for item in v if isinstance(v, (list, tuple)) else (v,):
+            if isinstance(item, jax.extend.core.ClosedJaxpr):
+                yield item.jaxpr
+            elif isinstance(item, jax.extend.core.Jaxpr):
+                yield item
+
+
+def prefers_eigen(jaxpr: Any) -> bool:
+    """True if the (closed) jaxpr has a convolution or a dot_general with >= LARGE_DOT_ROWS rows."""
+    stack = [getattr(jaxpr, "jaxpr", jaxpr)]
+    while stack:
+        for eqn in stack.pop().eqns:
+            name = eqn.primitive.name
+            if name == "conv_general_dilated":
+                return True
+            if name == "dot_general":
+                (lhs_contract, _), (lhs_batch, _) = eqn.params["dimension_numbers"]
+                shape = eqn.invars[0].aval.shape
+                rows = math.prod(d for i, d in enumerate(shape) if i not in lhs_contract)
+                if isinstance(rows, int) and rows >= LARGE_DOT_ROWS:
+                    return True
+            stack.extend(_sub_jaxprs(eqn.params))
+    return False
+
+
+def compiler_options(jaxpr: Any, backend: str | None = None) -> dict[str, Any]:
+    """The XLA compiler options jaxsm uses for a function with this jaxpr (``{}`` = XLA's defaults)."""
+    if (backend or jax.default_backend()) != "cpu":
+        return {}
+    return dict(EIGEN_CPU_OPTIONS) if prefers_eigen(jaxpr) else {}
+
+
+def _on_cpu(tree: Any) -> bool:
+    for leaf in jax.tree_util.tree_leaves(tree):
+        if isinstance(leaf, jax.Array):
+            return all(d.platform == "cpu" for d in leaf.devices())
+    return jax.default_backend() == "cpu"
+
+
+def tuned_jit(fn: Callable) -> Callable:
+    """``jax.jit(fn)`` for functions called as ``fn(state, flat_inputs)``, compiled with ``compiler_options``
+    chosen once per input shapes. ``._cache_size()`` counts the compiled versions."""
+    plain = jax.jit(fn)
+    eigen = jax.jit(fn, compiler_options=EIGEN_CPU_OPTIONS)
+    choice: dict[tuple, Callable] = {}
+
+    def pick(state: Any, flat_inputs: Any) -> Callable:
+        key = tuple((np.shape(x), str(getattr(x, "dtype", type(x).__name__))) for x in flat_inputs)
+        run = choice.get(key)
+        if run is None:
+            use_eigen = _on_cpu((flat_inputs, state)) and prefers_eigen(plain.trace(state, flat_inputs).jaxpr)
+            run = choice[key] = eigen if use_eigen else plain
+        return run
+
+    def call(state: Any, flat_inputs: Any) -> Any:
+        return pick(state, flat_inputs)(state, flat_inputs)
+
+    call.pick, call.plain, call.eigen = pick, plain, eigen  # type: ignore[attr-defined]
+    call._cache_size = lambda: plain._cache_size() + eigen._cache_size()  # type: ignore[attr-defined]
+    return call

@@ -1,0 +1,88 @@
+"""jaxsm/compile.py: which XLA:CPU kernel library a restored function is compiled for, and that the choice does
+not change results. No TensorFlow needed: the functions are plain JAX; the model is a committed fixture."""
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+import jaxsm
+from jaxsm.compile import EIGEN_CPU_OPTIONS, LARGE_DOT_ROWS, compiler_options, prefers_eigen, tuned_jit
+
+DATA = os.path.join(os.path.dirname(__file__), "data")
+
+
+def _conv(x, w):
+    return lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+@pytest.mark.parametrize(
+    ("fn", "args", "eigen"),
+    [
+        (_conv, (jnp.ones((1, 8, 8, 3)), jnp.ones((3, 3, 3, 4))), True),
+        (jnp.matmul, (jnp.ones((32, 256)), jnp.ones((256, 64))), False),  # LSTM-sized product: YNNPACK
+        (jnp.matmul, (jnp.ones((LARGE_DOT_ROWS, 8)), jnp.ones((8, 8))), True),
+        (jnp.matmul, (jnp.ones((LARGE_DOT_ROWS - 1, 8)), jnp.ones((8, 8))), False),
+        # batched: 64 x 64 rows, batch dimensions count
+        (jnp.matmul, (jnp.ones((64, 64, 8)), jnp.ones((64, 8, 16))), True),
+        (lambda x: jnp.tanh(x) + 1, (jnp.ones((10000,)),), False),
+        # inside control flow
+        (
+            lambda x, w: lax.scan(lambda c, _: (_conv(c, w), None), x, length=2)[0],
+            (jnp.ones((1, 4, 4, 2)), jnp.ones((3, 3, 2, 2))),
+            True,
+        ),
+        (
+            lambda p, x, w: lax.cond(p, lambda: _conv(x, w), lambda: x),
+            (True, jnp.ones((1, 4, 4, 2)), jnp.ones((3, 3, 2, 2))),
+            True,
+        ),
+    ],
+)
+def test_prefers_eigen(fn, args, eigen):
+    jaxpr = jax.make_jaxpr(fn)(*args)
+    assert prefers_eigen(jaxpr) is eigen
+    assert compiler_options(jaxpr, backend="cpu") == (EIGEN_CPU_OPTIONS if eigen else {})
+    assert compiler_options(jaxpr, backend="gpu") == {}, "only XLA:CPU gets options"
+
+
+def test_tuned_jit_same_results_and_one_choice_per_shape():
+    rng = np.random.default_rng(0)
+    w = jnp.asarray(rng.standard_normal((3, 3, 4, 8), np.float32))
+
+    def fn(state, flat):
+        return [_conv(flat[0], state["w"]) if flat[0].ndim == 4 else flat[0] @ state["w"][0, 0]], {}
+
+    jitted = tuned_jit(fn)
+    x = jnp.asarray(rng.standard_normal((2, 9, 9, 4), np.float32))
+    assert jitted.pick({"w": w}, [x]) is (jitted.eigen if jax.default_backend() == "cpu" else jitted.plain)
+    assert jitted.pick({"w": w}, [x[0, 0]]) is jitted.plain, "a small matmul keeps XLA's defaults"
+    out = jitted({"w": w}, [x])[0][0]
+    ref = jax.jit(fn)({"w": w}, [x])[0][0]  # XLA's default libraries
+    np.testing.assert_allclose(np.asarray(out), np.asarray(ref), rtol=1e-5, atol=1e-5)
+    size = jitted._cache_size()
+    jitted({"w": w}, [x + 1])
+    assert jitted._cache_size() == size, "same shapes: no new compile"
+
+
+def test_loaded_convnet_compiles_for_eigen_and_matches_tf():
+    """The committed Keras convnet fixture (outputs stored from TF) is compiled with YNNPACK off on CPU, and its
+    outputs still match TF's; the bundled MLP (small products) keeps XLA's defaults."""
+    ref = np.load(os.path.join(DATA, "keras_convnet.npz"))
+    m = jaxsm.load(os.path.join(DATA, "keras_convnet"))
+    y = np.asarray(m.serve(ref["in_x"]))
+    np.testing.assert_allclose(y, ref["out_y"], rtol=1e-5, atol=1e-5 * np.abs(ref["out_y"]).max())
+    (cf,) = [c for c in m.serve.concrete_functions if c._jitted._cache_size()]
+    eigen = jax.default_backend() == "cpu"
+    assert cf._jitted.tuned.eigen._cache_size() == int(eigen)
+    assert cf._jitted.tuned.plain._cache_size() == int(not eigen)
+
+    from jaxsm.examples import MLP
+
+    mlp = jaxsm.load(MLP)
+    sig = mlp.signatures["serving_default"]
+    sig(features=np.load(MLP / "expected.npz")["x"])
+    assert sig._jitted.tuned.eigen._cache_size() == 0 and sig._jitted.tuned.plain._cache_size() == 1

@@ -19,8 +19,10 @@ from the traced jaxpr (tracing is cached by JAX, so it costs nothing extra), and
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
@@ -31,6 +33,21 @@ LARGE_DOT_ROWS = 4096
 
 # YNNPACK off: XLA:CPU then runs convolutions and dots with Eigen.
 EIGEN_CPU_OPTIONS: dict[str, Any] = {"xla_cpu_experimental_ynn_fusion_type": ""}
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off for a bulk of allocation that makes no cyclic garbage worth
+    collecting (parsing a SavedModel, tracing a graph): with it on, every full collection walks every object of
+    the process (JAX's, the protos'), 2-3 times per load and trace. Measured: LSTM load 62 -> 19 ms, EfficientNetB0
+    first call -0.13 s. The collector's previous state is restored; objects made meanwhile are collected later."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _sub_jaxprs(params: dict[str, Any]):
@@ -74,6 +91,11 @@ def _on_cpu(tree: Any) -> bool:
     return jax.default_backend() == "cpu"
 
 
+def input_key(flat_inputs: Any) -> tuple:
+    """What a compiled version is chosen by: the inputs' shapes and dtypes (a model's variables keep theirs)."""
+    return tuple((np.shape(x), str(getattr(x, "dtype", type(x).__name__))) for x in flat_inputs)
+
+
 def tuned_jit(fn: Callable) -> Callable:
     """``jax.jit(fn)`` for functions called as ``fn(state, flat_inputs)``, compiled with ``compiler_options``
     chosen once per input shapes. ``._cache_size()`` counts the compiled versions."""
@@ -82,7 +104,7 @@ def tuned_jit(fn: Callable) -> Callable:
     choice: dict[tuple, Callable] = {}
 
     def pick(state: Any, flat_inputs: Any) -> Callable:
-        key = tuple((np.shape(x), str(getattr(x, "dtype", type(x).__name__))) for x in flat_inputs)
+        key = input_key(flat_inputs)
         run = choice.get(key)
         if run is None:
             use_eigen = _on_cpu((flat_inputs, state)) and prefers_eigen(plain.trace(state, flat_inputs).jaxpr)
@@ -90,7 +112,11 @@ def tuned_jit(fn: Callable) -> Callable:
         return run
 
     def call(state: Any, flat_inputs: Any) -> Any:
-        return pick(state, flat_inputs)(state, flat_inputs)
+        run = choice.get(input_key(flat_inputs))
+        if run is not None:
+            return run(state, flat_inputs)
+        with gc_paused():  # a new shape: trace, lower and compile
+            return pick(state, flat_inputs)(state, flat_inputs)
 
     call.pick, call.plain, call.eigen = pick, plain, eigen  # type: ignore[attr-defined]
     call._cache_size = lambda: plain._cache_size() + eigen._cache_size()  # type: ignore[attr-defined]

@@ -22,7 +22,7 @@ import numpy as np
 
 from jaxsm import dtypes
 from jaxsm._proto import meta_graph_pb2, saved_object_graph_pb2, trackable_object_graph_pb2
-from jaxsm.compile import EIGEN_CPU_OPTIONS, tuned_jit
+from jaxsm.compile import EIGEN_CPU_OPTIONS, gc_paused, input_key, tuned_jit
 from jaxsm.errors import FunctionMatchError, JaxsmError, VariableError
 from jaxsm.format import structure
 from jaxsm.format.structure import TensorSpec
@@ -490,13 +490,14 @@ def _jit_keeping_host_outputs(fn: Callable, cache_prefix: str | None = None) -> 
         cache_dir = jax.config.jax_compilation_cache_dir
         if not cache_dir or cache_prefix is None or jax.device_count() != 1:
             return None
+        shapes = input_key(flat_inputs)
+        if shapes in exported:
+            return exported[shapes]
         avals = [(tuple(np.shape(x)), str(np.result_type(x))) for x in jax.tree_util.tree_leaves((state, flat_inputs))]
         ident = repr(
             (cache_prefix, sorted(state), avals, jax.__version__, jax.config.jax_enable_x64, jax.default_backend())
         )
         key = hashlib.sha256(ident.encode()).hexdigest()
-        if key in exported:
-            return exported[key]
         path = os.path.join(cache_dir, "jaxsm-exports", key)
         eigen_marker = path + ".eigen"  # the compiler-options choice (jaxsm/compile.py) made when exporting
         if os.path.exists(path):
@@ -516,12 +517,18 @@ def _jit_keeping_host_outputs(fn: Callable, cache_prefix: str | None = None) -> 
             with open(tmp, "wb") as f:
                 f.write(exp.serialize())
             os.replace(tmp, path)
-        exported[key] = jax.jit(exp.call, compiler_options=EIGEN_CPU_OPTIONS if use_eigen else None)
-        return exported[key]
+        exported[shapes] = jax.jit(exp.call, compiler_options=EIGEN_CPU_OPTIONS if use_eigen else None)
+        return exported[shapes]
 
     def call(state, flat_inputs):
-        run = from_export_cache(state, flat_inputs) or jitted
-        outputs, updated = run(state, flat_inputs)
+        run = exported.get(input_key(flat_inputs))
+        if run is not None:
+            outputs, updated = run(state, flat_inputs)
+        elif jax.config.jax_compilation_cache_dir and cache_prefix is not None:
+            with gc_paused():  # first call for these shapes: export or read the traced function, compile
+                outputs, updated = (from_export_cache(state, flat_inputs) or jitted)(state, flat_inputs)
+        else:
+            outputs, updated = jitted(state, flat_inputs)
         return [host.get(i, o) for i, o in enumerate(outputs)], updated
 
     call._cache_size = jitted._cache_size  # type: ignore[attr-defined]
@@ -1042,9 +1049,10 @@ def load(
 
     options = options or LoadOptions()
     export_dir = os.fspath(export_dir)
-    meta_graph = load_meta_graph(export_dir, tags)
-    if len(meta_graph.object_graph_def.nodes) == 0:
-        from jaxsm import tf1
+    with gc_paused():
+        meta_graph = load_meta_graph(export_dir, tags)
+        if len(meta_graph.object_graph_def.nodes) == 0:
+            from jaxsm import tf1
 
-        return tf1.load_v1(export_dir, meta_graph, options)
-    return load_object_graph(export_dir, meta_graph, options)
+            return tf1.load_v1(export_dir, meta_graph, options)
+        return load_object_graph(export_dir, meta_graph, options)

@@ -86,3 +86,30 @@ def test_loaded_convnet_compiles_for_eigen_and_matches_tf():
     sig = mlp.signatures["serving_default"]
     sig(features=np.load(MLP / "expected.npz")["x"])
     assert sig._jitted.tuned.eigen._cache_size() == 0 and sig._jitted.tuned.plain._cache_size() == 1
+
+
+def test_eigen_choice_survives_the_trace_cache(tmp_path):
+    """With jax_compilation_cache_dir set, the exported function records the library choice, and a second process
+    (which does not trace) compiles with the same choice and reproduces TF's outputs."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(f"""
+        import jax, numpy as np
+        jax.config.update("jax_compilation_cache_dir", {str(tmp_path / "cache")!r})
+        import jaxsm, jaxsm.graph.interpreter as it
+        ref = np.load({os.path.join(DATA, "keras_convnet.npz")!r})
+        calls = []
+        original = it.Interpreter.run_node
+        it.Interpreter.run_node = lambda self, node, args: calls.append(node.op) or original(self, node, args)
+        y = jaxsm.load({os.path.join(DATA, "keras_convnet")!r}).serve(ref["in_x"])
+        np.testing.assert_allclose(np.asarray(y), ref["out_y"], rtol=1e-5, atol=1e-5 * np.abs(ref["out_y"]).max())
+        print("traced", len(calls), jax.default_backend())
+    """)
+    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300) for _ in (0, 1)]
+    for r in runs:
+        assert r.returncode == 0, r.stderr[-2000:]
+    assert "traced 0" not in runs[0].stdout and "traced 0" in runs[1].stdout
+    markers = list((tmp_path / "cache" / "jaxsm-exports").glob("*.eigen"))
+    assert len(markers) == (1 if runs[0].stdout.split()[-1] == "cpu" else 0)

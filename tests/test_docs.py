@@ -11,3 +11,6 @@ def test_op_table_is_current():
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     assert (ROOT / "docs" / "ops.md").read_text() == mod.render(), "run python scripts/gen_op_table.py"
+    assert (ROOT / "jaxsm" / "graph" / "op_names.py").read_text() == mod.render_names(), (
+        "run python scripts/gen_op_table.py"
+    )

@@ -320,9 +320,9 @@ class Library:
 
 def check_supported(found: dict[str, tuple[int, str]], what: str) -> None:
     """Raise ONE UnsupportedOpError listing every op type in ``found`` that has no lowering."""
-    from jaxsm.ops import NEVER_LOWERED, OPS
+    from jaxsm.graph.op_names import LOWERED, NEVER_LOWERED  # names only: the lowerings load on first trace
 
-    missing = {o: v for o, v in found.items() if o not in OPS and o not in NEVER_LOWERED}
+    missing = {o: v for o, v in found.items() if o not in LOWERED and o not in NEVER_LOWERED}
     if missing:
         lines = [f"  {o}: {c} node(s), e.g. '{ex}'" for o, (c, ex) in missing.items()]
         raise UnsupportedOpError(

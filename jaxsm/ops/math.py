@@ -668,6 +668,42 @@ def batch_mat_mul(ctx, x, y):
     return jnp.matmul(x, y, precision=_PRECISION)
 
 
+def _einsum_pair(equation: str, a, b):
+    """A two-operand einsum as ONE dot_general with the batch and contracting dimensions where they are, then a
+    transpose of the result: XLA:CPU then picks the operand layouts itself. jnp.einsum first transposes the
+    operands (batch dimensions leading), which XLA:CPU runs 1.4-1.7x slower for attention's 'aecd,abcd->acbe'
+    and 'acbe,aecd->abcd' (BERT-base, batch 32: 30 -> 19 ms and 17 -> 13 ms). None when the equation has an
+    ellipsis or a label repeated within one term (jnp.einsum handles those)."""
+    ins, out = equation.replace(" ", "").split("->")
+    la, lb = ins.split(",")
+    if "." in equation or any(len(set(t)) != len(t) for t in (la, lb, out)):
+        return None
+
+    # A label in one operand only and not in the output is summed out first.
+    def sum_unshared(x, lx: str, other: str):
+        drop = [c for c in lx if c not in other and c not in out]
+        if drop:
+            x = jnp.sum(x, axis=tuple(lx.index(c) for c in drop))
+        return x, "".join(c for c in lx if c not in drop)
+
+    (a, la), (b, lb) = sum_unshared(a, la, lb), sum_unshared(b, lb, la)
+    batch = [c for c in la if c in lb and c in out]
+    contract = [c for c in la if c in lb and c not in out]
+    dims = (
+        ([la.index(c) for c in contract], [lb.index(c) for c in contract]),
+        ([la.index(c) for c in batch], [lb.index(c) for c in batch]),
+    )
+    result = lax.dot_general(a, b, dims, precision=_PRECISION)
+    labels = batch + [c for c in la if c not in lb] + [c for c in lb if c not in la]
+    perm = [labels.index(c) for c in out]
+    return result if perm == sorted(perm) else jnp.transpose(result, perm)
+
+
 @op("Einsum")
 def einsum(ctx, *inputs):
-    return jnp.einsum(ctx.attr("equation"), *inputs, precision=_PRECISION)
+    equation = ctx.attr("equation")
+    if len(inputs) == 2:
+        out = _einsum_pair(equation, *inputs)
+        if out is not None:
+            return out
+    return jnp.einsum(equation, *inputs, precision=_PRECISION)

@@ -612,6 +612,18 @@ def test_batch_matmul_v3_mixed_types(jit):
         ("i,j->ij", [(3,), (4,)]),
         ("abc,cd->abd", [(2, 3, 4), (4, 5)]),
         ("bij->bji", [(2, 3, 4)]),
+        # attention as Keras MultiHeadAttention writes it: batch labels not leading, output transposed
+        ("aecd,abcd->acbe", [(2, 5, 3, 4), (2, 6, 3, 4)]),
+        ("acbe,aecd->abcd", [(2, 3, 6, 5), (2, 5, 3, 4)]),
+        ("abc,cde->abde", [(2, 3, 4), (4, 5, 6)]),
+        ("abcd,cde->abe", [(2, 3, 4, 5), (4, 5, 6)]),
+        ("ij,kj->ki", [(3, 4), (5, 4)]),
+        ("ij,j->i", [(3, 4), (4,)]),
+        ("i,i->", [(5,), (5,)]),
+        ("bij,bkj->bki", [(2, 3, 4), (2, 5, 4)]),
+        ("ijk,jl->li", [(3, 4, 2), (4, 5)]),  # k summed out of the first operand alone
+        ("ab,cd->dcba", [(2, 3), (4, 5)]),
+        ("ba,ab->a", [(3, 2), (2, 3)]),
     ],
     ids=lambda v: v if isinstance(v, str) else None,
 )
@@ -619,6 +631,14 @@ def test_einsum(equation, shapes, jit):
     rng = np.random.default_rng(2)
     inputs = [rng.standard_normal(s).astype(np.float32) for s in shapes]
     assert_matches_tf(lambda *xs: R.Einsum(inputs=list(xs), equation=equation), inputs, rtol=1e-5, jit=jit)
+
+
+@JIT
+@pytest.mark.parametrize("dtype", [np.int32, np.int64, np.float64, np.complex64])
+def test_einsum_dtypes(dtype, jit):
+    rng = np.random.default_rng(3)
+    a, b = (rng.integers(-5, 5, s).astype(dtype) for s in [(2, 4, 3, 2), (2, 5, 3, 2)])
+    assert_matches_tf(lambda a, b: R.Einsum(inputs=[a, b], equation="aecd,abcd->acbe"), [a, b], jit=jit)
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,9 @@ from jaxsm.compile import EIGEN_CPU_OPTIONS, LARGE_DOT_ROWS, compiler_options, p
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 
+# A GPU parent process holds most of the GPU memory; a child that preallocates too can crash (seen on an H100).
+_CHILD_ENV = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false")
+
 
 def _conv(x, w):
     return lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
@@ -107,7 +110,10 @@ def test_eigen_choice_survives_the_trace_cache(tmp_path):
         np.testing.assert_allclose(np.asarray(y), ref["out_y"], rtol=1e-5, atol=1e-5 * np.abs(ref["out_y"]).max())
         print("traced", len(calls), jax.default_backend())
     """)
-    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300) for _ in (0, 1)]
+    runs = [
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=_CHILD_ENV)
+        for _ in (0, 1)
+    ]
     for r in runs:
         assert r.returncode == 0, r.stderr[-2000:]
     assert "traced 0" not in runs[0].stdout and "traced 0" in runs[1].stdout

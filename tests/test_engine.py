@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -14,6 +15,9 @@ from jaxsm.errors import LoweringError, UnsupportedOpError
 
 tf = pytest.importorskip("tensorflow")
 from tests.tfcompare import assert_matches_tf  # noqa: E402
+
+# A GPU parent process holds most of the GPU memory; a child that preallocates too can crash (seen on an H100).
+_CHILD_ENV = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false")
 
 
 @pytest.mark.parametrize("jit", [True, False])
@@ -206,7 +210,10 @@ def test_trace_cache_with_jax_compilation_cache(tmp_path):
         np.testing.assert_allclose(np.asarray(y), ref["y"], rtol=1e-5)
         print("traced", len(calls))
     """)
-    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300) for _ in (0, 1)]
+    runs = [
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=_CHILD_ENV)
+        for _ in (0, 1)
+    ]
     for r in runs:
         assert r.returncode == 0, r.stderr[-2000:]
     assert "traced 0" not in runs[0].stdout, "the first process traces the graph"

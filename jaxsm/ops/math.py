@@ -12,6 +12,7 @@ import functools
 import math
 import operator
 
+import jax
 import jax.numpy as jnp
 import jax.scipy.special as jsp
 import numpy as np
@@ -459,6 +460,23 @@ def _truncate_mantissa(x, dst: np.dtype):
     return jnp.where(jnp.isnan(x), x, lax.bitcast_convert_type(bits, src))
 
 
+def _float_to_int(x, dst: np.dtype):
+    """TF's float -> integer Cast as its x86 CPU kernels compute it (C++ truncation, cvttss2si). Matched where
+    TF's result is one rule: to int32/int64, in-range values truncate toward zero and NaN or out-of-range values
+    give the type's minimum (XLA would saturate and make NaN 0); float32 to int8/int16/uint8/uint16 gives the low
+    bits of that int32 result (300.0 -> uint8 44, -5.0 -> 251). Other pairs (float16/float64 to narrow types,
+    to uint32/uint64) keep XLA's saturating conversion: TF's out-of-range results there differ by source type."""
+    narrow = dst in (np.int8, np.int16, np.uint8, np.uint16) and _dt(x) == np.float32
+    if dst not in (np.int32, np.int64) and not narrow:
+        return x.astype(dst)
+    bits = 64 if dst == np.int64 and jax.config.jax_enable_x64 else 32
+    itype = np.int64 if bits == 64 else np.int32
+    t = jnp.trunc(x)
+    ok = (t >= -(2.0 ** (bits - 1))) & (t < 2.0 ** (bits - 1))
+    out = jnp.where(ok, jnp.where(ok, t, 0).astype(itype), np.iinfo(itype).min)
+    return out.astype(dst)  # narrower types: XLA's integer narrowing keeps the low bits
+
+
 @op("Cast")
 def cast(ctx, x):
     dst = ctx.dtype("DstT")
@@ -468,6 +486,8 @@ def cast(ctx, x):
         x = jnp.real(x)  # TF keeps the real part
     if ctx.attr("Truncate", False) and (_dt(x), dst) in _TRUNCATING_CASTS:
         x = _truncate_mantissa(x, dst)
+    if _dt(x).kind == "f" and dst.kind in "iu":
+        return _float_to_int(x, dst)
     return x.astype(dst)
 
 

@@ -375,6 +375,17 @@ CASTS = [
     (np.float32, np.complex64, [1.5, -2.0]),
     (np.complex128, np.complex64, [1 / 3 + 1j / 7]),
     (np.uint8, np.int8, [0, 127, 128, 255]),
+    # out of range and NaN: TF's x86 kernels give the integer minimum (XLA alone would saturate, NaN -> 0)
+    (np.float32, np.int32, [np.nan, np.inf, -np.inf, 3e9, -3e9, 2147483520.0, -2147483648.0, 2147483648.0]),
+    (np.float64, np.int32, [1e10, -1e10, np.nan, 2147483647.9, -2147483648.9]),
+    (np.float32, np.int64, [np.nan, np.inf, 1e19, -1e19, 3e9]),
+    (np.float64, np.int64, [np.nan, 9.3e18, -9.3e18, -9.2233720368547758e18]),
+    (np.float16, np.int32, [np.nan, np.inf, -np.inf, 65504.0, -3.7]),
+    # float32 to narrower integers: the low bits of the int32 conversion
+    (np.float32, np.uint8, [300.0, -5.0, -1.7, 3e9, np.nan]),
+    (np.float32, np.int8, [200.0, -129.0, 1e10, np.nan]),
+    (np.float32, np.int16, [40000.0, -40000.0, np.nan]),
+    (np.float32, np.uint16, [70000.0, -1.0, np.nan]),
 ]
 
 

@@ -616,6 +616,9 @@ def _arg_extreme(ctx, x, dimension, fn):
         raise ctx.error(f"dimension {axis} is out of range for a rank-{np.ndim(x)} input")
     if np.shape(x)[axis] == 0:
         raise ctx.error("cannot take the arg max/min over an empty dimension")
+    if jnp.issubdtype(_dt(x), jnp.floating):
+        # TF's reducer skips NaNs (a NaN never compares greater), jnp.argmax picks them: make them lose.
+        x = jnp.where(jnp.isnan(x), -jnp.inf if fn is jnp.argmax else jnp.inf, x)
     return fn(x, axis=axis).astype(ctx.dtype("output_type", np.dtype(np.int64)))
 
 

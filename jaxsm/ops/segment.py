@@ -7,7 +7,7 @@ Empty segments follow TF: sum 0, product 1, mean 0; the sorted ``SegmentMax``/``
 ``UnsortedSegmentMax``/``Min`` and ``Segment{Max,Min}V2`` give the dtype's lowest/highest value. Negative ids
 drop their rows (as TF's unsorted ops do); ids ``>= num_segments`` make TF's CPU kernels raise, which a jitted
 function cannot, so their rows are dropped too. Out-of-range ``indices`` of the sparse ops gather zeros (see
-:mod:`jaxsm.ops.array`).
+:mod:`jaxsm.ops.array`). NaNs in Max/Min follow TF's row-order fold (see ``_nan_order``).
 """
 
 from __future__ import annotations
@@ -60,11 +60,32 @@ def segment_reduce(kind: str, data, segment_ids, num_segments: int, sorted_ids: 
         count = jnp.maximum(_count(ids, num_segments, data.dtype, sorted_ids), 1)
         count = _per_row(jnp.sqrt(count) if kind == "SqrtN" else count, total.ndim)
         return jax.lax.div(total, count.astype(total.dtype))
+    nan_out = None
+    if kind in ("Max", "Min") and jnp.issubdtype(data.dtype, jnp.floating) and num_segments:
+        data, nan_out = _nan_order(kind, data, ids, num_segments, sorted_ids)
     out = _REDUCERS[kind](data, ids, num_segments=num_segments, indices_are_sorted=sorted_ids)
+    if nan_out is not None:
+        out = jnp.where(nan_out, jnp.asarray(jnp.nan, out.dtype), out)
     if empty is not None:
         present = _per_row(_count(ids, num_segments, np.int32, sorted_ids) > 0, out.ndim)
         out = jnp.where(present, out, jnp.asarray(empty, out.dtype))
     return out
+
+
+def _nan_order(kind: str, data, ids, num_segments: int, sorted_ids: bool):
+    """TF's CPU kernels fold a segment in row order with ``acc = (x < acc) ? acc : x`` (``x > acc`` for Min):
+    a NaN always takes over and the next number replaces it. So a segment's result is the max (min) of the
+    values after its last NaN, or NaN when the NaN comes last. Returns ``data`` with the values up to each
+    segment's last NaN replaced by the reducer's identity, and where a segment must give NaN."""
+    rows = jnp.arange(data.shape[0]).reshape((-1,) + (1,) * (data.ndim - 1))
+    nan = jnp.isnan(data)
+    kw = dict(num_segments=num_segments, indices_are_sorted=sorted_ids)
+    last_nan = jax.ops.segment_max(jnp.where(nan, rows, -1), ids, **kw)  # -1: no NaN in that segment
+    cut = jnp.take(last_nan, jnp.clip(ids, 0, num_segments - 1), axis=0)
+    identity = -jnp.inf if kind == "Max" else jnp.inf
+    data = jnp.where(rows <= cut, jnp.asarray(identity, data.dtype), data)
+    after = jax.ops.segment_sum((rows > cut).astype(np.int32), ids, **kw)
+    return data, (last_nan >= 0) & (after == 0)
 
 
 def _kind(ctx) -> str:

@@ -667,3 +667,10 @@ def test_invalid_arguments_are_reported(fn, message):
     export_dir, _ = save_function(fn, [x])
     with pytest.raises(LoweringError, match=message):
         run_jaxsm(export_dir, [x])
+
+
+@JIT
+def test_arg_extremes_skip_nans_like_tf(jit):
+    nan, inf = np.nan, np.inf
+    x = np.array([[1, nan, 3, nan], [nan, nan, 2, 5], [nan, nan, nan, nan], [-inf, nan, -inf, nan]], np.float32)
+    assert_matches_tf(lambda x: (tf.argmax(x, 1), tf.argmin(x, 1), tf.argmax(x, 0), tf.argmin(x, 0)), [x], jit=jit)

@@ -114,3 +114,19 @@ def test_sparse_segments_with_run_time_ids(jit):
     fn = lambda x, i, s: tf.sparse.segment_sqrt_n(x, i, s, num_segments=3)  # noqa: E731
     ids = np.asarray([0, 2, 2], np.int64)
     assert_matches_tf(fn, [_data((3, 2), np.float32), np.asarray([1, 1, 0], np.int64), ids], jit=jit)
+
+
+_NAN_DATA = np.array([np.nan, 1.0, 2.0, np.nan, np.nan, 5.0, 1.0, np.nan, 3.0, -1.0], np.float32)
+_NAN_IDS = np.array([0, 0, 1, 2, 2, 3, 4, 4, 4, 4], np.int32)
+
+
+@JIT
+@pytest.mark.parametrize("kind", ["max", "min"])
+def test_segment_extremes_with_nans_follow_tf_row_order(kind, jit):
+    """TF folds a segment in row order and a NaN is replaced by the next number: [nan, 1] -> 1, [1, nan] -> nan."""
+    unsorted = getattr(tf.math, f"unsorted_segment_{kind}")
+    data2d = np.stack([_NAN_DATA, _NAN_DATA[::-1]], 1)
+    shuffled = np.array([4, 0, 4, 1, 0, 3, 4, 2, 2, 4], np.int32)
+    assert_matches_tf(lambda d, s: unsorted(d, s, 6), [_NAN_DATA, _NAN_IDS], jit=jit)
+    assert_matches_tf(lambda d, s: unsorted(d, s, 6), [data2d, shuffled], jit=jit)
+    assert_matches_tf(lambda d: getattr(tf.math, f"segment_{kind}")(d, tf.constant(_NAN_IDS)), [_NAN_DATA], jit=jit)

@@ -603,20 +603,48 @@ def data_format_vec_permute(ctx, x):
     return x[perm]
 
 
-def _fake_quant(x, lo, hi, num_bits: int, narrow_range: bool):
-    """FakeQuantWithMinMaxArgsFunctor (fake_quant_ops_functor.h): nudge [lo, hi] so zero is exactly
-    representable on the (2^bits - 1)-step grid, clamp into the nudged range and round to the grid."""
-    f32 = jnp.float32
-    quant_min, quant_max = (1.0 if narrow_range else 0.0), float((1 << num_bits) - 1)
-    lo, hi = jnp.asarray(lo, f32), jnp.asarray(hi, f32)
-    scale = (hi - lo) / f32(quant_max - quant_min)
-    zero_from_min = f32(quant_min) - lo / scale
-    # std::round: halves away from zero; zero_from_min is within [quant_min, quant_max] here, so >= 0.
-    zero = jnp.clip(jnp.floor(zero_from_min + f32(0.5)), quant_min, quant_max)
-    nudged_min = (f32(quant_min) - zero) * scale
-    nudged_max = (f32(quant_max) - zero) * scale
-    shifted = jnp.clip(x, nudged_min, nudged_max) - nudged_min
-    return jnp.floor(shifted * (f32(1.0) / scale) + f32(0.5)) * scale + nudged_min
+def _fake_quant(x, lo, hi, num_bits: int, narrow_range: bool, divide: bool = False):
+    """TF's fake_quant_ops_functor.h. ``Nudge`` moves [lo, hi] so that zero is on the (2^bits - 1)-step grid:
+    scale = (hi - lo) / steps, inv_scale = steps / (hi - lo) (recomputed, not 1/scale), zero point
+    std::round(qmin - lo / scale) clamped to [qmin, qmax]. Then
+    ``floor((clamp(x) - nudged_min) * inv_scale - quant_zero + 0.5) * scale`` (``/ scale`` for MinMaxVars),
+    and zeros where min == max == 0 (the Vars ops).
+
+    The nudge is TF's float32 scalar C++: with known min/max it is computed in NumPy float32 (XLA would fold the
+    constant arithmetic differently: 127.5 instead of float32's 127.49999 for [-1, 1]); with run-time min/max
+    without letting XLA turn a division by a constant into a multiplication by its reciprocal. XLA:CPU may
+    contract the final multiply-add into an FMA, so inputs exactly halfway between two grid points can round
+    to the other neighbour (a select between the two keeps most of them apart)."""
+    qmin, qmax = (1.0 if narrow_range else 0.0), float((1 << num_bits) - 1)
+    static = not any(isinstance(v, jax.core.Tracer) for v in (lo, hi))
+    xp = np if static else jnp
+    f32 = np.float32
+    lo, hi = xp.asarray(lo, f32), xp.asarray(hi, f32)
+    # Run-time min/max: the step count as a run-time value too (``lo * 0`` is not folded for floats), so the
+    # divisions stay divisions.
+    steps = f32(qmax - qmin) if static else lo * f32(0) + f32(qmax - qmin)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scale = _rounded((hi - lo) / steps)  # not folded into ``lo / scale`` below (XLA: A/(B/C) -> A*C/B)
+        inv_scale = _rounded(steps / (hi - lo))
+        from_min = f32(qmin) - lo / scale
+        whole = xp.trunc(from_min)
+        rounded = whole + xp.where(xp.abs(from_min - whole) >= f32(0.5), xp.sign(from_min), f32(0))  # std::round
+        zero = xp.where(from_min < f32(qmin), f32(qmin), xp.where(from_min > f32(qmax), f32(qmax), rounded))
+        nudged_min, nudged_max = (f32(qmin) - zero) * scale, (f32(qmax) - zero) * scale
+        quant_zero = xp.floor(_rounded(-nudged_min * inv_scale) + f32(0.5))
+    shifted = jnp.maximum(jnp.minimum(x, nudged_max), nudged_min) - nudged_min
+    q = shifted / scale if divide else _rounded(shifted * inv_scale)
+    out = jnp.floor(q - quant_zero + f32(0.5)) * scale
+    return jnp.where((lo == 0) & (hi == 0), f32(0), out)
+
+
+def _rounded(product):
+    """``product`` as a rounded float32 value: a select between it and the next operation keeps XLA from
+    rewriting the arithmetic across it and LLVM from fusing a multiply into a following add (an FMA skips the
+    product's rounding, which TF does not)."""
+    if not isinstance(product, jax.Array):
+        return product  # NumPy float32: already rounded
+    return jnp.where(product == product, product, jnp.zeros_like(product))
 
 
 @op("FakeQuantWithMinMaxArgs")
@@ -625,7 +653,13 @@ def fake_quant_with_min_max_args(ctx, x):
     return _fake_quant(x, lo, hi, int(ctx.attr("num_bits", 8)), bool(ctx.attr("narrow_range", False)))
 
 
-@op("FakeQuantWithMinMaxVars", "FakeQuantWithMinMaxVarsPerChannel")
+@op("FakeQuantWithMinMaxVars")
 def fake_quant_with_min_max_vars(ctx, x, lo, hi):
-    # Per channel: min/max have the last dimension's size and broadcast along it.
+    bits, narrow = int(ctx.attr("num_bits", 8)), bool(ctx.attr("narrow_range", False))
+    return _fake_quant(x, lo, hi, bits, narrow, divide=True)
+
+
+@op("FakeQuantWithMinMaxVarsPerChannel")
+def fake_quant_with_min_max_vars_per_channel(ctx, x, lo, hi):
+    # min/max have the last dimension's size and broadcast along it.
     return _fake_quant(x, lo, hi, int(ctx.attr("num_bits", 8)), bool(ctx.attr("narrow_range", False)))

@@ -781,3 +781,24 @@ def test_fake_quant(num_bits, narrow, jit):
     clo = np.array([-1.0, -0.1, 0.2, -3.0], np.float32)
     chi = np.array([1.0, 0.7, 2.0, -0.5], np.float32)
     assert_matches_tf(fn, [x, np.float32(-0.8), np.float32(1.1), clo, chi], rtol=1e-6, atol=1e-6, jit=jit)
+
+
+@JIT
+@pytest.mark.parametrize("lo,hi,bits", [(-1.0, 1.0, 8), (-6.0, 6.0, 8), (-0.3, 2.7, 4), (0.0, 3.0, 8), (-2.0, 0.0, 8)])
+@pytest.mark.parametrize("narrow", [False, True])
+def test_fake_quant_bit_exact(lo, hi, bits, narrow, jit):
+    """TF's nudge is float32 scalar math and its grid rounding floors exact halves: the outputs match bit for
+    bit, also for inputs exactly between two grid points and for [-1, 1] (zero point 127.49999 -> 127)."""
+    x = np.concatenate([np.linspace(-3, 3, 61), np.random.default_rng(5).uniform(-7, 7, 60)]).astype(np.float32)
+
+    def fn(x, vlo, vhi, clo, chi):
+        return (
+            tf.quantization.fake_quant_with_min_max_args(x, lo, hi, bits, narrow_range=narrow),
+            tf.quantization.fake_quant_with_min_max_vars(x, vlo, vhi, bits, narrow_range=narrow),
+            tf.quantization.fake_quant_with_min_max_vars_per_channel(
+                tf.reshape(x[:120], [40, 3]), clo, chi, bits, narrow_range=narrow
+            ),
+        )
+
+    lims = [np.float32(lo), np.float32(hi), np.array([lo, 0, -1], np.float32), np.array([hi, 0, 1], np.float32)]
+    assert_matches_tf(fn, [x, *lims], rtol=0, atol=0, jit=jit)

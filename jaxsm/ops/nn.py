@@ -633,7 +633,8 @@ def _fake_quant(x, lo, hi, num_bits: int, narrow_range: bool, divide: bool = Fal
         nudged_min, nudged_max = (f32(qmin) - zero) * scale, (f32(qmax) - zero) * scale
         quant_zero = xp.floor(_rounded(-nudged_min * inv_scale) + f32(0.5))
     shifted = jnp.maximum(jnp.minimum(x, nudged_max), nudged_min) - nudged_min
-    q = shifted / scale if divide else _rounded(shifted * inv_scale)
+    # A true division also when ``scale`` is a constant (XLA multiplies by the reciprocal otherwise).
+    q = shifted / (shifted * f32(0) + scale) if divide else _rounded(shifted * inv_scale)
     out = jnp.floor(q - quant_zero + f32(0.5)) * scale
     return jnp.where((lo == 0) & (hi == 0), f32(0), out)
 

@@ -22,12 +22,15 @@ from __future__ import annotations
 import contextlib
 import gc
 import math
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
 import jax.extend.core
 import numpy as np
+
+from jaxsm.errors import EagerFallbackWarning, StaticValueError
 
 LARGE_DOT_ROWS = 4096
 
@@ -96,12 +99,18 @@ def input_key(flat_inputs: Any) -> tuple:
     return tuple((np.shape(x), str(getattr(x, "dtype", type(x).__name__))) for x in flat_inputs)
 
 
-def tuned_jit(fn: Callable) -> Callable:
+def tuned_jit(fn: Callable, name: str = "function") -> Callable:
     """``jax.jit(fn)`` for functions called as ``fn(state, flat_inputs)``, compiled with ``compiler_options``
-    chosen once per input shapes. ``._cache_size()`` counts the compiled versions."""
+    chosen once per input shapes. ``._cache_size()`` counts the compiled versions.
+
+    A function whose trace needs run-time values as shapes (tf.boolean_mask, tf.unique, tf.where with one
+    argument, segment ops with run-time ids: a :class:`StaticValueError`) runs op by op without ``jax.jit`` for
+    those input shapes instead, with one :class:`EagerFallbackWarning`: every value is concrete then, as in
+    TF's eager mode, so data-dependent shapes work (slowly). Loops whose bodies need that still raise."""
     plain = jax.jit(fn)
     eigen = jax.jit(fn, compiler_options=EIGEN_CPU_OPTIONS)
     choice: dict[tuple, Callable] = {}
+    eager: set[tuple] = set()
 
     def pick(state: Any, flat_inputs: Any) -> Callable:
         key = input_key(flat_inputs)
@@ -112,12 +121,24 @@ def tuned_jit(fn: Callable) -> Callable:
         return run
 
     def call(state: Any, flat_inputs: Any) -> Any:
-        run = choice.get(input_key(flat_inputs))
+        key = input_key(flat_inputs)
+        run = choice.get(key)
         if run is not None:
             return run(state, flat_inputs)
-        with gc_paused():  # a new shape: trace, lower and compile
-            return pick(state, flat_inputs)(state, flat_inputs)
+        if key not in eager:
+            try:
+                with gc_paused():  # a new shape: trace, lower and compile
+                    return pick(state, flat_inputs)(state, flat_inputs)
+            except StaticValueError as e:
+                eager.add(key)
+                warnings.warn(
+                    f"jaxsm: {name} runs op by op, without jax.jit, for inputs of shapes {[s for s, _ in key]}: "
+                    f"its output shapes depend on run-time values, which XLA cannot compile ({e})",
+                    EagerFallbackWarning,
+                    stacklevel=4,
+                )
+        return fn(state, flat_inputs)
 
-    call.pick, call.plain, call.eigen = pick, plain, eigen  # type: ignore[attr-defined]
+    call.pick, call.plain, call.eigen, call.eager = pick, plain, eigen, eager  # type: ignore[attr-defined]
     call._cache_size = lambda: plain._cache_size() + eigen._cache_size()  # type: ignore[attr-defined]
     return call

@@ -79,3 +79,8 @@ class StringTensorError(LoweringError):
 
 class CheckpointNotFoundError(FormatError, FileNotFoundError, ValueError):
     """No checkpoint at the given path (TF raises ValueError for a directory without checkpoints)."""
+
+
+class EagerFallbackWarning(UserWarning):
+    """A function needs run-time values as shapes (data-dependent output shapes), which XLA cannot compile, so
+    jaxsm runs it op by op without ``jax.jit`` for inputs of those shapes, as TF's eager mode would."""

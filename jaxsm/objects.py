@@ -23,7 +23,7 @@ import numpy as np
 from jaxsm import dtypes
 from jaxsm._proto import meta_graph_pb2, saved_object_graph_pb2, trackable_object_graph_pb2
 from jaxsm.compile import EIGEN_CPU_OPTIONS, gc_paused, input_key, tuned_jit
-from jaxsm.errors import FunctionMatchError, JaxsmError, VariableError
+from jaxsm.errors import FunctionMatchError, JaxsmError, StaticValueError, VariableError
 from jaxsm.format import structure
 from jaxsm.format.structure import TensorSpec
 from jaxsm.format.tensor import tensor_from_proto
@@ -484,7 +484,7 @@ def _jit_keeping_host_outputs(fn: Callable, cache_prefix: str | None = None) -> 
                 arrays.append(o)
         return arrays, updated
 
-    jitted = tuned_jit(traced)
+    jitted = tuned_jit(traced, repr(cache_prefix.rsplit(":", 1)[-1]) if cache_prefix else "function")
 
     def from_export_cache(state, flat_inputs) -> Callable | None:
         cache_dir = jax.config.jax_compilation_cache_dir
@@ -526,7 +526,11 @@ def _jit_keeping_host_outputs(fn: Callable, cache_prefix: str | None = None) -> 
             outputs, updated = run(state, flat_inputs)
         elif jax.config.jax_compilation_cache_dir and cache_prefix is not None:
             with gc_paused():  # first call for these shapes: export or read the traced function, compile
-                outputs, updated = (from_export_cache(state, flat_inputs) or jitted)(state, flat_inputs)
+                try:
+                    run = from_export_cache(state, flat_inputs)
+                except StaticValueError:
+                    run = None  # not compilable: ``jitted`` runs it op by op (and warns)
+                outputs, updated = (run or jitted)(state, flat_inputs)
         else:
             outputs, updated = jitted(state, flat_inputs)
         return [host.get(i, o) for i, o in enumerate(outputs)], updated

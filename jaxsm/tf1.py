@@ -761,7 +761,7 @@ class PrunedFunction:
         """Run on the feeds in order; returns the tensor fetches, flattened."""
         with self._lock:
             if self._jitted is None:
-                self._jitted = tuned_jit(self.pure())
+                self._jitted = tuned_jit(self.pure(), repr(self.name))
         feeds = [self._convert(spec, x) for spec, x in zip(self.inputs, flat_feeds, strict=True)]
         outputs, updated = self._jitted(self._model._state(), feeds)
         self._model._write_back(updated)

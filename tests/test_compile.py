@@ -119,3 +119,30 @@ def test_eigen_choice_survives_the_trace_cache(tmp_path):
     assert "traced 0" not in runs[0].stdout and "traced 0" in runs[1].stdout
     markers = list((tmp_path / "cache" / "jaxsm-exports").glob("*.eigen"))
     assert len(markers) == (1 if runs[0].stdout.split()[-1] == "cpu" else 0)
+
+
+def test_data_dependent_shapes_run_op_by_op_once_warned():
+    """A trace that needs run-time values as shapes falls back to running op by op, warning once per shapes."""
+    import warnings
+
+    from jaxsm.errors import EagerFallbackWarning, StaticValueError
+
+    traces = []
+
+    def fn(state, flat):
+        x = flat[0]
+        if isinstance(x, jax.core.Tracer):
+            traces.append(1)
+            raise StaticValueError("the mask must be known at trace time")
+        return [x[x > 0] * state["s"]], {}
+
+    jitted = tuned_jit(fn, "'masked'")
+    x = np.array([1.0, -2.0, 3.0], np.float32)
+    with pytest.warns(EagerFallbackWarning, match="'masked' runs op by op"):
+        out = jitted({"s": 2.0}, [x])[0][0]
+    np.testing.assert_array_equal(np.asarray(out), [2.0, 6.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = jitted({"s": 2.0}, [np.array([-1.0, 5.0, 4.0], np.float32)])[0][0]
+    np.testing.assert_array_equal(np.asarray(out), [10.0, 8.0])
+    assert len(traces) == 1, "the same shapes are not traced again"

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 KNOWN_GAPS: list[tuple[str, str, str]] = [
     (
-        "Where, Unique*, ListDiff, DynamicPartition, DynamicStitch",
+        "Where, Unique*, ListDiff, DynamicPartition, DynamicStitch, Range, Fill, bincounts",
         "input known only at run time",
-        "the output shape depends on the values; XLA needs static shapes (works when the input is a constant)",
+        "the output shape depends on the values, which XLA cannot compile: a call runs the function op by op "
+        "without jax.jit (EagerFallbackWarning), jax.jit of jaxsm.functional raises; inside a loop it raises",
     ),
     (
         "Segment*, SparseSegment* (no num_segments)",
         "segment ids known only at run time",
-        "the number of segments is the largest id + 1, a data-dependent shape",
+        "the number of segments is the largest id + 1, a data-dependent shape: runs op by op as above",
     ),
     (
         "Gather*, Scatter*, SparseToDense, Inplace*",

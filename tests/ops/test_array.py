@@ -5,7 +5,7 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from jaxsm.errors import StaticValueError  # noqa: E402
+from jaxsm.errors import EagerFallbackWarning, StaticValueError  # noqa: E402
 from tests.tfcompare import assert_matches_tf, run_jaxsm, save_function  # noqa: E402
 
 JIT = pytest.mark.parametrize("jit", [True, False])
@@ -573,10 +573,19 @@ def test_data_dependent_ops_on_constants(out_idx):
     ],
     ids=["unique", "where", "list_diff", "unique_counts", "dynamic_partition", "dynamic_stitch"],
 )
-def test_data_dependent_ops_on_run_time_values_raise(make, x):
+def test_data_dependent_ops_on_run_time_values_run_op_by_op(make, x):
+    """Output shapes from run-time values: a call runs op by op like TF eager (one EagerFallbackWarning) and
+    matches TF; jax.jit of the pure function cannot compile it and raises a StaticValueError."""
+    import jax
+
+    import jaxsm
+
+    with pytest.warns(EagerFallbackWarning, match="op by op"):
+        assert_matches_tf(make, [x], jit=True)
     export_dir, _ = save_function(make, [x])
+    apply, params = jaxsm.functional(jaxsm.load(export_dir).f)
     with pytest.raises(StaticValueError, match="must be known at trace time"):
-        run_jaxsm(export_dir, [x], jit=True)
+        jax.jit(apply)(params, x)
 
 
 @JIT

@@ -5,7 +5,7 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from jaxsm.errors import StaticValueError  # noqa: E402
+from jaxsm.errors import EagerFallbackWarning, StaticValueError  # noqa: E402
 from tests.tfcompare import assert_matches_tf, run_jaxsm, save_function  # noqa: E402
 
 JIT = pytest.mark.parametrize("jit", [True, False])
@@ -63,11 +63,19 @@ def test_sorted_segments_on_constants():
     assert_matches_tf(fn, [_data((3,), np.float32)], jit=True)
 
 
-def test_sorted_segments_with_run_time_ids_raise():
+def test_sorted_segments_with_run_time_ids_run_op_by_op():
+    """The output has (last id + 1) rows: not compilable; a call runs op by op (and warns), jax.jit raises."""
+    import jax
+
+    import jaxsm
+
     x, ids = _data((4, 2), np.float32), np.asarray([0, 0, 1, 3], np.int32)
+    with pytest.warns(EagerFallbackWarning, match="op by op"):
+        assert_matches_tf(lambda x, i: tf.math.segment_sum(x, i), [x, ids], jit=True)
     export_dir, _ = save_function(lambda x, i: tf.math.segment_sum(x, i), [x, ids])
+    apply, params = jaxsm.functional(jaxsm.load(export_dir).f)
     with pytest.raises(StaticValueError, match="segment_ids of SegmentSum"):
-        run_jaxsm(export_dir, [x, ids], jit=True)
+        jax.jit(apply)(params, x, ids)
 
 
 @JIT

@@ -20,6 +20,7 @@ from the traced jaxpr (tracing is cached by JAX, so it costs nothing extra), and
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import gc
 import math
 import warnings
@@ -33,6 +34,10 @@ import numpy as np
 from jaxsm.errors import EagerFallbackWarning, StaticValueError
 
 LARGE_DOT_ROWS = 4096
+
+# True while a function runs op by op (the fallback below): every value is concrete, so control flow can run
+# as Python (a While becomes a Python loop whose variables may change shape, as in TF eager).
+OP_BY_OP: contextvars.ContextVar[bool] = contextvars.ContextVar("jaxsm_op_by_op", default=False)
 
 # YNNPACK off: XLA:CPU then runs convolutions and dots with Eigen.
 EIGEN_CPU_OPTIONS: dict[str, Any] = {"xla_cpu_experimental_ynn_fusion_type": ""}
@@ -137,7 +142,11 @@ def tuned_jit(fn: Callable, name: str = "function") -> Callable:
                     EagerFallbackWarning,
                     stacklevel=4,
                 )
-        return fn(state, flat_inputs)
+        token = OP_BY_OP.set(True)
+        try:
+            return fn(state, flat_inputs)
+        finally:
+            OP_BY_OP.reset(token)
 
     call.pick, call.plain, call.eigen, call.eager = pick, plain, eigen, eager  # type: ignore[attr-defined]
     call._cache_size = lambda: plain._cache_size() + eigen._cache_size()  # type: ignore[attr-defined]

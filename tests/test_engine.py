@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 
+import jax
 import numpy as np
 import pytest
 
@@ -134,12 +135,20 @@ def test_error_names_node_op_and_function(tmp_path):
             k = tf.cast(tf.reduce_sum(x), tf.int32)
             return tf.reshape(x, [k, -1])  # a run-time value as a shape
 
-    tf.saved_model.save(M(), str(tmp_path))
+    module = M()
+    tf.saved_model.save(module, str(tmp_path))
     m = jaxsm.load(str(tmp_path))
+    x = np.ones(4, np.float32)
+    apply, params = jaxsm.functional(m.f)
     with pytest.raises(LoweringError) as e:
-        m.f(np.ones(4, np.float32))
+        jax.jit(apply)(params, x)
     msg = str(e.value)
     assert "Reshape" in msg and "__inference_f" in msg and "trace time" in msg, msg
+    # A call is not compiled: it runs op by op, as TF eager would.
+    from jaxsm.errors import EagerFallbackWarning
+
+    with pytest.warns(EagerFallbackWarning, match="Reshape"):
+        np.testing.assert_array_equal(np.asarray(m.f(x)), module.f(x).numpy())
 
 
 def test_gradients_match_tf(tmp_path):
@@ -219,3 +228,47 @@ def test_trace_cache_with_jax_compilation_cache(tmp_path):
     assert "traced 0" not in runs[0].stdout, "the first process traces the graph"
     assert "traced 0" in runs[1].stdout, "the second process loads the traced function from the cache"
     assert list((tmp_path / "cache" / "jaxsm-exports").iterdir()), "an exported module was written"
+
+
+def _grow(n):
+    i, x = tf.constant(0), tf.zeros([0])
+    _, x = tf.while_loop(
+        lambda i, x: i < n,
+        lambda i, x: (i + 1, tf.concat([x, [tf.cast(i, tf.float32) * 2.0]], 0)),
+        [i, x],
+        shape_invariants=[i.shape, tf.TensorShape([None])],
+    )
+    return x
+
+
+def _dynamic_tensor_array(x):
+    ta, n = tf.TensorArray(tf.float32, size=0, dynamic_size=True), tf.reduce_sum(tf.cast(x > 0, tf.int32))
+    _, ta = tf.while_loop(
+        lambda i, ta: i < n, lambda i, ta: (i + 1, ta.write(i, tf.cast(i, tf.float32))), [tf.constant(0), ta]
+    )
+    return ta.stack()
+
+
+def _mask_in_loop(x):
+    def body(i, s):
+        return i + 1, s + tf.reduce_sum(tf.boolean_mask(x, x > tf.cast(i, tf.float32)))
+
+    return tf.while_loop(lambda i, s: i < 3, body, [tf.constant(0), tf.constant(0.0)])[1]
+
+
+@pytest.mark.parametrize(
+    "fn,x",
+    [
+        (_grow, np.array(5, np.int32)),
+        (_dynamic_tensor_array, np.array([1.0, -1.0, 2.0, 3.0], np.float32)),
+        (_mask_in_loop, np.array([0.5, 1.5, 2.5, 3.5], np.float32)),
+    ],
+    ids=["shape_invariants", "dynamic_tensor_array", "boolean_mask_in_loop"],
+)
+def test_loops_with_run_time_shapes_run_op_by_op(fn, x):
+    """Loops whose shapes depend on run-time values cannot be compiled: a call runs op by op (the loop as a
+    Python loop, as TF eager does) and matches TF."""
+    from jaxsm.errors import EagerFallbackWarning
+
+    with pytest.warns(EagerFallbackWarning):
+        assert_matches_tf(fn, [x], jit=True)

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from jaxsm.compile import OP_BY_OP
 from jaxsm.errors import LoweringError, StaticValueError
 from jaxsm.graph.interpreter import Interpreter, OpContext
 from jaxsm.graph.library import output_dependencies
@@ -182,7 +183,8 @@ def _fit(new: Any, old: Any, ctx: OpContext, what: str) -> Any:
     if new.shape != old.shape:
         raise ctx.error(
             f"{what}: loop variable changes shape from {old.shape} to {new.shape}; XLA loops need fixed shapes "
-            "(TF shape_invariants with None dims are not supported)"
+            "(TF shape_invariants with None dims): a call runs such a function op by op",
+            StaticValueError,
         )
     return new
 
@@ -191,6 +193,12 @@ def _fit(new: Any, old: Any, ctx: OpContext, what: str) -> Any:
 def while_(ctx, *args):
     cond, body = ctx.attr("cond").name, ctx.attr("body").name
     init = list(args)
+    if OP_BY_OP.get() and not any(isinstance(v, jax.core.Tracer) for v in jax.tree.leaves((init, ctx.interp.state))):
+        # Running op by op (data-dependent shapes, jaxsm/compile.py): a Python loop, like TF eager; loop
+        # variables may change shape.
+        while bool(np.asarray(ctx.call(cond, init)[0])):
+            init = ctx.call(body, init)
+        return init
     schedule = _static_schedule(ctx, cond, body, init)
     carried = [i for i, v in enumerate(init) if _is_carry(v)]
     if schedule is not None:

@@ -33,12 +33,14 @@ KNOWN_GAPS: list[tuple[str, str, str]] = [
     (
         "While",
         "loop variable whose shape changes between iterations",
-        "XLA loops need fixed shapes (TF shape_invariants with None dimensions)",
+        "XLA loops need fixed shapes (TF shape_invariants with None dimensions): a call runs the function op by op"
+        " (EagerFallbackWarning, the loop as a Python loop); jax.jit of jaxsm.functional raises",
     ),
     (
         "TensorListReserve, TensorArrayV3",
         "unknown size inside a run-time-trip-count loop",
-        "storage is preallocated; a dynamic size works only when the loop can be unrolled at trace time",
+        "storage is preallocated; a dynamic size is compiled only when the loop can be unrolled at trace time,"
+        " else a call runs op by op as above",
     ),
     (
         "TF1 frames",

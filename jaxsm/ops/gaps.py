@@ -72,9 +72,9 @@ KNOWN_GAPS: list[tuple[str, str, str]] = [
         " jaxsm reproduces the single-shard stream",
     ),
     (
-        "NonMaxSuppression, NonMaxSuppressionV2, NonMaxSuppressionV3, CTCGreedyDecoder, SparseFillEmptyRows",
+        "CTCGreedyDecoder, SparseFillEmptyRows",
         "any",
-        "not lowered: the output size depends on the values (V4/V5 with pad_to_max_output_size=True work)",
+        "not lowered: the output size depends on the values",
     ),
     (
         "CTCLoss, CTCLossV2, SparseReshape",

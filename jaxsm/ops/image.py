@@ -448,25 +448,46 @@ def _nms_padded(boxes, scores, max_output_size: int, iou_threshold, score_thresh
     return indices, jnp.where(valid, sorted_scores[safe], 0), count
 
 
-def _check_padded(ctx):
-    if not ctx.attr("pad_to_max_output_size", False):
-        raise ctx.error(
-            "the number of selected boxes is data dependent; only pad_to_max_output_size=True "
-            "has a static output shape (use tf.image.non_max_suppression_padded)"
-        )
+def _selected(ctx, count, *outs):
+    """Without padding the outputs hold exactly the selected boxes: a run-time length, known when the function
+    runs op by op (jaxsm/compile.py); under jax.jit a StaticValueError."""
+    n = int(ctx.static(count, "the number of boxes NMS selects (the length of its outputs)"))
+    return tuple(o[:n] for o in outs)
+
+
+@op("NonMaxSuppression", static=(2,))
+def non_max_suppression_v1(ctx, boxes, scores, max_output_size):
+    iou = float(ctx.attr("iou_threshold", 0.5))
+    indices, _, count = _nms_padded(boxes, scores, int(max_output_size), iou, -np.inf)
+    return _selected(ctx, count, indices)[0]
+
+
+@op("NonMaxSuppressionV2", static=(2,))
+def non_max_suppression_v2(ctx, boxes, scores, max_output_size, iou_threshold):
+    indices, _, count = _nms_padded(boxes, scores, int(max_output_size), iou_threshold, -np.inf)
+    return _selected(ctx, count, indices)[0]
+
+
+@op("NonMaxSuppressionV3", static=(2,))
+def non_max_suppression_v3(ctx, boxes, scores, max_output_size, iou_threshold, score_threshold):
+    indices, _, count = _nms_padded(boxes, scores, int(max_output_size), iou_threshold, score_threshold)
+    return _selected(ctx, count, indices)[0]
 
 
 @op("NonMaxSuppressionV4", static=(2,))
 def non_max_suppression_v4(ctx, boxes, scores, max_output_size, iou_threshold, score_threshold):
-    _check_padded(ctx)
     indices, _, count = _nms_padded(boxes, scores, int(max_output_size), iou_threshold, score_threshold)
+    if not ctx.attr("pad_to_max_output_size", False):
+        (indices,) = _selected(ctx, count, indices)
     return indices, count
 
 
 @op("NonMaxSuppressionV5", static=(2, 5))
 def non_max_suppression_v5(ctx, boxes, scores, max_output_size, iou_threshold, score_threshold, soft_nms_sigma):
-    _check_padded(ctx)
     if float(soft_nms_sigma) != 0.0:
         raise ctx.error("soft NMS (soft_nms_sigma > 0) re-queues rescored boxes; only hard NMS is supported")
     indices, kept_scores, count = _nms_padded(boxes, scores, int(max_output_size), iou_threshold, score_threshold)
-    return indices, kept_scores.astype(jnp.result_type(scores)), count
+    kept_scores = kept_scores.astype(jnp.result_type(scores))
+    if not ctx.attr("pad_to_max_output_size", False):
+        indices, kept_scores = _selected(ctx, count, indices, kept_scores)
+    return indices, kept_scores, count

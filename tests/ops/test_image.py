@@ -217,3 +217,32 @@ def test_non_max_suppression_padded(max_out, iou, score, jit):
         return tuple(v4) + tuple(v5)
 
     assert_matches_tf(fn, [boxes, scores], jit=jit)
+
+
+@pytest.mark.parametrize("max_out,iou,score", [(5, 0.5, 0.0), (40, 0.3, 0.2), (3, 1.0, 0.9)])
+def test_non_max_suppression_unpadded_runs_op_by_op(max_out, iou, score):
+    """tf.image.non_max_suppression (V3) and unpadded V4/V5 return as many indices as boxes kept: a run-time
+    length, so a call runs op by op (EagerFallbackWarning) and matches TF."""
+    from jaxsm.errors import EagerFallbackWarning
+
+    boxes, scores = _boxes(30)
+
+    def fn(boxes, scores):
+        v2 = tf.raw_ops.NonMaxSuppressionV2(boxes=boxes, scores=scores, max_output_size=max_out, iou_threshold=iou)
+        v3 = tf.image.non_max_suppression(boxes, scores, max_out, iou, score)
+        v4 = tf.raw_ops.NonMaxSuppressionV4(
+            boxes=boxes, scores=scores, max_output_size=max_out, iou_threshold=iou, score_threshold=score
+        )
+        v5 = tf.raw_ops.NonMaxSuppressionV5(
+            boxes=boxes,
+            scores=scores,
+            max_output_size=max_out,
+            iou_threshold=iou,
+            score_threshold=score,
+            soft_nms_sigma=0.0,
+        )
+        v1 = tf.raw_ops.NonMaxSuppression(boxes=boxes, scores=scores, max_output_size=max_out, iou_threshold=iou)
+        return (v1, v2, v3) + tuple(v4) + tuple(v5)
+
+    with pytest.warns(EagerFallbackWarning):
+        assert_matches_tf(fn, [boxes, scores], jit=True)

@@ -1,4 +1,4 @@
-"""How jaxsm jits a restored function: ``jax.jit``, plus a per-shape choice of XLA:CPU's kernel library.
+"""How jaxsm runs a restored function: ``jax.jit`` with a per-shape choice of XLA:CPU's kernel library.
 
 XLA:CPU hands convolutions and matrix products either to YNNPACK (its default in jaxlib 0.10) or to Eigen. Measured
 on 2 cores (AMD EPYC, jaxlib 0.10.2; ``benchmarks/``), neither wins everywhere:
@@ -15,6 +15,9 @@ So a function that contains a convolution or a product with at least ``LARGE_DOT
 included) is compiled with YNNPACK off; others keep XLA's defaults. The choice is made once per input shapes,
 from the traced jaxpr (tracing is cached by JAX, so it costs nothing extra), and only for the CPU backend.
 ``jaxsm.compiler_options(jaxpr)`` gives the same options to users who jit ``jaxsm.functional`` themselves.
+
+A function XLA cannot compile because its shapes depend on run-time values runs op by op instead (see
+:func:`tuned_jit`); garbage collection is paused while loading and tracing (:func:`gc_paused`).
 """
 
 from __future__ import annotations

@@ -26,6 +26,11 @@ cases = {
     "timedist": (lambda: L.TimeDistributed(L.Dense(3)), (4, 5)),
     "convlstm": (lambda: L.ConvLSTM2D(2, 3, padding="same"), (3, 5, 5, 2)),
     "resizing": (lambda: L.Resizing(6, 5), (4, 4, 3)),
+    # Keras' augmentation layers run in an exported serve() too: Philox draws (exact with x64) + projective warps
+    "random_rotation": (lambda: L.RandomRotation(0.2), (6, 6, 3)),
+    "random_zoom": (lambda: L.RandomZoom(0.2), (6, 6, 3)),
+    "random_translation": (lambda: L.RandomTranslation(0.1, 0.2, fill_mode="wrap"), (6, 6, 3)),
+    "random_flip_contrast": (lambda: keras.Sequential([L.RandomFlip(), L.RandomContrast(0.2)]), (4, 4, 3)),
     "centercrop": (lambda: L.CenterCrop(2, 2), (4, 4, 3)),
     "rescaling": (lambda: L.Rescaling(1 / 255.0, offset=-1), (4,)),
     "prelu": (lambda: L.PReLU(), (5,)),

@@ -170,6 +170,8 @@ LOWERED = frozenset(
         "Igamma",
         "Igammac",
         "Imag",
+        "ImageProjectiveTransformV2",
+        "ImageProjectiveTransformV3",
         "InTopK",
         "InTopKV2",
         "InitializeTableFromTextFile",

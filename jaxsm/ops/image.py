@@ -491,3 +491,65 @@ def non_max_suppression_v5(ctx, boxes, scores, max_output_size, iou_threshold, s
     if not ctx.attr("pad_to_max_output_size", False):
         indices, kept_scores = _selected(ctx, count, indices, kept_scores)
     return indices, kept_scores, count
+
+
+def _map_coordinate(c, n: int, mode: str):
+    """MapCoordinate (image_ops.h, after scipy.ndimage): fold an input coordinate into [0, n - 1]."""
+    if mode == "CONSTANT":
+        return c
+    if mode != "NEAREST" and n <= 1:
+        return jnp.zeros_like(c)
+    if mode == "REFLECT":  # [abcd] -> [dcba|abcd|dcba]
+        sz2 = 2 * n
+        neg = sz2 * jnp.trunc(-c / sz2) + c
+        neg = jnp.where(neg < -n, neg + sz2, -neg - 1)
+        pos = c - sz2 * jnp.trunc(c / sz2)
+        pos = jnp.where(pos >= n, sz2 - pos - 1, pos)
+        c = jnp.where(c < 0, neg, jnp.where(c > n - 1, pos, c))
+    elif mode == "WRAP":  # [abcd] -> [abcd|abcd|abcd]
+        sz = n - 1
+        c = jnp.where(c < 0, c + n * (jnp.trunc(-c / sz) + 1), jnp.where(c > n - 1, c - n * jnp.trunc(c / sz), c))
+    return jnp.clip(c, 0.0, float(n - 1))
+
+
+@op("ImageProjectiveTransformV2", "ImageProjectiveTransformV3", static=(2,))
+def image_projective_transform(ctx, images, transforms, output_shape, fill_value=None):
+    """ProjectiveGenerator (image_ops.h): output pixel (x, y) reads the input at ((a0 x + a1 y + a2) / k,
+    (b0 x + b1 y + b2) / k), k = c0 x + c1 y + 1, folded by fill_mode, by NEAREST (std::round) or BILINEAR
+    interpolation; pixels outside the input (and k == 0) take fill_value (V3; 0 in V2). Keras' RandomRotation,
+    RandomZoom, RandomTranslation and RandomShear use it."""
+    mode = str(ctx.attr("fill_mode", "CONSTANT")).upper()
+    interpolation = str(ctx.attr("interpolation")).upper()
+    if mode not in ("REFLECT", "WRAP", "CONSTANT", "NEAREST") or interpolation not in ("NEAREST", "BILINEAR"):
+        raise ctx.error(f"unknown fill_mode {mode!r} or interpolation {interpolation!r}")
+    dtype = jnp.result_type(images)
+    fill = jnp.asarray(0 if fill_value is None else fill_value, jnp.float32).astype(dtype)
+    n, h, w, _ = images.shape
+    oh, ow = (int(v) for v in np.asarray(output_shape).reshape(-1))
+    t = jnp.broadcast_to(jnp.asarray(transforms, jnp.float32).reshape(-1, 8), (n, 8))
+    tk = [t[:, k].reshape(n, 1, 1) for k in range(8)]
+    x = jnp.arange(ow, dtype=jnp.float32).reshape(1, 1, ow)
+    y = jnp.arange(oh, dtype=jnp.float32).reshape(1, oh, 1)
+    proj = tk[6] * x + tk[7] * y + 1.0
+    safe = jnp.where(proj == 0, 1.0, proj)
+    in_x = _map_coordinate((tk[0] * x + tk[1] * y + tk[2]) / safe, w, mode)
+    in_y = _map_coordinate((tk[3] * x + tk[4] * y + tk[5]) / safe, h, mode)
+    batch = jnp.arange(n).reshape(n, 1, 1)
+
+    def read(yi, xi):  # read_with_fill_value, [n, oh, ow, c]
+        inside = (yi >= 0) & (yi < h) & (xi >= 0) & (xi < w)
+        value = images[batch, jnp.clip(yi, 0, h - 1).astype(jnp.int32), jnp.clip(xi, 0, w - 1).astype(jnp.int32)]
+        return jnp.where(inside[..., None], value, fill)
+
+    if interpolation == "NEAREST":
+        rnd = lambda v: jnp.trunc(v + jnp.where(v < 0, -0.5, 0.5))  # noqa: E731  std::round: halves away from 0
+        out = read(rnd(in_y), rnd(in_x))
+    else:
+        y0, x0 = jnp.floor(in_y), jnp.floor(in_x)
+        y1, x1 = y0 + 1, x0 + 1
+        f = lambda v: v.astype(jnp.float32)  # noqa: E731
+        wx0, wx1 = (x1 - in_x)[..., None], (in_x - x0)[..., None]
+        top = wx0 * f(read(y0, x0)) + wx1 * f(read(y0, x1))
+        bottom = wx0 * f(read(y1, x0)) + wx1 * f(read(y1, x1))
+        out = ((y1 - in_y)[..., None] * top + (in_y - y0)[..., None] * bottom).astype(dtype)
+    return jnp.where((proj == 0)[..., None], fill, out)

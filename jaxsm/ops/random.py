@@ -95,7 +95,12 @@ def _seed_to_key_counter(seed, xp):
 
 
 def _split_u64(v):
-    return (v & 0xFFFFFFFF).astype(_U32), (v >> 32).astype(_U32)
+    """A uint64/int64 tensor's low and high 32-bit words."""
+    if isinstance(v, np.ndarray):
+        return (v & 0xFFFFFFFF).astype(_U32), (v >> 32).astype(_U32)
+    if np.dtype(v.dtype).itemsize < 8:  # jax_enable_x64 off: the value was truncated to 32 bits (jaxsm warns)
+        return v.astype(_U32), jnp.zeros(v.shape, _U32)
+    return (v & np.uint64(0xFFFFFFFF).astype(v.dtype)).astype(_U32), (v >> np.asarray(32, v.dtype)).astype(_U32)
 
 
 def _join_u64(lo, hi):

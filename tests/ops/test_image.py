@@ -246,3 +246,33 @@ def test_non_max_suppression_unpadded_runs_op_by_op(max_out, iou, score):
 
     with pytest.warns(EagerFallbackWarning):
         assert_matches_tf(fn, [boxes, scores], jit=True)
+
+
+_PROJECTIVE = np.array(
+    [[0.9, -0.3, 1.2, 0.25, 1.1, -0.7, 0.01, -0.02], [1.3, 0.1, -2.5, -0.2, 0.8, 3.1, 0.0, 0.0]], np.float32
+)
+
+
+@JIT
+@pytest.mark.parametrize("mode", ["REFLECT", "WRAP", "CONSTANT", "NEAREST"])
+@pytest.mark.parametrize("interpolation", ["NEAREST", "BILINEAR"])
+def test_image_projective_transform(mode, interpolation, jit):
+    img = np.random.default_rng(0).uniform(0, 1, (2, 5, 6, 3)).astype(np.float32)
+
+    def fn(x, t):
+        return tf.raw_ops.ImageProjectiveTransformV3(
+            images=x, transforms=t, output_shape=[7, 4], fill_value=0.5, interpolation=interpolation, fill_mode=mode
+        )
+
+    assert_matches_tf(fn, [img, _PROJECTIVE], rtol=1e-5, atol=1e-5, jit=jit)
+
+
+def test_image_projective_transform_v2_uint8_one_transform():
+    img = (np.random.default_rng(1).uniform(0, 1, (2, 5, 6, 3)) * 255).astype(np.uint8)
+
+    def fn(x, t):
+        return tf.raw_ops.ImageProjectiveTransformV2(
+            images=x, transforms=t, output_shape=[5, 6], interpolation="BILINEAR", fill_mode="REFLECT"
+        )
+
+    assert_matches_tf(fn, [img, _PROJECTIVE[:1]])

@@ -507,8 +507,9 @@ def _jit_keeping_host_outputs(fn: Callable, cache_prefix: str | None = None) -> 
         else:
             jitted_fn = jitted.pick(state, flat_inputs)
             exp = jax.export.export(jitted_fn)(state, flat_inputs)
-            if host:
-                return None  # host-side outputs are only known by tracing: don't cache this function
+            if host:  # host-side outputs are only known by tracing: not kept on disk, always the jitted path
+                exported[shapes] = jitted
+                return jitted
             use_eigen = jitted_fn is jitted.eigen
             os.makedirs(os.path.dirname(path), exist_ok=True)
             if use_eigen:
@@ -527,10 +528,10 @@ def _jit_keeping_host_outputs(fn: Callable, cache_prefix: str | None = None) -> 
         elif jax.config.jax_compilation_cache_dir and cache_prefix is not None:
             with gc_paused():  # first call for these shapes: export or read the traced function, compile
                 try:
-                    run = from_export_cache(state, flat_inputs)
-                except StaticValueError:
-                    run = None  # not compilable: ``jitted`` runs it op by op (and warns)
-                outputs, updated = (run or jitted)(state, flat_inputs)
+                    run = from_export_cache(state, flat_inputs) or jitted
+                except StaticValueError:  # not compilable: ``jitted`` runs it op by op (and warns once)
+                    run = exported[input_key(flat_inputs)] = jitted
+                outputs, updated = run(state, flat_inputs)
         else:
             outputs, updated = jitted(state, flat_inputs)
         return [host.get(i, o) for i, o in enumerate(outputs)], updated

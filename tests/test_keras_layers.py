@@ -1,5 +1,7 @@
 """A sweep over Keras 3 layers: each in a tiny model, exported, run by TF and jaxsm on the same inputs."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -109,3 +111,34 @@ def test_keras_layer(name, tmp_path):
     got = np.asarray(jaxsm.load(str(tmp_path)).serve(arg))
     assert got.shape == want.shape and got.dtype == want.dtype, f"{got.shape} {got.dtype} vs {want.shape} {want.dtype}"
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * max(1.0, float(np.abs(want).max())), err_msg=name)
+
+
+def test_augmentation_layers_match_tf_with_x64_off(tmp_path):
+    """Keras' random layers draw Philox numbers from 64-bit keys in serve(); with jax_enable_x64 off (JAX's
+    default) jaxsm keeps the key words apart and still draws TF's numbers. Checked in a fresh process (the test
+    session runs with x64 on)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    keras.utils.set_random_seed(0)
+    i = keras.Input((4, 4, 3))
+    layers = [L.RandomFlip(), L.RandomContrast(0.2), L.RandomRotation(0.2), L.RandomBrightness(0.2)]
+    h = i
+    for layer in layers:
+        h = layer(h)
+    keras.Model(i, h).export(str(tmp_path / "m"), verbose=False)
+    x = np.random.default_rng(0).uniform(0, 1, (2, 4, 4, 3)).astype(np.float32)
+    ref = tf.saved_model.load(str(tmp_path / "m"))
+    np.savez(tmp_path / "io.npz", x=x, y=ref.serve(tf.constant(x)).numpy())
+    code = textwrap.dedent(f"""
+        import jax, numpy as np, jaxsm
+        assert not jax.config.jax_enable_x64
+        io = np.load({str(tmp_path / "io.npz")!r})
+        y = np.asarray(jaxsm.load({str(tmp_path / "m")!r}).serve(io["x"]))
+        np.testing.assert_allclose(y, io["y"], rtol=1e-5, atol=1e-5)
+        print("ok")
+    """)
+    env = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false", JAX_ENABLE_X64="0")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-3000:]

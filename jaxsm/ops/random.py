@@ -94,8 +94,27 @@ def _seed_to_key_counter(seed, xp):
     return [mix[0], mix[1]], [zero, zero, mix[2], mix[3]]
 
 
+@jax.tree_util.register_pytree_node_class
+class U64Words:
+    """A run-time uint64 tensor (Philox key or counter from StatelessRandomGetKeyCounter) kept as its low and
+    high uint32 words while jax_enable_x64 is off, where a JAX uint64 would lose its high word: the V2 random
+    ops that consume it then draw exactly TF's numbers (Keras' augmentation layers do this in serve())."""
+
+    def __init__(self, lo, hi):
+        self.lo, self.hi = lo, hi
+
+    def tree_flatten(self):
+        return (self.lo, self.hi), None
+
+    @classmethod
+    def tree_unflatten(cls, _, children):
+        return cls(*children)
+
+
 def _split_u64(v):
     """A uint64/int64 tensor's low and high 32-bit words."""
+    if isinstance(v, U64Words):
+        return v.lo, v.hi
     if isinstance(v, np.ndarray):
         return (v & 0xFFFFFFFF).astype(_U32), (v >> 32).astype(_U32)
     if np.dtype(v.dtype).itemsize < 8:  # jax_enable_x64 off: the value was truncated to 32 bits (jaxsm warns)
@@ -125,10 +144,8 @@ def _v2_key_counter(ctx, key, counter, alg):
         raise ctx.error(f"unknown RNG algorithm {alg}")
     xp = _xp(key, counter)
     key, counter = (to_static(key), to_static(counter)) if xp is np else (key, counter)
-    k0, k1 = _split_u64(key[0:1])
-    c0, c1 = _split_u64(counter[0:1])
-    c2, c3 = _split_u64(counter[1:2])
-    return [k0, k1], [c0, c1, c2, c3]
+    (k0, k1), (c_lo, c_hi) = _split_u64(key), _split_u64(counter)
+    return [k0[0:1], k1[0:1]], [c_lo[0:1], c_hi[0:1], c_lo[1:2], c_hi[1:2]]
 
 
 # -- distributions (random_distributions.h) -----------------------------------------------------------------
@@ -316,6 +333,8 @@ def stateless_random_uniform_full_int_v2(ctx, shape, key, counter, alg):
 def stateless_random_get_key_counter(ctx, seed):
     xp = _xp(seed)
     (k0, k1), (c0, c1, c2, c3) = _v1_key_counter(ctx, seed)
+    if xp is jnp and not jax.config.jax_enable_x64:
+        return U64Words(k0, k1), U64Words(jnp.concatenate([c0, c2]), jnp.concatenate([c1, c3]))
     key = _join_u64(k0, k1)
     counter = xp.concatenate([_join_u64(c0, c1), _join_u64(c2, c3)])
     return key, counter

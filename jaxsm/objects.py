@@ -522,7 +522,7 @@ def _jit_keeping_host_outputs(fn: Callable, cache_prefix: str | None = None) -> 
         return exported[shapes]
 
     def call(state, flat_inputs):
-        run = exported.get(input_key(flat_inputs))
+        run = exported.get(input_key(flat_inputs)) if exported else None  # (no key work without the cache)
         if run is not None:
             outputs, updated = run(state, flat_inputs)
         elif jax.config.jax_compilation_cache_dir and cache_prefix is not None:

@@ -191,30 +191,20 @@ def _boxes(n, seed=0):
     return boxes, scores
 
 
+def _nms_v4_v5(boxes, scores, max_out, iou, score, pad):
+    kw = dict(boxes=boxes, scores=scores, max_output_size=max_out, iou_threshold=iou, score_threshold=score)
+    v4 = tf.raw_ops.NonMaxSuppressionV4(**kw, pad_to_max_output_size=pad)
+    v5 = tf.raw_ops.NonMaxSuppressionV5(**kw, soft_nms_sigma=0.0, pad_to_max_output_size=pad)
+    return tuple(v4) + tuple(v5)
+
+
 @JIT
 @pytest.mark.parametrize("max_out,iou,score", [(5, 0.5, 0.0), (40, 0.3, 0.2), (10, 0.0, -1.0), (3, 1.0, 0.9)])
 def test_non_max_suppression_padded(max_out, iou, score, jit):
     boxes, scores = _boxes(30)
 
     def fn(boxes, scores):
-        v4 = tf.raw_ops.NonMaxSuppressionV4(
-            boxes=boxes,
-            scores=scores,
-            max_output_size=max_out,
-            iou_threshold=iou,
-            score_threshold=score,
-            pad_to_max_output_size=True,
-        )
-        v5 = tf.raw_ops.NonMaxSuppressionV5(
-            boxes=boxes,
-            scores=scores,
-            max_output_size=max_out,
-            iou_threshold=iou,
-            score_threshold=score,
-            soft_nms_sigma=0.0,
-            pad_to_max_output_size=True,
-        )
-        return tuple(v4) + tuple(v5)
+        return _nms_v4_v5(boxes, scores, max_out, iou, score, pad=True)
 
     assert_matches_tf(fn, [boxes, scores], jit=jit)
 
@@ -230,19 +220,8 @@ def test_non_max_suppression_unpadded_runs_op_by_op(max_out, iou, score):
     def fn(boxes, scores):
         v2 = tf.raw_ops.NonMaxSuppressionV2(boxes=boxes, scores=scores, max_output_size=max_out, iou_threshold=iou)
         v3 = tf.image.non_max_suppression(boxes, scores, max_out, iou, score)
-        v4 = tf.raw_ops.NonMaxSuppressionV4(
-            boxes=boxes, scores=scores, max_output_size=max_out, iou_threshold=iou, score_threshold=score
-        )
-        v5 = tf.raw_ops.NonMaxSuppressionV5(
-            boxes=boxes,
-            scores=scores,
-            max_output_size=max_out,
-            iou_threshold=iou,
-            score_threshold=score,
-            soft_nms_sigma=0.0,
-        )
         v1 = tf.raw_ops.NonMaxSuppression(boxes=boxes, scores=scores, max_output_size=max_out, iou_threshold=iou)
-        return (v1, v2, v3) + tuple(v4) + tuple(v5)
+        return (v1, v2, v3) + _nms_v4_v5(boxes, scores, max_out, iou, score, pad=False)
 
     with pytest.warns(EagerFallbackWarning):
         assert_matches_tf(fn, [boxes, scores], jit=True)

@@ -2,10 +2,10 @@
 
 The interpreter walks a :class:`~jaxsm.graph.library.Body` in topological order (like torch.fx's Interpreter):
 ``run`` -> ``run_node`` -> the op's lowering. Values known at trace time stay NumPy (DESIGN principle 2): a pure
-op whose inputs are all NumPy is evaluated right away under ``jax.ensure_compile_time_eval`` and its result turned
-back into NumPy. Variable state is a dict ``{key: array}`` owned by the interpreter; lowerings read and replace
-entries, and control-flow lowerings thread it through ``lax`` primitives, so a whole function is pure:
-``(state, inputs) -> (outputs, new_state)``.
+op whose inputs are all NumPy is evaluated right away -- with NumPy where that is exact (:mod:`jaxsm.graph.fold`),
+else under ``jax.ensure_compile_time_eval`` -- and its result turned back into NumPy. Variable state is a dict
+``{key: array}`` owned by the interpreter; lowerings read and replace entries, and control-flow lowerings thread
+it through ``lax`` primitives, so a whole function is pure: ``(state, inputs) -> (outputs, new_state)``.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import jax
@@ -27,6 +28,8 @@ from jaxsm.errors import (
     VariableError,
 )
 from jaxsm.graph import symbolic
+from jaxsm.graph.fold import Unfoldable
+from jaxsm.graph.fold import fold as fold_numpy
 from jaxsm.graph.library import Body, Library
 from jaxsm.graph.node import Node
 from jaxsm.graph.values import Resource, to_static
@@ -212,8 +215,14 @@ class Interpreter:
             print(f"[jaxsm] {node.where()} fold={fold}")
         try:
             if fold:
-                with jax.ensure_compile_time_eval(), _static_precision(args):
-                    out = opdef.fn(ctx, *args)
+                with _static_precision(args):
+                    try:
+                        if not args:  # Const and friends: already NumPy
+                            raise Unfoldable("no inputs")
+                        out = fold_numpy(self.library.fold_cache, id(node), partial(opdef.fn, ctx), args, opdef.static)
+                    except Unfoldable:
+                        with jax.ensure_compile_time_eval():
+                            out = opdef.fn(ctx, *args)
             else:
                 out = opdef.fn(ctx, *args)
         except JaxsmError as e:

@@ -48,6 +48,8 @@ class Library:
         self._op_defs = {o.name: o for o in op_list.op} if op_list is not None else {}
         self._bodies: dict[str, Body] = {}
         self._deps: dict[int, list[set[int]]] = {}
+        # Staged jaxprs of folded nodes (jaxsm.graph.fold), by node and input shapes.
+        self.fold_cache: dict = {}
 
     # -- output layouts -------------------------------------------------------------------------------
     def output_args(self, node: Node) -> list[tuple[str, int, int]]:

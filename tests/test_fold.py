@@ -1,0 +1,173 @@
+"""jaxsm/graph/fold.py: values known at trace time are folded with NumPy exactly as XLA computes them, or not at
+all (Unfoldable -> the eager XLA path), and a first call compiles one XLA program, not one per folded primitive."""
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+import jaxsm
+from jaxsm.graph.fold import Unfoldable, fold
+
+DATA = os.path.join(os.path.dirname(__file__), "data")
+I8, I32, I64 = np.int8, np.int32, np.int64
+
+
+def _xla(fn, args):
+    with jax.ensure_compile_time_eval():
+        out = fn(*args)
+    return [np.asarray(o) for o in jax.tree.leaves(out)]
+
+
+def _check(fn, *args, static=()):
+    """fold() gives XLA's values, dtypes and shapes -- or declines."""
+    args = [np.asarray(a) for a in args]
+    want = _xla(fn, args)
+    cache = {}
+    for _ in range(2):  # staged once, then evaluated from the cache
+        got = [np.asarray(o) for o in jax.tree.leaves(fold(cache, "node", fn, args, static))]
+        assert [g.dtype for g in got] == [w.dtype for w in want]
+        for g, w in zip(got, want):
+            np.testing.assert_array_equal(g, w)
+
+
+def _declines(fn, *args):
+    with pytest.raises(Unfoldable):
+        fold({}, "node", fn, [np.asarray(a) for a in args])
+
+
+@pytest.mark.parametrize("dtype", [I8, I32, I64])
+def test_integer_arithmetic_wraps_and_truncates_like_xla(dtype):
+    info = np.iinfo(dtype)
+    a = np.array([info.min, info.min + 1, -7, -7, 7, 7, 0, info.max, 5], dtype)
+    b = np.array([3, 2, 2, -2, -2, 3, 5, -1, info.min], dtype)
+    with jax.enable_x64(dtype == I64):
+        for fn in (lax.add, lax.sub, lax.mul, lax.div, lax.rem, lax.max, lax.min, lax.lt, lax.ne):
+            _check(fn, a, b)
+        _check(lambda x: lax.neg(x) * 3 + lax.abs(x), a)
+        _check(lambda x, y: jnp.where(x < y, x, y) // 2, a, b)
+
+
+def test_division_by_zero_and_overflow_go_to_xla():
+    _declines(lax.div, np.array([1, 2], I32), np.array([1, 0], I32))
+    _declines(lax.div, np.array([np.iinfo(I32).min], I32), np.array([-1], I32))
+    _declines(lax.rem, np.array([5], I32), np.array([0], I32))
+
+
+def test_exact_float_operations_and_what_is_left_to_xla():
+    x = np.array([1.5, -0.0, np.nan, np.inf, 3e-37, -2.5, 7.0], np.float32)
+    y = np.array([0.1, 2.0, 1.0, -np.inf, 3.0, np.nan, 3.0], np.float32)
+    for fn in (lax.add, lax.sub, lax.mul, lax.div, lax.max, lax.min, lax.eq, lax.ge):
+        _check(fn, x, y)
+    _check(lambda v: lax.sqrt(lax.abs(v)) + lax.floor(v) - lax.ceil(v), x)
+    _check(lambda v: v.astype(jnp.float16).astype(jnp.float32), np.array([1 / 3, 65519.0, 1e-8], np.float32))
+    _declines(lax.max, np.array([0.0], np.float32), np.array([-0.0], np.float32))  # the sign of zero
+    # XLA:CPU flushes subnormal results and operands to zero (as TF's kernels do); NumPy keeps them
+    _declines(lax.mul, np.array([3e-39], np.float32), np.array([3.0], np.float32))
+    _declines(lax.mul, np.array([3e-38], np.float32), np.array([0.1], np.float32))
+    _check(lambda v: jnp.concatenate([v, v[::-1]]), np.array([3e-39, 1.0], np.float32))  # moved, not computed
+    _declines(lambda v: jnp.sum(v), x)  # summation order
+    _declines(jnp.exp, x)
+    _declines(lambda v: v.astype(jnp.int32), x)  # XLA saturates, NumPy is undefined
+
+
+def test_conversions():
+    with jax.enable_x64(True):
+        big = np.array([2**40 + 5, -(2**33) - 1, 7], I64)
+        _check(lambda v: v.astype(jnp.int32), big)  # wraps like XLA
+        _check(lambda v: v.astype(jnp.float32), big)
+        _check(lambda v: v.astype(jnp.uint8), np.array([-1, 256, 300], I32))
+        _check(lambda v: (v != 0).astype(jnp.int64), np.array([0, 3], I32))
+
+
+def test_layout_and_indexing():
+    x = np.arange(24, dtype=I32).reshape(2, 3, 4)
+    _check(lambda v: jnp.transpose(v, (2, 0, 1)).reshape(4, 6)[1:3, ::2], x)
+    _check(lambda v: jnp.concatenate([v, v * 2], axis=1), x)
+    _check(lambda v: jnp.stack([v[0], v[1]], axis=-1), x)
+    _check(lambda v: jnp.pad(v, ((1, 0), (0, 2), (0, 0))), x)
+    _check(lambda v: jnp.flip(v, 1) + lax.broadcasted_iota(jnp.int32, v.shape, 2), x)
+    _check(lambda v: lax.dynamic_slice(v, (1, 2, -5), (1, 2, 3)), x)  # start indices clamped into range
+    _check(lambda v: (jnp.prod(v[0], axis=1), jnp.max(v, axis=(0, 2)), jnp.any(v > 20, axis=0)), x)
+    _check(lambda v: lax.squeeze(v[:, :1], (1,)), x)
+
+
+@pytest.mark.parametrize("mode", ["fill", "clip"])
+def test_take_along_an_axis(mode):
+    x = np.arange(12, dtype=I32).reshape(3, 4) * 10
+    idx = np.array([[0, 3], [-1, 4]], I32)
+    for axis in (0, 1):
+        _check(lambda v, i, axis=axis: jnp.take(v, i, axis=axis, mode=mode, fill_value=-9), x, idx)
+    _check(lambda v: v[:, 2], x)
+
+
+def test_while_loop():
+    def loop(n, s):
+        return lax.while_loop(lambda c: c[0] < n, lambda c: (c[0] + 1, c[1] * 3 + c[0]), (np.int32(0), s))
+
+    _check(loop, np.int32(7), np.int32(1))
+
+
+def test_values_a_lowering_needs_are_staged_as_constants():
+    def reshape_to(v, shape):
+        return jnp.reshape(v, tuple(int(d) for d in shape))  # needs the values of ``shape``
+
+    cache = {}
+    x = np.arange(6, dtype=I32)
+    for shape in ([2, 3], [3, 2], [2, 3]):
+        out = fold(cache, "n", reshape_to, [x, np.array(shape, I32)])
+        np.testing.assert_array_equal(out, x.reshape(shape))
+    declared = {}
+    out = fold(declared, "n", reshape_to, [x, np.array([3, 2], I32)], static=(1,))
+    np.testing.assert_array_equal(out, x.reshape(3, 2))
+
+
+def _compiles_during(fn):
+    count = [0]
+
+    def listen(event, duration, **_):
+        if event == "/jax/core/compile/backend_compile_duration":
+            count[0] += 1
+
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        out = fn()
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
+    return out, count[0]
+
+
+def test_first_call_of_a_committed_model_compiles_one_program():
+    model = jaxsm.load(os.path.join(DATA, "keras_convnet"))
+    want = np.load(os.path.join(DATA, "keras_convnet.npz"))
+    out, compiles = _compiles_during(lambda: jax.block_until_ready(model.serve(want["in_x"])))
+    np.testing.assert_allclose(np.asarray(out), want["out_y"], rtol=1e-5, atol=1e-5)
+    assert compiles == 1
+
+
+def test_shape_arithmetic_folds_without_xla(tmp_path):
+    tf = pytest.importorskip("tensorflow")
+
+    class M(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, None, 6], tf.float32)])
+        def f(self, x):
+            s = tf.shape(x)
+            n = tf.reduce_prod(s[:-1])
+            flat = tf.reshape(x, tf.concat([[n], s[-1:]], 0))
+            i = tf.constant(0)
+            acc = tf.zeros([s[2]])
+            i, acc = tf.while_loop(lambda i, a: i < s[0], lambda i, a: (i + 1, a + flat[i]), [i, acc])
+            return flat * tf.cast(s[1] // 2 - s[0] % 3, tf.float32), acc, tf.gather(s, [2, -1 + 3, 0])
+
+    path = str(tmp_path / "m")
+    tf.saved_model.save(M(), path)
+    x = np.random.default_rng(0).standard_normal((4, 5, 6)).astype(np.float32)
+    want = tf.saved_model.load(path).f(tf.constant(x))
+    model = jaxsm.load(path)
+    got, compiles = _compiles_during(lambda: jax.block_until_ready(model.f(x)))
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(np.asarray(g), w.numpy(), rtol=1e-6)
+    assert compiles == 1

@@ -24,10 +24,12 @@ Each process records (medians over repeats are reported):
                 compile + one run; JAX's own compile-event durations are kept in the JSON as ``jax_events``)
   peak RSS      ``ru_maxrss`` of the process right after the first call (imports + load + first call)
 
-The first repeat's tf and jaxsm processes go on to measure steady-state latency at batch 1 and batch 32: the
+Every repeat's tf and jaxsm processes go on to measure steady-state latency at batch 1 and batch 32: the
 median of up to ``--calls`` calls (at least 3, stopping after ``--budget`` seconds) after warm-up calls, each
-call synchronised (``.numpy()`` for TF, ``jax.block_until_ready`` for jaxsm). The batch-1 outputs of both are
-compared (``max |diff|``). Inputs are NumPy arrays from the same seeded generator in both processes.
+call synchronised (``.numpy()`` for TF, ``jax.block_until_ready`` for jaxsm); the table reports the median over
+the repeats' processes, so one slow process (a noisy neighbour on a shared machine) does not decide a cell. The
+first repeat's batch-1 outputs of both are compared (``max |diff|``). Inputs are NumPy arrays from the same
+seeded generator in both processes.
 
 Prints one table (model x metric; TF, jaxsm, jaxsm/TF, target, met) and writes JSON with machine information.
 """
@@ -608,9 +610,10 @@ def run_all(
                     calls=calls,
                     budget=budget,
                 )
-                if conf != "jaxsm+cache" and rep == 0:
+                if conf != "jaxsm+cache":
                     spec["steady"] = cfg["steady"]
-                    spec["out_npz"] = os.path.join(work, f"{name}-{conf}.npz")
+                    if rep == 0:
+                        spec["out_npz"] = os.path.join(work, f"{name}-{conf}.npz")
                 if conf == "jaxsm+cache":
                     spec["cache_dir"] = os.path.join(work, f"cache-{name}")
                     if rep == 0:  # fill the persistent cache in an untimed process

@@ -63,6 +63,7 @@ def test_exact_float_operations_and_what_is_left_to_xla():
     for fn in (lax.add, lax.sub, lax.mul, lax.div, lax.max, lax.min, lax.eq, lax.ge):
         _check(fn, x, y)
     _check(lambda v: lax.sqrt(lax.abs(v)) + lax.floor(v) - lax.ceil(v), x)
+    _check(lambda v: v * 0.1 + 1e-3, np.array([3.0, 7.0, 1 / 3], np.float32))  # Python scalars stay float32
     _check(lambda v: v.astype(jnp.float16).astype(jnp.float32), np.array([1 / 3, 65519.0, 1e-8], np.float32))
     _declines(lax.max, np.array([0.0], np.float32), np.array([-0.0], np.float32))  # the sign of zero
     # XLA:CPU flushes subnormal results and operands to zero (as TF's kernels do); NumPy keeps them
@@ -102,6 +103,13 @@ def test_take_along_an_axis(mode):
     for axis in (0, 1):
         _check(lambda v, i, axis=axis: jnp.take(v, i, axis=axis, mode=mode, fill_value=-9), x, idx)
     _check(lambda v: v[:, 2], x)
+
+    def gather(v, i):  # lax's own default fill: NaN, INT_MIN
+        dn = lax.GatherDimensionNumbers(offset_dims=(2,), collapsed_slice_dims=(0,), start_index_map=(0,))
+        return lax.gather(v, i[..., None], dn, slice_sizes=(1, 4), mode="fill")
+
+    _check(gather, x.astype(np.float32), idx)
+    _check(gather, x, idx)
 
 
 def test_while_loop():

@@ -3,8 +3,8 @@
 The interpreter folds a pure node whose inputs are all known at trace time (shape arithmetic, index vectors,
 preprocessing of constants). Run eagerly, every new primitive and shape in such a lowering is a separate XLA
 compilation of 5-25 ms: BERT-base's first call compiled 20 of them (0.27 s), an LSTM's 10 (0.15 s),
-EfficientNetB0's 6. Here the lowering is staged instead (``jax.make_jaxpr`` with the inputs as constants, so it
-sees the same NumPy values as when run eagerly) and its jaxpr evaluated with NumPy, for the primitives whose NumPy
+EfficientNetB0's 6. Here the lowering is staged instead (``jax.make_jaxpr``; inputs it needs the values of, as
+when run eagerly, are staged as constants) and its jaxpr evaluated with NumPy, for the primitives whose NumPy
 result is bit for bit XLA's: integer arithmetic and comparisons, layout and indexing primitives, and the
 correctly rounded float operations (add, sub, mul, div, sqrt, max, min). Anything else -- transcendental
 functions, float reductions (XLA's summation order), random bits -- raises :class:`Unfoldable` and the caller
@@ -77,7 +77,9 @@ def _eval(jaxpr: Any, consts: list[Any], args: list[Any]) -> list[np.ndarray]:
     env: dict[Any, np.ndarray] = {}
 
     def read(v: Any) -> np.ndarray:
-        return np.asarray(v.val) if isinstance(v, jax.extend.core.Literal) else env[v]
+        if isinstance(v, jax.extend.core.Literal):  # a Python scalar: computing with it in float64 would round twice
+            return np.asarray(v.val, dtype=v.aval.dtype)
+        return env[v]
 
     for var, val in zip(jaxpr.constvars, consts):
         env[var] = val
@@ -239,7 +241,7 @@ def _gather(x: np.ndarray, idx: np.ndarray, *, dimension_numbers, slice_sizes, m
     out = np.take(x, np.clip(i, 0, x.shape[axis] - 1), axis=axis)
     if mode == lax.GatherScatterMode.FILL_OR_DROP:
         mask = valid.reshape((1,) * axis + batch + (1,) * (x.ndim - 1 - axis))
-        fill = np.asarray(0 if fill_value is None else fill_value, x.dtype)
+        fill = np.asarray(fill_value, x.dtype)  # lax.gather has filled in its default
         out = np.where(mask, out, fill)
     return out
 

@@ -24,11 +24,13 @@ Each process records (medians over repeats are reported):
                 compile + one run; JAX's own compile-event durations are kept in the JSON as ``jax_events``)
   peak RSS      ``ru_maxrss`` of the process right after the first call (imports + load + first call)
 
-Every repeat's tf and jaxsm processes go on to measure steady-state latency at batch 1 and batch 32: the
-median of up to ``--calls`` calls (at least 3, stopping after ``--budget`` seconds) after warm-up calls, each
-call synchronised (``.numpy()`` for TF, ``jax.block_until_ready`` for jaxsm); the table reports the median over
-the repeats' processes, so one slow process (a noisy neighbour on a shared machine) does not decide a cell. The
-first repeat's batch-1 outputs of both are compared (``max |diff|``). Inputs are NumPy arrays from the same
+Every repeat's tf and jaxsm processes go on to measure steady-state latency at batch 1 and batch 32: both stay
+alive after their cold starts (which never overlap) and the parent has them take turns of ``STEADY_BURST`` calls,
+so that TF's and jaxsm's calls see the same machine conditions (a noisy neighbour on a shared machine slows both,
+not one). Each process's value is the median of up to ``--calls`` calls (at least 3, until one of them has spent
+``--budget`` seconds) after warm-up calls, each call synchronised (``.numpy()`` for TF,
+``jax.block_until_ready`` for jaxsm); the table reports the median over the repeats. The first repeat's batch-1
+outputs of both are compared (``max |diff|``). Inputs are NumPy arrays from the same
 seeded generator in both processes.
 
 Prints one table (model x metric; TF, jaxsm, jaxsm/TF, target, met) and writes JSON with machine information.
@@ -43,11 +45,13 @@ import importlib.metadata
 import json
 import os
 import platform
+import queue
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from typing import Any
 
@@ -65,6 +69,7 @@ TARGETS = {
     "peak_rss_mib": 0.6,
 }
 BATCHES = (1, 32)
+STEADY_BURST = 3  # timed calls per turn when TF's and jaxsm's steady-state calls alternate
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -218,24 +223,39 @@ def child_measure(spec: dict[str, Any]) -> dict[str, Any]:
         np.savez(spec["out_npz"], *out)
 
     if spec.get("steady"):
-        for batch in BATCHES:
-            xb = make_input(np, spec["input"], batch)
-            if batch != 1:
-                t = time.perf_counter()
-                sync(fn(xb))
-                r[f"first_call_b{batch}_s"] = time.perf_counter() - t
-            for _ in range(spec["warmup"]):
-                sync(fn(xb))
-            times: list[float] = []
-            start = time.perf_counter()
-            while len(times) < spec["calls"] and (len(times) < 3 or time.perf_counter() - start < spec["budget"]):
-                t = time.perf_counter()
-                sync(fn(xb))
-                times.append(time.perf_counter() - t)
-            r[f"steady_b{batch}_ms"] = statistics.median(times) * 1e3
-            r[f"steady_b{batch}_calls"] = len(times)
+        serve_steady(fn, sync, np, spec, r)
         r["peak_rss_after_steady_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return r
+
+
+def serve_steady(fn, sync, np, spec: dict[str, Any], r: dict[str, Any]) -> None:
+    """Steady-state calls on the parent's command, so that the parent can interleave TF's and jaxsm's calls in
+    short bursts (both see the same machine conditions). Commands on stdin, one per line: ``prepare B`` (first
+    call at batch B, untimed warm-up calls), ``burst B K`` (K timed, synchronised calls), ``done``."""
+    sys.stdout.write("\n@@READY@@\n")
+    sys.stdout.flush()
+    inputs: dict[int, Any] = {}
+    for line in sys.stdin:
+        cmd = line.split()
+        if not cmd or cmd[0] == "done":
+            break
+        batch = int(cmd[1])
+        if cmd[0] == "prepare":
+            inputs[batch] = xb = make_input(np, spec["input"], batch)
+            t = time.perf_counter()
+            sync(fn(xb))
+            r[f"first_call_b{batch}_s"] = time.perf_counter() - t
+            for _ in range(spec["warmup"]):
+                sync(fn(xb))
+            reply: Any = "ok"
+        else:
+            reply = []
+            for _ in range(int(cmd[2])):
+                t = time.perf_counter()
+                sync(fn(inputs[batch]))
+                reply.append(time.perf_counter() - t)
+        sys.stdout.write("@@REPLY@@" + json.dumps(reply) + "\n")
+        sys.stdout.flush()
 
 
 def child_main(arg: str) -> None:
@@ -277,6 +297,103 @@ def run_child(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
         last = lines[-1] if lines else f"exit code {out.returncode}"
         return {"error": last.strip()[:300], "stderr_tail": out.stderr[-4000:]}
     return json.loads(out.stdout[marker + len("@@RESULT@@") :].strip().splitlines()[0])
+
+
+class Child:
+    """A measuring child process the parent talks to (steady-state bursts); stderr goes to a file."""
+
+    def __init__(self, spec: dict[str, Any], timeout: float):
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND="tensorflow")
+        env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+        self.timeout = timeout
+        self.steady: dict[str, Any] = {}
+        self.err = tempfile.TemporaryFile(mode="w+")
+        self.proc = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), "--child", json.dumps(dict(spec, t_spawn=time.time()))],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.err,
+            text=True,
+            env=env,
+        )
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def _line(self, marker: str) -> str:
+        deadline = time.time() + self.timeout
+        while True:
+            try:
+                line = self.lines.get(timeout=max(0.0, deadline - time.time()))
+            except queue.Empty:
+                raise RuntimeError(f"timeout after {self.timeout:.0f} s") from None
+            if line is None:
+                raise RuntimeError("exited early")
+            if line.startswith(marker):
+                return line[len(marker) :]
+
+    def ready(self) -> None:
+        self._line("@@READY@@")
+
+    def ask(self, command: str) -> Any:
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        return json.loads(self._line("@@REPLY@@"))
+
+    def result(self) -> dict[str, Any]:
+        """Tell the child to finish; its result dict (with an ``error`` if it failed)."""
+        try:
+            if self.proc.poll() is None:
+                self.proc.stdin.write("done\n")
+                self.proc.stdin.flush()
+            return json.loads(self._line("@@RESULT@@"))
+        except (RuntimeError, OSError, ValueError) as e:
+            self.proc.kill()
+            self.proc.wait()
+            self.err.seek(0)
+            tail = self.err.read()[-4000:]
+            lines = [ln for ln in tail.strip().splitlines() if ln.strip()]
+            return {"error": (lines[-1] if lines else str(e)).strip()[:300], "stderr_tail": tail}
+        finally:
+            self.proc.wait()
+
+
+def run_steady_pair(specs: list[dict[str, Any]], timeout: float) -> list[dict[str, Any]]:
+    """Start the children one after the other (their cold starts never overlap), then time their steady-state
+    calls in alternating bursts at each batch size; returns their result dicts with ``steady_b*_ms``."""
+    children: list[Child] = []
+    try:
+        for spec in specs:
+            child = Child(spec, timeout)
+            children.append(child)
+            child.ready()
+        first = specs[0]
+        for batch in BATCHES:
+            for child in children:
+                child.ask(f"prepare {batch}")
+            times: list[list[float]] = [[] for _ in children]
+            while any(len(t) < first["calls"] for t in times) and (
+                min(len(t) for t in times) < 3 or max(sum(t) for t in times) < first["budget"]
+            ):
+                for child, t in zip(children, times):
+                    t.extend(child.ask(f"burst {batch} {STEADY_BURST}"))
+                    time.sleep(0.02)  # let the other process's worker threads stop spinning before its turn
+            for child, t in zip(children, times):
+                child.steady[f"steady_b{batch}_ms"] = statistics.median(t) * 1e3
+                child.steady[f"steady_b{batch}_calls"] = len(t)
+    except RuntimeError:
+        pass  # the failing child's result() reports the error
+    results = []
+    for child in children:
+        r = child.result()
+        if "error" not in r:
+            r.update(child.steady)
+        results.append(r)
+    return results
 
 
 def model_path(models_dir: str, name: str, cfg: dict[str, Any]) -> str:
@@ -577,18 +694,69 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def run_model_repeat(
+    rep: int, name: str, cfg: dict[str, Any], entry: dict[str, Any], path: str, work: str, st: dict, t_start: float
+) -> None:
+    """One repeat of one model: TF and jaxsm (cold starts one after the other, then steady-state calls in
+    alternating bursts) and jaxsm with the persistent cache; the order flips on odd repeats."""
+
+    def spec_for(conf: str) -> dict[str, Any]:
+        spec: dict[str, Any] = dict(
+            role="measure",
+            framework="tf" if conf == "tf" else "jaxsm",
+            path=path,
+            input=cfg["input"],
+            warmup=st["warmup"],
+            calls=st["calls"],
+            budget=st["budget_s"],
+        )
+        if conf == "jaxsm+cache":
+            spec["cache_dir"] = os.path.join(work, f"cache-{name}")
+        else:
+            spec["steady"] = cfg["steady"]
+            if rep == 0:
+                spec["out_npz"] = os.path.join(work, f"{name}-{conf}.npz")
+        return spec
+
+    def log(what: str, msg: str) -> None:
+        print(f"[{time.perf_counter() - t_start:6.0f}s] {name:<16} {what}: {msg}", flush=True)
+
+    def record(conf: str, r: dict[str, Any]) -> None:
+        r["repeat"] = rep
+        entry["runs"][conf].append(r)
+        if "error" in r:
+            msg = f"ERROR {r['error']}"
+        else:
+            msg = (
+                f"cold {r['cold_start_s']:.2f} s, import {r['import_s']:.2f} s, load {r['load_s']:.3f} s, "
+                f"first call {r['first_call_s']:.2f} s, peak RSS {r['peak_rss_mib']:.0f} MiB"
+            )
+            if "steady_b1_ms" in r:
+                msg += f", steady b1 {r['steady_b1_ms']:.2f} ms, b32 {r['steady_b32_ms']:.2f} ms"
+        log(f"{conf:<12} rep {rep}", msg)
+
+    def cached() -> None:
+        spec = spec_for("jaxsm+cache")
+        if rep == 0:  # fill the persistent cache in an untimed process
+            fill = entry["cache_fill"] = run_child(spec, st["timeout_s"])
+            log("cache fill", fill.get("error") or fmt(fill.get("cold_start_s")) + " s")
+        record("jaxsm+cache", run_child(spec, st["timeout_s"]))
+
+    pair = ["tf", "jaxsm"] if rep % 2 == 0 else ["jaxsm", "tf"]
+    if rep % 2:
+        cached()
+    for conf, r in zip(pair, run_steady_pair([spec_for(c) for c in pair], st["timeout_s"])):
+        record(conf, r)
+    if rep % 2 == 0:
+        cached()
+
+
 def run_all(
     report: dict[str, Any], configs: dict[str, dict[str, Any]], paths: dict[str, str], work: str, out: str
 ) -> None:
     """Run every repeat x model x configuration, then summarize, print and save (after every process too)."""
     st = report["settings"]
-    repeats, warmup, calls, budget, timeout = (
-        st["repeats"],
-        st["warmup"],
-        st["calls"],
-        st["budget_s"],
-        st["timeout_s"],
-    )
+    repeats = st["repeats"]
     live = [n for n in configs if "build_error" not in report["models"][n]]
 
     def save() -> None:
@@ -596,56 +764,15 @@ def run_all(
             json.dump(report, f, indent=1, default=str)
 
     t_start = time.perf_counter()
-    order = ["tf", "jaxsm", "jaxsm+cache"]
     for rep in range(repeats):
         for name in live:
-            cfg, entry = configs[name], report["models"][name]
-            for conf in order if rep % 2 == 0 else order[::-1]:
-                spec: dict[str, Any] = dict(
-                    role="measure",
-                    framework="tf" if conf == "tf" else "jaxsm",
-                    path=paths[name],
-                    input=cfg["input"],
-                    warmup=warmup,
-                    calls=calls,
-                    budget=budget,
+            entry = report["models"][name]
+            run_model_repeat(rep, name, configs[name], entry, paths[name], work, st, t_start)
+            if rep == 0 and all(entry["runs"][c] for c in ("tf", "jaxsm")):
+                entry["max_abs_diff"] = output_diff(
+                    os.path.join(work, f"{name}-tf.npz"), os.path.join(work, f"{name}-jaxsm.npz")
                 )
-                if conf != "jaxsm+cache":
-                    spec["steady"] = cfg["steady"]
-                    if rep == 0:
-                        spec["out_npz"] = os.path.join(work, f"{name}-{conf}.npz")
-                if conf == "jaxsm+cache":
-                    spec["cache_dir"] = os.path.join(work, f"cache-{name}")
-                    if rep == 0:  # fill the persistent cache in an untimed process
-                        fill = run_child(spec, timeout)
-                        entry["cache_fill"] = fill
-                        print(
-                            f"[{time.perf_counter() - t_start:6.0f}s] {name:<16} cache fill: "
-                            f"{fill.get('error') or fmt(fill.get('cold_start_s')) + ' s'}",
-                            flush=True,
-                        )
-                r = run_child(spec, timeout)
-                r["repeat"] = rep
-                entry["runs"][conf].append(r)
-                if "error" in r:
-                    msg = f"ERROR {r['error']}"
-                else:
-                    msg = (
-                        f"cold {r['cold_start_s']:.2f} s, import {r['import_s']:.2f} s, "
-                        f"load {r['load_s']:.3f} s, "
-                        f"first call {r['first_call_s']:.2f} s, peak RSS {r['peak_rss_mib']:.0f} MiB"
-                    )
-                    if "steady_b1_ms" in r:
-                        msg += f", steady b1 {r['steady_b1_ms']:.2f} ms, b32 {r['steady_b32_ms']:.2f} ms"
-                print(
-                    f"[{time.perf_counter() - t_start:6.0f}s] {name:<16} {conf:<12} rep {rep}: {msg}",
-                    flush=True,
-                )
-                if rep == 0 and conf != "jaxsm+cache" and all(entry["runs"][c] for c in ("tf", "jaxsm")):
-                    entry["max_abs_diff"] = output_diff(
-                        os.path.join(work, f"{name}-tf.npz"), os.path.join(work, f"{name}-jaxsm.npz")
-                    )
-                save()
+            save()
 
     report["machine"]["load_average_end"] = os.getloadavg()
     report["wall_s"] = time.perf_counter() - t_start

@@ -307,6 +307,7 @@ class Child:
         env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
         self.timeout = timeout
         self.steady: dict[str, Any] = {}
+        self.final: dict[str, Any] | None = None  # the result of a child that measured no steady state
         self.err = tempfile.TemporaryFile(mode="w+")
         self.proc = subprocess.Popen(
             [sys.executable, os.path.abspath(__file__), "--child", json.dumps(dict(spec, t_spawn=time.time()))],
@@ -324,7 +325,8 @@ class Child:
             self.lines.put(line)
         self.lines.put(None)
 
-    def _line(self, marker: str) -> str:
+    def _line(self, *markers: str) -> tuple[str, str]:
+        """The next line that starts with one of ``markers``: (marker, rest of the line)."""
         deadline = time.time() + self.timeout
         while True:
             try:
@@ -333,24 +335,31 @@ class Child:
                 raise RuntimeError(f"timeout after {self.timeout:.0f} s") from None
             if line is None:
                 raise RuntimeError("exited early")
-            if line.startswith(marker):
-                return line[len(marker) :]
+            for marker in markers:
+                if line.startswith(marker):
+                    return marker, line[len(marker) :]
 
     def ready(self) -> None:
-        self._line("@@READY@@")
+        """Wait until the child serves steady-state calls -- or, if it measures none, until it is done."""
+        marker, rest = self._line("@@READY@@", "@@RESULT@@")
+        if marker == "@@RESULT@@":
+            self.final = json.loads(rest)
 
     def ask(self, command: str) -> Any:
         self.proc.stdin.write(command + "\n")
         self.proc.stdin.flush()
-        return json.loads(self._line("@@REPLY@@"))
+        return json.loads(self._line("@@REPLY@@")[1])
 
     def result(self) -> dict[str, Any]:
         """Tell the child to finish; its result dict (with an ``error`` if it failed)."""
+        if self.final is not None:
+            self.proc.wait()
+            return self.final
         try:
             if self.proc.poll() is None:
                 self.proc.stdin.write("done\n")
                 self.proc.stdin.flush()
-            return json.loads(self._line("@@RESULT@@"))
+            return json.loads(self._line("@@RESULT@@")[1])
         except (RuntimeError, OSError, ValueError) as e:
             self.proc.kill()
             self.proc.wait()
@@ -372,7 +381,7 @@ def run_steady_pair(specs: list[dict[str, Any]], timeout: float) -> list[dict[st
             children.append(child)
             child.ready()
         first = specs[0]
-        for batch in BATCHES:
+        for batch in BATCHES if all(s.get("steady") for s in specs) else ():
             for child in children:
                 child.ask(f"prepare {batch}")
             times: list[list[float]] = [[] for _ in children]

@@ -128,6 +128,7 @@ def test_values_a_lowering_needs_are_staged_as_constants():
     for shape in ([2, 3], [3, 2], [2, 3]):
         out = fold(cache, "n", reshape_to, [x, np.array(shape, I32)])
         np.testing.assert_array_equal(out, x.reshape(shape))
+    assert len(cache) == 3  # the shapes entry (needs values) and one per distinct value
     declared = {}
     out = fold(declared, "n", reshape_to, [x, np.array([3, 2], I32)], static=(1,))
     np.testing.assert_array_equal(out, x.reshape(3, 2))
@@ -179,3 +180,14 @@ def test_shape_arithmetic_folds_without_xla(tmp_path):
     for g, w in zip(got, want):
         np.testing.assert_allclose(np.asarray(g), w.numpy(), rtol=1e-6)
     assert compiles == 1
+
+
+def test_cache_is_bounded(monkeypatch):
+    import jaxsm.graph.fold as fold_module
+
+    monkeypatch.setattr(fold_module, "_MAX_CACHED", 4)
+    cache = {}
+    for n in range(1, 20):
+        out = fold(cache, "n", lambda v, k: jnp.reshape(v, (int(k), -1)), [np.arange(n * 2, dtype=I32), np.int32(n)])
+        assert out.shape == (n, 2)
+        assert len(cache) <= 5

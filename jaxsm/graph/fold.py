@@ -38,6 +38,8 @@ def fold(cache: dict, key: Any, fn: Callable[..., Any], args: list[np.ndarray], 
     sig = (key, jax.config.jax_enable_x64, fixed, tuple((args[i].shape, args[i].dtype.str) for i in dynamic))
     entry = cache.get(sig)
     if entry is None:
+        if len(cache) >= _MAX_CACHED:  # e.g. a Python loop (op by op) folding a node for every new value
+            cache.clear()
 
         def staged(*values):
             full = list(args)
@@ -63,6 +65,7 @@ def fold(cache: dict, key: Any, fn: Callable[..., Any], args: list[np.ndarray], 
 
 
 _NEEDS_VALUES = object()
+_MAX_CACHED = 20000
 
 
 def _stage(fn: Callable[..., Any], args: list[np.ndarray]) -> tuple[Any, Any]:

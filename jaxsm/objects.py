@@ -7,6 +7,7 @@ values, and functions run their FunctionDefs through the interpreter as jitted J
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
@@ -462,6 +463,31 @@ class ConcreteFunction:
         return f"<ConcreteFunction {self.name}{structure.format_signature(a, k)}>"
 
 
+@contextlib.contextmanager
+def _lapack_setup_skipped(skip: bool) -> Iterator[None]:
+    """JAX sets up its CPU LAPACK kernels whenever it lowers a call of a ``jax.export`` module for CPU, which
+    imports scipy.linalg: ~0.2 s of a fresh process's first call (measured: BERT-base with the persistent cache,
+    0.64 s first call). A module without LAPACK calls does not need it, so for the lowering of such a module that
+    step is skipped (a private JAX function; left alone where this JAX version has none)."""
+    from jax._src.export import _export
+
+    setup = getattr(_export, "_ensure_backends_initialized", None)
+    if not skip or setup is None:
+        yield
+        return
+    owner = threading.get_ident()
+
+    def setup_unless_ours(platforms: tuple[str, ...]) -> None:  # other threads' lowerings keep the setup
+        if threading.get_ident() != owner:
+            setup(platforms)
+
+    _export._ensure_backends_initialized = setup_unless_ours
+    try:
+        yield
+    finally:
+        _export._ensure_backends_initialized = setup
+
+
 def _jit_keeping_host_outputs(fn: Callable, cache_prefix: str | None = None) -> Callable:
     """``jax.jit(fn)``, except that outputs known at trace time that XLA cannot hold (string tensors such as
     asset paths) are kept on the host and put back after each call. They are constants of the trace, so the
@@ -472,6 +498,7 @@ def _jit_keeping_host_outputs(fn: Callable, cache_prefix: str | None = None) -> 
     process skips tracing the TF graph too (the compile itself comes from JAX's cache)."""
     host: dict[int, Any] = {}
     exported: dict[str, Callable] = {}
+    lapack_free: set[int] = set()  # ids of the exported callables whose modules call no LAPACK kernel
 
     def traced(state, flat_inputs):
         outputs, updated = fn(state, flat_inputs)
@@ -502,7 +529,8 @@ def _jit_keeping_host_outputs(fn: Callable, cache_prefix: str | None = None) -> 
         eigen_marker = path + ".eigen"  # the compiler-options choice (jaxsm/compile.py) made when exporting
         if os.path.exists(path):
             with open(path, "rb") as f:
-                exp = jax.export.deserialize(bytearray(f.read()))
+                data = f.read()
+            exp = jax.export.deserialize(bytearray(data))
             use_eigen = os.path.exists(eigen_marker)
         else:
             jitted_fn = jitted.pick(state, flat_inputs)
@@ -515,11 +543,14 @@ def _jit_keeping_host_outputs(fn: Callable, cache_prefix: str | None = None) -> 
             if use_eigen:
                 open(eigen_marker, "wb").close()
             tmp = f"{path}.{os.getpid()}.tmp"
+            data = exp.serialize()
             with open(tmp, "wb") as f:
-                f.write(exp.serialize())
+                f.write(data)
             os.replace(tmp, path)
-        exported[shapes] = jax.jit(exp.call, compiler_options=EIGEN_CPU_OPTIONS if use_eigen else None)
-        return exported[shapes]
+        run = exported[shapes] = jax.jit(exp.call, compiler_options=EIGEN_CPU_OPTIONS if use_eigen else None)
+        if b"lapack" not in data:  # the module calls no LAPACK kernel (their FFI target names say "lapack")
+            lapack_free.add(id(run))
+        return run
 
     def call(state, flat_inputs):
         run = exported.get(input_key(flat_inputs)) if exported else None  # (no key work without the cache)
@@ -531,7 +562,8 @@ def _jit_keeping_host_outputs(fn: Callable, cache_prefix: str | None = None) -> 
                     run = from_export_cache(state, flat_inputs) or jitted
                 except StaticValueError:  # not compilable: ``jitted`` runs it op by op (and warns once)
                     run = exported[input_key(flat_inputs)] = jitted
-                outputs, updated = run(state, flat_inputs)
+                with _lapack_setup_skipped(id(run) in lapack_free):
+                    outputs, updated = run(state, flat_inputs)
         else:
             outputs, updated = jitted(state, flat_inputs)
         return [host.get(i, o) for i, o in enumerate(outputs)], updated

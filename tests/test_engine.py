@@ -230,6 +230,47 @@ def test_trace_cache_with_jax_compilation_cache(tmp_path):
     assert list((tmp_path / "cache" / "jaxsm-exports").iterdir()), "an exported module was written"
 
 
+def test_trace_cache_sets_up_lapack_only_for_modules_that_call_it(tmp_path):
+    """Lowering a cached (jax.export) function sets up JAX's CPU LAPACK kernels, importing scipy.linalg (~0.2 s),
+    only when the module calls LAPACK: a matmul model does not pay for it, a Cholesky model still works."""
+
+    class M(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([3, 3], tf.float32)])
+        def mm(self, x):
+            return tf.matmul(x, x, transpose_b=True) + 3.0 * tf.eye(3)
+
+        @tf.function(input_signature=[tf.TensorSpec([3, 3], tf.float32)])
+        def chol(self, x):
+            return tf.linalg.cholesky(tf.matmul(x, x, transpose_b=True) + 3.0 * tf.eye(3))
+
+    path = str(tmp_path / "m")
+    module = M()
+    tf.saved_model.save(module, path)
+    x = np.random.default_rng(0).standard_normal((3, 3)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    code = textwrap.dedent(f"""
+        import sys, jax, numpy as np
+        jax.config.update("jax_compilation_cache_dir", {str(tmp_path / "cache")!r})
+        import jaxsm
+        m = jaxsm.load({path!r})
+        x = np.load({str(tmp_path / "x.npy")!r})
+        out = {{"mm": np.asarray(m.mm(x))}}
+        print("scipy.linalg after mm:", "scipy.linalg" in sys.modules)
+        out["chol"] = np.asarray(m.chol(x))
+        np.savez(sys.argv[1], **out)
+    """)
+    for run in (0, 1):  # 0 traces and exports, 1 loads the exported functions
+        npz = str(tmp_path / f"out{run}.npz")
+        r = subprocess.run(
+            [sys.executable, "-c", code, npz], capture_output=True, text=True, timeout=300, env=_CHILD_ENV
+        )
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert "scipy.linalg after mm: False" in r.stdout, r.stdout
+        got = np.load(npz)
+        np.testing.assert_allclose(got["mm"], module.mm(x).numpy(), rtol=1e-6)
+        np.testing.assert_allclose(got["chol"], module.chol(x).numpy(), rtol=1e-5, atol=1e-6)
+
+
 def _grow(n):
     i, x = tf.constant(0), tf.zeros([0])
     _, x = tf.while_loop(

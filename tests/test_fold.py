@@ -129,6 +129,8 @@ def test_values_a_lowering_needs_are_staged_as_constants():
         out = fold(cache, "n", reshape_to, [x, np.array(shape, I32)])
         np.testing.assert_array_equal(out, x.reshape(shape))
     assert len(cache) == 3  # the shapes entry (needs values) and one per distinct value
+    with pytest.raises(Unfoldable):  # weights are not cache keys: the eager path folds them
+        fold(cache, "n", reshape_to, [np.zeros(8192, np.float32), np.array([2, 4096], I32)])
     declared = {}
     out = fold(declared, "n", reshape_to, [x, np.array([3, 2], I32)], static=(1,))
     np.testing.assert_array_equal(out, x.reshape(3, 2))

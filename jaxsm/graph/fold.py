@@ -54,6 +54,8 @@ def fold(cache: dict, key: Any, fn: Callable[..., Any], args: list[np.ndarray], 
         cache[sig] = entry
     inputs = [args[i] for i in dynamic]
     if entry is _NEEDS_VALUES:
+        if sum(a.size for a in inputs) > _MAX_VALUE_KEY:  # large constants stay out of the cache's keys
+            raise Unfoldable("a lowering needs the values of large inputs")
         vsig = sig + (tuple(a.tobytes() for a in inputs),)
         entry = cache.get(vsig)
         if entry is None:
@@ -66,6 +68,7 @@ def fold(cache: dict, key: Any, fn: Callable[..., Any], args: list[np.ndarray], 
 
 _NEEDS_VALUES = object()
 _MAX_CACHED = 20000
+_MAX_VALUE_KEY = 4096  # elements: index vectors and shapes, not weights
 
 
 def _stage(fn: Callable[..., Any], args: list[np.ndarray]) -> tuple[Any, Any]:

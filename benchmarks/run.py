@@ -274,31 +274,6 @@ def child_main(arg: str) -> None:
 # ----------------------------------------------------------------------------------------------------
 
 
-def run_child(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
-    """Run one child; returns its result dict, or {"error": "..."} (failure, timeout)."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND="tensorflow")
-    env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
-    spec = dict(spec, t_spawn=time.time())
-    try:
-        out = subprocess.run(
-            [sys.executable, os.path.abspath(__file__), "--child", json.dumps(spec)],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=timeout,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        return {"error": f"timeout after {timeout:.0f} s"}
-    marker = out.stdout.rfind("@@RESULT@@")
-    if out.returncode or marker < 0:
-        lines = [ln for ln in out.stderr.strip().splitlines() if ln.strip()]
-        # The exception line (last line of a traceback), or the last line of output.
-        last = lines[-1] if lines else f"exit code {out.returncode}"
-        return {"error": last.strip()[:300], "stderr_tail": out.stderr[-4000:]}
-    return json.loads(out.stdout[marker + len("@@RESULT@@") :].strip().splitlines()[0])
-
-
 class Child:
     """A measuring child process the parent talks to (steady-state bursts); stderr goes to a file."""
 
@@ -354,21 +329,30 @@ class Child:
         """Tell the child to finish; its result dict (with an ``error`` if it failed)."""
         if self.final is not None:
             self.proc.wait()
+            self.err.close()
             return self.final
         try:
-            if self.proc.poll() is None:
-                self.proc.stdin.write("done\n")
-                self.proc.stdin.flush()
+            self.proc.stdin.write("done\n")  # a child that serves no steady state never reads it
+            self.proc.stdin.flush()
+        except OSError:
+            pass  # it has exited already; its output is still queued
+        try:
             return json.loads(self._line("@@RESULT@@")[1])
-        except (RuntimeError, OSError, ValueError) as e:
+        except (RuntimeError, ValueError) as e:
             self.proc.kill()
-            self.proc.wait()
             self.err.seek(0)
             tail = self.err.read()[-4000:]
             lines = [ln for ln in tail.strip().splitlines() if ln.strip()]
+            # The exception line (last line of a traceback), or what went wrong.
             return {"error": (lines[-1] if lines else str(e)).strip()[:300], "stderr_tail": tail}
         finally:
             self.proc.wait()
+            self.err.close()
+
+
+def run_child(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """Run one child to the end; returns its result dict, or {"error": "..."} (failure, timeout)."""
+    return Child(spec, timeout).result()
 
 
 def run_steady_pair(specs: list[dict[str, Any]], timeout: float) -> list[dict[str, Any]]:

@@ -193,3 +193,15 @@ def test_cache_is_bounded(monkeypatch):
         out = fold(cache, "n", lambda v, k: jnp.reshape(v, (int(k), -1)), [np.arange(n * 2, dtype=I32), np.int32(n)])
         assert out.shape == (n, 2)
         assert len(cache) <= 5
+
+
+def test_a_node_needing_xla_is_known_after_staging_once(monkeypatch):
+    import jaxsm.graph.fold as fold_module
+
+    cache, staged = {}, []
+    stage = fold_module._stage
+    monkeypatch.setattr(fold_module, "_stage", lambda fn, args: staged.append(1) or stage(fn, args))
+    for _ in range(3):
+        with pytest.raises(Unfoldable, match="exp"):
+            fold(cache, "n", lambda v: jnp.exp(v) + 1, [np.ones(3, np.float32)])
+    assert len(staged) == 1

@@ -59,8 +59,14 @@ def fold(cache: dict, key: Any, fn: Callable[..., Any], args: list[np.ndarray], 
         vsig = sig + (tuple(a.tobytes() for a in inputs),)
         entry = cache.get(vsig)
         if entry is None:
-            entry = cache[vsig] = _stage(lambda: fn(*args), [])
+            try:
+                entry = _stage(lambda: fn(*args), [])
+            except Unfoldable as e:
+                entry = str(e)
+            cache[vsig] = entry
         inputs = []
+    if isinstance(entry, str):  # known from staging: this fold needs XLA every time
+        raise Unfoldable(entry)
     closed, treedef = entry
     flat = _eval(closed.jaxpr, [np.asarray(c) for c in closed.consts], inputs)
     return jax.tree.unflatten(treedef, flat)
@@ -71,12 +77,28 @@ _MAX_CACHED = 20000
 _MAX_VALUE_KEY = 4096  # elements: index vectors and shapes, not weights
 
 
-def _stage(fn: Callable[..., Any], args: list[np.ndarray]) -> tuple[Any, Any]:
+def _stage(fn: Callable[..., Any], args: list[np.ndarray]) -> tuple[Any, Any] | str:
+    """``fn``'s jaxpr and output structure -- or, if it has a primitive NumPy does not evaluate here, the reason
+    as a string (kept in the cache, so the node goes to XLA at once the next times)."""
     try:
         closed, shapes = jax.make_jaxpr(fn, return_shape=True)(*args)
     except Exception as e:  # the eager path reports real errors with the node's context
         raise Unfoldable(str(e)) from e
-    return closed, jax.tree.structure(shapes)
+    unknown = _unknown_primitive(closed.jaxpr)
+    return f"primitive {unknown}" if unknown else (closed, jax.tree.structure(shapes))
+
+
+def _unknown_primitive(jaxpr: Any) -> str | None:
+    """A primitive of ``jaxpr`` (or of a jaxpr inside it) that NumPy does not evaluate here, if any."""
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name not in _RULES:
+            return eqn.primitive.name
+        for param in eqn.params.values():
+            inner = getattr(param, "jaxpr", None)
+            found = inner is not None and _unknown_primitive(getattr(inner, "jaxpr", inner))
+            if found:
+                return found
+    return None
 
 
 def _eval(jaxpr: Any, consts: list[Any], args: list[Any]) -> list[np.ndarray]:

@@ -4,11 +4,13 @@
 
 Every model is built once with Keras (``weights=None``, ``model.export(path)``, endpoint ``serve``) into a
 cache directory (``--models-dir``, default ``/tmp/jaxsm_bench_models``). Then, for every repeat and every
-model, three configurations each run in their own fresh subprocess, alternating (the order flips on odd
+model, four configurations each run in their own fresh subprocess, alternating (the order flips on odd
 repeats):
 
   tf            ``tf.saved_model.load(path).serve(x)``
   jaxsm         ``jaxsm.load(path).serve(x)`` (jitted; compiles on the first call of each input shape)
+  jaxsm+malloc  jaxsm after ``jaxsm.tune_malloc()`` (opt-in, process-wide: malloc keeps freed memory for
+                reuse); steady-state latency only, reported without a target
   jaxsm+cache   jaxsm with JAX's persistent compilation cache (``jax_compilation_cache_dir`` set,
                 ``jax_persistent_cache_min_compile_time_secs=0``). One untimed process per model fills the
                 cache first, so every measured process finds it warm.
@@ -24,14 +26,14 @@ Each process records (medians over repeats are reported):
                 compile + one run; JAX's own compile-event durations are kept in the JSON as ``jax_events``)
   peak RSS      ``ru_maxrss`` of the process right after the first call (imports + load + first call)
 
-Every repeat's tf and jaxsm processes go on to measure steady-state latency at batch 1 and batch 32: both stay
-alive after their cold starts (which never overlap) and the parent has them take turns of ``STEADY_BURST`` calls,
-so that TF's and jaxsm's calls see the same machine conditions (a noisy neighbour on a shared machine slows both,
-not one). Each process's value is the median of up to ``--calls`` calls (at least 3, until one of them has spent
-``--budget`` seconds) after warm-up calls, each call synchronised (``.numpy()`` for TF,
-``jax.block_until_ready`` for jaxsm); the table reports the median over the repeats. The first repeat's batch-1
-outputs of both are compared (``max |diff|``). Inputs are NumPy arrays from the same
-seeded generator in both processes.
+Every repeat's tf, jaxsm and jaxsm+malloc processes go on to measure steady-state latency at batch 1 and batch 32:
+they stay alive after their cold starts (which never overlap) and the parent has them take turns of
+``STEADY_BURST`` calls, so that TF's and jaxsm's calls see the same machine conditions (a noisy neighbour on a
+shared machine slows all of them, not one). Each process's value is the median of up to ``--calls`` calls (at
+least 3, until one of them has spent ``--budget`` seconds) after warm-up calls, each call synchronised
+(``.numpy()`` for TF, ``jax.block_until_ready`` for jaxsm); the table reports the median over the repeats. The
+first repeat's batch-1 outputs of tf and jaxsm are compared (``max |diff|``). Inputs are NumPy arrays from the
+same seeded generator in every process.
 
 Prints one table (model x metric; TF, jaxsm, jaxsm/TF, target, met) and writes JSON with machine information.
 """
@@ -199,6 +201,9 @@ def child_measure(spec: dict[str, Any]) -> dict[str, Any]:
         jax.monitoring.register_event_duration_secs_listener(listen)
         import jaxsm
 
+        if spec.get("malloc"):
+            jaxsm.tune_malloc()
+
         def sync(out):
             return [np.asarray(a) for a in jax.block_until_ready(jax.tree.leaves(out))]
 
@@ -355,7 +360,7 @@ def run_child(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
     return Child(spec, timeout).result()
 
 
-def run_steady_pair(specs: list[dict[str, Any]], timeout: float) -> list[dict[str, Any]]:
+def run_steady_group(specs: list[dict[str, Any]], timeout: float) -> list[dict[str, Any]]:
     """Start the children one after the other (their cold starts never overlap), then time their steady-state
     calls in alternating bursts at each batch size; returns their result dicts with ``steady_b*_ms``."""
     children: list[Child] = []
@@ -472,6 +477,7 @@ def summarize(
 ) -> list[dict[str, Any]]:
     """Rows (one per metric): {model, metric, tf, jaxsm, ratio, target, met}; a value may be 'error: ...'."""
     tf, jx, jc = runs.get("tf", []), runs.get("jaxsm", []), runs.get("jaxsm+cache", [])
+    jm = runs.get("jaxsm+malloc", [])
 
     def value(rs: list[dict[str, Any]], key: str, derive=None) -> float | str | None:
         if not rs:
@@ -511,6 +517,8 @@ def summarize(
             ("xla_compile_s", None, value(jx, "", jax_event("backend_compile_duration"))),
             ("steady_b1_ms", value(tf, "steady_b1_ms"), value(jx, "steady_b1_ms")),
             ("steady_b32_ms", value(tf, "steady_b32_ms"), value(jx, "steady_b32_ms")),
+            ("steady_b1_malloc_ms", value(tf, "steady_b1_ms"), value(jm, "steady_b1_ms")),
+            ("steady_b32_malloc_ms", value(tf, "steady_b32_ms"), value(jm, "steady_b32_ms")),
         ]
     rows += [
         ("peak_rss_mib", value(tf, "peak_rss_mib"), value(jx, "peak_rss_mib")),
@@ -667,7 +675,7 @@ def main() -> None:
             params=cfg["params"],
             input=cfg["input"],
             steady=cfg["steady"],
-            runs={"tf": [], "jaxsm": [], "jaxsm+cache": []},
+            runs={"tf": [], "jaxsm": [], "jaxsm+malloc": [], "jaxsm+cache": []},
         )
         if err:
             report["models"][name]["build_error"] = err
@@ -690,8 +698,8 @@ def main() -> None:
 def run_model_repeat(
     rep: int, name: str, cfg: dict[str, Any], entry: dict[str, Any], path: str, work: str, st: dict, t_start: float
 ) -> None:
-    """One repeat of one model: TF and jaxsm (cold starts one after the other, then steady-state calls in
-    alternating bursts) and jaxsm with the persistent cache; the order flips on odd repeats."""
+    """One repeat of one model: TF, jaxsm and jaxsm+malloc (cold starts one after the other, then steady-state
+    calls in alternating bursts) and jaxsm with the persistent cache; the order flips on odd repeats."""
 
     def spec_for(conf: str) -> dict[str, Any]:
         spec: dict[str, Any] = dict(
@@ -707,7 +715,8 @@ def run_model_repeat(
             spec["cache_dir"] = os.path.join(work, f"cache-{name}")
         else:
             spec["steady"] = cfg["steady"]
-            if rep == 0:
+            spec["malloc"] = conf == "jaxsm+malloc"
+            if rep == 0 and conf != "jaxsm+malloc":
                 spec["out_npz"] = os.path.join(work, f"{name}-{conf}.npz")
         return spec
 
@@ -735,10 +744,11 @@ def run_model_repeat(
             log("cache fill", fill.get("error") or fmt(fill.get("cold_start_s")) + " s")
         record("jaxsm+cache", run_child(spec, st["timeout_s"]))
 
-    pair = ["tf", "jaxsm"] if rep % 2 == 0 else ["jaxsm", "tf"]
+    group = ["tf", "jaxsm", "jaxsm+malloc"] if cfg["steady"] else ["tf", "jaxsm"]
+    group = group if rep % 2 == 0 else group[::-1]
     if rep % 2:
         cached()
-    for conf, r in zip(pair, run_steady_pair([spec_for(c) for c in pair], st["timeout_s"])):
+    for conf, r in zip(group, run_steady_group([spec_for(c) for c in group], st["timeout_s"])):
         record(conf, r)
     if rep % 2 == 0:
         cached()

@@ -4,6 +4,7 @@ from jaxsm import errors
 from jaxsm.compile import compiler_options
 from jaxsm.format.checkpoint import load_checkpoint
 from jaxsm.functional import functional, merge, split_trainable
+from jaxsm.malloc import tune_malloc
 from jaxsm.objects import (
     ConcreteFunction,
     LoadOptions,
@@ -27,6 +28,7 @@ __all__ = [
     "merge",
     "nnx",
     "split_trainable",
+    "tune_malloc",
 ]
 
 

@@ -138,6 +138,7 @@ def tuned_jit(fn: Callable, name: str = "function") -> Callable:
                 with gc_paused():  # a new shape: trace, lower and compile
                     return pick(state, flat_inputs)(state, flat_inputs)
             except StaticValueError as e:
+                choice.pop(key, None)  # picked before the trace failed (no trace is needed to pick off the CPU)
                 eager.add(key)
                 warnings.warn(
                     f"jaxsm: {name} runs op by op, without jax.jit, for inputs of shapes {[s for s, _ in key]}: "

@@ -121,9 +121,15 @@ def test_eigen_choice_survives_the_trace_cache(tmp_path):
     assert len(markers) == (1 if runs[0].stdout.split()[-1] == "cpu" else 0)
 
 
-def test_data_dependent_shapes_run_op_by_op_once_warned():
-    """A trace that needs run-time values as shapes falls back to running op by op, warning once per shapes."""
+@pytest.mark.parametrize("on_cpu", [True, False])
+def test_data_dependent_shapes_run_op_by_op_once_warned(on_cpu, monkeypatch):
+    """A trace that needs run-time values as shapes falls back to running op by op, warning once per shapes
+    (on the CPU the kernel-library choice traces first; elsewhere the first call does -- found on an H200)."""
     import warnings
+
+    import jaxsm.compile
+
+    monkeypatch.setattr(jaxsm.compile, "_on_cpu", lambda tree: on_cpu)
 
     from jaxsm.errors import EagerFallbackWarning, StaticValueError
 

@@ -9,10 +9,15 @@ result is bit for bit XLA's: integer arithmetic and comparisons, layout and inde
 correctly rounded float operations (add, sub, mul, div, sqrt, max, min). Anything else -- transcendental
 functions, float reductions (XLA's summation order), random bits -- raises :class:`Unfoldable` and the caller
 runs the lowering eagerly under ``jax.ensure_compile_time_eval`` as before.
+
+Float add, sub, mul, div and sqrt fold only where JAX's default backend is the CPU: XLA:GPU's float division
+is not correctly rounded (7 / 3 in float32 is one ulp off on an H200) and it may contract a multiply and an add
+into one FMA, so there the values come from the backend itself.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -130,12 +135,23 @@ def _eval(jaxpr: Any, consts: list[Any], args: list[Any]) -> list[np.ndarray]:
         outs = [np.asarray(o) for o in (outs if isinstance(outs, (list, tuple)) else [outs])]
         if eqn.primitive.name not in _MOVES and _has_subnormals(invals + outs):
             raise Unfoldable("subnormal floats")  # XLA:CPU flushes them to zero (as TF does), NumPy does not
+        if eqn.primitive.name in _ROUNDED and _is_float(*invals) and not _cpu_backend():
+            raise Unfoldable("float arithmetic off the CPU")
         for var, out in zip(eqn.outvars, outs):
             aval = var.aval
             if out.shape != aval.shape:
                 raise Unfoldable(f"{eqn.primitive.name} gave shape {out.shape}, not {aval.shape}")
             env[var] = out.astype(aval.dtype, copy=False)
     return [read(v) for v in jaxpr.outvars]
+
+
+# Float operations whose rounding the backend decides: NumPy's (IEEE, correctly rounded) is XLA:CPU's only.
+_ROUNDED = frozenset({"add", "sub", "mul", "div", "sqrt"})
+
+
+@functools.cache
+def _cpu_backend() -> bool:
+    return jax.default_backend() == "cpu"
 
 
 # Primitives that only move or select values: subnormal floats pass through XLA unchanged.

@@ -40,3 +40,23 @@ def test_bundled_example():
         rtol=1e-5,
         err_msg="bundled example",
     )
+
+
+def test_variables_are_the_mapped_checkpoint_not_a_copy():
+    """On the CPU a variable's jax.Array is the checkpoint's memory-mapped bytes: load and memory stay flat in the
+    model's size (benchmarks/scaling.py). The bundled example's tensors are 64-byte aligned in its data file, which
+    XLA:CPU needs to share a host buffer."""
+    import jax
+    import pytest
+
+    from jaxsm.examples import MLP
+
+    if jax.default_backend() != "cpu" or not Path("/proc/self/maps").exists():
+        pytest.skip("CPU backend on Linux only")
+    m = jaxsm.load(MLP)
+    buffers = {v.name: v.value().unsafe_buffer_pointer() for v in m.variables}
+    with open("/proc/self/maps") as f:
+        mapped = [tuple(int(a, 16) for a in line.split()[0].split("-")) for line in f if "variables.data-" in line]
+    assert mapped, "the checkpoint's data file is memory-mapped"
+    copied = [name for name, p in buffers.items() if not any(lo <= p < hi for lo, hi in mapped)]
+    assert len(buffers) == 4 and not copied, f"variables copied out of the mapped checkpoint: {copied}"

@@ -175,3 +175,42 @@ def test_keras2_tf_keras_saved_model(tmp_path):
     assert len(got.trainable_variables) == len(ref.trainable_variables), "trainable_variables"
     for a, b in zip(got.variables, ref.variables):
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=b.name)
+
+
+def test_saved_training_step_with_batch_norm(tmp_path):
+    """A tf.Module exporting a training step of a tf_keras CNN with BatchNormalization (fused: its gradient is
+    FusedBatchNormGradV3) and SGD with Nesterov momentum: the losses follow TF's step by step (so do the
+    optimizer's momentum slots, which feed them), and so do the model's variables with the moving statistics."""
+    k2 = pytest.importorskip("tf_keras")
+    k2.utils.set_random_seed(0)
+    layers = k2.layers
+    model = k2.Sequential(
+        [layers.Conv2D(4, 3, input_shape=(8, 8, 3)), layers.BatchNormalization(), layers.ReLU()]
+        + [layers.Flatten(), layers.Dense(2)]
+    )
+
+    class Trainer(tf.Module):
+        def __init__(self):
+            self.model, self.opt = model, k2.optimizers.SGD(0.05, momentum=0.9, nesterov=True)
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 8, 8, 3]), tf.TensorSpec([None, 2])])
+        def train(self, x, y):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean((self.model(x, training=True) - y) ** 2)
+            grads = tape.gradient(loss, self.model.trainable_variables)
+            self.opt.apply_gradients(zip(grads, self.model.trainable_variables))
+            return loss
+
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((4, 8, 8, 3)).astype(np.float32), rng.standard_normal((4, 2)).astype(np.float32)
+    trainer = Trainer()
+    trainer.train(x, y)  # creates the optimizer's slots
+    tf.saved_model.save(trainer, str(tmp_path))
+    ref, got = tf.saved_model.load(str(tmp_path)), jaxsm.load(str(tmp_path))
+    assert "FusedBatchNormGradV3" in {n.op for f in ref.train.concrete_functions for n in f.graph.as_graph_def().node}
+    for step in range(3):
+        want = ref.train(x, y).numpy()
+        np.testing.assert_allclose(np.asarray(got.train(x, y)), want, rtol=1e-5, err_msg=f"loss, step {step}")
+    assert len(got.model.variables) == len(ref.model.variables) == 8, "conv, batch norm (with moving stats), dense"
+    for a, b in zip(got.model.variables, ref.model.variables):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-6, err_msg=b.name)

@@ -496,6 +496,37 @@ def fused_batch_norm(ctx, x, scale, offset, mean, variance):
     return outs
 
 
+@op("FusedBatchNormGrad", "FusedBatchNormGradV2", "FusedBatchNormGradV3")
+def fused_batch_norm_grad(ctx, dy, x, scale, mean, variance, *_reserve_space_3):
+    """The gradient TF's GradientTape records for FusedBatchNorm* (``FusedBatchNormGrad<CPUDevice>`` and
+    ``FusedBatchNormFreezeGrad`` in fused_batch_norm_op.cc). ``mean``/``variance`` are the forward op's
+    reserve_space_1/2: the batch mean and biased variance in training, the population statistics otherwise.
+    Training: ``dx = scale * rsqrt(var + eps) * (dy - mean(dy) - (x - mean) * mean(dy * (x - mean)) / (var + eps))``;
+    inference: ``dx = dy * scale * rsqrt(var + eps)``; both: ``dscale = sum(dy * (x - mean) * rsqrt(var + eps))``,
+    ``doffset = sum(dy)`` over every axis but the channels. The two trailing outputs are TF's empty placeholders."""
+    fmt = ctx.attr("data_format", "NHWC")
+    eps = float(ctx.attr("epsilon", 1e-4))
+    u = np.dtype(scale.dtype)
+    c_axis = x.ndim - 1 if _channels_last(fmt) else 1
+    axes = tuple(a for a in range(x.ndim) if a != c_axis)
+    bshape = [1] * x.ndim
+    bshape[c_axis] = -1
+    dyf, xf = jnp.asarray(dy).astype(u), jnp.asarray(x).astype(u)
+    mean, variance = jnp.asarray(mean, u).reshape(bshape), jnp.asarray(variance, u).reshape(bshape)
+    inv_std = lax.rsqrt(variance + eps)
+    centered = xf - mean
+    doffset = jnp.sum(dyf, axis=axes)
+    dscale = jnp.sum(dyf * centered, axis=axes) * inv_std.reshape(-1)
+    if ctx.attr("is_training", True):
+        dy_centered = dyf - jnp.mean(dyf, axis=axes, keepdims=True)
+        proj = jnp.mean(dyf * centered, axis=axes, keepdims=True) / (variance + eps)
+        dx = jnp.reshape(scale, bshape) * inv_std * (dy_centered - centered * proj)
+    else:
+        dx = dyf * (jnp.reshape(scale, bshape) * inv_std)
+    empty = jnp.zeros((0,), u)
+    return [dx.astype(x.dtype), dscale, doffset, empty, empty]
+
+
 @op("LRN")
 def lrn(ctx, x):
     """Local response normalization over the last dimension (tensorflow/core/kernels/lrn_op.cc):

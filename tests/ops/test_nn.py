@@ -704,6 +704,53 @@ def test_fused_batch_norm_nchw(jit):
     )
 
 
+def _bn_grad_inputs(shape, c, dtype=np.float32):
+    dy, x = (_rand(shape, seed=5) * 2).astype(dtype), (_rand(shape) * 3 + 1).astype(dtype)
+    scale = _rand((c,), seed=1) + 2
+    mean, var = _rand((c,), seed=3), np.abs(_rand((c,), seed=4)) + 0.5  # reserve spaces 1 and 2
+    return [dy, x, scale, mean, var]
+
+
+@JIT
+@pytest.mark.parametrize("version", ["FusedBatchNormGrad", "FusedBatchNormGradV2", "FusedBatchNormGradV3"])
+@pytest.mark.parametrize("training", [True, False])
+def test_fused_batch_norm_grad(version, training, jit):
+    """The op GradientTape records for FusedBatchNorm* (a saved training step of a tf_keras model with
+    BatchNormalization): batch statistics in training, population statistics in inference mode."""
+    extra = {"reserve_space_3": np.zeros((0,), np.float32)} if version.endswith("V3") else {}
+
+    def fn(dy, x, scale, mean, var):
+        return getattr(tf.raw_ops, version)(
+            y_backprop=dy,
+            x=x,
+            scale=scale,
+            reserve_space_1=mean,
+            reserve_space_2=var,
+            epsilon=0.001,
+            is_training=training,
+            **extra,
+        )
+
+    assert_matches_tf(fn, _bn_grad_inputs((2, 4, 3, 5), 5), **RED, jit=jit)
+
+
+@JIT
+def test_fused_batch_norm_grad_half_5d_and_nchw(jit):
+    def grad(fmt):
+        return lambda dy, x, s, m, v: tf.raw_ops.FusedBatchNormGradV3(
+            y_backprop=dy, x=x, scale=s, reserve_space_1=m, reserve_space_2=v, reserve_space_3=v[:0], data_format=fmt
+        )[:3]
+
+    assert_matches_tf(grad("NDHWC"), _bn_grad_inputs((2, 3, 4, 3, 4), 4, np.float16), rtol=2e-3, atol=2e-3, jit=jit)
+    dy, x, *stats = _bn_grad_inputs((2, 5, 4, 3), 5)
+    _assert_saved_matches(
+        lambda dy, x, s, m, v: grad("NCHW")(dy, x, s, m, v)[0],
+        lambda dy, x, s, m, v: _nchw(grad("NHWC")(_nhwc(dy), _nhwc(x), s, m, v)[0]),
+        [dy, x, *stats],
+        jit,
+    )
+
+
 @JIT
 @pytest.mark.parametrize("attrs", [{}, dict(depth_radius=2, bias=2.0, alpha=0.5, beta=0.75)])
 def test_lrn_and_l2_loss(attrs, jit):

@@ -20,8 +20,10 @@ small enough to be reused anyway.
 The price, for the whole process: memory freed by anyone is kept for reuse rather than returned to the OS (the
 resident size stays near its peak, as with TensorFlow's allocator), and new threads share one malloc lock. It
 changes nothing on GPU or TPU (device memory has its own allocator). Call it once, early -- before the first
-computation: threads that have allocated already keep their own arenas. The first few calls after it may still
-fault while the heap settles.
+computation: threads that have allocated already keep their own arenas, and glibc hands new threads those arenas
+too (arenas made before the call, e.g. by NumPy's BLAS threads, stay in rotation), where blocks above 64 MiB are
+still mapped afresh; smaller blocks are reused in every arena. The first few calls may fault while the heap
+settles.
 """
 
 from __future__ import annotations

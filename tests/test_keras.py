@@ -177,17 +177,23 @@ def test_keras2_tf_keras_saved_model(tmp_path):
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=b.name)
 
 
-def test_saved_training_step_with_batch_norm(tmp_path):
-    """A tf.Module exporting a training step of a tf_keras CNN with BatchNormalization (fused: its gradient is
-    FusedBatchNormGradV3) and SGD with Nesterov momentum: the losses follow TF's step by step (so do the
-    optimizer's momentum slots, which feed them), and so do the model's variables with the moving statistics."""
+_TRAIN_MODELS = {
+    # fused BatchNormalization: its gradient is FusedBatchNormGradV3
+    "conv_batch_norm": lambda L: [L.Conv2D(4, 3), L.BatchNormalization(), L.ReLU(), L.Flatten(), L.Dense(2)],
+    # the forward loop pushes every step's activations onto TensorLists, the gradient loop pops them
+    "lstm": lambda L: [L.Reshape((8, 24)), L.LSTM(5), L.Dense(2)],
+    "gru": lambda L: [L.Reshape((8, 24)), L.GRU(5, return_sequences=True), L.GlobalMaxPooling1D(), L.Dense(2)],
+}
+
+
+@pytest.mark.parametrize("arch", sorted(_TRAIN_MODELS))
+def test_saved_training_step(arch, tmp_path):
+    """A tf.Module exporting a training step of a tf_keras model (SGD with Nesterov momentum): the losses follow
+    TF's step by step (so do the optimizer's momentum slots, which feed them), and so do the model's variables
+    (batch norm's moving statistics included)."""
     k2 = pytest.importorskip("tf_keras")
     k2.utils.set_random_seed(0)
-    layers = k2.layers
-    model = k2.Sequential(
-        [layers.Conv2D(4, 3, input_shape=(8, 8, 3)), layers.BatchNormalization(), layers.ReLU()]
-        + [layers.Flatten(), layers.Dense(2)]
-    )
+    model = k2.Sequential([k2.layers.InputLayer((8, 8, 3))] + _TRAIN_MODELS[arch](k2.layers))
 
     class Trainer(tf.Module):
         def __init__(self):
@@ -207,10 +213,44 @@ def test_saved_training_step_with_batch_norm(tmp_path):
     trainer.train(x, y)  # creates the optimizer's slots
     tf.saved_model.save(trainer, str(tmp_path))
     ref, got = tf.saved_model.load(str(tmp_path)), jaxsm.load(str(tmp_path))
-    assert "FusedBatchNormGradV3" in {n.op for f in ref.train.concrete_functions for n in f.graph.as_graph_def().node}
     for step in range(3):
         want = ref.train(x, y).numpy()
         np.testing.assert_allclose(np.asarray(got.train(x, y)), want, rtol=1e-5, err_msg=f"loss, step {step}")
-    assert len(got.model.variables) == len(ref.model.variables) == 8, "conv, batch norm (with moving stats), dense"
+    assert len(got.model.variables) == len(ref.model.variables) > 2, "model variables"
     for a, b in zip(got.model.variables, ref.model.variables):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-6, err_msg=b.name)
+
+
+def test_saved_training_step_keras3_lstm_adam(tmp_path):
+    """The same with Keras 3 (TF backend): its LSTM's gradient reads the shapes of variables gathered inside the
+    loop (VariableShape), and Adam's updates are plain variable ops."""
+    keras.utils.set_random_seed(0)
+    layers = keras.layers
+    model = keras.Sequential([keras.Input((8, 8, 3)), layers.Reshape((8, 24)), layers.LSTM(5), layers.Dense(2)])
+
+    class Trainer(tf.Module):
+        def __init__(self):
+            self.model, self.opt = model, keras.optimizers.Adam(1e-2)
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 8, 8, 3]), tf.TensorSpec([None, 2])])
+        def train(self, x, y):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean((self.model(x, training=True) - y) ** 2)
+            grads = tape.gradient(loss, self.model.trainable_variables)
+            self.opt.apply_gradients(zip(grads, self.model.trainable_variables))
+            return loss
+
+    rng = np.random.default_rng(1)
+    x, y = rng.standard_normal((4, 8, 8, 3)).astype(np.float32), rng.standard_normal((4, 2)).astype(np.float32)
+    trainer = Trainer()
+    trainer.train(x, y)
+    tf.saved_model.save(trainer, str(tmp_path))
+    from jaxsm._proto import saved_model_pb2
+
+    saved = saved_model_pb2.SavedModel.FromString((tmp_path / "saved_model.pb").read_bytes())
+    ops = {n.op for f in saved.meta_graphs[0].graph_def.library.function for n in f.node_def}
+    assert "VariableShape" in ops, "the case this test is for"
+    ref, got = tf.saved_model.load(str(tmp_path)), jaxsm.load(str(tmp_path))
+    for step in range(3):
+        want = ref.train(x, y).numpy()
+        np.testing.assert_allclose(np.asarray(got.train(x, y)), want, rtol=1e-5, err_msg=f"loss, step {step}")

@@ -167,14 +167,52 @@ def _materialize_lists(ctx: OpContext, body: str, vars_: list[Any]) -> list[Any]
     return out
 
 
+def _resizing_lists(ctx: OpContext, body: str, vars_: list[Any], carried: list[int], trips: int) -> dict[int, int]:
+    """TensorLists whose length one body iteration changes by a fixed amount (TF's gradient accumulators:
+    TensorListPushBack in a forward loop, TensorListPopBack in its gradient loop) are carried with a traced length
+    in an array of the largest size they reach; ``vars_`` is updated in place. Returns their lengths after
+    ``trips`` iterations."""
+    lists = [i for i in carried if isinstance(vars_[i], TensorList) and isinstance(vars_[i].length, (int, np.integer))]
+    if not lists:
+        return {}
+    interp, state = ctx.interp, dict(ctx.interp.state)
+
+    def one_step():
+        outs, _ = _run_with_state(interp, body, list(vars_), state)
+        return [outs[i] for i in lists]
+
+    final: dict[int, int] = {}
+    for i, s in zip(lists, jax.eval_shape(one_step)):
+        lst = vars_[i]
+        if not isinstance(s, TensorList) or not isinstance(s.length, (int, np.integer)) or s.length == lst.length:
+            continue
+        step = int(s.length) - int(lst.length)
+        final[i] = int(lst.length) + step * trips
+        if final[i] < 0:
+            raise ctx.error(f"loop variable {i}: popping {-step * trips} elements from a TensorList of {lst.length}")
+        capacity = max(int(lst.length), final[i])
+        items = jnp.zeros((capacity,) + tuple(s.items.shape[1:]), s.items.dtype)
+        if lst.items is not None and lst.length:
+            items = items.at[: lst.length].set(lst.items[: lst.length])
+        vars_[i] = TensorList(items, jnp.asarray(lst.length, jnp.int32), lst.element_dtype, lst.element_shape, capacity)
+    return final
+
+
 def _fit(new: Any, old: Any, ctx: OpContext, what: str) -> Any:
     """Cast a loop body's output to the carried value's dtype (TF keeps loop-var dtypes fixed)."""
     if isinstance(old, TensorList):
         if not isinstance(new, TensorList) or new.items is None:
             raise ctx.error(f"{what}: the loop body changed a TensorList's structure")
+        static = isinstance(old.length, (int, np.integer))
+        if static and not (isinstance(new.length, (int, np.integer)) and new.length == old.length):
+            raise ctx.error(
+                f"{what}: a TensorList grows or shrinks in a loop whose trip count is known only at run time "
+                "(or by a varying amount per iteration); jaxsm preallocates lists",
+                StaticValueError,
+            )
         return TensorList(
             new.items.astype(old.items.dtype),
-            old.length if new.length == old.length else new.length,
+            old.length if static else jnp.asarray(new.length, jnp.int32),
             old.element_dtype,
             old.element_shape,
             old.capacity,
@@ -229,6 +267,7 @@ def _scan_loop(ctx, body, init, static, steps, dynamic):
     trips = len(steps) - 1
     xs = {i: np.stack([steps[t][i] for t in range(trips)]) for i in order}
     vars0 = _materialize_lists(ctx, body, [_as_jax(v) if i in dynamic else v for i, v in enumerate(init)])
+    resized = _resizing_lists(ctx, body, vars0, dynamic, trips)
     carry0 = ([vars0[i] for i in dynamic], dict(interp.state))
 
     def step(carry, x):
@@ -252,6 +291,9 @@ def _scan_loop(ctx, body, init, static, steps, dynamic):
         result[i] = steps[-1][i]
     for i, v in zip(dynamic, dyn):
         result[i] = v
+    for i, n in resized.items():  # the length after the loop is known: back to a static length
+        lst = result[i]
+        result[i] = TensorList(lst.items[:n], n, lst.element_dtype, lst.element_shape, n)
     return result
 
 

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsm.errors import LoweringError
+from jaxsm.graph.tensor_list import TensorList
 from jaxsm.graph.values import to_static
 from jaxsm.ops.registry import op
 
@@ -80,6 +81,9 @@ def partitioned_call(ctx, *args):
 
 @op("ZerosLike")
 def zeros_like(ctx, x):
+    if isinstance(x, TensorList):  # TF's TensorListZerosLike: same length, every element zeros (gradient code)
+        items = None if x.items is None else jnp.zeros_like(x.items)
+        return TensorList(items, x.length, x.element_dtype, x.element_shape, x.capacity)
     return jnp.zeros_like(x) if not isinstance(x, np.ndarray) else np.zeros_like(x)
 
 

@@ -9,6 +9,7 @@ positions and weights are NumPy constants; only the pixel arithmetic is traced.
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
@@ -95,6 +96,29 @@ def resize_nearest(ctx, images, size):
     (oh, ow), align, half = _resize_attrs(ctx, images, size)
     rows = jnp.take(images, _nearest_indices(images.shape[1], oh, align, half), axis=1)
     return jnp.take(rows, _nearest_indices(images.shape[2], ow, align, half), axis=2)
+
+
+@op("ResizeBilinearGrad")
+def resize_bilinear_grad(ctx, grads, original_image):
+    """The adjoint of ResizeBilinear (the gradient GradientTape records for it): each output pixel's gradient
+    goes to its four source pixels with the interpolation weights. Computed in float32, like TF's kernel."""
+    oh, ow = int(grads.shape[1]), int(grads.shape[2])
+    align, half = bool(ctx.attr("align_corners", False)), bool(ctx.attr("half_pixel_centers", False))
+    shape = jax.ShapeDtypeStruct(tuple(original_image.shape), _F32)
+    (dx,) = jax.linear_transpose(lambda x: bilinear_resize(x, oh, ow, align, half), shape)(jnp.asarray(grads, _F32))
+    return dx.astype(original_image.dtype)
+
+
+@op("ResizeNearestNeighborGrad", static=(1,))
+def resize_nearest_grad(ctx, grads, size):
+    """The adjoint of ResizeNearestNeighbor: each output pixel's gradient is added to its source pixel."""
+    ih, iw = (int(s) for s in np.asarray(size).reshape(-1))
+    align, half = bool(ctx.attr("align_corners", False)), bool(ctx.attr("half_pixel_centers", False))
+    g = jnp.asarray(grads)
+    rows = _nearest_indices(ih, g.shape[1], align, half)
+    cols = _nearest_indices(iw, g.shape[2], align, half)
+    out = jnp.zeros((g.shape[0], ih, g.shape[2], g.shape[3]), g.dtype).at[:, rows].add(g)
+    return jnp.zeros((g.shape[0], ih, iw, g.shape[3]), g.dtype).at[:, :, cols].add(out)
 
 
 def _cubic_table(a: float) -> np.ndarray:

@@ -1,13 +1,17 @@
 """TensorList ops (control flow v2's lists: tf.TensorArray, tf.map_fn, tf.scan, Keras RNNs).
 
 A list is a :class:`~jaxsm.graph.tensor_list.TensorList`: one preallocated array, so it can be carried through
-``lax.scan``/``lax.while_loop``. Reads and writes at run-time indices use dynamic indexing.
+``lax.scan``/``lax.while_loop``. Reads and writes at run-time indices use dynamic indexing. A list whose length
+changes in every iteration of a loop (TF's gradient accumulators: TensorListPushBack in a forward loop,
+TensorListPopBack in its gradient loop) is carried with a traced length in an array of the loop's final capacity
+(ops/control_flow.py); push and pop then write and read at that traced position.
 """
 
 from __future__ import annotations
 
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from jaxsm.errors import StaticValueError
 from jaxsm.graph.tensor_list import TensorList
@@ -136,9 +140,13 @@ def tensor_list_split(ctx, tensor, element_shape, lengths):
     return TensorList(items, n, t.dtype, tuple(items.shape[1:]), n)
 
 
+def _traced_length(lst: TensorList) -> bool:
+    return not isinstance(lst.length, (int, np.integer))
+
+
 @op("TensorListLength", stateful=True)
 def tensor_list_length(ctx, lst):
-    return np.asarray(lst.length, np.int32)
+    return jnp.asarray(lst.length, np.int32) if _traced_length(lst) else np.asarray(lst.length, np.int32)
 
 
 @op("TensorListElementShape", stateful=True)
@@ -152,6 +160,11 @@ def tensor_list_element_shape(ctx, lst):
 
 @op("TensorListPushBack", stateful=True)
 def tensor_list_push_back(ctx, lst, tensor):
+    if _traced_length(lst):  # inside a loop, in the preallocated array
+        t = jnp.asarray(tensor, lst.element_dtype)
+        items = lst.items if lst.items is not None else jnp.zeros((lst.capacity,) + t.shape, t.dtype)
+        items = lax.dynamic_update_index_in_dim(items, t, lst.length, 0)
+        return TensorList(items, lst.length + 1, lst.element_dtype, lst.element_shape, lst.capacity)
     t = jnp.asarray(tensor, lst.element_dtype)[None]
     items = t if lst.items is None or lst.length == 0 else jnp.concatenate([lst.items[: lst.length], t])
     n = int(lst.length) + 1
@@ -160,9 +173,12 @@ def tensor_list_push_back(ctx, lst, tensor):
 
 @op("TensorListPopBack", stateful=True)
 def tensor_list_pop_back(ctx, lst, element_shape):
-    if lst.length == 0:
+    if not _traced_length(lst) and lst.length == 0:
         raise ctx.error("TensorListPopBack on an empty list")
     items = _require_items(ctx, lst, element_shape)
+    if _traced_length(lst):  # inside a loop (see the module docstring)
+        last = lax.dynamic_index_in_dim(items, lst.length - 1, 0, keepdims=False)
+        return TensorList(items, lst.length - 1, lst.element_dtype, lst.element_shape, lst.capacity), last
     n = int(lst.length) - 1
     return TensorList(items[:n], n, lst.element_dtype, lst.element_shape, n), items[n]
 

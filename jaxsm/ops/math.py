@@ -18,6 +18,7 @@ import jax.scipy.special as jsp
 import numpy as np
 from jax import lax
 
+from jaxsm.graph.tensor_list import TensorList
 from jaxsm.ops.registry import op
 
 # TF runs float32 matmuls at full precision on CPU/GPU; XLA's default precision may use bf16/TF32 passes on
@@ -414,6 +415,14 @@ def approximate_equal(ctx, x, y):
 
 @op("AddN")
 def add_n(ctx, *xs):
+    lists = [x for x in xs if isinstance(x, TensorList)]
+    if lists:  # TF's TensorListBinaryAdd (gradients of loops): element-wise, unset elements count as zeros
+        if len(lists) != len(xs):
+            raise ctx.error("AddN of TensorLists and tensors")
+        first = lists[0]
+        items = [x.items for x in lists if x.items is not None]
+        total = functools.reduce(operator.add, items) if items else None
+        return TensorList(total, first.length, first.element_dtype, first.element_shape, first.capacity)
     return functools.reduce(operator.add, xs)
 
 

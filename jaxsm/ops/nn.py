@@ -527,8 +527,7 @@ def fused_batch_norm_grad(ctx, dy, x, scale, mean, variance, *_reserve_space_3):
     return [dx.astype(x.dtype), dscale, doffset, empty, empty]
 
 
-@op("LRN")
-def lrn(ctx, x):
+def _lrn(ctx, x):
     """Local response normalization over the last dimension (tensorflow/core/kernels/lrn_op.cc):
     ``x / (bias + alpha * sum(x[d-r..d+r]^2)) ** beta``."""
     r = int(ctx.attr("depth_radius", 5))
@@ -537,6 +536,18 @@ def lrn(ctx, x):
     pads = ((0, 0),) * (x.ndim - 1) + ((r, r),)
     sq = lax.reduce_window(x * x, np.array(0, x.dtype), lax.add, window, (1,) * x.ndim, pads)
     return (x * jnp.power(bias + alpha * sq, -beta)).astype(x.dtype)
+
+
+@op("LRN")
+def lrn(ctx, x):
+    return _lrn(ctx, jnp.asarray(x))
+
+
+@op("LRNGrad")
+def lrn_grad(ctx, input_grads, input_image, output_image):
+    """The gradient of LRN at ``input_image`` (TF's LRNGradOp), from the same formula by reverse mode."""
+    _, vjp = jax.vjp(lambda x: _lrn(ctx, x), jnp.asarray(input_image))
+    return vjp(jnp.asarray(input_grads, input_image.dtype))[0]
 
 
 @op("L2Loss")

@@ -34,6 +34,12 @@ def read_variable(ctx, handle):
     return value
 
 
+@op("VariableShape", stateful=True)
+def variable_shape(ctx, handle):
+    """The variable's shape, known at trace time (gradients of gathers from a variable inside a loop use it)."""
+    return np.asarray(np.shape(ctx.read(handle)), ctx.dtype("out_type", np.dtype(np.int32)))
+
+
 @op("DisableCopyOnRead", stateful=True)
 def disable_copy_on_read(ctx, handle):
     return []

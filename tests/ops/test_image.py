@@ -47,6 +47,27 @@ def test_resize_bilinear_nearest_bicubic(mode, dtype, jit):
 
 
 @JIT
+@pytest.mark.parametrize("mode", range(len(MODES)))
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_resize_gradients(mode, dtype, jit):
+    """ResizeBilinearGrad / ResizeNearestNeighborGrad (what GradientTape records for the resizes: Keras
+    UpSampling2D, tf.image.resize in a saved training step), up and down, every coordinate mode."""
+    m = MODES[mode]
+    image = _image((2, 7, 8, 3), dtype) / 255
+    grads = [_image((2, h, w, 3), np.float32, seed=h) / 255 for h, w in SIZES]
+
+    def fn(image, *grads):
+        outs = []
+        for g in grads:
+            outs.append(tf.raw_ops.ResizeBilinearGrad(grads=g, original_image=image, **m))
+            outs.append(tf.raw_ops.ResizeNearestNeighborGrad(grads=tf.cast(g, image.dtype), size=[7, 8], **m))
+        return outs
+
+    tol = TAPS if dtype == np.float32 else dict(rtol=2e-3, atol=2e-3)
+    assert_matches_tf(fn, [image, *grads], **tol, jit=jit)
+
+
+@JIT
 @pytest.mark.parametrize("align", [False, True])
 @pytest.mark.parametrize("dtype", [np.float32, np.int32])
 def test_resize_area(align, dtype, jit):

@@ -756,6 +756,15 @@ def test_fused_batch_norm_grad_half_5d_and_nchw(jit):
 def test_lrn_and_l2_loss(attrs, jit):
     x = _rand((2, 3, 4, 9)) * 3
     assert_matches_tf(lambda x: (tf.raw_ops.LRN(input=x, **attrs), tf.raw_ops.L2Loss(t=x)), [x], **RED, jit=jit)
+    dy = _rand((2, 3, 4, 9), seed=1)
+    assert_matches_tf(
+        lambda x, dy: tf.raw_ops.LRNGrad(
+            input_grads=dy, input_image=x, output_image=tf.raw_ops.LRN(input=x, **attrs), **attrs
+        ),
+        [x, dy],
+        **RED,
+        jit=jit,
+    )
 
 
 # -- top-k, nth element, data formats ------------------------------------------------------------------------

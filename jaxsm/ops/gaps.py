@@ -43,6 +43,12 @@ KNOWN_GAPS: list[tuple[str, str, str]] = [
         " else a call runs op by op as above",
     ),
     (
+        "TensorListPushBack, TensorListPopBack",
+        "in a loop whose trip count is known only at run time",
+        "a list that grows or shrinks every iteration is preallocated to its final size, which needs the trip"
+        " count at trace time (Keras RNNs and their gradient loops have it); otherwise a call runs op by op",
+    ),
+    (
         "TF1 frames",
         "gradient loops (StackV2/StackPushV2), Merge with more than two inputs",
         "not rebuilt into structured control flow yet; reported with the node name when a function needs them",

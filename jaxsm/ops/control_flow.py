@@ -167,14 +167,17 @@ def _materialize_lists(ctx: OpContext, body: str, vars_: list[Any]) -> list[Any]
     return out
 
 
+_RESIZING_OPS = frozenset({"TensorListPushBack", "TensorListPopBack", "TensorListPushBackBatch"})
+
+
 def _resizing_lists(ctx: OpContext, body: str, vars_: list[Any], carried: list[int], trips: int) -> dict[int, int]:
     """TensorLists whose length one body iteration changes by a fixed amount (TF's gradient accumulators:
     TensorListPushBack in a forward loop, TensorListPopBack in its gradient loop) are carried with a traced length
     in an array of the largest size they reach; ``vars_`` is updated in place. Returns their lengths after
     ``trips`` iterations."""
     lists = [i for i in carried if isinstance(vars_[i], TensorList) and isinstance(vars_[i].length, (int, np.integer))]
-    if not lists:
-        return {}
+    if not lists or not _RESIZING_OPS & {n.op for n in ctx.library.body(body).nodes}:
+        return {}  # the common case costs no extra trace of the body
     interp, state = ctx.interp, dict(ctx.interp.state)
 
     def one_step():

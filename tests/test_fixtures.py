@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import jax
 import numpy as np
+import pytest
 
 import jaxsm
 
@@ -46,9 +48,6 @@ def test_variables_are_the_mapped_checkpoint_not_a_copy():
     """On the CPU a variable's jax.Array is the checkpoint's memory-mapped bytes: load and memory stay flat in the
     model's size (benchmarks/scaling.py). The bundled example's tensors are 64-byte aligned in its data file, which
     XLA:CPU needs to share a host buffer."""
-    import jax
-    import pytest
-
     from jaxsm.examples import MLP
 
     if jax.default_backend() != "cpu" or not Path("/proc/self/maps").exists():

@@ -7,10 +7,14 @@ They are marked ``slow`` (deselect with ``-m 'not slow'``).
 
 from __future__ import annotations
 
+import warnings
+
+import jax
 import numpy as np
 import pytest
 
 import jaxsm
+from jaxsm.errors import EagerFallbackWarning
 
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
@@ -186,11 +190,13 @@ _TRAIN_MODELS = {
 }
 
 
+@pytest.mark.parametrize("x64", [True, False])
 @pytest.mark.parametrize("arch", sorted(_TRAIN_MODELS))
-def test_saved_training_step(arch, tmp_path):
+def test_saved_training_step(arch, x64, tmp_path):
     """A tf.Module exporting a training step of a tf_keras model (SGD with Nesterov momentum): the losses follow
     TF's step by step (so do the optimizer's momentum slots, which feed them), and so do the model's variables
-    (batch norm's moving statistics included)."""
+    (batch norm's moving statistics included). Compiled as one XLA program, also with jax_enable_x64 off, where
+    the gradient loop's BroadcastGradientArgs needs the shapes the forward loop accumulated at trace time."""
     k2 = pytest.importorskip("tf_keras")
     k2.utils.set_random_seed(0)
     model = k2.Sequential([k2.layers.InputLayer((8, 8, 3))] + _TRAIN_MODELS[arch](k2.layers))
@@ -213,9 +219,11 @@ def test_saved_training_step(arch, tmp_path):
     trainer.train(x, y)  # creates the optimizer's slots
     tf.saved_model.save(trainer, str(tmp_path))
     ref, got = tf.saved_model.load(str(tmp_path)), jaxsm.load(str(tmp_path))
-    for step in range(3):
-        want = ref.train(x, y).numpy()
-        np.testing.assert_allclose(np.asarray(got.train(x, y)), want, rtol=1e-5, err_msg=f"loss, step {step}")
+    with jax.enable_x64(x64), warnings.catch_warnings():
+        warnings.simplefilter("error", EagerFallbackWarning)
+        for step in range(3):
+            want = ref.train(x, y).numpy()
+            np.testing.assert_allclose(np.asarray(got.train(x, y)), want, rtol=1e-5, err_msg=f"loss, step {step}")
     assert len(got.model.variables) == len(ref.model.variables) > 2, "model variables"
     for a, b in zip(got.model.variables, ref.model.variables):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-6, err_msg=b.name)
@@ -251,6 +259,8 @@ def test_saved_training_step_keras3_lstm_adam(tmp_path):
     ops = {n.op for f in saved.meta_graphs[0].graph_def.library.function for n in f.node_def}
     assert "VariableShape" in ops, "the case this test is for"
     ref, got = tf.saved_model.load(str(tmp_path)), jaxsm.load(str(tmp_path))
-    for step in range(3):
-        want = ref.train(x, y).numpy()
-        np.testing.assert_allclose(np.asarray(got.train(x, y)), want, rtol=1e-5, err_msg=f"loss, step {step}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", EagerFallbackWarning)
+        for step in range(3):
+            want = ref.train(x, y).numpy()
+            np.testing.assert_allclose(np.asarray(got.train(x, y)), want, rtol=1e-5, err_msg=f"loss, step {step}")

@@ -9,6 +9,20 @@ import jax
 import numpy as np
 
 
+class Const:
+    """A NumPy value known at trace time, hashable and comparable (it sits in a pytree's static aux data)."""
+
+    def __init__(self, value: np.ndarray):
+        self.value = np.asarray(value)
+        self._key = (self.value.dtype.str, self.value.shape, self.value.tobytes())
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Const) and self._key == other._key
+
+    def __hash__(self) -> int:
+        return hash(self._key)
+
+
 @jax.tree_util.register_pytree_node_class
 @dataclass
 class TensorList:
@@ -17,6 +31,9 @@ class TensorList:
     ``length`` is the list's logical length (a Python int when known at trace time, else a traced scalar);
     ``items`` is None until the first element fixes the element shape (TF allows unknown element shapes).
     ``element_shape`` is the (partial) shape TF declared; ``capacity`` the preallocated size (None = unknown).
+    ``every_item``, when set, is a :class:`Const` that every element equals: a loop that pushes the same
+    trace-time value in each iteration (while_v2 accumulates shapes for its gradient loop) keeps it static for
+    the pops of the gradient loop, where ops such as BroadcastGradientArgs need it at trace time.
     """
 
     items: Any
@@ -24,6 +41,7 @@ class TensorList:
     element_dtype: np.dtype
     element_shape: tuple | None
     capacity: int | None
+    every_item: Const | None = None
 
     def tree_flatten(self):
         static_len = isinstance(self.length, (int, np.integer))
@@ -33,14 +51,15 @@ class TensorList:
             self.element_shape,
             self.capacity,
             int(self.length) if static_len else None,
+            self.every_item,
         )
         return children, aux
 
     @classmethod
     def tree_unflatten(cls, aux, children):
-        dtype, shape, capacity, static_len = aux
+        dtype, shape, capacity, static_len, every = aux
         items, length = children
-        return cls(items, static_len if static_len is not None else length, dtype, shape, capacity)
+        return cls(items, static_len if static_len is not None else length, dtype, shape, capacity, every)
 
     def known_element_shape(self) -> tuple[int, ...] | None:
         if self.items is not None:

@@ -170,22 +170,29 @@ def _materialize_lists(ctx: OpContext, body: str, vars_: list[Any]) -> list[Any]
 _RESIZING_OPS = frozenset({"TensorListPushBack", "TensorListPopBack", "TensorListPushBackBatch"})
 
 
-def _resizing_lists(ctx: OpContext, body: str, vars_: list[Any], carried: list[int], trips: int) -> dict[int, int]:
+def _resizing_lists(
+    ctx: OpContext, body: str, vars_: list[Any], carried: list[int], per_step: list[int], trips: int
+) -> dict[int, int]:
     """TensorLists whose length one body iteration changes by a fixed amount (TF's gradient accumulators:
     TensorListPushBack in a forward loop, TensorListPopBack in its gradient loop) are carried with a traced length
-    in an array of the largest size they reach; ``vars_`` is updated in place. Returns their lengths after
-    ``trips`` iterations."""
+    in an array of the largest size they reach; ``vars_`` is updated in place. ``per_step`` are the loop variables
+    that the scan feeds per iteration (traced in the body, so traced here too). A list that receives the same
+    trace-time value in every iteration keeps it as ``every_item``. Returns the lists' lengths after ``trips``
+    iterations."""
     lists = [i for i in carried if isinstance(vars_[i], TensorList) and isinstance(vars_[i].length, (int, np.integer))]
     if not lists or not _RESIZING_OPS & {n.op for n in ctx.library.body(body).nodes}:
         return {}  # the common case costs no extra trace of the body
     interp, state = ctx.interp, dict(ctx.interp.state)
 
-    def one_step():
-        outs, _ = _run_with_state(interp, body, list(vars_), state)
+    def one_step(fed):
+        args = list(vars_)
+        for i, v in fed.items():
+            args[i] = v
+        outs, _ = _run_with_state(interp, body, args, state)
         return [outs[i] for i in lists]
 
     final: dict[int, int] = {}
-    for i, s in zip(lists, jax.eval_shape(one_step)):
+    for i, s in zip(lists, jax.eval_shape(one_step, {i: vars_[i] for i in per_step})):
         lst = vars_[i]
         if not isinstance(s, TensorList) or not isinstance(s.length, (int, np.integer)) or s.length == lst.length:
             continue
@@ -197,7 +204,9 @@ def _resizing_lists(ctx: OpContext, body: str, vars_: list[Any], carried: list[i
         items = jnp.zeros((capacity,) + tuple(s.items.shape[1:]), s.items.dtype)
         if lst.items is not None and lst.length:
             items = items.at[: lst.length].set(lst.items[: lst.length])
-        vars_[i] = TensorList(items, jnp.asarray(lst.length, jnp.int32), lst.element_dtype, lst.element_shape, capacity)
+        every = s.every_item if (lst.length == 0 or lst.every_item == s.every_item) else None
+        length = jnp.asarray(lst.length, jnp.int32)
+        vars_[i] = TensorList(items, length, lst.element_dtype, lst.element_shape, capacity, every)
     return final
 
 
@@ -213,12 +222,15 @@ def _fit(new: Any, old: Any, ctx: OpContext, what: str) -> Any:
                 "(or by a varying amount per iteration); jaxsm preallocates lists",
                 StaticValueError,
             )
+        if new.every_item != old.every_item:
+            raise ctx.error(f"{what}: a TensorList's trace-time elements differ between iterations", StaticValueError)
         return TensorList(
             new.items.astype(old.items.dtype),
             old.length if static else jnp.asarray(new.length, jnp.int32),
             old.element_dtype,
             old.element_shape,
             old.capacity,
+            old.every_item,
         )
     new = jnp.asarray(new, dtype=old.dtype)
     if new.shape != old.shape:
@@ -270,7 +282,7 @@ def _scan_loop(ctx, body, init, static, steps, dynamic):
     trips = len(steps) - 1
     xs = {i: np.stack([steps[t][i] for t in range(trips)]) for i in order}
     vars0 = _materialize_lists(ctx, body, [_as_jax(v) if i in dynamic else v for i, v in enumerate(init)])
-    resized = _resizing_lists(ctx, body, vars0, dynamic, trips)
+    resized = _resizing_lists(ctx, body, vars0, dynamic, order, trips)
     carry0 = ([vars0[i] for i in dynamic], dict(interp.state))
 
     def step(carry, x):
@@ -296,7 +308,7 @@ def _scan_loop(ctx, body, init, static, steps, dynamic):
         result[i] = v
     for i, n in resized.items():  # the length after the loop is known: back to a static length
         lst = result[i]
-        result[i] = TensorList(lst.items[:n], n, lst.element_dtype, lst.element_shape, n)
+        result[i] = TensorList(lst.items[:n], n, lst.element_dtype, lst.element_shape, n, lst.every_item)
     return result
 
 

@@ -14,7 +14,7 @@ import numpy as np
 from jax import lax
 
 from jaxsm.errors import StaticValueError
-from jaxsm.graph.tensor_list import TensorList
+from jaxsm.graph.tensor_list import Const, TensorList
 from jaxsm.graph.values import to_static
 from jaxsm.ops.registry import op
 
@@ -158,17 +158,27 @@ def tensor_list_element_shape(ctx, lst):
     return np.asarray([-1 if d is None else d for d in shape], dtype)
 
 
+def _every_item_after_push(lst: TensorList, tensor) -> Const | None:
+    """The list's :class:`Const` after pushing ``tensor``: kept while every push is the same trace-time value."""
+    if not isinstance(tensor, np.ndarray):
+        return None
+    pushed = Const(tensor.astype(lst.element_dtype))
+    empty = not _traced_length(lst) and lst.length == 0
+    return pushed if empty or lst.every_item == pushed else None
+
+
 @op("TensorListPushBack", stateful=True)
 def tensor_list_push_back(ctx, lst, tensor):
+    every = _every_item_after_push(lst, tensor)
     if _traced_length(lst):  # inside a loop, in the preallocated array
         t = jnp.asarray(tensor, lst.element_dtype)
         items = lst.items if lst.items is not None else jnp.zeros((lst.capacity,) + t.shape, t.dtype)
         items = lax.dynamic_update_index_in_dim(items, t, lst.length, 0)
-        return TensorList(items, lst.length + 1, lst.element_dtype, lst.element_shape, lst.capacity)
+        return TensorList(items, lst.length + 1, lst.element_dtype, lst.element_shape, lst.capacity, every)
     t = jnp.asarray(tensor, lst.element_dtype)[None]
     items = t if lst.items is None or lst.length == 0 else jnp.concatenate([lst.items[: lst.length], t])
     n = int(lst.length) + 1
-    return TensorList(items, n, lst.element_dtype, lst.element_shape, n)
+    return TensorList(items, n, lst.element_dtype, lst.element_shape, n, every)
 
 
 @op("TensorListPopBack", stateful=True)
@@ -176,11 +186,14 @@ def tensor_list_pop_back(ctx, lst, element_shape):
     if not _traced_length(lst) and lst.length == 0:
         raise ctx.error("TensorListPopBack on an empty list")
     items = _require_items(ctx, lst, element_shape)
+    every = lst.every_item
     if _traced_length(lst):  # inside a loop (see the module docstring)
         last = lax.dynamic_index_in_dim(items, lst.length - 1, 0, keepdims=False)
-        return TensorList(items, lst.length - 1, lst.element_dtype, lst.element_shape, lst.capacity), last
-    n = int(lst.length) - 1
-    return TensorList(items[:n], n, lst.element_dtype, lst.element_shape, n), items[n]
+        rest = TensorList(items, lst.length - 1, lst.element_dtype, lst.element_shape, lst.capacity, every)
+    else:
+        n = int(lst.length) - 1
+        rest, last = TensorList(items[:n], n, lst.element_dtype, lst.element_shape, n, every), items[n]
+    return rest, (every.value if every is not None else last)
 
 
 @op("TensorListResize", static=(1,), stateful=True)

@@ -229,16 +229,34 @@ def test_saved_training_step(arch, x64, tmp_path):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-6, err_msg=b.name)
 
 
-def test_saved_training_step_keras3_lstm_adam(tmp_path):
-    """The same with Keras 3 (TF backend): its LSTM's gradient reads the shapes of variables gathered inside the
-    loop (VariableShape), and Adam's updates are plain variable ops."""
-    keras.utils.set_random_seed(0)
+def _keras3_train_model(arch: str):
     layers = keras.layers
-    model = keras.Sequential([keras.Input((8, 8, 3)), layers.Reshape((8, 24)), layers.LSTM(5), layers.Dense(2)])
+    inp = keras.Input((8, 8, 3))
+    if arch == "separable_bn":
+        h = layers.Activation("swish")(layers.BatchNormalization()(layers.SeparableConv2D(4, 3)(inp)))
+        return keras.Model(inp, layers.Dense(2)(layers.GlobalAveragePooling2D()(h)))
+    h = layers.Reshape((8, 24))(inp)
+    if arch == "lstm":
+        h = layers.LSTM(5)(h)
+    elif arch == "bidirectional_gru":
+        h = layers.GlobalAveragePooling1D()(layers.Bidirectional(layers.GRU(4, return_sequences=True))(h))
+    else:  # attention
+        h = layers.Dense(8)(h)
+        h = layers.LayerNormalization()(h + layers.MultiHeadAttention(2, 4)(h, h))
+        h = layers.GlobalAveragePooling1D()(h)
+    return keras.Model(inp, layers.Dense(2)(h))
+
+
+@pytest.mark.parametrize("arch", ["lstm", "bidirectional_gru", "attention", "separable_bn"])
+def test_saved_training_step_keras3(arch, tmp_path):
+    """The same with Keras 3 (TF backend) and AdamW: its recurrent layers' gradients read the shapes of variables
+    gathered inside the loop (VariableShape), and the optimizer's updates are plain variable ops."""
+    keras.utils.set_random_seed(0)
+    model = _keras3_train_model(arch)
 
     class Trainer(tf.Module):
         def __init__(self):
-            self.model, self.opt = model, keras.optimizers.Adam(1e-2)
+            self.model, self.opt = model, keras.optimizers.AdamW(1e-2)
 
         @tf.function(input_signature=[tf.TensorSpec([None, 8, 8, 3]), tf.TensorSpec([None, 2])])
         def train(self, x, y):
@@ -253,11 +271,12 @@ def test_saved_training_step_keras3_lstm_adam(tmp_path):
     trainer = Trainer()
     trainer.train(x, y)
     tf.saved_model.save(trainer, str(tmp_path))
-    from jaxsm._proto import saved_model_pb2
+    if arch == "lstm":
+        from jaxsm._proto import saved_model_pb2
 
-    saved = saved_model_pb2.SavedModel.FromString((tmp_path / "saved_model.pb").read_bytes())
-    ops = {n.op for f in saved.meta_graphs[0].graph_def.library.function for n in f.node_def}
-    assert "VariableShape" in ops, "the case this test is for"
+        saved = saved_model_pb2.SavedModel.FromString((tmp_path / "saved_model.pb").read_bytes())
+        ops = {n.op for f in saved.meta_graphs[0].graph_def.library.function for n in f.node_def}
+        assert "VariableShape" in ops, "the case this test is for"
     ref, got = tf.saved_model.load(str(tmp_path)), jaxsm.load(str(tmp_path))
     with warnings.catch_warnings():
         warnings.simplefilter("error", EagerFallbackWarning)

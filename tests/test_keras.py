@@ -181,6 +181,43 @@ def test_keras2_tf_keras_saved_model(tmp_path):
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=b.name)
 
 
+def _save_training_step(model, optimizer, path):
+    """Save a tf.Module whose ``train(x, y)`` takes one optimizer step on a mean-squared error (after one call,
+    which creates the optimizer's slots); returns it loaded by TF and by jaxsm."""
+
+    class Trainer(tf.Module):
+        def __init__(self):
+            self.model, self.opt = model, optimizer
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 8, 8, 3]), tf.TensorSpec([None, 2])])
+        def train(self, x, y):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean((self.model(x, training=True) - y) ** 2)
+            grads = tape.gradient(loss, self.model.trainable_variables)
+            self.opt.apply_gradients(zip(grads, self.model.trainable_variables))
+            return loss
+
+    trainer = Trainer()
+    trainer.train(*_training_batch(0))
+    tf.saved_model.save(trainer, str(path))
+    return tf.saved_model.load(str(path)), jaxsm.load(str(path))
+
+
+def _training_batch(seed):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((4, 8, 8, 3)).astype(np.float32), rng.standard_normal((4, 2)).astype(np.float32)
+
+
+def _check_training_steps(ref, got, seed):
+    """Three steps: jaxsm's losses follow TF's, each call compiled (no op-by-op fallback)."""
+    x, y = _training_batch(seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", EagerFallbackWarning)
+        for step in range(3):
+            want = ref.train(x, y).numpy()
+            np.testing.assert_allclose(np.asarray(got.train(x, y)), want, rtol=1e-5, err_msg=f"loss, step {step}")
+
+
 _TRAIN_MODELS = {
     # fused BatchNormalization: its gradient is FusedBatchNormGradV3
     "conv_batch_norm": lambda L: [L.Conv2D(4, 3), L.BatchNormalization(), L.ReLU(), L.Flatten(), L.Dense(2)],
@@ -200,30 +237,9 @@ def test_saved_training_step(arch, x64, tmp_path):
     k2 = pytest.importorskip("tf_keras")
     k2.utils.set_random_seed(0)
     model = k2.Sequential([k2.layers.InputLayer((8, 8, 3))] + _TRAIN_MODELS[arch](k2.layers))
-
-    class Trainer(tf.Module):
-        def __init__(self):
-            self.model, self.opt = model, k2.optimizers.SGD(0.05, momentum=0.9, nesterov=True)
-
-        @tf.function(input_signature=[tf.TensorSpec([None, 8, 8, 3]), tf.TensorSpec([None, 2])])
-        def train(self, x, y):
-            with tf.GradientTape() as tape:
-                loss = tf.reduce_mean((self.model(x, training=True) - y) ** 2)
-            grads = tape.gradient(loss, self.model.trainable_variables)
-            self.opt.apply_gradients(zip(grads, self.model.trainable_variables))
-            return loss
-
-    rng = np.random.default_rng(0)
-    x, y = rng.standard_normal((4, 8, 8, 3)).astype(np.float32), rng.standard_normal((4, 2)).astype(np.float32)
-    trainer = Trainer()
-    trainer.train(x, y)  # creates the optimizer's slots
-    tf.saved_model.save(trainer, str(tmp_path))
-    ref, got = tf.saved_model.load(str(tmp_path)), jaxsm.load(str(tmp_path))
-    with jax.enable_x64(x64), warnings.catch_warnings():
-        warnings.simplefilter("error", EagerFallbackWarning)
-        for step in range(3):
-            want = ref.train(x, y).numpy()
-            np.testing.assert_allclose(np.asarray(got.train(x, y)), want, rtol=1e-5, err_msg=f"loss, step {step}")
+    ref, got = _save_training_step(model, k2.optimizers.SGD(0.05, momentum=0.9, nesterov=True), tmp_path)
+    with jax.enable_x64(x64):
+        _check_training_steps(ref, got, seed=0)
     assert len(got.model.variables) == len(ref.model.variables) > 2, "model variables"
     for a, b in zip(got.model.variables, ref.model.variables):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-6, err_msg=b.name)
@@ -254,32 +270,11 @@ def test_saved_training_step_keras3(arch, tmp_path):
     keras.utils.set_random_seed(0)
     model = _keras3_train_model(arch)
 
-    class Trainer(tf.Module):
-        def __init__(self):
-            self.model, self.opt = model, keras.optimizers.AdamW(1e-2)
-
-        @tf.function(input_signature=[tf.TensorSpec([None, 8, 8, 3]), tf.TensorSpec([None, 2])])
-        def train(self, x, y):
-            with tf.GradientTape() as tape:
-                loss = tf.reduce_mean((self.model(x, training=True) - y) ** 2)
-            grads = tape.gradient(loss, self.model.trainable_variables)
-            self.opt.apply_gradients(zip(grads, self.model.trainable_variables))
-            return loss
-
-    rng = np.random.default_rng(1)
-    x, y = rng.standard_normal((4, 8, 8, 3)).astype(np.float32), rng.standard_normal((4, 2)).astype(np.float32)
-    trainer = Trainer()
-    trainer.train(x, y)
-    tf.saved_model.save(trainer, str(tmp_path))
+    ref, got = _save_training_step(model, keras.optimizers.AdamW(1e-2), tmp_path)
     if arch == "lstm":
         from jaxsm._proto import saved_model_pb2
 
         saved = saved_model_pb2.SavedModel.FromString((tmp_path / "saved_model.pb").read_bytes())
         ops = {n.op for f in saved.meta_graphs[0].graph_def.library.function for n in f.node_def}
         assert "VariableShape" in ops, "the case this test is for"
-    ref, got = tf.saved_model.load(str(tmp_path)), jaxsm.load(str(tmp_path))
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", EagerFallbackWarning)
-        for step in range(3):
-            want = ref.train(x, y).numpy()
-            np.testing.assert_allclose(np.asarray(got.train(x, y)), want, rtol=1e-5, err_msg=f"loss, step {step}")
+    _check_training_steps(ref, got, seed=1)

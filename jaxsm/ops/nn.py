@@ -454,6 +454,19 @@ def max_pool_grad_with_argmax(ctx, x, grad, argmax):
 
 
 # -- normalization -------------------------------------------------------------------------------------------
+def _batch_norm_setup(ctx, x, scale):
+    """(epsilon, the statistics' dtype, the reduced axes, the channel broadcast shape) of a FusedBatchNorm* node."""
+    c_axis = x.ndim - 1 if _channels_last(ctx.attr("data_format", "NHWC")) else 1
+    bshape = [1] * x.ndim
+    bshape[c_axis] = -1
+    return (
+        float(ctx.attr("epsilon", 1e-4)),
+        np.dtype(scale.dtype),
+        tuple(a for a in range(x.ndim) if a != c_axis),
+        bshape,
+    )
+
+
 @op("FusedBatchNorm", "FusedBatchNormV2", "FusedBatchNormV3")
 def fused_batch_norm(ctx, x, scale, offset, mean, variance):
     """TF's FusedBatchNorm* (tensorflow/core/kernels/fused_batch_norm_op.cc). Inference normalizes with the
@@ -462,13 +475,7 @@ def fused_batch_norm(ctx, x, scale, offset, mean, variance):
     exponential_avg_factor != 1; reserve_space_1/2 hold the batch mean and biased variance. TF leaves
     inference reserve spaces uninitialized; here they echo mean/variance. V3's reserve_space_3 is an unused
     scalar placeholder."""
-    fmt = ctx.attr("data_format", "NHWC")
-    eps = float(ctx.attr("epsilon", 1e-4))
-    u = np.dtype(scale.dtype)
-    c_axis = x.ndim - 1 if _channels_last(fmt) else 1
-    axes = tuple(a for a in range(x.ndim) if a != c_axis)
-    bshape = [1] * x.ndim
-    bshape[c_axis] = -1
+    eps, u, axes, bshape = _batch_norm_setup(ctx, x, scale)
     xf = jnp.asarray(x).astype(u)
     if ctx.attr("is_training", True):
         batch_mean = jnp.mean(xf, axis=axes)
@@ -504,13 +511,7 @@ def fused_batch_norm_grad(ctx, dy, x, scale, mean, variance, *_reserve_space_3):
     Training: ``dx = scale * rsqrt(var + eps) * (dy - mean(dy) - (x - mean) * mean(dy * (x - mean)) / (var + eps))``;
     inference: ``dx = dy * scale * rsqrt(var + eps)``; both: ``dscale = sum(dy * (x - mean) * rsqrt(var + eps))``,
     ``doffset = sum(dy)`` over every axis but the channels. The two trailing outputs are TF's empty placeholders."""
-    fmt = ctx.attr("data_format", "NHWC")
-    eps = float(ctx.attr("epsilon", 1e-4))
-    u = np.dtype(scale.dtype)
-    c_axis = x.ndim - 1 if _channels_last(fmt) else 1
-    axes = tuple(a for a in range(x.ndim) if a != c_axis)
-    bshape = [1] * x.ndim
-    bshape[c_axis] = -1
+    eps, u, axes, bshape = _batch_norm_setup(ctx, x, scale)
     dyf, xf = jnp.asarray(dy).astype(u), jnp.asarray(x).astype(u)
     mean, variance = jnp.asarray(mean, u).reshape(bshape), jnp.asarray(variance, u).reshape(bshape)
     inv_std = lax.rsqrt(variance + eps)

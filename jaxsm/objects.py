@@ -872,7 +872,7 @@ def _checkpoint_keys(reader, saved_graph) -> dict[int, str]:
     raw = reader.get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH")
     tog = trackable_object_graph_pb2.TrackableObjectGraph.FromString(raw.item() if isinstance(raw, np.ndarray) else raw)
     keys: dict[int, str] = {}
-    seen = {0}
+    matched = {0: 0}  # saved node id -> checkpoint node id
     stack = [(0, 0)]
     while stack:
         sid, cid = stack.pop()
@@ -881,15 +881,30 @@ def _checkpoint_keys(reader, saved_graph) -> dict[int, str]:
                 keys[sid] = attr.checkpoint_key
         ckpt_children = {c.local_name: c.node_id for c in tog.nodes[cid].children}
         for child in saved_graph.nodes[sid].children:
-            if child.node_id in seen or child.local_name not in ckpt_children:
+            if child.node_id in matched or child.local_name not in ckpt_children:
                 continue
-            seen.add(child.node_id)
+            matched[child.node_id] = ckpt_children[child.local_name]
             stack.append((child.node_id, ckpt_children[child.local_name]))
+    # Optimizer slots (OptimizerV2, tf-keras' legacy optimizers, TF1 optimizers) are no one's children: the
+    # optimizer's node names them by (original variable, slot name) in both graphs.
+    for sid, cid in list(matched.items()):
+        ckpt_slots = {
+            (ref.original_variable_node_id, ref.slot_name): ref.slot_variable_node_id
+            for ref in tog.nodes[cid].slot_variables
+        }
+        for ref in saved_graph.nodes[sid].slot_variables:
+            slot_cid = ckpt_slots.get((matched.get(ref.original_variable_node_id), ref.slot_name))
+            if slot_cid is None:
+                continue
+            for attr in tog.nodes[slot_cid].attributes:
+                if attr.name == "VARIABLE_VALUE":
+                    keys[ref.slot_variable_node_id] = attr.checkpoint_key
     return keys
 
 
 def _object_paths(saved_graph) -> dict[int, str]:
-    """Shortest object path ('model/dense/kernel') of every node, breadth first from the root."""
+    """Shortest object path ('model/dense/kernel') of every node, breadth first from the root. An optimizer's
+    slot variable, no one's child, gets TF's checkpoint-style path 'w/.OPTIMIZER_SLOT/optimizer/m'."""
     paths = {0: ""}
     queue = [0]
     for nid in queue:
@@ -898,6 +913,11 @@ def _object_paths(saved_graph) -> dict[int, str]:
                 base = paths[nid]
                 paths[child.node_id] = f"{base}/{child.local_name}" if base else child.local_name
                 queue.append(child.node_id)
+    for nid, node in enumerate(saved_graph.nodes):
+        for ref in node.slot_variables:
+            original, optimizer = paths.get(ref.original_variable_node_id), paths.get(nid)
+            if ref.slot_variable_node_id not in paths and original is not None and optimizer is not None:
+                paths[ref.slot_variable_node_id] = f"{original}/.OPTIMIZER_SLOT/{optimizer}/{ref.slot_name}"
     return paths
 
 

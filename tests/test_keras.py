@@ -278,3 +278,15 @@ def test_saved_training_step_keras3(arch, tmp_path):
         ops = {n.op for f in saved.meta_graphs[0].graph_def.library.function for n in f.node_def}
         assert "VariableShape" in ops, "the case this test is for"
     _check_training_steps(ref, got, seed=1)
+
+
+@pytest.mark.parametrize("optimizer", ["Adam", "RMSprop", "Adamax"])
+def test_saved_training_step_with_optimizer_slots(optimizer, tmp_path):
+    """tf-keras' legacy optimizers (OptimizerV2, TF <= 2.10's default) keep slot variables that no object has as a
+    child: the checkpoint names them through the optimizer (original variable, slot name). They must be restored
+    -- the second and third steps read them -- and updated by ResourceApplyAdam / ResourceApplyRMSProp / ..."""
+    k2 = pytest.importorskip("tf_keras")
+    k2.utils.set_random_seed(0)
+    model = k2.Sequential([k2.layers.InputLayer((8, 8, 3))] + _TRAIN_MODELS["conv_batch_norm"](k2.layers))
+    ref, got = _save_training_step(model, getattr(k2.optimizers.legacy, optimizer)(0.01), tmp_path)
+    _check_training_steps(ref, got, seed=0)

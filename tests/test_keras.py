@@ -290,3 +290,18 @@ def test_saved_training_step_with_optimizer_slots(optimizer, tmp_path):
     model = k2.Sequential([k2.layers.InputLayer((8, 8, 3))] + _TRAIN_MODELS["conv_batch_norm"](k2.layers))
     ref, got = _save_training_step(model, getattr(k2.optimizers.legacy, optimizer)(0.01), tmp_path)
     _check_training_steps(ref, got, seed=0)
+
+
+def test_keras2_model_saved_with_its_optimizer(tmp_path):
+    """`model.save` of a compiled and fitted Keras 2 model includes the optimizer; with OptimizerV2 (every tf.keras
+    up to TF 2.10, tf-keras' legacy optimizers) its slots are checkpointed only through the optimizer. Loading such
+    a model for inference failed ("no value in the checkpoint")."""
+    k2 = pytest.importorskip("tf_keras")
+    k2.utils.set_random_seed(0)
+    model = k2.Sequential([k2.layers.Dense(4, input_shape=(3,), activation="relu"), k2.layers.Dense(2)])
+    model.compile(optimizer=k2.optimizers.legacy.Adam(0.01), loss="mse")
+    x = np.random.default_rng(0).standard_normal((8, 3)).astype(np.float32)
+    model.fit(x, np.zeros((8, 2), np.float32), epochs=1, verbose=0)
+    model.save(str(tmp_path), save_format="tf")
+    ref, got = tf.saved_model.load(str(tmp_path)), jaxsm.load(str(tmp_path))
+    np.testing.assert_allclose(np.asarray(got(x)), ref(x).numpy(), rtol=1e-5, atol=1e-6)

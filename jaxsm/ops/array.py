@@ -114,7 +114,12 @@ def reshape(ctx, x, shape):
 @op("Squeeze")
 def squeeze(ctx, x):
     dims = ctx.attr("squeeze_dims", [])
-    return jnp.squeeze(x, axis=tuple(dims) if dims else None)
+    x = jnp.asarray(x)
+    if not dims:
+        return lax.squeeze(x, [i for i, d in enumerate(x.shape) if d == 1])
+    if not all(-x.ndim <= int(d) < x.ndim for d in dims):
+        return jnp.squeeze(x, axis=tuple(dims))  # jnp reports the bad dimension
+    return lax.squeeze(x, sorted({int(d) % x.ndim for d in dims}))
 
 
 @op("ExpandDims", static=(1,))

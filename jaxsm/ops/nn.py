@@ -97,9 +97,13 @@ def _conv_nd(x, w, attrs):
     groups = int(x.shape[-1 if _channels_last(fmt) else 1]) // int(w.shape[-2])
     if groups == 1 and _channels_last(fmt) and all(int(k) == 1 for k in w.shape[:nd]) and _no_padding(padding):
         # A 1x1 convolution is a matmul over channels; XLA:CPU runs it 1.3-5x faster as one (benchmarks/).
-        x = x[(slice(None),) + tuple(slice(None, None, int(s)) for s in strides)]
-        out = jnp.matmul(x, jnp.reshape(w, w.shape[-2:]), precision=_HIGHEST)
-        return out.astype(jnp.result_type(x))
+        x, w = jnp.asarray(x), jnp.asarray(w)
+        if any(int(s) != 1 for s in strides):
+            x = lax.slice(x, (0,) * x.ndim, x.shape, (1, *(int(s) for s in strides), 1))
+        w = lax.reshape(w, w.shape[-2:])
+        if x.dtype != w.dtype:  # invalid in TF; jnp reports it
+            return jnp.matmul(x, w, precision=_HIGHEST).astype(jnp.result_type(x))
+        return lax.dot_general(x, w, (((x.ndim - 1,), (0,)), ((), ())), precision=_HIGHEST)
     out = lax.conv_general_dilated(
         x,
         w,
@@ -136,13 +140,18 @@ def conv(ctx, x, w):
 
 def _depthwise_slices(x, w, strides, dilations, pads):
     """Depthwise convolution (NHWC, filter [kh, kw, C, M], output channel c*M + m) as a sum of kh*kw shifted,
-    strided slices times per-channel weights: TF's DepthwiseConv2dNative semantics, fast on CPU."""
-    x = jnp.pad(x, ((0, 0), tuple(pads[0]), tuple(pads[1]), (0, 0)))
+    strided slices times per-channel weights: TF's DepthwiseConv2dNative semantics, fast on CPU. Written with
+    lax primitives (no jnp wrappers: a 5x5 kernel is 75 ops, traced in every model that has one). The products
+    keep the [N, H, W, C, M] shape also for M == 1: XLA:CPU runs and compiles that form faster than NHWC."""
     kh, kw, c, m = w.shape
+    zero = lax.full((), 0, x.dtype)
+    x = lax.pad(x, zero, ((0, 0, 0), (*pads[0], 0), (*pads[1], 0), (0, 0, 0)))
+    w = lax.convert_element_type(w, x.dtype)
     (sh, sw), (dh, dw) = strides, dilations
     n, h, wd = x.shape[0], x.shape[1], x.shape[2]
     oh = (h - (kh - 1) * dh - 1) // sh + 1
     ow = (wd - (kw - 1) * dw - 1) // sw + 1
+    out_shape = (n, oh, ow, c, m)
     acc = None
     for i in range(kh):
         for j in range(kw):
@@ -152,9 +161,12 @@ def _depthwise_slices(x, w, strides, dilations, pads):
                 (n, i * dh + (oh - 1) * sh + 1, j * dw + (ow - 1) * sw + 1, c),
                 (1, sh, sw, 1),
             )
-            term = patch[..., None] * w[i, j]
-            acc = term if acc is None else acc + term
-    return acc.reshape(n, oh, ow, c * m)
+            tap = lax.index_in_dim(lax.index_in_dim(w, i, 0, keepdims=False), j, 0, keepdims=False)  # [C, M]
+            term = lax.mul(
+                lax.broadcast_in_dim(patch, out_shape, (0, 1, 2, 3)), lax.broadcast_in_dim(tap, out_shape, (3, 4))
+            )
+            acc = term if acc is None else lax.add(acc, term)
+    return lax.reshape(acc, (n, oh, ow, c * m))
 
 
 def _depthwise(x, w, attrs):
@@ -304,8 +316,11 @@ def _bias_axis(ctx, rank: int) -> int:
 
 @op("BiasAdd", "BiasAddV1")
 def bias_add(ctx, x, b):
+    x, b = jnp.asarray(x), jnp.asarray(b)
     axis = _bias_axis(ctx, x.ndim)
-    return x + jnp.reshape(b, (-1,) + (1,) * (x.ndim - 1 - axis))
+    if x.dtype != b.dtype:  # invalid in TF; jnp reports it
+        return x + jnp.reshape(b, (-1,) + (1,) * (x.ndim - 1 - axis))
+    return lax.add(x, lax.broadcast_in_dim(b, x.shape, (axis,)))
 
 
 @op("BiasAddGrad")

@@ -13,26 +13,32 @@ from jaxsm.graph.node import Node
 from jaxsm.objects import ConcreteFunction, RestoredFunction, Variable
 
 # Ops that change variable state: a function containing any of them returns (outputs, new_params).
+_SCATTER_KINDS = ("Update", "Add", "Sub", "Mul", "Div", "Min", "Max")
+_SCATTER_ND_KINDS = ("Update", "Add", "Sub", "Min", "Max")
 ASSIGN_OPS = frozenset(
     {
         "AssignVariableOp",
         "AssignAddVariableOp",
         "AssignSubVariableOp",
-        "ResourceScatterAdd",
-        "ResourceScatterSub",
-        "ResourceScatterMul",
-        "ResourceScatterDiv",
-        "ResourceScatterMin",
-        "ResourceScatterMax",
-        "ResourceScatterUpdate",
-        "ResourceScatterNdUpdate",
-        "ResourceScatterNdAdd",
-        "ResourceScatterNdSub",
         "Assign",
         "AssignAdd",
         "AssignSub",
+        "ResourceStridedSliceAssign",
+        "StridedSliceAssign",
+        "CountUpTo",
+        "ResourceCountUpTo",
+        *(f"ResourceScatter{k}" for k in _SCATTER_KINDS),
+        *(f"Scatter{k}" for k in _SCATTER_KINDS),
+        *(f"ResourceScatterNd{k}" for k in _SCATTER_ND_KINDS),
+        *(f"ScatterNd{k}" for k in _SCATTER_ND_KINDS),
     }
 )
+# Optimizer updates (jaxsm/ops/training.py): every ResourceApply* / ResourceSparseApply* op assigns.
+ASSIGN_OP_PREFIXES = ("ResourceApply", "ResourceSparseApply")
+
+
+def assigns_state(op_type: str) -> bool:
+    return op_type in ASSIGN_OPS or op_type.startswith(ASSIGN_OP_PREFIXES)
 
 
 def _nest(flat: dict[str, Any]) -> dict[str, Any]:
@@ -66,7 +72,7 @@ def _assigns(cf: ConcreteFunction) -> bool:
             continue
         seen.add(name)
         for nd in lib.function_def(name).node_def:
-            if nd.op in ASSIGN_OPS:
+            if assigns_state(nd.op):
                 return True
             stack.extend(lib.called_functions(Node(nd, name)))
     return False

@@ -126,6 +126,36 @@ def test_assigning_function_returns_new_params(tmp_path):
     assert float(out) == 6.0 and float(new["n"]) == 3.0 and float(params["n"]) == 0.0, "pure: params untouched"
 
 
+@pytest.mark.parametrize("how", ["optimizer_op", "slice_assign", "scatter"])
+def test_every_kind_of_update_returns_new_params(how, tmp_path):
+    """Functions that change variables only through an optimizer's fused update, a sliced assign or a scatter
+    return (outputs, new_params) too, with the values TF computes."""
+
+    class M(tf.Module):
+        def __init__(self):
+            self.w = tf.Variable(np.arange(4, dtype=np.float32))
+
+        @tf.function(input_signature=[tf.TensorSpec([4], tf.float32)])
+        def step(self, g):
+            if how == "optimizer_op":
+                tf.raw_ops.ResourceApplyGradientDescent(var=self.w.handle, alpha=0.5, delta=g)
+            elif how == "slice_assign":
+                self.w[1:3].assign(g[:2])
+            else:
+                self.w.scatter_add(tf.IndexedSlices(g[:2], [3, 3]))
+            return tf.reduce_sum(g)
+
+    m = M()
+    tf.saved_model.save(m, str(tmp_path))
+    apply, params = jaxsm.functional(jaxsm.load(str(tmp_path)).step)
+    assert apply.assigns
+    g = np.array([1.0, 2.0, 3.0, 4.0], np.float32)
+    out, new = apply(params, g)
+    m.step(g)
+    np.testing.assert_allclose(np.asarray(new["w"]), m.w.numpy(), rtol=1e-6)
+    np.testing.assert_array_equal(np.asarray(params["w"]), np.arange(4, dtype=np.float32), "params untouched")
+
+
 def test_nnx_fine_tuning(convnet):
     import optax
     from flax import nnx

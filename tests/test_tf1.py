@@ -387,7 +387,8 @@ def test_prune_restore_and_graph(tmp_path):
 
 
 def test_ref_variable_ops(tmp_path):
-    """Assign/AssignAdd/ScatterUpdate/ScatterAdd/CountUpTo/IsVariableInitialized on VariableV2 refs."""
+    """Assign/AssignAdd/ScatterUpdate/ScatterAdd/CountUpTo/IsVariableInitialized/StridedSliceAssign/ScatterNdMax on
+    VariableV2 refs."""
     with v1_graph():
         v = tf1.get_variable("v", initializer=np.arange(4, dtype=np.float32), use_resource=False)
         c = tf1.get_variable("c", initializer=np.int64(0), use_resource=False, dtype=tf.int64)
@@ -397,12 +398,15 @@ def test_ref_variable_ops(tmp_path):
         inc = tf1.assign_add(v, tf.ones([4]))
         count = tf1.count_up_to(c, 100)
         inited = tf1.is_variable_initialized(v)
+        sliced = v[1::2].assign([7.0, 8.0])  # StridedSliceAssign
+        nd_max = tf.raw_ops.ScatterNdMax(ref=v, indices=[[0], [0], [2]], updates=[50.0, 60.0, -1.0])
+        ops = (upd, add, sub, inc, count, count, inited, sliced, nd_max)
         with tf1.Session() as sess:
             sess.run(tf1.global_variables_initializer())
             export_dir = save(sess, tmp_path / "m", {})
-            expected = [sess.run(op) for op in (upd, add, sub, inc, count, count, inited)]
+            expected = [sess.run(op) for op in ops]
     m = jaxsm.load(export_dir)
-    names = [t.name for t in (upd, add, sub, inc, count, count, inited)]
+    names = [t.name for t in ops]
     for k, (name, e) in enumerate(zip(names, expected, strict=True)):
         got = m.prune([], name)()
         assert_close(got, e, f"step {k}: {name}")

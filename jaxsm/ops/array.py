@@ -299,45 +299,70 @@ def strided_slice(ctx, x, begin, end, strides):
 
 
 def _dynamic_shrink_indices(ctx, x, begin, end, strides):
-    """StridedSlice with run-time ``begin``/``end`` (``x[i]`` in a loop with a run-time trip count).
+    """StridedSlice with run-time ``begin``/``end`` (``x[i]`` in a loop with a run-time trip count): returns
+    ``x`` with the single-index dimensions indexed (kept with size 1) and static begin/end that finish the
+    slice."""
+    starts = _dynamic_starts(ctx, x.shape, begin, len(strides))
+    for dim, start in enumerate(starts):
+        if start is not None:
+            x = lax.dynamic_index_in_dim(x, start, axis=dim, keepdims=True)
+    zeros = np.zeros(len(strides), np.int64)
+    return x, zeros, zeros + 1
 
-    Entries that shrink their dimension index it with ``lax.dynamic_index_in_dim`` (negative indices count
-    from the end, as in TF; out-of-range ones are clamped where TF raises); every other entry must take its
-    whole range (begin and end masked), since its size would otherwise depend on run-time values. Returns ``x``
-    with the shrunk dimensions reduced to size 1 and static begin/end that finish the slice."""
+
+def _dynamic_starts(ctx, shape, begin, n: int) -> list:
+    """For a strided slice whose ``begin``/``end`` are known only at run time: per dimension of the input, the
+    run-time index of a single-index (shrink-axis) entry, or None for a dimension taken whole.
+
+    Negative indices count from the end, as in TF; out-of-range ones are clamped where TF raises. Every other
+    entry must take its whole range (begin and end masked), since its size would otherwise depend on run-time
+    values: else StaticValueError (the call then runs op by op)."""
     masks = {m: ctx.attr(f"{m}_mask", 0) for m in ("begin", "end", "ellipsis", "new_axis", "shrink_axis")}
-    n = len(strides)
     named = sum(1 for i in range(n) if not (masks["ellipsis"] >> i & 1 or masks["new_axis"] >> i & 1))
-    ellipsis_dims = x.ndim - named if masks["ellipsis"] else 0
+    ellipsis_dims = len(shape) - named if masks["ellipsis"] else 0
     begin = jnp.asarray(begin)
-    dim = 0
+    starts: list = []
     for i in range(n):
         if masks["ellipsis"] >> i & 1:
-            dim += ellipsis_dims
+            starts += [None] * ellipsis_dims
         elif masks["new_axis"] >> i & 1:
             continue
         elif masks["shrink_axis"] >> i & 1:
-            size = x.shape[dim]
-            idx = begin[i]
-            x = lax.dynamic_index_in_dim(x, jnp.where(idx < 0, idx + size, idx), axis=dim, keepdims=True)
-            dim += 1
+            idx, size = begin[i], shape[len(starts)]
+            starts.append(jnp.where(idx < 0, idx + size, idx))
         elif masks["begin"] >> i & 1 and masks["end"] >> i & 1:
-            dim += 1
+            starts.append(None)
         else:
             raise ctx.error(
                 f"entry {i} of this slice has begin/end known only at run time and is not a single index: its size "
                 "would depend on run-time values, which XLA cannot compile",
                 StaticValueError,
             )
+    return starts + [None] * (len(shape) - len(starts))
+
+
+def strided_update(ctx, x, begin, end, strides, value):
+    """``x`` with ``x[begin:end:strides]`` (StridedSlice's masks) replaced by ``value``, broadcast to the slice
+    (TensorStridedSliceUpdate, ResourceStridedSliceAssign, StridedSliceAssign). Static begin/end take any
+    strides; run-time ones only single indices (see :func:`_dynamic_starts`)."""
+    x = jnp.asarray(x)
+    if to_static(begin) is not None and to_static(end) is not None:
+        slices, processing, final = _strided_slice_spec(ctx, x.shape, begin, end, strides)
+        value = jnp.reshape(jnp.broadcast_to(jnp.asarray(value, x.dtype), final), processing)
+        return x.at[tuple(slices)].set(value)
+    n = len(_ints(strides))
+    starts = _dynamic_starts(ctx, x.shape, begin, n)
+    block = tuple(1 if start is not None else size for start, size in zip(starts, x.shape))
     zeros = np.zeros(n, np.int64)
-    return x, zeros, zeros + 1
+    _, _, final = _strided_slice_spec(ctx, block, zeros, zeros + 1, strides)
+    value = jnp.reshape(jnp.broadcast_to(jnp.asarray(value, x.dtype), final), block)
+    index = [jnp.asarray(0 if start is None else start, jnp.int32) for start in starts]
+    return lax.dynamic_update_slice(x, value, index)
 
 
-@op("TensorStridedSliceUpdate", static=(1, 2, 3))
+@op("TensorStridedSliceUpdate", static=(3,))
 def tensor_strided_slice_update(ctx, x, begin, end, strides, value):
-    slices, processing, final = _strided_slice_spec(ctx, x.shape, begin, end, strides)
-    value = jnp.reshape(jnp.broadcast_to(jnp.asarray(value, x.dtype), final), processing)
-    return jnp.asarray(x).at[tuple(slices)].set(value)
+    return strided_update(ctx, x, begin, end, strides, value)
 
 
 @op("StridedSliceGrad", static=(0, 1, 2, 3))
@@ -450,20 +475,25 @@ def gather_v2_op(ctx, params, indices, axis):
     return gather_v2(params, indices, _ints(axis)[0], ctx.attr("batch_dims", 0))
 
 
-def _nd_index(indices, shape):
+def nd_index(indices, shape):
     """GatherNd/ScatterNd index tuples; negative entries are moved out of range so that they gather zeros /
     are dropped instead of wrapping like NumPy indices."""
     indices = _wide(jnp.asarray(indices))
     return tuple(jnp.where(indices[..., k] < 0, shape[k], indices[..., k]) for k in range(indices.shape[-1]))
 
 
-@op("GatherNd")
-def gather_nd(ctx, params, indices):
+def gather_nd_values(params, indices):
+    """TF's GatherNd: out-of-range and negative index tuples give zeros (TF's CPU kernel raises)."""
     params = jnp.asarray(params)
-    index = _nd_index(indices, params.shape)
+    index = nd_index(indices, params.shape)
     if not index:
         return jnp.broadcast_to(params, np.shape(indices)[:-1] + params.shape)
     return params.at[index].get(mode="fill", fill_value=0)
+
+
+@op("GatherNd")
+def gather_nd(ctx, params, indices):
+    return gather_nd_values(params, indices)
 
 
 def _scatter_nd(tensor, indices, updates, how: str):
@@ -471,7 +501,7 @@ def _scatter_nd(tensor, indices, updates, how: str):
     updates = jnp.asarray(updates, tensor.dtype)
     if how == "sub":
         how, updates = "add", -updates
-    return getattr(tensor.at[_nd_index(indices, tensor.shape)], how)(updates, mode="drop")
+    return getattr(tensor.at[nd_index(indices, tensor.shape)], how)(updates, mode="drop")
 
 
 @op("ScatterNd", static=(2,))

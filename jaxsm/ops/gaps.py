@@ -15,9 +15,16 @@ KNOWN_GAPS: list[tuple[str, str, str]] = [
         "the number of segments is the largest id + 1, a data-dependent shape: runs op by op as above",
     ),
     (
-        "Gather*, Scatter*, SparseToDense, Inplace*",
-        "out-of-range index",
-        "TF's CPU kernels raise; a compiled function cannot, so gathers give 0 and scatters drop (TF's GPU rule)",
+        "Gather*, Scatter*, ResourceGather*, ResourceScatter*, SparseToDense, Inplace*",
+        "out-of-range or negative index",
+        "TF's CPU kernels raise; a compiled function cannot, so gathers give 0 and scatters drop (TF's GPU rule;"
+        " never NumPy's wrap-around of negative indices)",
+    ),
+    (
+        "StridedSlice, TensorStridedSliceUpdate, (Resource)StridedSliceAssign",
+        "begin/end known only at run time",
+        "only single-index entries (x[i], v[:, i].assign(...)) may be run-time values, the others must take their"
+        " whole dimension; an out-of-range run-time index is clamped where TF raises. Other cases run op by op",
     ),
     (
         "CheckNumerics, Assert",

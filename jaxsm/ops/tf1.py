@@ -30,6 +30,7 @@ from jaxsm.errors import StringTensorError, VariableError
 from jaxsm.graph.node import Node
 from jaxsm.graph.tensor_list import TensorList
 from jaxsm.graph.values import Resource, to_static
+from jaxsm.ops.array import strided_update
 from jaxsm.ops.registry import op
 from jaxsm.ops.variables import SCATTER_MODES, scatter_nd, scatter_rows
 
@@ -91,9 +92,15 @@ def scatter(ctx, ref, indices, updates):
     return ref
 
 
-@op("ScatterNdUpdate", "ScatterNdAdd", "ScatterNdSub", stateful=True)
+@op(*(f"ScatterNd{k}" for k in ("Update", "Add", "Sub", "Min", "Max")), stateful=True)
 def scatter_nd_ref(ctx, ref, indices, updates):
     ctx.write(ref, scatter_nd(ctx.read(ref), indices, updates, ctx.node.op[len("ScatterNd") :]))
+    return ref
+
+
+@op("StridedSliceAssign", stateful=True)
+def strided_slice_assign(ctx, ref, begin, end, strides, value):
+    ctx.write(ref, strided_update(ctx, ctx.read(ref), begin, end, strides, value))
     return ref
 
 
@@ -105,8 +112,7 @@ def is_variable_initialized(ctx, ref):
 @op("CountUpTo", stateful=True)
 def count_up_to(ctx, ref):
     # TF raises OutOfRange once the limit is reached; a compiled function cannot raise, so only a value known
-    # at
-    # trace time is checked.
+    # at trace time is checked.
     old = ctx.read(ref)
     limit = ctx.attr("limit")
     known = to_static(old)

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsm.graph.values import Resource
+from jaxsm.ops.array import gather_nd_values, gather_v2, nd_index, strided_update
 from jaxsm.ops.registry import op
 
 
@@ -75,20 +76,14 @@ def destroy_resource(ctx, handle):
 
 @op("ResourceGather", stateful=True)
 def resource_gather(ctx, handle, indices):
-    params = ctx.read(handle)
+    # Out-of-range and negative indices give zeros, as for GatherV2 (TF's CPU kernel raises).
     batch_dims = ctx.attr("batch_dims", 0)
-    if batch_dims:
-        from jaxsm.ops.array import gather_v2  # shared TF GatherV2 semantics
-
-        return gather_v2(params, indices, batch_dims, batch_dims)
-    return jnp.take(params, jnp.asarray(indices), axis=0, mode="fill", fill_value=0)
+    return gather_v2(ctx.read(handle), indices, batch_dims, batch_dims)
 
 
 @op("ResourceGatherNd", stateful=True)
 def resource_gather_nd(ctx, handle, indices):
-    params = ctx.read(handle)
-    idx = jnp.asarray(indices)
-    return params[tuple(jnp.moveaxis(idx, -1, 0))]
+    return gather_nd_values(ctx.read(handle), indices)
 
 
 # How each scatter op combines updates with the rows it addresses (TF's scatter_functor.h); Sub negates.
@@ -106,21 +101,24 @@ SCATTER_MODES = {
 def scatter_rows(value, indices, updates, kind: str):
     """``value`` with the rows at ``indices`` combined with ``updates`` (Scatter*/ResourceScatter* semantics).
 
-    Duplicate indices accumulate; out-of-range indices are dropped (TF's CPU kernels raise, jit cannot)."""
+    Duplicate indices accumulate; out-of-range and negative indices are dropped (TF's CPU kernels raise, jit
+    cannot; NumPy-style wrapping of negative indices would update the wrong row)."""
     idx = jnp.asarray(indices)
     upd = jnp.broadcast_to(jnp.asarray(updates, value.dtype), idx.shape + value.shape[1:])
     if kind == "Sub":
         upd = -upd
+    (idx,) = nd_index(idx[..., None], value.shape[:1])
     return getattr(value.at[idx], SCATTER_MODES[kind])(upd, mode="drop")
 
 
 def scatter_nd(value, indices, updates, kind: str):
-    """``value`` updated at the index tuples in the last axis of ``indices`` (ScatterNd{Update,Add,Sub})."""
-    at = value.at[tuple(jnp.moveaxis(jnp.asarray(indices), -1, 0))]
+    """``value`` updated at the index tuples in the last axis of ``indices`` (ScatterNd{Update,Add,Sub,Min,Max});
+    out-of-range and negative index tuples are dropped."""
+    at = value.at[nd_index(indices, value.shape)]
     upd = jnp.asarray(updates, value.dtype)
-    if kind == "Update":
-        return at.set(upd, mode="drop")
-    return at.add(upd if kind == "Add" else -upd, mode="drop")
+    if kind == "Sub":
+        kind, upd = "Add", -upd
+    return getattr(at, SCATTER_MODES[kind])(upd, mode="drop")
 
 
 @op(*(f"ResourceScatter{k}" for k in SCATTER_MODES), stateful=True)
@@ -129,7 +127,22 @@ def resource_scatter(ctx, handle, indices, updates):
     return []
 
 
-@op("ResourceScatterNdUpdate", "ResourceScatterNdAdd", "ResourceScatterNdSub", stateful=True)
+@op(*(f"ResourceScatterNd{k}" for k in ("Update", "Add", "Sub", "Min", "Max")), stateful=True)
 def resource_scatter_nd(ctx, handle, indices, updates):
     ctx.write(handle, scatter_nd(ctx.read(handle), indices, updates, ctx.node.op[len("ResourceScatterNd") :]))
     return []
+
+
+@op("ResourceStridedSliceAssign", stateful=True)
+def resource_strided_slice_assign(ctx, handle, begin, end, strides, value):
+    """``v[begin:end:strides].assign(value)``: the variable with that slice replaced (``begin``/``end`` may be
+    run-time values for single-index entries, as in ``cache[:, i].assign(x)`` inside a loop)."""
+    ctx.write(handle, strided_update(ctx, jnp.asarray(ctx.read(handle)), begin, end, strides, value))
+    return []
+
+
+@op("ResourceCountUpTo", stateful=True)
+def resource_count_up_to(ctx, handle):
+    from jaxsm.ops.tf1 import count_up_to  # the ref-variable op's rule
+
+    return count_up_to(ctx, handle)

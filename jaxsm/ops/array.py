@@ -397,6 +397,19 @@ def mirror_pad(ctx, x, paddings):
     return jnp.pad(x, _pad_pairs(paddings), mode=mode.lower())
 
 
+@op("MirrorPadGrad", static=(1,))
+def mirror_pad_grad(ctx, dy, paddings):
+    """MirrorPad's gradient: ``dy`` with the mirrored borders added back onto the entries they copy."""
+    mode = ctx.attr("mode")
+    if mode not in ("REFLECT", "SYMMETRIC"):
+        raise ctx.error(f"unknown MirrorPad mode {mode!r}")
+    dy = jnp.asarray(dy)
+    pads = _pad_pairs(paddings)
+    shape = tuple(int(d) - lo - hi for d, (lo, hi) in zip(dy.shape, pads))
+    _, pullback = jax.vjp(lambda x: jnp.pad(x, pads, mode=mode.lower()), jnp.zeros(shape, dy.dtype))
+    return pullback(dy)[0]
+
+
 @op("Reverse", static=(1,))
 def reverse(ctx, x, dims):
     return lax.rev(x, [i for i, flip in enumerate(np.asarray(dims).reshape(-1)) if flip])

@@ -38,6 +38,17 @@ def matrix_inverse(ctx, x):
     return jnp.linalg.inv(_adjoint(x) if ctx.attr("adjoint", False) else x)
 
 
+@op("MatrixExponential")
+def matrix_exponential(ctx, x):
+    return jsl.expm(jnp.asarray(x))
+
+
+@op("Cross")
+def cross(ctx, a, b):
+    """Cross product of 3-vectors in the last dimension (TF requires equal shapes)."""
+    return jnp.cross(jnp.asarray(a), jnp.asarray(b))
+
+
 @op("MatrixDeterminant")
 def matrix_determinant(ctx, x):
     return jnp.linalg.det(x)

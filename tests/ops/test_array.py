@@ -749,3 +749,25 @@ def test_empty_bucketize_tobool(jit):
     i = np.array([[-1, 0, 3, 7]], np.int64)
     d = np.array([0.5, 3.0000001, -1.0000001], np.float64)
     assert_matches_tf(fn, [x, i, d], jit=jit)
+
+
+@pytest.mark.parametrize("mode", ["REFLECT", "SYMMETRIC"])
+@pytest.mark.parametrize("jit", [True, False])
+def test_mirror_pad_grad(mode, jit):
+    """MirrorPad's gradient op (saved training steps with reflection padding) adds the borders back."""
+    dy = np.random.default_rng(5).standard_normal((2, 9, 7, 3)).astype(np.float32)
+
+    def fn(dy):
+        return tf.raw_ops.MirrorPadGrad(input=dy, paddings=[[0, 0], [2, 2], [1, 2], [0, 0]], mode=mode)
+
+    assert_matches_tf(fn, [dy], rtol=1e-6, atol=1e-6, jit=jit)
+
+
+@pytest.mark.parametrize("jit", [True, False])
+def test_guarantee_const_and_deep_copy(jit):
+    x = np.array([[3.0, 1.0, 3.0, 7.0], [0.0, -1.0, 2.0, 2.0]], np.float32)
+
+    def fn(x):
+        return tf.raw_ops.GuaranteeConst(input=x) * 2.0, tf.raw_ops.DeepCopy(x=x) + 1.0
+
+    assert_matches_tf(fn, [x], jit=jit)

@@ -233,3 +233,19 @@ def test_tridiagonal(dtype, jit):
         )
 
     assert_matches_tf(fn, [diags, rhs], **_tol(dtype), jit=jit)
+
+
+@JIT
+@FLOATS
+def test_matrix_exponential_and_cross(dtype, jit):
+    rng = np.random.default_rng(4)
+    a = (rng.standard_normal((2, 3, 3)) * 0.7).astype(dtype)
+    big = (rng.standard_normal((4, 4)) * 3.0).astype(dtype)  # norm past the scaling-and-squaring threshold
+    u, v = rng.standard_normal((2, 5, 3)).astype(dtype)
+
+    def fn(a, big, u, v):
+        real = np.dtype(dtype).kind == "f"  # TF's Cross has no complex kernel
+        return tf.linalg.expm(a), tf.linalg.expm(big), tf.linalg.cross(u, v) if real else u
+
+    tol = _tol(dtype)
+    assert_matches_tf(fn, [a, big, u, v], rtol=max(tol.get("rtol", 0), 1e-5), atol=tol.get("atol", 0), jit=jit)

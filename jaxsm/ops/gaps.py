@@ -15,9 +15,10 @@ KNOWN_GAPS: list[tuple[str, str, str]] = [
         "the number of segments is the largest id + 1, a data-dependent shape: runs op by op as above",
     ),
     (
-        "Gather*, Scatter*, ResourceGather*, ResourceScatter*, SparseToDense, Inplace*",
+        "Gather*, Scatter*, ResourceGather*, ResourceScatter*, ResourceSparseApply*, SparseToDense, Inplace*",
         "out-of-range or negative index",
-        "TF's CPU kernels raise; a compiled function cannot, so gathers give 0 and scatters drop (TF's GPU rule;"
+        "TF's CPU kernels raise; a compiled function cannot, so gathers give 0, scatters and sparse optimizer"
+        " updates skip the entry (TF's GPU rule for scatters;"
         " never NumPy's wrap-around of negative indices)",
     ),
     (

@@ -305,3 +305,57 @@ def test_keras2_model_saved_with_its_optimizer(tmp_path):
     model.save(str(tmp_path), save_format="tf")
     ref, got = tf.saved_model.load(str(tmp_path)), jaxsm.load(str(tmp_path))
     np.testing.assert_allclose(np.asarray(got(x)), ref(x).numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "sparse_op"),
+    [
+        ("SGD", "ResourceSparseApplyKerasMomentum"),
+        ("Adagrad", "ResourceSparseApplyAdagradV2"),
+        ("Ftrl", "ResourceSparseApplyFtrlV2"),
+    ],
+)
+def test_embedding_training_step_with_sparse_optimizer_updates(optimizer, sparse_op, tmp_path):
+    """An embedding's gradient is IndexedSlices: tf-keras' legacy optimizers update only the looked-up rows with
+    the fused ResourceSparseApply* ops, after summing duplicate ids (tf.unique + unsorted_segment_sum). The steps
+    follow TF's losses and embedding table; tf.unique's data-dependent shape makes the call run op by op."""
+    k2 = pytest.importorskip("tf_keras")
+    k2.utils.set_random_seed(0)
+    model = k2.Sequential([k2.layers.Embedding(50, 4, input_length=6), k2.layers.Flatten(), k2.layers.Dense(2)])
+    opt = {
+        "SGD": lambda: k2.optimizers.legacy.SGD(0.1, momentum=0.9),
+        "Adagrad": lambda: k2.optimizers.legacy.Adagrad(0.1),
+        "Ftrl": lambda: k2.optimizers.legacy.Ftrl(
+            0.1, l1_regularization_strength=0.01, l2_shrinkage_regularization_strength=0.01
+        ),
+    }[optimizer]()
+
+    class Trainer(tf.Module):
+        def __init__(self):
+            self.model, self.opt = model, opt
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 6], tf.int32), tf.TensorSpec([None, 2])])
+        def train(self, ids, y):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean((self.model(ids, training=True) - y) ** 2)
+            grads = tape.gradient(loss, self.model.trainable_variables)
+            self.opt.apply_gradients(zip(grads, self.model.trainable_variables))
+            return loss
+
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 50, (8, 6)).astype(np.int32)
+    ids[1] = ids[0]  # every id of row 0 twice: duplicate rows in the sparse update
+    y = rng.standard_normal((8, 2)).astype(np.float32)
+    trainer = Trainer()
+    trainer.train(ids, y)
+    tf.saved_model.save(trainer, str(tmp_path))
+    ref, got = tf.saved_model.load(str(tmp_path)), jaxsm.load(str(tmp_path))
+    library = got.train.concrete_functions[0]._context.library
+    graph_ops = {n.op for f in library.functions.values() for n in f.node_def}
+    assert sparse_op in graph_ops, "the case this test is for"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", EagerFallbackWarning)
+        for step in range(3):
+            want = ref.train(ids, y).numpy()
+            np.testing.assert_allclose(np.asarray(got.train(ids, y)), want, rtol=1e-5, err_msg=f"loss, step {step}")
+    np.testing.assert_allclose(got.model.variables[0].numpy(), ref.model.variables[0].numpy(), rtol=1e-5, atol=1e-7)

@@ -307,32 +307,33 @@ def test_keras2_model_saved_with_its_optimizer(tmp_path):
     np.testing.assert_allclose(np.asarray(got(x)), ref(x).numpy(), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize(
-    ("optimizer", "sparse_op"),
-    [
-        ("SGD", "ResourceSparseApplyKerasMomentum"),
-        ("Adagrad", "ResourceSparseApplyAdagradV2"),
-        ("Ftrl", "ResourceSparseApplyFtrlV2"),
-    ],
-)
-def test_embedding_training_step_with_sparse_optimizer_updates(optimizer, sparse_op, tmp_path):
-    """An embedding's gradient is IndexedSlices: tf-keras' legacy optimizers update only the looked-up rows with
-    the fused ResourceSparseApply* ops, after summing duplicate ids (tf.unique + unsorted_segment_sum). The steps
-    follow TF's losses and embedding table; tf.unique's data-dependent shape makes the call run op by op."""
+_EMBEDDING_OPTIMIZERS = {
+    # tf-keras' legacy optimizers (OptimizerV2): fused sparse updates, or scatters + a dense gather (RMSprop)
+    "legacy_SGD": (lambda k2: k2.optimizers.legacy.SGD(0.1, momentum=0.9), "ResourceSparseApplyKerasMomentum"),
+    "legacy_Adagrad": (lambda k2: k2.optimizers.legacy.Adagrad(0.1), "ResourceSparseApplyAdagradV2"),
+    "legacy_Ftrl": (
+        lambda k2: k2.optimizers.legacy.Ftrl(
+            0.1, l1_regularization_strength=0.01, l2_shrinkage_regularization_strength=0.01
+        ),
+        "ResourceSparseApplyFtrlV2",
+    ),
+    "legacy_Adam": (lambda k2: k2.optimizers.legacy.Adam(0.01), "ResourceScatterAdd"),
+    "legacy_RMSprop": (lambda k2: k2.optimizers.legacy.RMSprop(0.01), "GatherV2"),
+    # tf-keras' current optimizers: scatters, gathers, and (Ftrl) a dense segment sum by the unique ids
+    "SGD": (lambda k2: k2.optimizers.SGD(0.1, momentum=0.9), "ResourceScatterAdd"),
+    "Adagrad": (lambda k2: k2.optimizers.Adagrad(0.1), "ResourceGather"),
+    "Ftrl": (lambda k2: k2.optimizers.Ftrl(0.1), "UnsortedSegmentSum"),
+}
+
+
+def _save_embedding_training_step(optimizer, tmp_path, extra=None):
     k2 = pytest.importorskip("tf_keras")
     k2.utils.set_random_seed(0)
     model = k2.Sequential([k2.layers.Embedding(50, 4, input_length=6), k2.layers.Flatten(), k2.layers.Dense(2)])
-    opt = {
-        "SGD": lambda: k2.optimizers.legacy.SGD(0.1, momentum=0.9),
-        "Adagrad": lambda: k2.optimizers.legacy.Adagrad(0.1),
-        "Ftrl": lambda: k2.optimizers.legacy.Ftrl(
-            0.1, l1_regularization_strength=0.01, l2_shrinkage_regularization_strength=0.01
-        ),
-    }[optimizer]()
 
     class Trainer(tf.Module):
         def __init__(self):
-            self.model, self.opt = model, opt
+            self.model, self.opt = model, optimizer(k2)
 
         @tf.function(input_signature=[tf.TensorSpec([None, 6], tf.int32), tf.TensorSpec([None, 2])])
         def train(self, ids, y):
@@ -340,7 +341,7 @@ def test_embedding_training_step_with_sparse_optimizer_updates(optimizer, sparse
                 loss = tf.reduce_mean((self.model(ids, training=True) - y) ** 2)
             grads = tape.gradient(loss, self.model.trainable_variables)
             self.opt.apply_gradients(zip(grads, self.model.trainable_variables))
-            return loss
+            return loss if extra is None else (loss, extra(ids))
 
     rng = np.random.default_rng(0)
     ids = rng.integers(0, 50, (8, 6)).astype(np.int32)
@@ -349,13 +350,38 @@ def test_embedding_training_step_with_sparse_optimizer_updates(optimizer, sparse
     trainer = Trainer()
     trainer.train(ids, y)
     tf.saved_model.save(trainer, str(tmp_path))
-    ref, got = tf.saved_model.load(str(tmp_path)), jaxsm.load(str(tmp_path))
+    return tf.saved_model.load(str(tmp_path)), jaxsm.load(str(tmp_path)), ids, y
+
+
+@pytest.mark.parametrize("optimizer", sorted(_EMBEDDING_OPTIMIZERS))
+def test_embedding_training_step_compiles(optimizer, tmp_path):
+    """An embedding's gradient is IndexedSlices: every Keras optimizer sums the rows of duplicate ids first
+    (tf.unique + unsorted_segment_sum), then updates only those rows (ResourceSparseApply*, scatters, gathers).
+    tf.unique's size is data-dependent; padded to the number of ids with an out-of-range filler, the step is
+    exact and compiles (jaxsm/graph/dedup.py): three steps follow TF's losses and embedding table, no op-by-op
+    fallback."""
+    factory, expected_op = _EMBEDDING_OPTIMIZERS[optimizer]
+    ref, got, ids, y = _save_embedding_training_step(factory, tmp_path)
     library = got.train.concrete_functions[0]._context.library
     graph_ops = {n.op for f in library.functions.values() for n in f.node_def}
-    assert sparse_op in graph_ops, "the case this test is for"
+    assert {"Unique", expected_op} <= graph_ops, "the case this test is for"
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", EagerFallbackWarning)
+        warnings.simplefilter("error", EagerFallbackWarning)
         for step in range(3):
             want = ref.train(ids, y).numpy()
             np.testing.assert_allclose(np.asarray(got.train(ids, y)), want, rtol=1e-5, err_msg=f"loss, step {step}")
     np.testing.assert_allclose(got.model.variables[0].numpy(), ref.model.variables[0].numpy(), rtol=1e-5, atol=1e-7)
+
+
+def test_unique_that_the_graph_can_observe_is_not_padded(tmp_path):
+    """The same step also returning how many distinct ids it saw: padding would change that number, so the
+    call runs op by op (one EagerFallbackWarning) and still matches TF."""
+    factory, _ = _EMBEDDING_OPTIMIZERS["legacy_SGD"]
+    ref, got, ids, y = _save_embedding_training_step(
+        factory, tmp_path, extra=lambda ids: tf.size(tf.unique(tf.reshape(ids, [-1])).y)
+    )
+    with pytest.warns(EagerFallbackWarning):
+        loss, distinct = got.train(ids, y)
+    want_loss, want_distinct = ref.train(ids, y)
+    np.testing.assert_allclose(np.asarray(loss), want_loss.numpy(), rtol=1e-5)
+    assert int(distinct) == int(want_distinct) == len(np.unique(ids))

@@ -622,7 +622,31 @@ def _unique(values: np.ndarray, axis: int | None, out_idx: np.dtype):
     return uniq, rank[inverse.reshape(-1)].astype(out_idx), counts[order].astype(out_idx)
 
 
+def _padded_unique(ctx, x):
+    """Unique of run-time ids padded to their number, when the graph cannot observe the padding (an optimizer
+    de-duplicating an embedding gradient: jaxsm/graph/dedup.py); None otherwise. The filler is the dtype's
+    largest id, out of range for every variable; the ids come sorted (TF: first occurrence), which the allowed
+    uses (scatter / sparse-update / gather indices, segment ids) cannot tell apart."""
+    from jaxsm.graph.dedup import padded_unique_is_exact
+
+    if ctx.node.op != "Unique" or to_static(x) is not None or not ctx.interp.call_stack:
+        return None
+    x = jnp.asarray(x)
+    if x.ndim != 1 or not jnp.issubdtype(x.dtype, jnp.integer):
+        return None
+    body = ctx.library.body(ctx.interp.call_stack[-1])
+    k = next((i for i, node in enumerate(body.nodes) if node is ctx.node), None)
+    if k is None or not padded_unique_is_exact(body, k):
+        return None
+    fill = np.iinfo(x.dtype).max
+    uniq, inverse = jnp.unique(x, return_inverse=True, size=x.shape[0], fill_value=fill)
+    return uniq, jnp.reshape(inverse, (-1,)).astype(ctx.dtype("out_idx", _INT32))
+
+
 def _unique_op(ctx, x, axis=None):
+    padded = _padded_unique(ctx, x) if axis is None else None
+    if padded is not None:
+        return padded
     values = ctx.static(x, f"the input of {ctx.node.op} (its output shape depends on the values)")
     if axis is not None:
         axes = _ints(axis)

@@ -7,7 +7,8 @@ KNOWN_GAPS: list[tuple[str, str, str]] = [
         "Where, Unique*, ListDiff, DynamicPartition, DynamicStitch, Range, Fill, bincounts",
         "input known only at run time",
         "the output shape depends on the values, which XLA cannot compile: a call runs the function op by op "
-        "without jax.jit (EagerFallbackWarning), jax.jit of jaxsm.functional raises; inside a loop it raises",
+        "without jax.jit (EagerFallbackWarning), jax.jit of jaxsm.functional raises; inside a loop it raises. "
+        "Exception: an optimizer's Unique that de-duplicates embedding ids compiles (padded, jaxsm/graph/dedup.py)",
     ),
     (
         "Segment*, SparseSegment* (no num_segments)",

@@ -373,15 +373,25 @@ def test_embedding_training_step_compiles(optimizer, tmp_path):
     np.testing.assert_allclose(got.model.variables[0].numpy(), ref.model.variables[0].numpy(), rtol=1e-5, atol=1e-7)
 
 
-def test_unique_that_the_graph_can_observe_is_not_padded(tmp_path):
-    """The same step also returning how many distinct ids it saw: padding would change that number, so the
-    call runs op by op (one EagerFallbackWarning) and still matches TF."""
+def _distinct_count(ids):
+    return tf.size(tf.unique(tf.reshape(ids, [-1])).y)
+
+
+def _mean_over_distinct(ids):
+    # a segment sum of other data with as many segments as distinct ids, then a mean over those segments
+    flat = tf.reshape(ids, [-1])
+    segments = tf.math.unsorted_segment_sum(tf.ones_like(flat, tf.float32), flat % 3, tf.size(tf.unique(flat).y))
+    return tf.reduce_mean(segments)
+
+
+@pytest.mark.parametrize("extra", [_distinct_count, _mean_over_distinct])
+def test_unique_that_the_graph_can_observe_is_not_padded(extra, tmp_path):
+    """The same step also returning something padding would change (the number of distinct ids; a mean over that
+    many segments of other data): that Unique runs op by op (one EagerFallbackWarning), and all matches TF."""
     factory, _ = _EMBEDDING_OPTIMIZERS["legacy_SGD"]
-    ref, got, ids, y = _save_embedding_training_step(
-        factory, tmp_path, extra=lambda ids: tf.size(tf.unique(tf.reshape(ids, [-1])).y)
-    )
+    ref, got, ids, y = _save_embedding_training_step(factory, tmp_path, extra=extra)
     with pytest.warns(EagerFallbackWarning):
-        loss, distinct = got.train(ids, y)
-    want_loss, want_distinct = ref.train(ids, y)
+        loss, value = got.train(ids, y)
+    want_loss, want_value = ref.train(ids, y)
     np.testing.assert_allclose(np.asarray(loss), want_loss.numpy(), rtol=1e-5)
-    assert int(distinct) == int(want_distinct) == len(np.unique(ids))
+    np.testing.assert_allclose(np.asarray(value), want_value.numpy(), rtol=1e-6)

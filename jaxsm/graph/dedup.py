@@ -106,8 +106,8 @@ def padded_unique_is_exact(body: Body, k: int) -> bool:
             return False
         for j, pos in consumers.get(ref, []):
             op = nodes[j].op
-            if op in _SEGMENT_SUMS and pos == 2:
-                continue
+            if op in _SEGMENT_SUMS and pos == 2 and body.node_inputs[j][1] == (k, 1):
+                continue  # the dedup sum itself (its rows are followed below); any other count would be off
             if op in _SHAPE_PATH and pos == 0 and only_num_segments((j, 0)):
                 continue
             return False
@@ -118,8 +118,6 @@ def padded_unique_is_exact(body: Body, k: int) -> bool:
         op = nodes[j].op
         if op in ("Shape", "Size") and only_num_segments((j, 0)):
             continue
-        if op == "Identity" and pos == 0:
-            return False  # keep it simple: TF's dedup feeds the ids straight in
         if op in _SEGMENT_SUMS and pos == 1:
             continue  # densifying the summed rows by id (Ftrl): the filler id is out of range, its row dropped
         if row_gather(j, pos):

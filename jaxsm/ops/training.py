@@ -328,8 +328,7 @@ def sparse_apply_adagrad(ctx, var, accum, lr, grad, indices):
             a = a + g * g
         return x - (lr * g / jnp.sqrt(a) if scalar_rows else lr * g * lax.rsqrt(a)), a
 
-    x, a = _sparse_apply(ctx, (var, accum), grad, indices, update)
-    _write(ctx, (var, accum) if update_slots else (var,), (x, a) if update_slots else (x,))
+    _write(ctx, (var, accum), _sparse_apply(ctx, (var, accum), grad, indices, update))  # accum as is if frozen
     return []
 
 
@@ -343,8 +342,7 @@ def sparse_apply_adagrad_v2(ctx, var, accum, lr, epsilon, grad, indices):
             a = a + g * g
         return x - lr * g / (jnp.sqrt(a) + eps), a
 
-    x, a = _sparse_apply(ctx, (var, accum), grad, indices, update)
-    _write(ctx, (var, accum) if update_slots else (var,), (x, a) if update_slots else (x,))
+    _write(ctx, (var, accum), _sparse_apply(ctx, (var, accum), grad, indices, update))  # accum as is if frozen
     return []
 
 

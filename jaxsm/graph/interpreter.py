@@ -112,6 +112,12 @@ class OpContext:
     def write(self, handle: Any, value: Any) -> None:
         self.interp.write_resource(handle, value, self.node)
 
+    @property
+    def position(self) -> tuple[Body, int] | None:
+        """The graph body this node belongs to and its index there (None outside a body)."""
+        pos = self.interp.position
+        return pos if pos is not None and pos[0].nodes[pos[1]] is self.node else None
+
     def call(self, fname: str, args: Sequence[Any]) -> list[Any]:
         """Run library function ``fname`` on ``args`` inside the current trace."""
         return self.interp.call(fname, args, self.node)
@@ -126,6 +132,8 @@ class Interpreter:
         self.call_stack: list[str] = []
         # id(traced value) -> (value, static lower bound): lets Minimum see through max(c, t) (jaxsm/ops/math.py)
         self.lower_bounds: dict[int, tuple[Any, np.ndarray]] = {}
+        # (body, node index) of the node being lowered: lets a lowering look at its consumers (jaxsm/graph/dedup.py)
+        self.position: tuple[Body, int] | None = None
 
     # -- state --------------------------------------------------------------------------------------------
     def read_resource(self, handle: Any, node: Node) -> Any:
@@ -178,6 +186,7 @@ class Interpreter:
                             f"({body.nodes[src].op} produced {len(outs)} outputs)"
                         )
                     args.append(outs[idx])
+            self.position = (body, k)
             values[k] = self.run_node(node, args)
             for dead in body.free_after[k]:
                 values[dead] = None

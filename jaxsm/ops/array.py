@@ -629,14 +629,10 @@ def _padded_unique(ctx, x):
     uses (scatter / sparse-update / gather indices, segment ids) cannot tell apart."""
     from jaxsm.graph.dedup import padded_unique_is_exact
 
-    if ctx.node.op != "Unique" or to_static(x) is not None or not ctx.interp.call_stack:
+    if ctx.node.op != "Unique" or to_static(x) is not None or ctx.position is None:
         return None
     x = jnp.asarray(x)
-    if x.ndim != 1 or not jnp.issubdtype(x.dtype, jnp.integer):
-        return None
-    body = ctx.library.body(ctx.interp.call_stack[-1])
-    k = next((i for i, node in enumerate(body.nodes) if node is ctx.node), None)
-    if k is None or not padded_unique_is_exact(body, k):
+    if x.ndim != 1 or not jnp.issubdtype(x.dtype, jnp.integer) or not padded_unique_is_exact(*ctx.position):
         return None
     fill = np.iinfo(x.dtype).max
     uniq, inverse = jnp.unique(x, return_inverse=True, size=x.shape[0], fill_value=fill)

@@ -102,6 +102,12 @@ def _on_cpu(tree: Any) -> bool:
     return jax.default_backend() == "cpu"
 
 
+def has_tracers(tree: Any) -> bool:
+    """Whether ``tree`` holds tracers: the call is inside the user's ``jit``/``grad``/``vmap``, whose outermost
+    ``jax.jit`` compiles it (a nested ``jax.jit`` may not carry compiler options)."""
+    return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(tree))
+
+
 def input_key(flat_inputs: Any) -> tuple:
     """What a compiled version is chosen by: the inputs' shapes and dtypes (a model's variables keep theirs)."""
     return tuple((np.shape(x), str(getattr(x, "dtype", type(x).__name__))) for x in flat_inputs)
@@ -130,7 +136,7 @@ def tuned_jit(fn: Callable, name: str = "function") -> Callable:
 
     def call(state: Any, flat_inputs: Any) -> Any:
         key = input_key(flat_inputs)
-        run = choice.get(key)
+        run = plain if has_tracers((state, flat_inputs)) and key not in eager else choice.get(key)
         if run is not None:
             return run(state, flat_inputs)
         if key not in eager:

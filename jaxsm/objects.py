@@ -23,7 +23,7 @@ import numpy as np
 
 from jaxsm import dtypes
 from jaxsm._proto import meta_graph_pb2, saved_object_graph_pb2, trackable_object_graph_pb2
-from jaxsm.compile import EIGEN_CPU_OPTIONS, gc_paused, input_key, tuned_jit
+from jaxsm.compile import EIGEN_CPU_OPTIONS, gc_paused, has_tracers, input_key, tuned_jit
 from jaxsm.errors import FunctionMatchError, JaxsmError, StaticValueError, VariableError
 from jaxsm.format import structure
 from jaxsm.format.structure import TensorSpec
@@ -488,6 +488,11 @@ def _lapack_setup_skipped(skip: bool) -> Iterator[None]:
         _export._ensure_backends_initialized = setup
 
 
+def _export_key(flat_inputs: Any) -> tuple:
+    # what the traced module depends on besides the state: input shapes and the contraction precision setting
+    return input_key(flat_inputs), jax.config.jax_default_matmul_precision
+
+
 def _jit_keeping_host_outputs(fn: Callable, cache_prefix: str | None = None) -> Callable:
     """``jax.jit(fn)``, except that outputs known at trace time that XLA cannot hold (string tensors such as
     asset paths) are kept on the host and put back after each call. They are constants of the trace, so the
@@ -517,12 +522,20 @@ def _jit_keeping_host_outputs(fn: Callable, cache_prefix: str | None = None) -> 
         cache_dir = jax.config.jax_compilation_cache_dir
         if not cache_dir or cache_prefix is None or jax.device_count() != 1:
             return None
-        shapes = input_key(flat_inputs)
+        shapes = _export_key(flat_inputs)
         if shapes in exported:
             return exported[shapes]
         avals = [(tuple(np.shape(x)), str(np.result_type(x))) for x in jax.tree_util.tree_leaves((state, flat_inputs))]
         ident = repr(
-            (cache_prefix, sorted(state), avals, jax.__version__, jax.config.jax_enable_x64, jax.default_backend())
+            (
+                cache_prefix,
+                sorted(state),
+                avals,
+                jax.__version__,
+                jax.config.jax_enable_x64,
+                jax.default_backend(),
+                jax.config.jax_default_matmul_precision,
+            )
         )
         key = hashlib.sha256(ident.encode()).hexdigest()
         path = os.path.join(cache_dir, "jaxsm-exports", key)
@@ -553,7 +566,10 @@ def _jit_keeping_host_outputs(fn: Callable, cache_prefix: str | None = None) -> 
         return run
 
     def call(state, flat_inputs):
-        run = exported.get(input_key(flat_inputs)) if exported else None  # (no key work without the cache)
+        if has_tracers((state, flat_inputs)):  # inside the user's jit/grad/vmap: traced into it, never from the cache
+            outputs, updated = jitted(state, flat_inputs)
+            return [host.get(i, o) for i, o in enumerate(outputs)], updated
+        run = exported.get(_export_key(flat_inputs)) if exported else None  # (no key work without the cache)
         if run is not None:
             outputs, updated = run(state, flat_inputs)
         elif jax.config.jax_compilation_cache_dir and cache_prefix is not None:
@@ -561,7 +577,7 @@ def _jit_keeping_host_outputs(fn: Callable, cache_prefix: str | None = None) -> 
                 try:
                     run = from_export_cache(state, flat_inputs) or jitted
                 except StaticValueError:  # not compilable: ``jitted`` runs it op by op (and warns once)
-                    run = exported[input_key(flat_inputs)] = jitted
+                    run = exported[_export_key(flat_inputs)] = jitted
                 with _lapack_setup_skipped(id(run) in lapack_free):
                     outputs, updated = run(state, flat_inputs)
         else:

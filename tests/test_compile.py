@@ -152,3 +152,29 @@ def test_data_dependent_shapes_run_op_by_op_once_warned(on_cpu, monkeypatch):
         out = jitted({"s": 2.0}, [np.array([-1.0, 5.0, 4.0], np.float32)])[0][0]
     np.testing.assert_array_equal(np.asarray(out), [10.0, 8.0])
     assert len(traces) == 1, "the same shapes are not traced again"
+
+
+@pytest.mark.parametrize("trace_cache", [False, True])
+def test_jax_transformations_after_a_plain_call(trace_cache, tmp_path):
+    """A function first called directly (compiled with jaxsm's XLA:CPU options, or read from the trace cache)
+    can then be called inside the user's jit/grad/vmap: there the user's jit compiles it (a nested jit may not
+    carry compiler options; before, this raised)."""
+    ref = np.load(os.path.join(DATA, "keras_convnet.npz"))
+    x = ref["in_x"]
+    before = jax.config.jax_compilation_cache_dir
+    if trace_cache:
+        jax.config.update("jax_compilation_cache_dir", str(tmp_path / "cache"))
+    try:
+        m = jaxsm.load(os.path.join(DATA, "keras_convnet"))
+        y = np.asarray(m.serve(x))
+        np.testing.assert_allclose(np.asarray(jax.jit(lambda v: m.serve(v))(x)), y, rtol=1e-5, atol=1e-6)
+        each = jax.vmap(lambda v: m.serve(v[None])[0])(x)
+        np.testing.assert_allclose(np.asarray(each), y, rtol=1e-5, atol=1e-6)
+        g = jax.grad(lambda v: m.serve(v)[:, 0].sum())(x)
+        eps = 1e-2
+        step = np.zeros_like(x)
+        step[0, 0, 0, 0] = eps
+        fd = (np.asarray(m.serve(x + step))[0, 0] - np.asarray(m.serve(x - step))[0, 0]) / (2 * eps)
+        np.testing.assert_allclose(float(g[0, 0, 0, 0]), fd, rtol=2e-2, atol=1e-4)
+    finally:
+        jax.config.update("jax_compilation_cache_dir", before)

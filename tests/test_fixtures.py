@@ -59,3 +59,34 @@ def test_variables_are_the_mapped_checkpoint_not_a_copy():
     assert mapped, "the checkpoint's data file is memory-mapped"
     copied = [name for name, p in buffers.items() if not any(lo <= p < hi for lo, hi in mapped)]
     assert len(buffers) == 4 and not copied, f"variables copied out of the mapped checkpoint: {copied}"
+
+
+def _contraction_precisions(fn, *args) -> set:
+    found = set()
+
+    def walk(jaxpr):
+        for eqn in jaxpr.eqns:
+            if eqn.primitive.name in ("conv_general_dilated", "dot_general"):
+                found.add(eqn.params["precision"])
+            for sub in jax.core.jaxprs_in_params(eqn.params):
+                walk(sub)
+
+    walk(jax.make_jaxpr(fn)(*args).jaxpr)
+    return found
+
+
+def test_contractions_follow_jax_matmul_precision_setting():
+    """Float32 convolutions and matmuls run in full float32 (TF-CPU's numbers) on every backend, unless the user
+    sets JAX's ``jax_default_matmul_precision`` (TF32 on GPU, TF-GPU's own default): then JAX's choice, also for
+    a function already compiled without it, and back again after."""
+    ref = np.load(DATA / "keras_convnet.npz")
+    m = jaxsm.load(DATA / "keras_convnet")
+    x = ref["in_x"]
+    m.serve(x)
+    full = (jax.lax.Precision.HIGHEST, jax.lax.Precision.HIGHEST)
+    assert _contraction_precisions(m.serve, x) == {full}
+    with jax.default_matmul_precision("tensorfloat32"):
+        assert _contraction_precisions(m.serve, x) == {(jax.lax.Precision.HIGH,) * 2}, "JAX's name for TF32"
+        y = np.asarray(m.serve(x))
+    np.testing.assert_allclose(y, ref["out_y"], rtol=1e-2, atol=1e-2 * np.abs(ref["out_y"]).max())
+    assert _contraction_precisions(m.serve, x) == {full}

@@ -14,11 +14,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxsm.ops.registry import op
+from jaxsm.ops.registry import op, precision
 
 _F32 = np.float32
 _FLT_MIN = np.finfo(np.float32).tiny
-_HIGHEST = lax.Precision.HIGHEST
 
 
 def _round_half_away(x: np.ndarray) -> np.ndarray:
@@ -192,7 +191,7 @@ def resize_area(ctx, images, size):
     wy, sy = _area_matrix(images.shape[1], oh, align)
     wx, sx = _area_matrix(images.shape[2], ow, align)
     x = jnp.asarray(images).astype(_F32)
-    out = jnp.einsum("oh,bhwc,pw->bopc", wy, x, wx, precision=_HIGHEST)
+    out = jnp.einsum("oh,bhwc,pw->bopc", wy, x, wx, precision=precision())
     return out * _F32(1.0 / (float(sy) * float(sx)))
 
 
@@ -277,8 +276,8 @@ def scale_and_translate(ctx, images, size, scale, translation):
     wy = _span_matrix(kernel_name, int(oh), images.shape[1], sy, ty, antialias)
     wx = _span_matrix(kernel_name, int(ow), images.shape[2], sx, tx, antialias)
     x = jnp.asarray(images).astype(_F32)
-    rows = jnp.einsum("oh,bhwc->bowc", wy, x, precision=_HIGHEST)
-    return jnp.einsum("pw,bowc->bopc", wx, rows, precision=_HIGHEST)
+    rows = jnp.einsum("oh,bhwc->bowc", wy, x, precision=precision())
+    return jnp.einsum("pw,bowc->bopc", wx, rows, precision=precision())
 
 
 # -- crop and resize -----------------------------------------------------------------------------------------

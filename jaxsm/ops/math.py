@@ -19,11 +19,7 @@ import numpy as np
 from jax import lax
 
 from jaxsm.graph.tensor_list import TensorList
-from jaxsm.ops.registry import op
-
-# TF runs float32 matmuls at full precision on CPU/GPU; XLA's default precision may use bf16/TF32 passes on
-# GPU/TPU, so every contraction asks for HIGHEST to agree with TF's numbers.
-_PRECISION = lax.Precision.HIGHEST
+from jaxsm.ops.registry import op, precision
 
 # Selu's constants as written in TF's kernel (relu_op_functor.h).
 _SELU_SCALE = 1.0507009873554804934193349852946
@@ -729,7 +725,7 @@ def mat_mul(ctx, a, b):
     # MatMul's transpose_a/b do not conjugate complex inputs (BatchMatMul's adj_x/adj_y do).
     a = _adjoint(a, ctx.attr("transpose_a", False), conj=False)
     b = _adjoint(b, ctx.attr("transpose_b", False), conj=False)
-    return jnp.matmul(a, b, precision=_PRECISION)
+    return jnp.matmul(a, b, precision=precision())
 
 
 @op("BatchMatMul", "BatchMatMulV2", "BatchMatMulV3")
@@ -737,7 +733,7 @@ def batch_mat_mul(ctx, x, y):
     out = ctx.dtype("Tout", _dt(x))
     x = _adjoint(x, ctx.attr("adj_x", False), conj=True).astype(out)
     y = _adjoint(y, ctx.attr("adj_y", False), conj=True).astype(out)
-    return jnp.matmul(x, y, precision=_PRECISION)
+    return jnp.matmul(x, y, precision=precision())
 
 
 def _einsum_pair(equation: str, a, b):
@@ -765,7 +761,7 @@ def _einsum_pair(equation: str, a, b):
         ([la.index(c) for c in contract], [lb.index(c) for c in contract]),
         ([la.index(c) for c in batch], [lb.index(c) for c in batch]),
     )
-    result = lax.dot_general(a, b, dims, precision=_PRECISION)
+    result = lax.dot_general(a, b, dims, precision=precision())
     labels = batch + [c for c in la if c not in lb] + [c for c in lb if c not in la]
     perm = [labels.index(c) for c in out]
     return result if perm == sorted(perm) else jnp.transpose(result, perm)
@@ -778,4 +774,4 @@ def einsum(ctx, *inputs):
         out = _einsum_pair(equation, *inputs)
         if out is not None:
             return out
-    return jnp.einsum(equation, *inputs, precision=_PRECISION)
+    return jnp.einsum(equation, *inputs, precision=precision())

@@ -1,9 +1,8 @@
 """Neural-network ops: convolutions (and their input/filter gradients), pooling, batch normalization, softmax
 and cross entropy, LRN, top-k membership and data-format helpers.
 
-Convolutions use ``precision=lax.Precision.HIGHEST``: on GPU/TPU the default precision rounds float32 operands
-to bfloat16/TF32, while TF computes float32 convolutions in full float32; HIGHEST keeps the results in
-agreement.
+Convolutions and matmuls ask for :func:`jaxsm.ops.registry.precision` (float32 in full, as TF-CPU computes them,
+unless the user set ``jax_default_matmul_precision``).
 """
 
 from __future__ import annotations
@@ -16,9 +15,8 @@ import numpy as np
 from jax import lax
 
 from jaxsm.ops.image import bilinear_resize
-from jaxsm.ops.registry import op
+from jaxsm.ops.registry import op, precision
 
-_HIGHEST = lax.Precision.HIGHEST
 # Depthwise kernels up to this many taps are lowered as shifted-slice multiply-adds: XLA's grouped convolution
 # with feature_group_count == channels is ~50x slower on CPU than the unrolled form for 3x3/5x5 kernels.
 _DEPTHWISE_MAX_TAPS = 25
@@ -102,8 +100,8 @@ def _conv_nd(x, w, attrs):
             x = lax.slice(x, (0,) * x.ndim, x.shape, (1, *(int(s) for s in strides), 1))
         w = lax.reshape(w, w.shape[-2:])
         if x.dtype != w.dtype:  # invalid in TF; jnp reports it
-            return jnp.matmul(x, w, precision=_HIGHEST).astype(jnp.result_type(x))
-        return lax.dot_general(x, w, (((x.ndim - 1,), (0,)), ((), ())), precision=_HIGHEST)
+            return jnp.matmul(x, w, precision=precision()).astype(jnp.result_type(x))
+        return lax.dot_general(x, w, (((x.ndim - 1,), (0,)), ((), ())), precision=precision())
     out = lax.conv_general_dilated(
         x,
         w,
@@ -112,7 +110,7 @@ def _conv_nd(x, w, attrs):
         rhs_dilation=dilations,
         dimension_numbers=(lhs, spatial + "IO", lhs),
         feature_group_count=groups,
-        precision=_HIGHEST,
+        precision=precision(),
     )
     return out.astype(jnp.result_type(x))
 
@@ -186,7 +184,7 @@ def _depthwise(x, w, attrs):
             rhs_dilation=dilations,
             dimension_numbers=("NHWC", "HWIO", "NHWC"),
             feature_group_count=c,
-            precision=_HIGHEST,
+            precision=precision(),
         )
     return _from_channels_last(out.astype(x.dtype), fmt)
 

@@ -17,6 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import jax
+from jax import lax
+
 from jaxsm.errors import JaxsmError
 
 
@@ -30,6 +33,19 @@ class OpDef:
 
 
 OPS: dict[str, OpDef] = {}
+
+
+def precision() -> lax.Precision | None:
+    """The precision every float32 contraction (matmul, einsum, convolution) asks for.
+
+    TF on CPU computes them in full float32, while XLA's default on GPU/TPU rounds operands to TF32/bfloat16, so
+    jaxsm asks for HIGHEST and matches TF-CPU's numbers on every backend. A user who sets JAX's own knob
+    (``jax.config.update("jax_default_matmul_precision", "tensorfloat32")`` or the ``jax.default_matmul_precision``
+    context around the call) gets JAX's choice instead: TF32 on GPU is TF-GPU's default, several times cheaper to
+    compile there and faster to run. Read at trace time; JAX's compile cache keys on that setting.
+    """
+    return None if jax.config.jax_default_matmul_precision is not None else lax.Precision.HIGHEST
+
 
 # Save/restore machinery: only the saver functions use these and they are never needed to run a model.
 NEVER_LOWERED = frozenset(

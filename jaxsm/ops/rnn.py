@@ -8,14 +8,12 @@ from __future__ import annotations
 import jax.numpy as jnp
 from jax import lax, nn
 
-from jaxsm.ops.registry import op
-
-_HIGHEST = lax.Precision.HIGHEST  # float32 matmuls at full precision, as TF computes them
+from jaxsm.ops.registry import op, precision
 
 
 def _lstm_step(x, cs_prev, h_prev, w, wci, wcf, wco, b, *, forget_bias, cell_clip, use_peephole, layout):
     """One LSTM step; ``layout`` is the gate order of ``w``/``b`` ("icfo" for BlockLSTM, "ifco" for V2)."""
-    gates = jnp.matmul(jnp.concatenate([x, h_prev], axis=1), w, precision=_HIGHEST) + b
+    gates = jnp.matmul(jnp.concatenate([x, h_prev], axis=1), w, precision=precision()) + b
     parts = dict(zip(layout, jnp.split(gates, 4, axis=1), strict=True))
     i, ci, f, o = parts["i"], parts["c"], parts["f"], parts["o"]
     if use_peephole:
@@ -76,7 +74,7 @@ def block_lstm_v2(ctx, seq_len_max, x, cs_prev, h_prev, w, wci, wcf, wco, b):
 
 @op("GRUBlockCell")
 def gru_block_cell(ctx, x, h_prev, w_ru, w_c, b_ru, b_c):
-    ru = nn.sigmoid(jnp.matmul(jnp.concatenate([x, h_prev], axis=1), w_ru, precision=_HIGHEST) + b_ru)
+    ru = nn.sigmoid(jnp.matmul(jnp.concatenate([x, h_prev], axis=1), w_ru, precision=precision()) + b_ru)
     r, u = jnp.split(ru, 2, axis=1)
-    c = jnp.tanh(jnp.matmul(jnp.concatenate([x, h_prev * r], axis=1), w_c, precision=_HIGHEST) + b_c)
+    c = jnp.tanh(jnp.matmul(jnp.concatenate([x, h_prev * r], axis=1), w_c, precision=precision()) + b_c)
     return r, u, c, (1 - u) * c + u * h_prev

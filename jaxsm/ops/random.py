@@ -7,7 +7,9 @@ uint32 words). The distributions (random_distributions.h) turn words into values
 bits of a word and subtract 1, normals are Box-Muller on word pairs, truncated normals reject |x| >= 2 from a
 per-group stream.
 
-Everything here is a pure function of (shape, seed or key/counter), so the lowerings are not stateful.
+The stateless ops are pure functions of (shape, seed or key/counter). ``tf.random.Generator`` keeps a Philox
+state in a variable: its ops (RngReadAndSkip, the older Stateful* ops) draw the same streams from it and advance
+it as TF does, so calls continue TF's sequence.
 Uniform and integer outputs are bit-identical to TF; normals agree to float rounding (TF uses glibc's
 ``sincosf``/``logf``, XLA its own approximations, which can differ in the last bit).
 """
@@ -374,3 +376,82 @@ def _multinomial(ctx, logits, num_samples, key_counter, xp):
     targets = u * cdf[:, -1:]
     samples = jax.vmap(lambda c, t: jnp.searchsorted(c, t, side="right"))(cdf, targets)
     return samples.astype(ctx.dtype("output_dtype", np.dtype(np.int64)))
+
+
+# -- tf.random.Generator: a Philox state kept in a variable -------------------------------------------------
+# The state is an int64 vector [counter low 64 bits, counter high 64 bits, key] (stateful_random_ops.py). TF2's
+# Generator reads it and advances it with RngReadAndSkip, then draws with the V2 ops above; older SavedModels
+# (TF 2.0-2.3) have Stateful* ops that do both. Every draw of n values advances the counter by n * 256
+# (UpdateMemWithPhiloxRandom, stateful_random_ops_cpu_gpu.h), the values come from the counter before that.
+_PHILOX_STATE_SIZE = 3
+
+
+def _generator_state(ctx, handle, alg):
+    _v2_key_counter(ctx, np.zeros(1, np.uint64), np.zeros(2, np.uint64), alg)  # checks the algorithm
+    state = ctx.read(handle)
+    if np.ndim(state) != 1 or np.shape(state)[0] < _PHILOX_STATE_SIZE:
+        raise ctx.error(f"a Philox RNG state is a vector of at least 3 int64s, got shape {np.shape(state)}")
+    return state
+
+
+def _advance(ctx, handle, state, n):
+    """Write ``state`` back with its 128-bit counter advanced by n * 256 (n: uint64, wrapping as TF's does)."""
+    n_lo, n_hi = _split_u64(jnp.asarray(n) if not isinstance(n, np.ndarray) else n)
+    d_lo, d_hi = n_lo << _U32(8), (n_hi << _U32(8)) | (n_lo >> _U32(24))
+    (c0, c1), (c2, c3) = _split_u64(state[0:1]), _split_u64(state[1:2])
+    w = _skip((c0, c1, c2, c3), d_lo, d_hi)
+    if np.dtype(state.dtype).itemsize == 8:
+        lo, hi = (lax.bitcast_convert_type(_join_u64(a, b), state.dtype) for a, b in ((w[0], w[1]), (w[2], w[3])))
+    else:  # jax_enable_x64 off: the state was narrowed to its low words at load (jaxsm warns); keep those
+        lo, hi = (lax.bitcast_convert_type(a, state.dtype) for a in (w[0], w[2]))
+    ctx.write(handle, jnp.concatenate([lo, hi, jnp.asarray(state)[2:]]))
+
+
+@op("RngReadAndSkip", static=(1,), stateful=True)
+def rng_read_and_skip(ctx, handle, alg, delta):
+    state = _generator_state(ctx, handle, alg)
+    _advance(ctx, handle, state, delta)
+    return state
+
+
+@op("RngSkip", static=(1,), stateful=True)
+def rng_skip(ctx, handle, alg, delta):
+    _advance(ctx, handle, _generator_state(ctx, handle, alg), delta)
+    return []
+
+
+def _stateful_draw(ctx, handle, alg, draw):
+    state = _generator_state(ctx, handle, alg)
+    key, counter = _v2_key_counter(ctx, state[2:3], state[0:2], alg)
+    out = draw(key, counter, _xp(state))
+    _advance(ctx, handle, state, np.asarray(out.size, np.uint64))
+    return out
+
+
+@op("StatefulUniform", static=(1, 2), stateful=True)
+def stateful_uniform(ctx, handle, alg, shape):
+    dtype = ctx.dtype("dtype", np.dtype(np.float32))
+    return _stateful_draw(ctx, handle, alg, lambda k, c, xp: _uniform(k, c, _shape(shape), dtype, xp))
+
+
+@op("StatefulStandardNormalV2", static=(1, 2), stateful=True)
+def stateful_standard_normal_v2(ctx, handle, alg, shape):
+    dtype = ctx.dtype("dtype", np.dtype(np.float32))
+    return _stateful_draw(ctx, handle, alg, lambda k, c, xp: _normal(k, c, _shape(shape), dtype, xp))
+
+
+@op("StatefulTruncatedNormal", static=(1, 2), stateful=True)
+def stateful_truncated_normal(ctx, handle, alg, shape):
+    dtype = ctx.dtype("dtype", np.dtype(np.float32))
+    return _stateful_draw(ctx, handle, alg, lambda k, c, xp: _truncated_normal(k, c, _shape(shape), dtype, xp))
+
+
+@op("StatefulUniformInt", static=(1, 2), stateful=True)
+def stateful_uniform_int(ctx, handle, alg, shape, minval, maxval):
+    return _stateful_draw(ctx, handle, alg, lambda k, c, xp: _uniform_int(ctx, k, c, _shape(shape), minval, maxval, xp))
+
+
+@op("StatefulUniformFullInt", static=(1, 2), stateful=True)
+def stateful_uniform_full_int(ctx, handle, alg, shape):
+    dtype = ctx.dtype("dtype", np.dtype(np.uint64))
+    return _stateful_draw(ctx, handle, alg, lambda k, c, xp: _uniform_full_int(k, c, _shape(shape), dtype, xp))

@@ -190,3 +190,92 @@ def test_stateless_multinomial(dtype, jit):
         )
 
     assert_matches_tf(fn, [logits, np.array([3, -11], np.int32)], jit=jit)
+
+
+# -- tf.random.Generator: state in a variable, advanced per draw ---------------------------------------------
+
+
+def _generator_module(g):
+    class M(tf.Module):
+        def __init__(self):
+            self.g = g
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32)])
+        def draw(self, x):
+            return {
+                "uniform": self.g.uniform([3, 4]),
+                "normal": self.g.normal(tf.shape(x)),
+                "truncated": self.g.truncated_normal([7], dtype=tf.float64),
+                "int32": self.g.uniform([6], -3, 10, tf.int32),
+                "int64": self.g.uniform([2], -(2**40), 2**41, tf.int64),
+                "full": self.g.uniform_full_int([3], tf.int64),
+                "scaled": x * self.g.uniform([]),
+            }
+
+        @tf.function(input_signature=[tf.TensorSpec([], tf.int64)])
+        def skip(self, n):
+            self.g.skip(n)
+            return self.g.state.read_value()
+
+    return M()
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: tf.random.Generator.from_seed(1234),
+        lambda: tf.random.Generator.from_seed(2**70 + 2**64 * 3 + 5),  # counter high words and the key are set
+        lambda: tf.random.Generator.from_state([2**64 - 256 * 20, 2**63 - 1, -12345], "philox"),  # counter carries
+        lambda: tf.random.Generator.from_non_deterministic_state(),
+    ],
+    ids=["seed", "big_seed", "carry", "nondeterministic"],
+)
+def test_generator_continues_tfs_stream(make, tmp_path):
+    """RngReadAndSkip + the V2 draws: each call draws the next numbers of TF's stream and advances the state
+    variable as TF does (also skip(n)); compiled, two calls in a row, and state carries across the 128-bit
+    counter."""
+    import jaxsm
+
+    tf.saved_model.save(_generator_module(make()), str(tmp_path))
+    ref, got = tf.saved_model.load(str(tmp_path)), jaxsm.load(str(tmp_path))
+    x = np.arange(10, dtype=np.float32).reshape(5, 2)
+    for call in range(2):
+        want, have = ref.draw(x), got.draw(x)
+        for k in want:
+            tol = NORMAL_TOL[np.float64] if k == "truncated" else dict(rtol=1e-5, atol=2e-6)
+            exact = k in ("uniform", "int32", "int64", "full")
+            np.testing.assert_allclose(
+                np.asarray(have[k]), want[k].numpy(), **(dict(rtol=0) if exact else tol), err_msg=f"{k}, call {call}"
+            )
+        np.testing.assert_array_equal(got.g._state_var.numpy(), ref.g._state_var.numpy(), err_msg=f"state, call {call}")
+    np.testing.assert_array_equal(np.asarray(got.skip(np.int64(1000))), ref.skip(np.int64(1000)).numpy())
+    np.testing.assert_allclose(np.asarray(got.draw(x)["uniform"]), ref.draw(x)["uniform"].numpy(), rtol=0)
+
+
+def test_legacy_stateful_ops_draw_and_advance(tmp_path):
+    """TF 2.0-2.3 Generators emitted Stateful* ops that draw from the state and advance it in one op."""
+    import jaxsm
+
+    class M(tf.Module):
+        def __init__(self):
+            self.state = tf.Variable(np.array([7, 0, 2**40 + 9], np.int64))
+
+        @tf.function(input_signature=[])
+        def draw(self):
+            h, alg = self.state.handle, tf.constant(1, tf.int64)
+            return {
+                "uniform": R.StatefulUniform(resource=h, algorithm=alg, shape=[2, 3], dtype=tf.float32),
+                "normal": R.StatefulStandardNormalV2(resource=h, algorithm=alg, shape=[5], dtype=tf.float32),
+                "truncated": R.StatefulTruncatedNormal(resource=h, algorithm=alg, shape=[9], dtype=tf.float32),
+                "int": R.StatefulUniformInt(resource=h, algorithm=alg, shape=[4], minval=-5, maxval=5),
+                "full": R.StatefulUniformFullInt(resource=h, algorithm=alg, shape=[3], dtype=tf.uint64),
+            }
+
+    tf.saved_model.save(M(), str(tmp_path))
+    ref, got = tf.saved_model.load(str(tmp_path)), jaxsm.load(str(tmp_path))
+    for call in range(2):
+        want, have = ref.draw(), got.draw()
+        for k in want:
+            tol = dict(rtol=0) if k in ("uniform", "int", "full") else NORMAL_TOL[np.float32]
+            np.testing.assert_allclose(np.asarray(have[k]), want[k].numpy(), **tol, err_msg=f"{k}, call {call}")
+        np.testing.assert_array_equal(got.state.numpy(), ref.state.numpy(), err_msg=f"state after call {call}")

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import jaxsm
+from jaxsm.compile import _sub_jaxprs
 
 DATA = Path(__file__).resolve().parent / "data"
 
@@ -68,7 +69,7 @@ def _contraction_precisions(fn, *args) -> set:
         for eqn in jaxpr.eqns:
             if eqn.primitive.name in ("conv_general_dilated", "dot_general"):
                 found.add(eqn.params["precision"])
-            for sub in jax.core.jaxprs_in_params(eqn.params):
+            for sub in _sub_jaxprs(eqn.params):
                 walk(sub)
 
     walk(jax.make_jaxpr(fn)(*args).jaxpr)

@@ -108,6 +108,12 @@ def has_tracers(tree: Any) -> bool:
     return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(tree))
 
 
+def host_values(*trees: Any) -> bool:
+    """Whether the trees hold string tensors (NumPy object/bytes arrays: inputs, or a string lookup table's
+    contents). XLA has no string type, so such a call runs op by op on the host."""
+    return any(isinstance(leaf, np.ndarray) and leaf.dtype.kind in "OSU" for leaf in jax.tree_util.tree_leaves(trees))
+
+
 def input_key(flat_inputs: Any) -> tuple:
     """What a compiled version is chosen by: the inputs' shapes and dtypes (a model's variables keep theirs)."""
     return tuple((np.shape(x), str(getattr(x, "dtype", type(x).__name__))) for x in flat_inputs)
@@ -136,6 +142,14 @@ def tuned_jit(fn: Callable, name: str = "function") -> Callable:
 
     def call(state: Any, flat_inputs: Any) -> Any:
         key = input_key(flat_inputs)
+        if key not in eager and key not in choice and host_values(state, flat_inputs):
+            eager.add(key)
+            warnings.warn(
+                f"jaxsm: {name} runs op by op on the host, without jax.jit, for inputs of shapes "
+                f"{[s for s, _ in key]}: it uses string tensors, which XLA cannot hold",
+                EagerFallbackWarning,
+                stacklevel=4,
+            )
         run = plain if has_tracers((state, flat_inputs)) and key not in eager else choice.get(key)
         if run is not None:
             return run(state, flat_inputs)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import ml_dtypes
 import numpy as np
 
@@ -78,3 +80,21 @@ def name(dtype: int) -> str:
         return DT.Name(base)[3:].lower() + ("_ref" if dtype > 100 else "")
     except ValueError:
         return f"<unknown dtype {dtype}>"
+
+
+def as_strings(v: Any) -> np.ndarray | None:
+    """``v`` (bytes/str, nested lists of them, or a NumPy bytes/str/object array) as an object array of bytes
+    (str is encoded as UTF-8, as TF converts it); None if it is not text."""
+    if isinstance(v, (str, bytes, list, tuple)):
+        try:
+            v = np.asarray(v, dtype=object)
+        except ValueError:  # ragged nesting
+            return None
+    if not isinstance(v, (np.ndarray, np.generic)) or np.dtype(v.dtype).kind not in "OSU":
+        return None
+    flat = [x.encode() if isinstance(x, str) else x for x in np.asarray(v, dtype=object).reshape(-1)]
+    if not all(isinstance(x, bytes) for x in flat):
+        return None
+    out = np.empty(len(flat), dtype=object)
+    out[:] = flat
+    return out.reshape(np.shape(v))

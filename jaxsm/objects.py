@@ -23,7 +23,7 @@ import numpy as np
 
 from jaxsm import dtypes
 from jaxsm._proto import meta_graph_pb2, saved_object_graph_pb2, trackable_object_graph_pb2
-from jaxsm.compile import EIGEN_CPU_OPTIONS, gc_paused, has_tracers, input_key, tuned_jit
+from jaxsm.compile import EIGEN_CPU_OPTIONS, gc_paused, has_tracers, host_values, input_key, tuned_jit
 from jaxsm.errors import FunctionMatchError, JaxsmError, StaticValueError, VariableError
 from jaxsm.format import structure
 from jaxsm.format.structure import TensorSpec
@@ -572,7 +572,7 @@ def _jit_keeping_host_outputs(fn: Callable, cache_prefix: str | None = None) -> 
         run = exported.get(_export_key(flat_inputs)) if exported else None  # (no key work without the cache)
         if run is not None:
             outputs, updated = run(state, flat_inputs)
-        elif jax.config.jax_compilation_cache_dir and cache_prefix is not None:
+        elif jax.config.jax_compilation_cache_dir and cache_prefix is not None and not host_values(state, flat_inputs):
             with gc_paused():  # first call for these shapes: export or read the traced function, compile
                 try:
                     run = from_export_cache(state, flat_inputs) or jitted
@@ -714,6 +714,12 @@ def _match(value: Any, spec: Any, convert: bool, specs_ok: bool = False, cast_ar
                 )
                 out.append(v)
                 return ok
+            if s.dtype == object:  # a string tensor: NumPy array of bytes, as TF's .numpy() gives
+                arr = dtypes.as_strings(v)
+                if arr is None or not s.is_compatible_with_shape(tuple(arr.shape)):
+                    return False
+                out.append(arr)
+                return True
             if isinstance(v, (np.ndarray, np.generic)) and cast_arrays and s.dtype is not None:
                 arr = v if v.dtype == s.dtype or not np.can_cast(v.dtype, s.dtype, "same_kind") else v.astype(s.dtype)
             elif isinstance(v, (np.ndarray, jax.Array, np.generic)):

@@ -28,7 +28,7 @@ import numpy as np
 from jaxsm import dtypes
 from jaxsm._proto import function_pb2, graph_pb2, meta_graph_pb2, node_def_pb2, variable_pb2
 from jaxsm.compile import tuned_jit
-from jaxsm.errors import FunctionMatchError, GraphError, JaxsmError, StringTensorError, VariableError
+from jaxsm.errors import FunctionMatchError, GraphError, JaxsmError, VariableError
 from jaxsm.format.tensor import shape_from_proto, tensor_from_proto
 from jaxsm.graph.interpreter import Interpreter
 from jaxsm.graph.library import Body, Library, check_supported
@@ -770,13 +770,13 @@ class PrunedFunction:
     def _convert(self, spec: _InputSpec, x: Any) -> Any:
         if isinstance(x, Variable):
             x = x.value()
-        if not isinstance(x, (np.ndarray, jax.Array)):
+        if spec.dtype == object:  # strings: bytes on the host (the call then runs op by op)
+            strings = dtypes.as_strings(x)
+            if strings is None:
+                raise FunctionMatchError(f"{self.name}: input '{spec.name}' expects strings, got {type(x).__name__}")
+            x = strings
+        elif not isinstance(x, (np.ndarray, jax.Array)):
             x = np.asarray(x, dtype=spec.dtype if spec.dtype is not None else None)
-        if np.dtype(x.dtype).kind in "OSU":
-            raise StringTensorError(
-                f"{self.name}: input '{spec.name}' is a string tensor; strings cannot enter a jitted JAX "
-                "function and jaxsm has no host-side string execution yet"
-            )
         if spec.dtype is not None and np.dtype(x.dtype) != spec.dtype:
             if not (np.dtype(x.dtype).kind == spec.dtype.kind and not jax.config.jax_enable_x64):
                 raise FunctionMatchError(

@@ -9,7 +9,7 @@ import pytest
 
 import jaxsm
 from jaxsm._proto import graph_pb2
-from jaxsm.errors import GraphError, StringTensorError, TagsNotFoundError
+from jaxsm.errors import EagerFallbackWarning, GraphError, TagsNotFoundError
 from jaxsm.tf1 import TF1Model, lower_control_flow
 
 tf = pytest.importorskip("tensorflow")
@@ -228,11 +228,15 @@ def test_asset_integer_vocabulary(tmp_path):
     np.testing.assert_array_equal(m.signatures["lookup"](ids=ids)["idx"], expected, err_msg="after re-init")
 
 
-def test_string_table_raises(tmp_path):
+def test_string_inputs_and_string_table(tmp_path):
+    """A TF1 export fed strings: a vocabulary-file table with string keys, lower-casing and string outputs, run
+    op by op on the host (one EagerFallbackWarning) and equal to TF's Session."""
     vocab = tmp_path / "words.txt"
-    vocab.write_text("a\nb\n")
+    vocab.write_text("a\nb\nzed\n")
+    words = np.array([b"B", b"zed", b"q", b"a"], object)
     with v1_graph():
         q = tf1.placeholder(tf.string, [None], name="words")
+        low = tf.strings.lower(q)
         idx = tf1.lookup.StaticHashTable(
             tf.lookup.TextFileInitializer(
                 str(vocab),
@@ -242,18 +246,21 @@ def test_string_table_raises(tmp_path):
                 tf.lookup.TextFileIndex.LINE_NUMBER,
             ),
             default_value=-1,
-        ).lookup(q)
+        ).lookup(low)
         with tf1.Session() as sess:
             sess.run(tf1.tables_initializer())
+            want = sess.run({"idx": idx, "low": low}, {q: words})
             export_dir = save(
                 sess,
                 tmp_path / "m",
-                {"lookup": signature({"words": q}, {"idx": idx})},
+                {"lookup": signature({"words": q}, {"idx": idx, "low": low})},
                 main_op=tf1.tables_initializer(),
             )
     m = jaxsm.load(export_dir)
-    with pytest.raises(StringTensorError):
-        m.signatures["lookup"](words=np.array([b"a"], object))
+    with pytest.warns(EagerFallbackWarning, match="string"):
+        got = m.signatures["lookup"](words=["B", "zed", "q", "a"])  # str converts to UTF-8 bytes, as in TF
+    np.testing.assert_array_equal(np.asarray(got["idx"]), want["idx"])
+    assert list(got["low"]) == list(want["low"])
 
 
 def _loop_graph():

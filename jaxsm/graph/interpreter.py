@@ -11,6 +11,7 @@ it through ``lax`` primitives, so a whole function is pure: ``(state, inputs) ->
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -198,6 +199,7 @@ class Interpreter:
     def run_node(self, node: Node, args: list[Any]) -> list[Any]:
         """Lower one node: dispatch to a library function or the op registry, with static folding."""
         from jaxsm.ops import OPS
+        from jaxsm.ops.strings import HOST_OPS, is_strings
 
         if node.op in self.library.functions:
             return self.call(node.op, args, node)
@@ -222,7 +224,10 @@ class Interpreter:
         for i in opdef.static:
             if i < len(args):
                 args[i] = ctx.static(args[i], f"input {i} of {node.op}")
-        fold = not opdef.stateful and not has_symbolic and all(isinstance(a, np.ndarray) for a in args)
+        strings = any(is_strings(a) for a in args)
+        if strings and node.op in HOST_OPS:  # the string version of an op that moves elements (ops/strings.py)
+            opdef = dataclasses.replace(opdef, fn=HOST_OPS[node.op])
+        fold = not opdef.stateful and not has_symbolic and not strings and all(isinstance(a, np.ndarray) for a in args)
         if _DEBUG:
             print(f"[jaxsm] {node.where()} fold={fold}")
         try:

@@ -53,14 +53,12 @@ NEVER_LOWERED = frozenset(
         "SaveV2",
         "RestoreV2",
         "MergeV2Checkpoints",
-        "StringJoin",
         "ShardedFilename",
         "ShardedFilespec",
         "Save",
         "SaveSlices",
         "Restore",
         "RestoreSlice",
-        "StaticRegexFullMatch",
     }
 )
 

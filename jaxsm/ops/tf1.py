@@ -13,8 +13,8 @@
   flow v2's lists; the handle is a plain ``Resource`` of kind ``"tensor_array"``.
 * Hash tables live in the interpreter state as two arrays, keys sorted and their values, initialised on the
   host
-  (they read asset files) and looked up with ``searchsorted``. String keys or values need host-side string
-  support, which jaxsm lacks: those tables raise :class:`~jaxsm.errors.StringTensorError` when used.
+  (they read asset files) and looked up with ``searchsorted``. String keys or values stay NumPy arrays on the
+  host, and a function using them runs op by op there (jaxsm/compile.py ``host_values``).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsm import dtypes
-from jaxsm.errors import StringTensorError, VariableError
+from jaxsm.errors import VariableError
 from jaxsm.graph.node import Node
 from jaxsm.graph.tensor_list import TensorList
 from jaxsm.graph.values import Resource, to_static
@@ -282,23 +282,13 @@ def hash_table(ctx):
     )
 
 
-def _string_table_error(ctx, what: str) -> StringTensorError:
-    return ctx.error(
-        f"{what} has string keys or values; string tensors cannot enter a JAX computation and jaxsm "
-        "has no host-side string execution yet",
-        StringTensorError,
-    )
-
-
-def _is_string(dtype_enum: int) -> bool:
-    return dtypes.base_enum(dtype_enum) == dtypes.DT.DT_STRING
-
-
 def _store_table(ctx, table: Resource, keys: np.ndarray, values: np.ndarray) -> None:
+    """Keys sorted (for a binary search), values in the same order. String keys or values stay NumPy arrays
+    on the host; a function using such a table runs op by op (jaxsm/compile.py ``host_values``)."""
     order = np.argsort(keys, kind="stable")
     keys_key, values_key = table_state_keys(table)
-    ctx.interp.state[keys_key] = jnp.asarray(keys[order])
-    ctx.interp.state[values_key] = jnp.asarray(values[order])
+    ctx.interp.state[keys_key] = keys[order] if keys.dtype == object else jnp.asarray(keys[order])
+    ctx.interp.state[values_key] = values[order] if values.dtype == object else jnp.asarray(values[order])
 
 
 def _parse_column(ctx, text: str, index: int, line_no: int, offset: int, dtype: np.dtype, path: str) -> Any:
@@ -311,6 +301,8 @@ def _parse_column(ctx, text: str, index: int, line_no: int, offset: int, dtype: 
         if index >= len(cols):
             raise ctx.error(f"{path}:{line_no + 1}: line has {len(cols)} columns, column {index} was requested")
         field = cols[index]
+    if dtype.kind == "O":
+        return field.encode()
     try:
         return dtype.type(field)
     except ValueError:
@@ -321,8 +313,6 @@ def _parse_column(ctx, text: str, index: int, line_no: int, offset: int, dtype: 
 def initialize_table_from_text_file(ctx, table, filename):
     """Host-side: read the vocabulary file (an asset) into the table, as TF's ``lookup_util.cc`` does."""
     key_dtype, value_dtype = _table_dtypes(ctx, table)
-    if key_dtype is None:
-        return []  # string table: left uninitialised; using it raises StringTensorError
     name = ctx.static(filename, "the vocabulary file name")
     path = name.item() if isinstance(name, np.ndarray) else name
     path = path.decode() if isinstance(path, bytes) else str(path)
@@ -343,8 +333,8 @@ def initialize_table_from_text_file(ctx, table, filename):
     return []
 
 
-def _table_dtypes(ctx, table: Resource) -> tuple[np.dtype | None, np.dtype | None]:
-    """Key and value dtypes of ``table`` (from its creating node); (None, None) for string tables."""
+def _table_dtypes(ctx, table: Resource) -> tuple[np.dtype, np.dtype]:
+    """Key and value dtypes of ``table`` (from its creating node); object for strings."""
     if table.dtypes is not None:
         kd, vd = table.dtypes
     else:
@@ -352,16 +342,12 @@ def _table_dtypes(ctx, table: Resource) -> tuple[np.dtype | None, np.dtype | Non
         if node is None:
             raise ctx.error(f"table '{table.key}' was not created by a HashTableV2 node of this graph")
         kd, vd = node.attr("key_dtype"), node.attr("value_dtype")
-    if _is_string(kd) or _is_string(vd):
-        return None, None
     return dtypes.to_numpy(kd), dtypes.to_numpy(vd)
 
 
 @op("InitializeTableV2", "LookupTableImportV2", stateful=True)
 def initialize_table(ctx, table, keys, values):
     key_dtype, value_dtype = _table_dtypes(ctx, table)
-    if key_dtype is None:
-        return []
     keys = np.asarray(ctx.static(keys, "the table keys"), key_dtype).reshape(-1)
     values = np.asarray(ctx.static(values, "the table values"), value_dtype)
     _store_table(ctx, table, keys, values.reshape((keys.shape[0],) + values.shape[keys.ndim :]))
@@ -372,8 +358,6 @@ def _table_state(ctx, table: Resource) -> tuple[Any, Any]:
     keys_key, values_key = table_state_keys(table)
     state = ctx.interp.state
     if keys_key not in state:
-        if _table_dtypes(ctx, table)[0] is None:
-            raise _string_table_error(ctx, f"lookup table '{table.key}'")
         raise ctx.error(f"table '{table.key}' is not initialized (its initializer did not run)", VariableError)
     return state[keys_key], state[values_key]
 
@@ -381,6 +365,8 @@ def _table_state(ctx, table: Resource) -> tuple[Any, Any]:
 @op("LookupTableFindV2", "LookupTableFind", stateful=True)
 def lookup_table_find(ctx, table, keys, default_value):
     table_keys, table_values = _table_state(ctx, table)
+    if table_keys.dtype == object or table_values.dtype == object:
+        return _host_lookup(ctx, table_keys, table_values, keys, default_value)
     query = jnp.asarray(keys, table_keys.dtype)
     n = table_keys.shape[0]
     if n == 0:
@@ -388,6 +374,18 @@ def lookup_table_find(ctx, table, keys, default_value):
     pos = jnp.clip(jnp.searchsorted(table_keys, query), 0, n - 1)
     found = table_keys[pos] == query
     return jnp.where(found, table_values[pos], jnp.asarray(default_value, table_values.dtype))
+
+
+def _host_lookup(ctx, table_keys, table_values, keys, default_value):
+    """A lookup in a table with string keys or values, on the host (NumPy): the keys must be concrete."""
+    query = np.asarray(ctx.static(keys, "the lookup keys (a table with strings is searched on the host)"))
+    flat = query.astype(table_keys.dtype).reshape(-1)
+    default = np.asarray(ctx.static(default_value, "the default value"), table_values.dtype)
+    if table_keys.shape[0] == 0:
+        return np.broadcast_to(default, query.shape).copy()
+    pos = np.clip(np.searchsorted(table_keys, flat), 0, table_keys.shape[0] - 1)
+    found = np.asarray(table_keys[pos] == flat, dtype=bool)
+    return np.where(found, np.asarray(table_values)[pos], default).astype(table_values.dtype).reshape(query.shape)
 
 
 @op("LookupTableSizeV2", "LookupTableSize", stateful=True)

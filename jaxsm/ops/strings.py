@@ -1,0 +1,378 @@
+"""String tensors on the host: TF's string ops in NumPy, and string versions of the ops that only move elements.
+
+XLA has no string type. A string tensor is a NumPy object array of ``bytes`` (what TF's ``.numpy()`` gives): a
+constant of the trace, or -- when a function takes strings or uses a string lookup table -- a concrete value
+while the call runs op by op on the host (jaxsm/compile.py ``host_values``). The ops here need concrete inputs
+(``ctx.static``); under ``jax.jit`` with run-time strings they raise StaticValueError, which runs the call op
+by op.
+
+Ops that only move elements (Reshape, GatherV2, ConcatV2, StridedSlice, SelectV2, ...) are lowered once, for
+numbers: their string version (``HOST_OPS``, used by the interpreter when an input is a string tensor) runs the
+numeric lowering on the *positions* of the strings and picks the strings at the positions it returns, so TF's
+exact semantics (masks, negative indices, broadcasting) come from the one lowering.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import numpy as np
+
+from jaxsm.ops.registry import OPS, op
+
+# -- helpers -------------------------------------------------------------------------------------------------
+
+
+def is_strings(x: Any) -> bool:
+    return isinstance(x, np.ndarray) and x.dtype.kind in "OSU"
+
+
+def _bytes_array(values: list[bytes] | np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    out = np.empty(len(values), dtype=object)
+    out[:] = list(values)
+    return out.reshape(shape)
+
+
+def _strings(ctx, x: Any, what: str = "the strings") -> np.ndarray:
+    """A concrete string input as an object array of bytes."""
+    x = np.asarray(ctx.static(x, what))
+    if x.dtype.kind != "O":
+        x = x.astype(object)
+    flat = [v.encode() if isinstance(v, str) else v for v in x.reshape(-1)]
+    return _bytes_array(flat, x.shape)
+
+
+def _map(ctx, x: Any, fn: Callable[[bytes], Any], dtype: Any = object) -> np.ndarray:
+    s = _strings(ctx, x)
+    flat = [fn(v) for v in s.reshape(-1)]
+    if dtype is object:
+        return _bytes_array(flat, s.shape)
+    return np.asarray(flat, dtype=dtype).reshape(s.shape)
+
+
+# -- string versions of element-moving ops --------------------------------------------------------------------
+
+# Ops whose outputs are elements of their string inputs, rearranged.
+_MOVES = frozenset(
+    {
+        "Identity",
+        "IdentityN",
+        "Snapshot",
+        "StopGradient",
+        "PreventGradient",
+        "EnsureShape",
+        "PlaceholderWithDefault",
+        "Reshape",
+        "ExpandDims",
+        "Squeeze",
+        "Transpose",
+        "ConcatV2",
+        "Concat",
+        "Pack",
+        "Unpack",
+        "GatherV2",
+        "Gather",
+        "GatherNd",
+        "Slice",
+        "StridedSlice",
+        "Tile",
+        "ReverseV2",
+        "BroadcastTo",
+        "Fill",
+        "SelectV2",
+        "Select",
+        "Split",
+        "SplitV",
+        "PadV2",
+    }
+)
+# Ops whose (numeric) outputs only depend on their string inputs' shapes.
+_SHAPES = frozenset({"Shape", "ShapeN", "Size", "Rank"})
+
+
+def _moved(ctx, args: list[Any]) -> list[Any]:
+    """Run the numeric lowering of ``ctx.node.op`` on the positions of the string inputs' elements; map the
+    positions it returns back to strings."""
+    pool, stand_in, offset = [], [], 0
+    for a in args:
+        if is_strings(a):
+            pool.append(np.asarray(a, dtype=object).reshape(-1))
+            stand_in.append(np.arange(offset, offset + a.size, dtype=np.int32).reshape(a.shape))
+            offset += a.size
+        else:
+            stand_in.append(a)
+    with jax.ensure_compile_time_eval():
+        out = OPS[ctx.node.op].fn(ctx, *stand_in)
+    outs = list(out) if isinstance(out, (tuple, list)) else [out]
+    if ctx.node.op in _SHAPES:
+        return [np.asarray(ctx.static(o, "a shape")) for o in outs]
+    flat_pool = np.concatenate(pool) if pool else np.empty(0, dtype=object)
+    result = []
+    for o in outs:
+        idx = np.asarray(ctx.static(o, f"the positions {ctx.node.op} moves strings to"))
+        result.append(flat_pool[idx.reshape(-1)].reshape(idx.shape) if idx.size else np.empty(idx.shape, object))
+    return result
+
+
+def _compare(equal: bool) -> Callable:
+    def fn(ctx, x, y):
+        a, b = _strings(ctx, x), _strings(ctx, y)
+        out = np.vectorize(lambda u, v: (u == v) == equal, otypes=[bool])(a, b)
+        return np.asarray(out, dtype=bool)
+
+    return fn
+
+
+def _zeros_like(ctx, x):
+    return _bytes_array([b""] * int(np.size(x)), np.shape(x))
+
+
+HOST_OPS: dict[str, Callable] = {
+    **{name: lambda ctx, *args: _moved(ctx, list(args)) for name in _MOVES | _SHAPES},
+    "Equal": _compare(True),
+    "NotEqual": _compare(False),
+    "ZerosLike": _zeros_like,
+}
+
+
+# -- TF's string ops (string_ops.cc and friends) -----------------------------------------------------------------
+
+
+def _case(ctx, x, upper: bool):
+    encoding = ctx.attr("encoding", "")
+    if encoding not in ("", "utf-8", "UTF-8"):
+        raise ctx.error(f"encoding {encoding!r} is not supported (TF accepts '' and 'utf-8')")
+    if encoding:  # Unicode case mapping
+        return _map(ctx, x, lambda s: (s.decode().upper() if upper else s.decode().lower()).encode())
+    return _map(ctx, x, lambda s: s.upper() if upper else s.lower())  # ASCII letters only
+
+
+@op("StringLower")
+def string_lower(ctx, x):
+    return _case(ctx, x, upper=False)
+
+
+@op("StringUpper")
+def string_upper(ctx, x):
+    return _case(ctx, x, upper=True)
+
+
+@op("StringStrip")
+def string_strip(ctx, x):
+    return _map(ctx, x, lambda s: s.strip(b" \t\n\v\f\r"))
+
+
+@op("StringLength")
+def string_length(ctx, x):
+    unit = ctx.attr("unit", "BYTE")
+    if unit == "UTF8_CHAR":
+        return _map(ctx, x, lambda s: len(s.decode("utf-8", errors="replace")), np.int32)
+    return _map(ctx, x, len, np.int32)
+
+
+@op("StringJoin")
+def string_join(ctx, *inputs):
+    sep = ctx.attr("separator", b"")
+    sep = sep.encode() if isinstance(sep, str) else sep
+    parts = np.broadcast_arrays(*[_strings(ctx, v) for v in inputs]) if inputs else []
+    if not parts:
+        return _bytes_array([b""], ())
+    flat = [sep.join(items) for items in zip(*[p.reshape(-1) for p in parts], strict=True)]
+    return _bytes_array(flat, parts[0].shape)
+
+
+@op("ReduceJoin", static=(1,))
+def reduce_join(ctx, x, axes):
+    """Join along each axis of ``reduction_indices`` in the order given (negative axes count from the end)."""
+    s = _strings(ctx, x)
+    sep = _as_bytes(ctx.attr("separator", b""))
+    axes = [int(a) for a in np.asarray(axes).reshape(-1)]
+    for a in axes:
+        if not -s.ndim <= a < s.ndim:
+            raise ctx.error(f"axis {a} is out of range for a rank-{s.ndim} input")
+    axes = [a % s.ndim for a in axes]
+    out = s
+    for a in axes:
+        moved = np.moveaxis(out, a, -1)
+        joined = [sep.join(row) for row in moved.reshape(-1, moved.shape[-1])] if moved.size else []
+        if not moved.size:
+            joined = [b""] * int(np.prod(moved.shape[:-1], dtype=np.int64))
+        out = np.moveaxis(_bytes_array(joined, moved.shape[:-1] + (1,)), -1, a)
+    if not ctx.attr("keep_dims", False):
+        out = out.reshape(tuple(d for i, d in enumerate(out.shape) if i not in axes))
+    return out
+
+
+def _python_rewrite(rewrite: bytes) -> bytes:
+    r"""RE2's rewrite string (\0..\9 for groups, \\ for a backslash) in Python's re.sub syntax."""
+    return re.sub(rb"\\(\d)", rb"\\g<\1>", rewrite)
+
+
+def _regex_replace(ctx, x, pattern: bytes, rewrite: bytes):
+    try:
+        compiled = re.compile(pattern)
+    except re.error as e:
+        raise ctx.error(f"invalid regular expression {pattern!r}: {e}") from None
+    count = 0 if ctx.attr("replace_global", True) else 1
+    repl = _python_rewrite(rewrite)
+    return _map(ctx, x, lambda s: compiled.sub(repl, s, count=count))
+
+
+def _as_bytes(v: Any) -> bytes:
+    v = np.asarray(v).reshape(-1)[0] if isinstance(v, np.ndarray) else v
+    return v.encode() if isinstance(v, str) else bytes(v)
+
+
+@op("StaticRegexReplace")
+def static_regex_replace(ctx, x):
+    return _regex_replace(ctx, x, _as_bytes(ctx.attr("pattern")), _as_bytes(ctx.attr("rewrite")))
+
+
+@op("RegexReplace")
+def regex_replace(ctx, x, pattern, rewrite):
+    return _regex_replace(
+        ctx, x, _as_bytes(_strings(ctx, pattern, "the pattern")), _as_bytes(_strings(ctx, rewrite, "the rewrite"))
+    )
+
+
+def _full_match(ctx, x, pattern: bytes):
+    try:
+        compiled = re.compile(pattern)
+    except re.error as e:
+        raise ctx.error(f"invalid regular expression {pattern!r}: {e}") from None
+    return _map(ctx, x, lambda s: compiled.fullmatch(s) is not None, bool)
+
+
+@op("StaticRegexFullMatch")
+def static_regex_full_match(ctx, x):
+    return _full_match(ctx, x, _as_bytes(ctx.attr("pattern")))
+
+
+@op("RegexFullMatch")
+def regex_full_match(ctx, x, pattern):
+    return _full_match(ctx, x, _as_bytes(_strings(ctx, pattern, "the pattern")))
+
+
+@op("Substr")
+def substr(ctx, x, pos, length):
+    """Substrings by byte (or UTF-8 character) position; a negative position counts from the end. TF raises for
+    a position out of range; so does this."""
+    s = _strings(ctx, x)
+    p = np.asarray(ctx.static(pos, "pos"))
+    n = np.asarray(ctx.static(length, "len"))
+    s, p, n = np.broadcast_arrays(s, p, n)
+    utf8 = ctx.attr("unit", "BYTE") == "UTF8_CHAR"
+    out = []
+    for v, i, k in zip(s.reshape(-1), p.reshape(-1), n.reshape(-1), strict=True):
+        text = v.decode("utf-8") if utf8 else v
+        i, k = int(i), int(k)
+        if not -len(text) <= i <= len(text):
+            raise ctx.error(f"position {i} is out of range for a string of length {len(text)}")
+        i = i + len(text) if i < 0 else i
+        piece = text[i : i + max(k, 0)]
+        out.append(piece.encode() if utf8 else piece)
+    return _bytes_array(out, s.shape)
+
+
+def _number_format(ctx, kind: str) -> str:
+    """The printf format as_string_op.cc builds: ``%``, the fill flag, width, precision, conversion."""
+    precision, width = ctx.attr("precision", -1), ctx.attr("width", -1)
+    scientific, shortest = ctx.attr("scientific", False), ctx.attr("shortest", False)
+    fill = ctx.attr("fill", "")
+    fill = fill.decode() if isinstance(fill, bytes) else fill
+    if fill not in ("", " ", "+", "-", "0", "#"):
+        raise ctx.error(f"fill {fill!r} is not supported (TF accepts ' ', '+', '-', '0', '#')")
+    if kind in "iub" and (precision > -1 or scientific or shortest):
+        raise ctx.error("precision, scientific and shortest apply to floating-point and complex inputs only")
+    if scientific and shortest:
+        raise ctx.error("cannot select both scientific and shortest notation")
+    fmt = "%" + fill + (str(width) if width > -1 else "") + (f".{precision}" if precision > -1 else "")
+    if kind in "iu":
+        return fmt + "d"
+    if kind == "b":
+        return fmt + "s"
+    conv = fmt + ("g" if shortest else "e" if scientific else "f")
+    return f"({conv},{conv})" if kind == "c" else conv
+
+
+@op("AsString")
+def as_string(ctx, x):
+    """Numbers formatted as TF's as_string_op.cc does (printf: %d, %f / %e / %g with the precision; bools as
+    true/false), padded to ``width`` with ``fill``."""
+    if is_strings(x):
+        return _strings(ctx, x)
+    v = np.asarray(ctx.static(x, "the values"))
+    fmt = _number_format(ctx, v.dtype.kind)
+    if v.dtype.kind == "b":
+        flat = [(fmt % ("true" if e else "false")).encode() for e in v.reshape(-1)]
+    elif v.dtype.kind == "c":
+        flat = [(fmt % (float(e.real), float(e.imag))).encode() for e in v.reshape(-1)]
+    elif v.dtype.kind == "f":
+        flat = [(fmt % float(e)).encode() for e in v.reshape(-1)]
+    else:
+        flat = [(fmt % int(e)).encode() for e in v.reshape(-1)]
+    return _bytes_array(flat, v.shape)
+
+
+@op("StringToNumber")
+def string_to_number(ctx, x):
+    dtype = ctx.dtype("out_type", np.dtype(np.float32))
+
+    def parse(s: bytes):
+        text = s.decode("utf-8", errors="replace").strip()
+        try:
+            if dtype.kind == "f":
+                return dtype.type(float(text))
+            value = int(text, 10)
+        except ValueError:
+            raise ctx.error(f"StringToNumber could not parse {s!r} as {dtype.name}") from None
+        if not np.iinfo(dtype).min <= value <= np.iinfo(dtype).max:
+            raise ctx.error(f"StringToNumber: {s!r} is out of range for {dtype.name}")
+        return value
+
+    return _map(ctx, x, parse, dtype)
+
+
+@op("StringSplitV2")
+def string_split_v2(ctx, x, sep):
+    """Split each string of a vector (a SparseTensor: indices, values, dense shape). An empty separator splits
+    on runs of whitespace, dropping empty pieces; otherwise empty pieces are kept. ``maxsplit`` limits splits."""
+    s = _strings(ctx, x)
+    if s.ndim != 1:
+        raise ctx.error(f"input must be a vector, got shape {s.shape}")
+    separator = _as_bytes(_strings(ctx, sep, "the separator"))
+    maxsplit = ctx.attr("maxsplit", -1)
+    rows = [v.split(None if not separator else separator, maxsplit) for v in s]
+    return _sparse(rows)
+
+
+@op("StringSplit")
+def string_split(ctx, x, delimiter):
+    """TF1 tf.string_split: each byte of ``delimiter`` separates (empty delimiter: every character)."""
+    s = _strings(ctx, x)
+    if s.ndim != 1:
+        raise ctx.error(f"input must be a vector, got shape {s.shape}")
+    delim = _as_bytes(_strings(ctx, delimiter, "the delimiter"))
+    skip_empty = ctx.attr("skip_empty", True)
+    rows = []
+    for v in s:
+        if not delim:
+            pieces = [v[i : i + 1] for i in range(len(v))]
+        else:
+            pieces = re.split(b"[" + re.escape(delim) + b"]", v)
+        rows.append([p for p in pieces if p or not skip_empty])
+    return _sparse(rows)
+
+
+def _sparse(rows: list[list[bytes]]):
+    indices = [(i, j) for i, row in enumerate(rows) for j in range(len(row))]
+    values = [p for row in rows for p in row]
+    width = max((len(r) for r in rows), default=0)
+    return (
+        np.asarray(indices, dtype=np.int64).reshape(-1, 2),
+        _bytes_array(values, (len(values),)),
+        np.asarray([len(rows), width], dtype=np.int64),
+    )

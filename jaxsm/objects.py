@@ -373,7 +373,7 @@ class ConcreteFunction:
             if v.key in updated:
                 v._value = updated[v.key]
         for r in resources:
-            r.state.update({k: updated[k] for k in r.state if k in updated})
+            r.state.update({k: v for k, v in updated.items() if k in r.state or k.startswith(r.handle.key + "/")})
         return outputs
 
     def _pack_outputs(self, flat: list[Any]) -> Any:
@@ -879,6 +879,15 @@ class RestoredResource:
                 warnings.warn(f"jaxsm: could not initialize resource '{self.key}': {e}", stacklevel=2)
             self.state = dict(interp.state)
 
+    def _restore_table(self, reader, key: str) -> None:
+        """A mutable lookup table's contents, saved in the checkpoint as ``<key>-keys`` and ``<key>-values``
+        (MutableHashTable's and DenseHashTable's saveables), as TF's restore function imports them."""
+        from jaxsm.ops.tf1 import table_state
+
+        if reader.has_tensor(key + "-keys") and reader.has_tensor(key + "-values"):
+            keys, values = reader.get_tensor(key + "-keys"), reader.get_tensor(key + "-values")
+            self.state.update(table_state(self.handle, np.asarray(keys), np.asarray(values)))
+
     def __repr__(self) -> str:
         return f"<RestoredResource {self.key}>"
 
@@ -887,8 +896,9 @@ def _read_variable(reader, ckpt_key: str, path: str, options: LoadOptions) -> ja
     return options.place(path, np.asarray(reader.get_tensor(ckpt_key)))
 
 
-def _checkpoint_keys(reader, saved_graph) -> dict[int, str]:
-    """SavedObjectGraph node id -> checkpoint key of its VARIABLE_VALUE, walking both graphs from the root."""
+def _checkpoint_keys(reader, saved_graph, others: dict[int, dict[str, str]] | None = None) -> dict[int, str]:
+    """SavedObjectGraph node id -> checkpoint key of its VARIABLE_VALUE, walking both graphs from the root.
+    ``others`` collects every other saved attribute per node ({name: checkpoint key}, e.g. a table's)."""
     if not reader.has_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"):
         return {}
     raw = reader.get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH")
@@ -901,6 +911,8 @@ def _checkpoint_keys(reader, saved_graph) -> dict[int, str]:
         for attr in tog.nodes[cid].attributes:
             if attr.name == "VARIABLE_VALUE":
                 keys[sid] = attr.checkpoint_key
+            elif others is not None:
+                others.setdefault(sid, {})[attr.name] = attr.checkpoint_key
         ckpt_children = {c.local_name: c.node_id for c in tog.nodes[cid].children}
         for child in saved_graph.nodes[sid].children:
             if child.node_id in matched or child.local_name not in ckpt_children:
@@ -954,7 +966,8 @@ def load_object_graph(export_dir: str, meta_graph: meta_graph_pb2.MetaGraphDef, 
         from jaxsm.format.checkpoint import load_checkpoint
 
         reader = load_checkpoint(ctx.files.variables_prefix, verify_checksums=options.verify_checksums)
-    ckpt_keys = _checkpoint_keys(reader, graph) if reader is not None else {}
+    saved_attributes: dict[int, dict[str, str]] = {}
+    ckpt_keys = _checkpoint_keys(reader, graph, saved_attributes) if reader is not None else {}
 
     # First pass: create every object (children are attached in the second pass; cycles are legal).
     for nid, node in enumerate(graph.nodes):
@@ -1057,6 +1070,8 @@ def load_object_graph(export_dir: str, meta_graph: meta_graph_pb2.MetaGraphDef, 
     for nid, node in enumerate(graph.nodes):
         if isinstance(ctx.nodes[nid], RestoredResource):
             ctx.nodes[nid]._restore(ctx, {c.local_name: ctx.nodes[c.node_id] for c in node.children})
+            for key in saved_attributes.get(nid, {}).values():
+                ctx.nodes[nid]._restore_table(reader, key)
 
     root = ctx.nodes[0]
     if isinstance(root, UserObject) and "signatures" not in root._jaxsm_children:

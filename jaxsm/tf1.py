@@ -49,7 +49,9 @@ _NEXT = frozenset({"NextIteration", "RefNextIteration"})
 _MERGE = frozenset({"Merge", "RefMerge"})
 _SWITCH = frozenset({"Switch", "RefSwitch"})
 _VARIABLE_OPS = frozenset({"VariableV2", "Variable", "VarHandleOp"})
-_TABLE_OPS = frozenset({"HashTableV2", "HashTable"})
+_TABLE_OPS = frozenset(
+    {"HashTableV2", "HashTable", "MutableHashTableV2", "MutableHashTableOfTensorsV2", "MutableDenseHashTableV2"}
+)
 
 INIT_OP_SIGNATURE_KEY = "__saved_model_init_op"
 _MAIN_OP_KEY = "saved_model_main_op"

@@ -491,3 +491,56 @@ def test_dynamic_rnn_v1_control_flow(tmp_path):
     ref = np.load(tmp_path / "ref.npz")
     got = jaxsm.load(str(tmp_path / "m")).signatures["serving_default"](x=ref["x"], seq=np.array([5, 3], np.int32))
     np.testing.assert_allclose(np.asarray(got["y"]), ref["y"], rtol=1e-5, atol=1e-6, err_msg="bidirectional RNN")
+
+
+def _example(x, color, tags, ids, age) -> bytes:
+    f = {
+        "x": tf.train.Feature(float_list=tf.train.FloatList(value=x)),
+        "age": tf.train.Feature(float_list=tf.train.FloatList(value=[age])),
+        "color": tf.train.Feature(bytes_list=tf.train.BytesList(value=color)),
+        "tag": tf.train.Feature(bytes_list=tf.train.BytesList(value=tags)),
+        "id": tf.train.Feature(int64_list=tf.train.Int64List(value=ids)),
+    }
+    return tf.train.Example(features=tf.train.Features(feature=f)).SerializeToString()
+
+
+def test_estimator_style_export_with_feature_columns(tmp_path):
+    """What a canned estimator's parsing serving input receiver exports: serialized tf.Examples -> ParseExampleV2
+    -> feature columns (numeric, bucketized, vocabulary-list embedding, hashed indicator, identity embedding with
+    sqrtn: string tables, FarmHash buckets, SparseFillEmptyRows/SparseReshape/SparseSegmentSqrtN) -> a matmul.
+    Fed strings, the signature runs op by op on the host and equals TF's Session."""
+    fc = tf1.feature_column
+    batch = np.array(
+        [
+            _example([1, 2], [b"red", b"blue"], [b"a"], [1, 3], 25.0),
+            _example([0, -1], [], [b"b", b"c"], [], 70.0),
+            _example([3, 3], [b"pink"], [], [4], 10.0),
+        ],
+        object,
+    )
+    with v1_graph():
+        ser = tf1.placeholder(tf.string, [None], name="input_example_tensor")
+        color = fc.categorical_column_with_vocabulary_list("color", ["red", "green", "blue"])
+        cols = [
+            fc.numeric_column("x", shape=[2]),
+            fc.embedding_column(color, 3),
+            fc.indicator_column(fc.categorical_column_with_hash_bucket("tag", 10)),
+            fc.embedding_column(fc.categorical_column_with_identity("id", 5), 2, combiner="sqrtn"),
+            fc.bucketized_column(fc.numeric_column("age"), [18, 30, 60]),
+        ]
+        net = fc.input_layer(tf1.io.parse_example(ser, fc.make_parse_example_spec(cols)), cols)
+        w = tf1.get_variable("w", [net.shape[1], 2], initializer=tf1.random_normal_initializer(seed=1))
+        out = tf.matmul(net, w)
+        with tf1.Session() as sess:
+            sess.run([tf1.global_variables_initializer(), tf1.tables_initializer()])
+            want = sess.run(out, {ser: batch})
+            export_dir = save(
+                sess,
+                tmp_path / "m",
+                {"serving_default": signature({"examples": ser}, {"out": out})},
+                main_op=tf1.tables_initializer(),
+            )
+    m = jaxsm.load(export_dir)
+    with pytest.warns(EagerFallbackWarning, match="string"):
+        got = m.signatures["serving_default"](examples=batch)["out"]
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-6, atol=1e-6)

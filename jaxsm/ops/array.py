@@ -554,6 +554,111 @@ def sparse_to_dense(ctx, sparse_indices, output_shape, sparse_values, default_va
     return _scatter_nd(dense, indices, values, "set")
 
 
+def _ragged_splits(ctx, types: list[str], partitions: list) -> list[np.ndarray]:
+    """Row splits of every ragged level from RaggedTensorToTensor's partitions (ROW_SPLITS, or FIRST_DIM_SIZE
+    then VALUE_ROWIDS per level; rowids are sorted, so a level's splits are its row counts summed)."""
+    parts = [np.asarray(ctx.static(p, "the row partitions (they set the output shape)"), np.int64) for p in partitions]
+    if types and types[0] == "FIRST_DIM_SIZE":
+        nrows, splits = int(parts[0]), []
+        for kind, rowids in zip(types[1:], parts[1:], strict=True):
+            if kind != "VALUE_ROWIDS":
+                raise ctx.error(f"row partition type {kind} after FIRST_DIM_SIZE is not supported")
+            splits.append(np.concatenate([[0], np.cumsum(np.bincount(rowids, minlength=nrows))]))
+            nrows = rowids.size
+        return splits
+    if any(kind != "ROW_SPLITS" for kind in types):
+        raise ctx.error(f"row partition types {types} are not supported")
+    return parts
+
+
+@op("RaggedTensorToTensor", static=(0,))
+def ragged_tensor_to_tensor(ctx, shape, values, default_value, *partitions):
+    """A ragged tensor (flat values + row partitions) as a dense tensor padded with ``default_value``; a given
+    ``shape`` entry (>= 0) truncates or pads that dimension, as ragged.to_tensor(shape=...) does."""
+    types = [t.decode() if isinstance(t, bytes) else t for t in ctx.attr("row_partition_types")]
+    splits = _ragged_splits(ctx, types, list(partitions))
+    values = jnp.asarray(values)
+    # Each value's position: (row at level 0, column at level 0, ..., column at the last level), inner first.
+    item = np.arange(values.shape[0] if values.ndim else 0)
+    columns = []
+    for level in reversed(splits):
+        row = np.searchsorted(level, item, side="right") - 1
+        columns.insert(0, item - level[row])
+        item = row
+    index = [item, *columns]
+    dims = [len(splits[0]) - 1] + [int(np.diff(level).max(initial=0)) for level in splits]
+    wanted = np.asarray(shape).reshape(-1) if np.ndim(shape) else np.zeros(0)
+    for i, d in enumerate(wanted[: len(dims)]):
+        if d >= 0:
+            dims[i] = int(d)
+    inner = tuple(values.shape[1:])
+    for i, d in enumerate(wanted[len(dims) :]):
+        if d >= 0 and d != inner[i]:
+            raise ctx.error(f"shape {wanted.tolist()} does not match the values' inner shape {inner}")
+    keep = np.all([ix < d for ix, d in zip(index, dims, strict=True)], axis=0) if index[0].size else item[:0] > 0
+    dense = jnp.broadcast_to(jnp.asarray(default_value, values.dtype), tuple(dims) + inner)
+    return dense.at[tuple(ix[keep] for ix in index)].set(values[np.flatnonzero(keep)])
+
+
+@op("SparseReshape", static=(1, 2))
+def sparse_reshape(ctx, indices, shape, new_shape):
+    """A SparseTensor's indices in a new dense shape (one -1 entry is inferred): row-major positions kept."""
+    shape = [int(d) for d in np.asarray(shape).reshape(-1)]
+    new = [int(d) for d in np.asarray(new_shape).reshape(-1)]
+    total = math.prod(shape)
+    if new.count(-1) > 1:
+        raise ctx.error(f"at most one dimension of the new shape may be -1, got {new}")
+    if -1 in new:
+        known = math.prod(d for d in new if d != -1)
+        if known == 0 or total % known:
+            raise ctx.error(f"cannot reshape a SparseTensor of shape {shape} ({total} entries) to {new}")
+        new[new.index(-1)] = total // known
+    if math.prod(new) != total:
+        raise ctx.error(f"cannot reshape a SparseTensor of shape {shape} ({total} entries) to {new}")
+    indices = jnp.asarray(indices)
+    if shape == new:
+        return indices, np.asarray(new, np.int64)
+    strides = np.cumprod([1] + shape[::-1][:-1])[::-1].astype(np.int64)
+    flat = (
+        jnp.sum(indices * jnp.asarray(strides, indices.dtype), axis=1)
+        if shape
+        else jnp.zeros(indices.shape[:1], indices.dtype)
+    )
+    out = (
+        jnp.stack(jnp.unravel_index(flat, tuple(new)), axis=1)
+        if new
+        else jnp.zeros((indices.shape[0], 0), indices.dtype)
+    )
+    return out.astype(indices.dtype), np.asarray(new, np.int64)
+
+
+@op("SparseFillEmptyRows")
+def sparse_fill_empty_rows(ctx, indices, values, dense_shape, default_value):
+    """Every row without entries gets one, (row, 0, ...) = default_value. Output entries are grouped by row in
+    ascending order, keeping the input order within a row (sparse_fill_empty_rows_op.cc); also returns which
+    rows were empty and where each input entry went."""
+    idx = np.asarray(ctx.static(indices, "the indices (they set the output size)"), np.int64)
+    shape = np.asarray(ctx.static(dense_shape, "the dense shape"), np.int64).reshape(-1)
+    rows = int(shape[0])
+    if idx.size and (idx[:, 0].min() < 0 or idx[:, 0].max() >= rows):
+        raise ctx.error(f"an index's row is outside [0, {rows})")
+    counts = np.bincount(idx[:, 0], minlength=rows) if idx.size else np.zeros(rows, np.int64)
+    empty = counts == 0
+    slots = np.where(empty, 1, counts)
+    start = np.concatenate([[0], np.cumsum(slots)[:-1]]).astype(np.int64)
+    order = np.argsort(idx[:, 0], kind="stable") if idx.size else np.zeros(0, np.int64)
+    position = np.empty(idx.shape[0], np.int64)
+    within = np.arange(idx.shape[0]) - np.searchsorted(idx[order, 0], idx[order, 0], side="left")
+    position[order] = start[idx[order, 0]] + within
+    n_out = int(slots.sum())
+    out_idx = np.zeros((n_out, shape.size), np.int64)
+    out_idx[position] = idx
+    out_idx[start[empty], 0] = np.flatnonzero(empty)
+    values = jnp.asarray(values)
+    out_values = jnp.full((n_out,), jnp.asarray(default_value, values.dtype)).at[position].set(values)
+    return out_idx.astype(np.asarray(indices).dtype), out_values, empty, position
+
+
 @op("UnravelIndex", static=(1,))
 def unravel_index(ctx, indices, dims):
     indices = jnp.asarray(indices)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 KNOWN_GAPS: list[tuple[str, str, str]] = [
     (
-        "Where, Unique*, ListDiff, DynamicPartition, DynamicStitch, Range, Fill, bincounts",
+        "Where, Unique*, ListDiff, DynamicPartition, DynamicStitch, Range, Fill, bincounts, SparseFillEmptyRows,"
+        " RaggedTensorToTensor (row partitions)",
         "input known only at run time",
         "the output shape depends on the values, which XLA cannot compile: a call runs the function op by op "
         "without jax.jit (EagerFallbackWarning), jax.jit of jaxsm.functional raises; inside a loop it raises. "
@@ -34,11 +35,24 @@ KNOWN_GAPS: list[tuple[str, str, str]] = [
         "compiled functions cannot raise; values pass through (a statically false Assert raises at trace time)",
     ),
     (
-        "String ops (StringJoin, StringLength, RegexReplace, …)",
-        "any",
-        "string tensors live on the host and never enter jit; host-side string execution does not exist yet",
+        "String ops (StringLower, RegexReplace, StringSplitV2, ParseExampleV2, …), string lookup tables",
+        "strings known only at run time (function inputs, a table's string keys or values)",
+        "XLA has no string type: such a call runs op by op on the host (EagerFallbackWarning), the string ops in"
+        " NumPy, the numeric ops eagerly; jax.jit of jaxsm.functional raises. Strings known at trace time"
+        " (constants, asset paths) fold and the function compiles",
     ),
-    ("LookupTableFindV2", "string keys", "string tensors cannot enter jit (integer-keyed tables work)"),
+    (
+        "RegexReplace, RegexFullMatch (and the Static* forms)",
+        "RE2-only syntax",
+        "patterns run with Python's re module: the common syntax is shared; RE2-only constructs (\\C, \\pN"
+        " classes, (?P=name) differences) raise or differ",
+    ),
+    (
+        "LookupTableInsertV2, LookupTableRemoveV2 (MutableHashTable, DenseHashTable)",
+        "any",
+        "a table's size is its contents: a call that inserts or removes runs op by op; contents saved in the"
+        " checkpoint are restored at load, later inserts persist between calls as in TF",
+    ),
     (
         "While",
         "loop variable whose shape changes between iterations",

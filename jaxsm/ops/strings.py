@@ -87,8 +87,11 @@ _MOVES = frozenset(
         "Split",
         "SplitV",
         "PadV2",
+        "RaggedTensorToTensor",
     }
 )
+# Ops with some string outputs (the positions of the others are numbers): op -> the string outputs.
+_MOVES_SOME = {"SparseFillEmptyRows": (1,)}
 # Ops whose (numeric) outputs only depend on their string inputs' shapes.
 _SHAPES = frozenset({"Shape", "ShapeN", "Size", "Rank"})
 
@@ -110,8 +113,12 @@ def _moved(ctx, args: list[Any]) -> list[Any]:
     if ctx.node.op in _SHAPES:
         return [np.asarray(ctx.static(o, "a shape")) for o in outs]
     flat_pool = np.concatenate(pool) if pool else np.empty(0, dtype=object)
+    moved = _MOVES_SOME.get(ctx.node.op, range(len(outs)))
     result = []
-    for o in outs:
+    for k, o in enumerate(outs):
+        if k not in moved:
+            result.append(o)
+            continue
         idx = np.asarray(ctx.static(o, f"the positions {ctx.node.op} moves strings to"))
         result.append(flat_pool[idx.reshape(-1)].reshape(idx.shape) if idx.size else np.empty(idx.shape, object))
     return result
@@ -131,7 +138,7 @@ def _zeros_like(ctx, x):
 
 
 HOST_OPS: dict[str, Callable] = {
-    **{name: lambda ctx, *args: _moved(ctx, list(args)) for name in _MOVES | _SHAPES},
+    **{name: lambda ctx, *args: _moved(ctx, list(args)) for name in _MOVES | _SHAPES | set(_MOVES_SOME)},
     "Equal": _compare(True),
     "NotEqual": _compare(False),
     "ZerosLike": _zeros_like,
@@ -322,10 +329,16 @@ def string_to_number(ctx, x):
     dtype = ctx.dtype("out_type", np.dtype(np.float32))
 
     def parse(s: bytes):
+        """strtod / strtol rules: surrounding whitespace, a sign, decimal or hex floats, inf/nan; no '_'."""
         text = s.decode("utf-8", errors="replace").strip()
         try:
+            if "_" in text:
+                raise ValueError
             if dtype.kind == "f":
-                return dtype.type(float(text))
+                hexadecimal = text.lstrip("+-")[:2].lower() == "0x"
+                return dtype.type(float.fromhex(text) if hexadecimal else float(text))
+            if not re.fullmatch(r"[+-]?[0-9]+", text):
+                raise ValueError
             value = int(text, 10)
         except ValueError:
             raise ctx.error(f"StringToNumber could not parse {s!r} as {dtype.name}") from None

@@ -40,6 +40,7 @@ from jaxsm.ops.variables import SCATTER_MODES, scatter_nd, scatter_rows
 MERGE_BRANCHES_ATTR = "_jaxsm_cond_branches"
 
 TABLE_KIND = "table"
+MUTABLE_TABLE_KIND = "mutable_table"
 TENSOR_ARRAY_KIND = "tensor_array"
 
 
@@ -282,13 +283,51 @@ def hash_table(ctx):
     )
 
 
+@op("MutableHashTableV2", "MutableHashTableOfTensorsV2", "MutableDenseHashTableV2", stateful=True)
+def mutable_hash_table(ctx, *dense_keys):
+    """A table that starts empty and changes with LookupTableInsertV2/RemoveV2 (new sizes: op by op)."""
+    dtypes_ = (ctx.attr("key_dtype"), ctx.attr("value_dtype"))
+    return Resource(ctx.attr("shared_name", "") or ctx.node.name, MUTABLE_TABLE_KIND, dtypes_)
+
+
+@op("LookupTableInsertV2", "LookupTableInsert", stateful=True)
+def lookup_table_insert(ctx, table, keys, values):
+    """Insert or overwrite (the last of duplicate keys wins), on concrete keys and values."""
+    old_keys, old_values = _table_state(ctx, table)
+    kd, vd = _table_dtypes(ctx, table)
+    raw = np.asarray(ctx.static(keys, "the inserted keys (a table's size is its contents)"), kd)
+    values = np.asarray(ctx.static(values, "the inserted values"), vd)
+    keys, values = raw.reshape(-1), values.reshape((raw.size,) + values.shape[raw.ndim :])
+    merged = dict(zip(np.asarray(old_keys).tolist(), list(np.asarray(old_values))))
+    merged.update(zip(keys.tolist(), list(values)))
+    _store_table(ctx, table, np.asarray(list(merged), kd), np.asarray(list(merged.values()), vd))
+    return []
+
+
+@op("LookupTableRemoveV2", stateful=True)
+def lookup_table_remove(ctx, table, keys):
+    old_keys, old_values = _table_state(ctx, table)
+    drop = set(np.asarray(ctx.static(keys, "the removed keys"), old_keys.dtype).reshape(-1).tolist())
+    keep = [i for i, k in enumerate(np.asarray(old_keys).tolist()) if k not in drop]
+    _store_table(ctx, table, np.asarray(old_keys)[keep], np.asarray(old_values)[keep])
+    return []
+
+
 def _store_table(ctx, table: Resource, keys: np.ndarray, values: np.ndarray) -> None:
     """Keys sorted (for a binary search), values in the same order. String keys or values stay NumPy arrays
     on the host; a function using such a table runs op by op (jaxsm/compile.py ``host_values``)."""
+    ctx.interp.state.update(table_state(table, keys, values))
+
+
+def table_state(table: Resource, keys: np.ndarray, values: np.ndarray) -> dict[str, Any]:
+    keys = keys.reshape(-1)
+    values = values.reshape((keys.shape[0],) + values.shape[1:]) if values.ndim else values.reshape(-1)
     order = np.argsort(keys, kind="stable")
     keys_key, values_key = table_state_keys(table)
-    ctx.interp.state[keys_key] = keys[order] if keys.dtype == object else jnp.asarray(keys[order])
-    ctx.interp.state[values_key] = values[order] if values.dtype == object else jnp.asarray(values[order])
+    return {
+        keys_key: keys[order] if keys.dtype == object else jnp.asarray(keys[order]),
+        values_key: values[order] if values.dtype == object else jnp.asarray(values[order]),
+    }
 
 
 def _parse_column(ctx, text: str, index: int, line_no: int, offset: int, dtype: np.dtype, path: str) -> Any:
@@ -357,6 +396,9 @@ def initialize_table(ctx, table, keys, values):
 def _table_state(ctx, table: Resource) -> tuple[Any, Any]:
     keys_key, values_key = table_state_keys(table)
     state = ctx.interp.state
+    if keys_key not in state and table.kind == MUTABLE_TABLE_KIND:  # never inserted into: empty
+        kd, vd = _table_dtypes(ctx, table)
+        return np.zeros(0, kd), np.zeros(0, vd)
     if keys_key not in state:
         raise ctx.error(f"table '{table.key}' is not initialized (its initializer did not run)", VariableError)
     return state[keys_key], state[values_key]

@@ -1,0 +1,255 @@
+"""jaxsm.ops.strings against TF: string ops on the host, string versions of element-moving ops, string tables,
+and Keras preprocessing layers that take strings. Functions fed strings run op by op (EagerFallbackWarning)."""
+
+import os
+import warnings
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+
+import jaxsm  # noqa: E402
+from jaxsm.errors import EagerFallbackWarning, JaxsmError  # noqa: E402
+from tests.tfcompare import assert_matches_tf, run_jaxsm, save_function  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore::jaxsm.errors.EagerFallbackWarning")
+
+WORDS = np.array([b"  Hello World ", b"", "caf\u00e9 \u00c9T\u00c9".encode(), b"a,b,,c", b"tab\tsep  x"], object)
+
+
+def _strs(*values):
+    out = np.empty(len(values), dtype=object)
+    out[:] = [v.encode() if isinstance(v, str) else v for v in values]
+    return out
+
+
+@pytest.mark.parametrize("jit", [True, False])
+def test_text_ops(jit):
+    def fn(s):
+        padded = tf.strings.join([s, "\u00e9nd"])
+        return {
+            "lower": tf.strings.lower(s),
+            "lower_utf8": tf.strings.lower(s, encoding="utf-8"),
+            "upper": tf.strings.upper(s),
+            "strip": tf.strings.strip(s),
+            "len": tf.strings.length(s),
+            "len_chars": tf.strings.length(s, unit="UTF8_CHAR"),
+            "join": tf.strings.join([s, "|", tf.strings.upper(s)], separator="~"),
+            "regex": tf.strings.regex_replace(s, r"([a-z])([a-z])", r"\2\1"),
+            "regex_first": tf.strings.regex_replace(s, r"\s+", "_", replace_global=False),
+            "regex_tensor": tf.strings.regex_replace(s, tf.constant("l+"), tf.constant("<\\0>")),
+            "match": tf.strings.regex_full_match(s, r".*o.*"),
+            "substr": tf.strings.substr(padded, 1, 3),  # TF raises for a position past the end
+            "substr_neg": tf.strings.substr(padded, -2, 5),
+            "substr_chars": tf.strings.substr(padded, 1, 2, unit="UTF8_CHAR"),
+            "eq": tf.equal(s, tf.constant("a,b,,c")),
+            "ne": tf.not_equal(tf.reverse(s, [0]), s),
+        }
+
+    assert_matches_tf(fn, [WORDS], shapes=[(None,)], jit=jit)
+
+
+def test_numbers_and_strings():
+    def fn(x, i, b, s):
+        return {
+            "default": tf.strings.as_string(x),
+            "precision": tf.strings.as_string(x, precision=2),
+            "scientific": tf.strings.as_string(x, precision=3, scientific=True),
+            "shortest": tf.strings.as_string(x, shortest=True),
+            "width_fill": tf.strings.as_string(i, width=6, fill="0"),
+            "width": tf.strings.as_string(i, width=5),
+            "left": tf.strings.as_string(i, width=5, fill="-"),
+            "int64": tf.strings.as_string(tf.cast(i, tf.int64) * 2**40),
+            "bool": tf.strings.as_string(b),
+            "to_float": tf.strings.to_number(s),
+            "to_double": tf.strings.to_number(s, tf.float64),
+            "to_int": tf.strings.to_number(tf.strings.as_string(i), tf.int32),
+            "to_int64": tf.strings.to_number(tf.strings.as_string(tf.cast(i, tf.int64) * 2**40), tf.int64),
+        }
+
+    x = np.array([1.5, -2.25e-7, 1234567.0, 0.0], np.float32)
+    i = np.array([7, -42, 0, 123456], np.int32)
+    b = np.array([True, False, True, False])
+    s = _strs("1.5", " -2e3 ", "+7", "0x1p3", "inf", "-nan")
+    i, x, b = np.resize(i, 6), np.resize(x, 6), np.resize(b, 6)
+    assert_matches_tf(fn, [x, i, b, s])
+
+
+def test_unparsable_number_raises():
+    def fn(s):
+        return tf.strings.to_number(s)
+
+    for text in ("x1", "1_000", "1.5e", "2.5"):
+        export_dir, tf_fn = save_function(
+            fn if text != "2.5" else lambda s: tf.strings.to_number(s, tf.int32), [_strs(text)]
+        )
+        with pytest.raises(tf.errors.InvalidArgumentError):
+            tf_fn(_strs(text))
+        with pytest.raises(JaxsmError, match="could not parse"):
+            run_jaxsm(export_dir, [_strs(text)])
+
+
+def test_split_and_reduce_join():
+    def fn(s):
+        words = tf.strings.split(s)  # ragged: StringSplitV2 + row splits
+        commas = tf.strings.split(s, sep=",", maxsplit=2)
+        v1 = tf.compat.v1.string_split(s, delimiter=", ")
+        grid = tf.reshape(tf.concat([s, s, tf.strings.upper(s)], 0)[:6], [2, 3])
+        return {
+            "words": words.flat_values,
+            "word_rows": words.row_lengths(),
+            "commas": commas.flat_values,
+            "comma_rows": commas.row_splits,
+            "v1_values": v1.values,
+            "v1_indices": v1.indices,
+            "v1_shape": v1.dense_shape,
+            "padded": words.to_tensor(default_value="<pad>"),
+            "rows": tf.strings.reduce_join(grid, axis=1, separator="+"),
+            "cols": tf.strings.reduce_join(grid, axis=-2, keepdims=True),
+            "all": tf.strings.reduce_join(grid),
+            "order": tf.strings.reduce_join(grid, axis=[1, 0], separator="."),
+        }
+
+    assert_matches_tf(fn, [WORDS], shapes=[(None,)])
+
+
+def test_element_moving_ops_on_strings():
+    """The string versions of ops that only move elements (positions through the numeric lowering)."""
+
+    def fn(s, idx, mask):
+        m = tf.reshape(tf.tile(s, [2]), [2, -1])
+        return {
+            "gather": tf.gather(s, idx),
+            "gather_axis": tf.gather(m, [1, 0, 1], axis=1),
+            "gather_nd": tf.gather_nd(m, [[1, 2], [0, 0]]),
+            "strided": m[:, ::-2],
+            "neg_index": s[-1],
+            "expand": tf.expand_dims(s, -1),
+            "transpose": tf.transpose(m),
+            "stack": tf.stack([s, tf.strings.upper(s)], axis=1),
+            "unstack": tf.unstack(m)[1],
+            "select": tf.where(mask, s, tf.strings.upper(s)),
+            "fill": tf.fill([2, 2], "x"),
+            "pad": tf.pad(s, [[1, 2]], constant_values="#"),
+            "split": tf.split(m, 2, axis=0)[1],
+            "broadcast": tf.broadcast_to(s[:2], [3, 2]),
+            "shape": tf.shape(m),
+            "size": tf.size(s),
+        }
+
+    idx = np.array([4, 0, 0, 2], np.int32)
+    mask = np.array([True, False, True, False, True])
+    assert_matches_tf(fn, [WORDS, idx, mask], shapes=[(None,), (None,), (None,)])
+
+
+def test_string_table_in_a_module_and_int_to_string(tmp_path):
+    """A tf.Module with a string->int table and an int->string table: compiled calls that only use the
+    int->string table's numbers are not needed; both run op by op and match TF, over two calls."""
+
+    class M(tf.Module):
+        def __init__(self):
+            keys = tf.constant(["cat", "dog", "emu"])
+            self.ids = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(keys, [3, 1, 2]), -1)
+            self.names = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer([3, 1, 2], keys), "?")
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+        def f(self, s):
+            i = self.ids.lookup(s)
+            return {"ids": i, "back": self.names.lookup(i), "size": self.ids.size()}
+
+    tf.saved_model.save(M(), str(tmp_path))
+    ref, got = tf.saved_model.load(str(tmp_path)), jaxsm.load(str(tmp_path))
+    for words in (["dog", "cow", "cat"], ["emu"]):
+        with pytest.warns(EagerFallbackWarning, match="string"):
+            have = got.f(words)
+        want = ref.f(tf.constant(words))
+        np.testing.assert_array_equal(np.asarray(have["ids"]), want["ids"].numpy())
+        assert list(have["back"]) == list(want["back"].numpy())
+        assert int(have["size"]) == int(want["size"])
+
+
+def test_tf_keras_string_lookup_model(tmp_path):
+    """StringLookup -> Embedding -> Dense in tf_keras, saved as a SavedModel, fed raw strings."""
+    k2 = pytest.importorskip("tf_keras")
+    k2.utils.set_random_seed(0)
+    inp = k2.Input(shape=(3,), dtype=tf.string)
+    ids = k2.layers.StringLookup(vocabulary=["red", "green", "blue"], num_oov_indices=2)(inp)
+    emb = k2.layers.Embedding(6, 4)(ids)
+    out = k2.layers.Dense(2)(k2.layers.Flatten()(emb))
+    model = k2.Model(inp, out)
+    tf.saved_model.save(model, str(tmp_path))
+    x = np.array([["red", "blue", "pink"], ["green", "green", "RED"]], object)
+    want = model(tf.constant(x)).numpy()
+    got = jaxsm.load(str(tmp_path))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", EagerFallbackWarning)
+        have = got.signatures["serving_default"](**{inp.name.split(":")[0]: x})
+    np.testing.assert_allclose(np.asarray(next(iter(have.values()))), want, rtol=1e-5, atol=1e-6)
+
+
+def test_keras3_text_vectorization_export(tmp_path):
+    """Keras 3 TextVectorization (standardize, split, vocabulary lookup, pad to a length) exported and fed
+    sentences."""
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    keras = pytest.importorskip("keras")
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("needs Keras with the TensorFlow backend")
+    layer = keras.layers.TextVectorization(max_tokens=20, output_sequence_length=6)
+    layer.adapt(["The cat sat.", "The dog, the CAT!", "a bird"])
+    inp = keras.Input(shape=(), dtype="string")
+    model = keras.Model(inp, layer(inp))
+    model.export(str(tmp_path), verbose=False)
+    x = np.array(["the cat flew", "", "Dog dog DOG dog dog dog dog dog", "zebra, the cat?"], object)
+    want = tf.saved_model.load(str(tmp_path)).serve(tf.constant(x)).numpy()
+    have = jaxsm.load(str(tmp_path)).serve(x)
+    np.testing.assert_array_equal(np.asarray(have), want)
+
+
+def test_mutable_hash_table(tmp_path):
+    """tf.lookup.experimental.MutableHashTable: contents saved in the checkpoint are restored; inserts, removes
+    and lookups in a call follow TF's (string keys, float values), over two calls."""
+
+    class M(tf.Module):
+        def __init__(self):
+            self.t = tf.lookup.experimental.MutableHashTable(tf.string, tf.float32, default_value=-1.0)
+            self.t.insert(tf.constant(["saved", "gone"]), tf.constant([7.0, 8.0]))
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string), tf.TensorSpec([None], tf.float32)])
+        def f(self, k, v):
+            self.t.insert(k, v)
+            self.t.remove(tf.constant(["gone"]))
+            keys, values = self.t.export()
+            return {"found": self.t.lookup(tf.constant(["a", "saved", "gone", "zz"])), "size": self.t.size()}
+
+    tf.saved_model.save(M(), str(tmp_path))
+    ref, got = tf.saved_model.load(str(tmp_path)), jaxsm.load(str(tmp_path))
+    for k, v in ((["a", "b", "a"], [1.0, 2.0, 3.0]), (["zz"], [4.0])):
+        want = ref.f(tf.constant(k), tf.constant(v))
+        have = got.f(k, np.asarray(v, np.float32))
+        np.testing.assert_array_equal(np.asarray(have["found"]), want["found"].numpy())
+        assert int(have["size"]) == int(want["size"])
+
+
+def test_mutable_table_inserts_persist_between_calls(tmp_path):
+    class M(tf.Module):
+        def __init__(self):
+            self.t = tf.lookup.experimental.MutableHashTable(tf.int64, tf.string, default_value="?")
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.int64), tf.TensorSpec([None], tf.string)])
+        def put(self, k, v):
+            self.t.insert(k, v)
+            return self.t.size()
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.int64)])
+        def get(self, k):
+            return self.t.lookup(k)
+
+    tf.saved_model.save(M(), str(tmp_path))
+    ref, got = tf.saved_model.load(str(tmp_path)), jaxsm.load(str(tmp_path))
+    keys = np.array([5, -(2**40), 5], np.int64)
+    for m in (ref, got):
+        m.put(keys, np.array([b"x", b"y", b"z"], object))
+        m.put(np.array([7], np.int64), np.array([b"w"], object))
+    want = ref.get(np.array([5, 7, 1, -(2**40)], np.int64)).numpy()
+    assert list(got.get(np.array([5, 7, 1, -(2**40)], np.int64))) == list(want)

@@ -34,6 +34,7 @@ import jax
 import jax.extend.core
 import numpy as np
 
+from jaxsm.dtypes import is_strings
 from jaxsm.errors import EagerFallbackWarning, StaticValueError
 
 LARGE_DOT_ROWS = 4096
@@ -111,7 +112,7 @@ def has_tracers(tree: Any) -> bool:
 def host_values(*trees: Any) -> bool:
     """Whether the trees hold string tensors (NumPy object/bytes arrays: inputs, or a string lookup table's
     contents). XLA has no string type, so such a call runs op by op on the host."""
-    return any(isinstance(leaf, np.ndarray) and leaf.dtype.kind in "OSU" for leaf in jax.tree_util.tree_leaves(trees))
+    return any(is_strings(leaf) for leaf in jax.tree_util.tree_leaves(trees))
 
 
 def input_key(flat_inputs: Any) -> tuple:

@@ -98,3 +98,11 @@ def as_strings(v: Any) -> np.ndarray | None:
     out = np.empty(len(flat), dtype=object)
     out[:] = flat
     return out.reshape(np.shape(v))
+
+
+def is_strings(x: Any) -> bool:
+    """Whether ``x`` is a string tensor: a NumPy bytes/str array, or an object array of them (jaxsm's symbolic
+    shape values are object arrays of ints and dimensions, never starting with text)."""
+    if not isinstance(x, np.ndarray) or x.dtype.kind not in "OSU":
+        return False
+    return x.dtype.kind != "O" or x.size == 0 or isinstance(x.flat[0], (bytes, str))

@@ -790,6 +790,22 @@ def dense_bincount(ctx, arr, size, weights):
     return _bincount(jnp.asarray(arr), int(size), weights, ctx.dtype("T"), ctx.attr("binary_output", False))
 
 
+@op("RaggedBincount", static=(2,))
+def ragged_bincount(ctx, splits, values, size, weights):
+    """Per-row counts of a ragged tensor's values (rows given by ``splits``): [rows, size]."""
+    values = jnp.asarray(values)
+    splits = jnp.asarray(splits)
+    weights = jnp.asarray(weights, ctx.dtype("T"))
+    binary = ctx.attr("binary_output", False)
+    if binary or weights.size == 0:
+        weights = jnp.ones(values.shape, weights.dtype)
+    size, rows = int(size), splits.shape[0] - 1
+    row = jnp.searchsorted(splits, jnp.arange(values.shape[0], dtype=splits.dtype), side="right") - 1
+    bins = jnp.where(values < 0, size, values)
+    counts = jnp.zeros((rows, size), weights.dtype).at[row, bins].add(weights, mode="drop")
+    return (counts > 0).astype(weights.dtype) if binary else counts
+
+
 def _bincount(arr, size: int, weights, dtype, binary: bool):
     """TF's (Dense)Bincount: per-row counts (or weight sums) of values in ``[0, size)``; values outside
     are ignored (TF's CPU kernel raises on negative values). ``binary`` marks presence with 1, ignoring

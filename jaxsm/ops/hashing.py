@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from jaxsm.dtypes import is_strings
 from jaxsm.ops.registry import op
-from jaxsm.ops.strings import _map, _strings, is_strings
+from jaxsm.ops.strings import _map, _strings
 
 M64 = 0xFFFF_FFFF_FFFF_FFFF
 

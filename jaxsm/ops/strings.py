@@ -21,13 +21,10 @@ from typing import Any
 import jax
 import numpy as np
 
+from jaxsm.dtypes import is_strings
 from jaxsm.ops.registry import OPS, op
 
 # -- helpers -------------------------------------------------------------------------------------------------
-
-
-def is_strings(x: Any) -> bool:
-    return isinstance(x, np.ndarray) and x.dtype.kind in "OSU"
 
 
 def _bytes_array(values: list[bytes] | np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -389,3 +386,129 @@ def _sparse(rows: list[list[bytes]]):
         _bytes_array(values, (len(values),)),
         np.asarray([len(rows), width], dtype=np.int64),
     )
+
+
+@op("StringNGrams")
+def string_ngrams(ctx, data, splits):
+    """N-grams of each row of a ragged string tensor (string_ngrams_op.cc): for each width in ``ngram_widths``
+    in turn, the windows of the row padded with up to ``pad_width`` (-1: width - 1) left/right pad strings,
+    joined by ``separator``; ``preserve_short_sequences`` gives a too-short non-empty row one n-gram of all of
+    it (with ``pad_width`` pads)."""
+    tokens = _strings(ctx, data, "the tokens").reshape(-1)
+    bounds = np.asarray(ctx.static(splits, "the row splits"), np.int64).reshape(-1)
+    sep, left, right = (_as_bytes(ctx.attr(a, b"")) for a in ("separator", "left_pad", "right_pad"))
+    widths, pad, preserve = list(ctx.attr("ngram_widths")), ctx.attr("pad_width"), ctx.attr("preserve_short_sequences")
+    if any(w <= 0 for w in widths):
+        raise ctx.error("ngram_widths must contain positive values")
+    if bounds.size and (bounds[0] != 0 or bounds[-1] != tokens.size or np.any(np.diff(bounds) < 0)):
+        raise ctx.error(f"invalid row splits {bounds.tolist()} for {tokens.size} tokens")
+
+    def pad_of(width: int) -> int:
+        return min(width - 1 if pad < 0 else pad, width - 1)
+
+    def grams(row: np.ndarray, width: int, count: int) -> list[bytes]:
+        out = []
+        for k in range(count):
+            p = pad_of(width)
+            n_left, n_right = max(0, p - k), max(0, p - (count - k - 1))
+            start = 0 if n_left else k - p
+            taken = list(row[start : start + width - n_left - n_right])
+            out.append(sep.join([left] * n_left + taken + [right] * n_right))
+        return out
+
+    out, out_splits = [], [0]
+    if tokens.size and bounds.size:
+        for i in range(bounds.size - 1):
+            row = tokens[bounds[i] : bounds[i + 1]]
+            made = []
+            for w in widths:
+                made += grams(row, w, max(0, row.size + 2 * pad_of(w) - w + 1))
+            if preserve and row.size and not made:
+                if pad < 0:
+                    raise ctx.error("pad_width must be >= 0 when preserve_short_sequences is set")
+                made = grams(row, row.size + 2 * pad, 1)
+            out += made
+            out_splits.append(len(out))
+    else:
+        out_splits = [0] * bounds.size
+    return _bytes_array(out, (len(out),)), np.asarray(out_splits, np.asarray(splits).dtype)
+
+
+_CODECS = {"UTF-8": "utf-8", "UTF-16-BE": "utf-16-be", "UTF-32-BE": "utf-32-be"}
+
+
+def _codec(ctx, attr: str) -> str:
+    name = ctx.attr(attr)
+    name = name.decode() if isinstance(name, bytes) else name
+    if name not in _CODECS:
+        raise ctx.error(f"encoding {name!r} is not supported (UTF-8, UTF-16-BE, UTF-32-BE)")
+    return _CODECS[name]
+
+
+def _decode(ctx, x, with_offsets: bool):
+    """Each string's code points, flattened with row splits (and each one's byte offset). Each maximal invalid
+    byte sequence (as ICU and Python's decoder delimit them) gives ``replacement_char`` (errors='replace'), is
+    dropped ('ignore') or raises ('strict')."""
+    s = _strings(ctx, x).reshape(-1)
+    codec, errors = _codec(ctx, "input_encoding"), ctx.attr("errors", "replace")
+    errors = errors.decode() if isinstance(errors, bytes) else errors
+    replacement = ctx.attr("replacement_char", 0xFFFD)
+    controls = ctx.attr("replace_control_characters", False)
+    chars, offsets, splits = [], [], [0]
+
+    def add(text: str, pos: int) -> None:
+        for ch in text:
+            cp = ord(ch)
+            chars.append(replacement if controls and (cp < 0x20 or 0x7F <= cp < 0xA0) else cp)
+            offsets.append(pos)
+            pos += len(ch.encode(codec))
+
+    for v in s:
+        pos = 0
+        while pos < len(v):
+            try:
+                add(v[pos:].decode(codec), pos)
+                break
+            except UnicodeDecodeError as e:
+                add(v[pos : pos + e.start].decode(codec), pos)
+                if errors == "strict":
+                    raise ctx.error(f"invalid {codec} in {v!r} at byte {pos + e.start}") from None
+                if errors == "replace":
+                    chars.append(replacement), offsets.append(pos + e.start)
+                pos += e.end
+        splits.append(len(chars))
+    out = [np.asarray(splits, ctx.dtype("Tsplits", np.dtype(np.int64))), np.asarray(chars, np.int32)]
+    return (*out, np.asarray(offsets, np.int64)) if with_offsets else tuple(out)
+
+
+@op("UnicodeDecode")
+def unicode_decode(ctx, x):
+    return _decode(ctx, x, with_offsets=False)
+
+
+@op("UnicodeDecodeWithOffsets")
+def unicode_decode_with_offsets(ctx, x):
+    return _decode(ctx, x, with_offsets=True)
+
+
+@op("UnicodeEncode")
+def unicode_encode(ctx, values, splits):
+    """Rows of code points (ragged: values + row splits) as strings; an invalid code point (a surrogate or
+    beyond U+10FFFF) gives ``replacement_char``, is dropped ('ignore') or raises ('strict')."""
+    cps = np.asarray(ctx.static(values, "the code points")).reshape(-1)
+    bounds = np.asarray(ctx.static(splits, "the row splits"), np.int64).reshape(-1)
+    codec, errors = _codec(ctx, "output_encoding"), ctx.attr("errors", "replace")
+    errors = errors.decode() if isinstance(errors, bytes) else errors
+    replacement = ctx.attr("replacement_char", 0xFFFD)
+    out = []
+    for i in range(bounds.size - 1):
+        text = []
+        for cp in cps[bounds[i] : bounds[i + 1]].tolist():
+            if 0 <= cp <= 0x10FFFF and not 0xD800 <= cp <= 0xDFFF:
+                text.append(chr(cp))
+            elif errors == "strict":
+                raise ctx.error(f"invalid code point {cp}")
+            elif errors == "replace":
+                text.append(chr(replacement))
+        out.append("".join(text).encode(codec))
+    return _bytes_array(out, (len(out),))

@@ -253,3 +253,99 @@ def test_mutable_table_inserts_persist_between_calls(tmp_path):
         m.put(np.array([7], np.int64), np.array([b"w"], object))
     want = ref.get(np.array([5, 7, 1, -(2**40)], np.int64)).numpy()
     assert list(got.get(np.array([5, 7, 1, -(2**40)], np.int64))) == list(want)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(ngram_width=2),
+        dict(ngram_width=(1, 3), separator="_"),
+        dict(ngram_width=3, pad_values=("<s>", "</s>")),
+        dict(ngram_width=3, pad_values="#", padding_width=1),
+        dict(ngram_width=4, pad_values="#", padding_width=1, preserve_short_sequences=True),
+        dict(ngram_width=6, preserve_short_sequences=True, pad_values=("<", ">"), padding_width=1),
+    ],
+    ids=str,
+)
+def test_ngrams(kwargs):
+    def fn(s):
+        grams = tf.strings.ngrams(tf.strings.split(s), **kwargs)
+        return {"values": grams.flat_values, "splits": grams.row_splits}
+
+    assert_matches_tf(fn, [_strs("the quick brown fox", "", "a b", "one")], shapes=[(None,)])
+
+
+def test_unicode_decode_and_encode():
+    text = _strs("h\u00e9llo", "", "\U0001f600x", "a\x01b")
+    bad = _strs(b"ok\xffno", b"\xe2\x82", b"fine")
+
+    def fn(s, b):
+        chars = tf.strings.unicode_decode(s, "UTF-8")
+        chars_ctl = tf.strings.unicode_decode(s, "UTF-8", replace_control_characters=True)
+        replaced = tf.strings.unicode_decode(b, "UTF-8", errors="replace", replacement_char=63)
+        ignored = tf.strings.unicode_decode(b, "UTF-8", errors="ignore")
+        parts, starts = tf.strings.unicode_decode_with_offsets(s, "UTF-8")
+        return {
+            "chars": chars.flat_values,
+            "splits": chars.row_splits,
+            "controls": chars_ctl.flat_values,
+            "replaced": replaced.flat_values,
+            "ignored": ignored.flat_values,
+            "starts": starts.flat_values,
+            "split": tf.strings.unicode_split(s, "UTF-8").flat_values,
+            "encode": tf.strings.unicode_encode(chars, "UTF-8"),
+            "utf16": tf.strings.unicode_encode(chars, "UTF-16-BE"),
+            "roundtrip_utf32": tf.strings.unicode_decode(
+                tf.strings.unicode_encode(chars, "UTF-32-BE"), "UTF-32-BE"
+            ).flat_values,
+            "bad_points": tf.strings.unicode_encode(tf.ragged.constant([[104, 0xD800, 105], [0x110000]]), "UTF-8"),
+        }
+
+    assert_matches_tf(fn, [text, bad], shapes=[(None,), (None,)])
+
+
+@pytest.mark.parametrize("jit", [True, False])
+def test_ragged_bincount(jit):
+    def fn(values, splits, w):
+        rt = tf.RaggedTensor.from_row_splits(values, splits)
+        return {
+            "counts": tf.math.bincount(rt, minlength=6, maxlength=6, axis=-1),
+            "binary": tf.math.bincount(rt, minlength=4, maxlength=4, axis=-1, binary_output=True),
+            "weights": tf.math.bincount(
+                rt, weights=tf.RaggedTensor.from_row_splits(w, splits), minlength=5, maxlength=5, axis=-1
+            ),
+        }
+
+    values = np.array([1, 1, 3, 0, 5, 7, 2, 2, 2], np.int64)
+    splits = np.array([0, 3, 3, 6, 9], np.int64)
+    w = np.linspace(0.5, 4.5, 9).astype(np.float32)
+    assert_matches_tf(fn, [values, splits, w], jit=jit)
+
+
+def _export(keras, model, tmp_path):
+    model.export(str(tmp_path), verbose=False)
+    return tf.saved_model.load(str(tmp_path)), jaxsm.load(str(tmp_path))
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(output_mode="int", ngrams=2, output_sequence_length=5),
+        dict(output_mode="multi_hot"),
+        dict(output_mode="tf_idf"),
+        dict(output_mode="count", standardize="lower"),
+        dict(output_mode="int", split="character", output_sequence_length=4),
+    ],
+    ids=str,
+)
+def test_keras3_text_vectorization_modes(options, tmp_path):
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    keras = pytest.importorskip("keras")
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("needs Keras with the TensorFlow backend")
+    layer = keras.layers.TextVectorization(max_tokens=30, **options)
+    layer.adapt(["the cat sat on the mat", "a dog", "the dog ate"])
+    inp = keras.Input(shape=(), dtype="string")
+    ref, got = _export(keras, keras.Model(inp, layer(inp)), tmp_path)
+    x = np.array(["the cat sat", "dog Dog", "", "caf\u00e9 x"], object)
+    np.testing.assert_allclose(np.asarray(got.serve(x)), ref.serve(tf.constant(x)).numpy(), rtol=1e-6)

@@ -118,7 +118,8 @@ def functional(fn: ConcreteFunction | RestoredFunction) -> tuple[Callable[..., A
         cf, flat = fn.dispatch(args, kwargs) if isinstance(fn, RestoredFunction) else (fn, fn.bind(args, kwargs))
         cf._context.check_ops(cf.name)
         state = _flatten(params)
-        outputs, updated = cf.pure()(state, flat)
+        tables = {k: v for r in cf._resources() for k, v in r.state.items()}  # lookup tables: constants, not params
+        outputs, updated = cf.pure()({**tables, **state}, flat)
         result = cf._pack_outputs(outputs)
         if assigns:
             new = dict(state)

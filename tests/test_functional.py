@@ -294,3 +294,31 @@ def test_gradients_match_tf(kind, tmp_path):
         model = keras.Model(inp, keras.layers.Dense(3)(h))
         x = rng.integers(0, 20, size=(4, 7)).astype(np.int32)
     _grad_check(model, x, tmp_path / kind)
+
+
+def test_functions_with_lookup_tables(tmp_path):
+    """Lookup tables are constants of apply (not params): an int64 table under jax.jit, a string table op by op."""
+
+    class M(tf.Module):
+        def __init__(self):
+            self.w = tf.Variable(2.0)
+            init = tf.lookup.KeyValueTensorInitializer(tf.constant([3, -(2**40), 9], tf.int64), [1.0, 2.0, 3.0])
+            self.ids = tf.lookup.StaticHashTable(init, -1.0)
+            self.words = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(["a", "b"], [5, 6]), -1)
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.int64)])
+        def f(self, k):
+            return self.ids.lookup(k) * self.w
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+        def g(self, s):
+            return self.words.lookup(s)
+
+    m = M()
+    tf.saved_model.save(m, str(tmp_path))
+    loaded = jaxsm.load(str(tmp_path))
+    k = np.array([9, 4, -(2**40)], np.int64)
+    apply, params = jaxsm.functional(loaded.f)
+    np.testing.assert_allclose(np.asarray(jax.jit(apply)(params, k)), m.f(k).numpy())
+    apply_g, params_g = jaxsm.functional(loaded.g)
+    np.testing.assert_array_equal(np.asarray(apply_g(params_g, ["b", "z"])), m.g(tf.constant(["b", "z"])).numpy())

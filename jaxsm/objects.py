@@ -363,7 +363,7 @@ class ConcreteFunction:
         variables = self._variables()
         state = {}
         for v in variables:
-            if v._value is not None and not (isinstance(v._value, np.ndarray) and v._value.dtype == object):
+            if v._value is not None:  # (a string variable makes the call run op by op: compile.host_values)
                 state[v.key] = v._value
         resources = self._resources()
         for r in resources:

@@ -9,12 +9,15 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
+from jaxsm.dtypes import is_strings
 from jaxsm.graph.values import Resource
 from jaxsm.ops.array import gather_nd_values, gather_v2, nd_index, strided_update
 from jaxsm.ops.registry import op
 
 
 def _cast_like(ctx, value, handle):
+    if is_strings(value):  # a string variable's value stays on the host
+        return value
     dtype = ctx.dtype("dtype", None)
     return jnp.asarray(value, dtype=dtype) if dtype is not None else jnp.asarray(value)
 

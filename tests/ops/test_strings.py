@@ -349,3 +349,29 @@ def test_keras3_text_vectorization_modes(options, tmp_path):
     ref, got = _export(keras, keras.Model(inp, layer(inp)), tmp_path)
     x = np.array(["the cat sat", "dog Dog", "", "caf\u00e9 x"], object)
     np.testing.assert_allclose(np.asarray(got.serve(x)), ref.serve(tf.constant(x)).numpy(), rtol=1e-6)
+
+
+def test_string_variable_read_and_assigned(tmp_path):
+    """A tf.Variable holding a string: read, assigned from an input, and the new value seen by the next call
+    and by another function, as in TF."""
+
+    class M(tf.Module):
+        def __init__(self):
+            self.v = tf.Variable("pre")
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+        def f(self, s):
+            out = tf.strings.join([self.v, s], separator=":")
+            self.v.assign(s[0])
+            return out
+
+        @tf.function(input_signature=[])
+        def g(self):
+            return tf.strings.join([self.v, "!"])
+
+    tf.saved_model.save(M(), str(tmp_path))
+    ref, got = tf.saved_model.load(str(tmp_path)), jaxsm.load(str(tmp_path))
+    for batch in (_strs("x", "y"), _strs("z")):
+        assert np.asarray(got.f(batch)).tolist() == ref.f(tf.constant(batch)).numpy().tolist()
+    assert np.asarray(got.g()).item() == ref.g().numpy()
+    assert got.v.numpy() == ref.v.numpy()

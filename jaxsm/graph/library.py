@@ -71,10 +71,10 @@ class Library:
             return []  # a single one-tensor output: any arg name maps to output 0
         layout, start = [], 0
         for arg_name, kind, attr in spec:
-            if kind == "n":
-                n = int(node.attr(attr))
+            if kind == "n":  # TF leaves a count or type list at its default (0 / []) out of the saved graph
+                n = int(node.attr(attr, 0))
             elif kind == "list":
-                n = len(node.attr(attr))
+                n = len(node.attr(attr, []))
             else:
                 n = 1
             layout.append((arg_name, start, n))

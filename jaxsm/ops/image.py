@@ -1,5 +1,6 @@
 """Image ops: resizing (bilinear, nearest, bicubic, area, scale-and-translate), crop-and-resize, color
-adjustments and padded non-max suppression.
+adjustments, non-max suppression (padded and combined), box drawing; and the audio ops of speech-recognition
+exports (AudioSpectrogram, Mfcc).
 
 Resize coordinates, weights and rounding reproduce TF's CPU kernels
 (tensorflow/core/kernels/image/resize_*_op.cc, scale_and_translate_op.cc, crop_and_resize_op.cc) in float32,
@@ -9,11 +10,14 @@ positions and weights are NumPy constants; only the pixel arithmetic is traced.
 
 from __future__ import annotations
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from jaxsm.graph.values import to_static
 from jaxsm.ops.registry import op, precision
 
 _F32 = np.float32
@@ -576,3 +580,496 @@ def image_projective_transform(ctx, images, transforms, output_shape, fill_value
         bottom = wx0 * f(read(y1, x0)) + wx1 * f(read(y1, x1))
         out = ((y1 - in_y)[..., None] * top + (in_y - y0)[..., None] * bottom).astype(dtype)
     return jnp.where((proj == 0)[..., None], fill, out)
+
+
+# -- combined non-max suppression ----------------------------------------------------------------------------
+# TF's CPU kernel (non_max_suppression_op.cc, BatchedNonMaxSuppressionOp) keeps, per batch entry and class, a
+# std::priority_queue of the boxes above the score threshold (ordered by score alone), pops it greedily into at
+# most ``size_per_class`` slots, then std::sort's all classes' slots by score (not stable) and keeps the first
+# ``max_total_size``. Equal scores come out in the order libstdc++'s heap and introsort leave them, so without
+# ties a plain sort is exact, and with ties those two algorithms are replayed (lax.cond picks the path).
+
+
+def _rounded(x):
+    """``x`` rounded to float32 as it stands: a select keeps LLVM from fusing the multiply that made it into a
+    following add (an FMA skips that rounding, which TF's C++ does not)."""
+    return jnp.where(x == x, x, jnp.zeros_like(x))
+
+
+def _iou_against(box, others):
+    """TF's IOU(const float* boxes, i, j) of ``box`` [..., 4] against each of ``others`` [..., k, 4], in its
+    float32 operation order: corners in any order, 0 when either area is <= 0."""
+    box = box[..., None, :]
+    ymin_i, ymax_i = jnp.minimum(box[..., 0], box[..., 2]), jnp.maximum(box[..., 0], box[..., 2])
+    xmin_i, xmax_i = jnp.minimum(box[..., 1], box[..., 3]), jnp.maximum(box[..., 1], box[..., 3])
+    ymin_j, ymax_j = jnp.minimum(others[..., 0], others[..., 2]), jnp.maximum(others[..., 0], others[..., 2])
+    xmin_j, xmax_j = jnp.minimum(others[..., 1], others[..., 3]), jnp.maximum(others[..., 1], others[..., 3])
+    area_i = _rounded((ymax_i - ymin_i) * (xmax_i - xmin_i))
+    area_j = _rounded((ymax_j - ymin_j) * (xmax_j - xmin_j))
+    ih = jnp.maximum(jnp.minimum(ymax_i, ymax_j) - jnp.maximum(ymin_i, ymin_j), _F32(0))
+    iw = jnp.maximum(jnp.minimum(xmax_i, xmax_j) - jnp.maximum(xmin_i, xmin_j), _F32(0))
+    inter = _rounded(ih * iw)
+    iou = inter / (area_i + area_j - inter)
+    return jnp.where((area_i <= 0) | (area_j <= 0), _F32(0), iou)
+
+
+def _parent(hole):
+    return jnp.maximum(hole - 1, 0) // 2
+
+
+# The heap steps run one heap per lane: ``key``/``pay`` are flat, lane l's heap starts at ``base[l]``, and
+# ``active`` lanes move (a masked one-element scatter per lane and step, rather than vmap's select of the
+# whole carry).
+
+
+def _heap_push(key, pay, base, hole, top, vk, vp, active):
+    """libstdc++'s __push_heap (a max-heap under ``<`` on ``key``, ``pay`` moving along): move the hole up while
+    its parent is less than the value, then put the value there."""
+    drop = key.shape[0]
+
+    def moving(h, k):
+        return active & (h > top) & (k[base + _parent(h)] < vk)
+
+    def body(s):
+        h, k, p = s
+        go, par = moving(h, k), _parent(h)
+        at = jnp.where(go, base + h, drop)
+        return jnp.where(go, par, h), k.at[at].set(k[base + par], mode="drop"), p.at[at].set(p[base + par], mode="drop")
+
+    h, key, pay = lax.while_loop(lambda s: jnp.any(moving(s[0], s[1])), body, (hole, key, pay))
+    at = jnp.where(active, base + h, drop)
+    return key.at[at].set(vk, mode="drop"), pay.at[at].set(vp, mode="drop")
+
+
+def _heap_adjust(key, pay, base, hole, n, vk, vp, active):
+    """libstdc++'s __adjust_heap on the ``n``-element heap at ``base``: move the hole down to a leaf through the
+    larger child (the right one unless it is less than the left), then push the value up from there."""
+    drop = key.shape[0]
+
+    def moving(c):
+        return active & (c < (n - 1) // 2)
+
+    def body(s):
+        h, c, k, p = s
+        go = moving(c)
+        right = 2 * (c + 1)
+        child = jnp.where(k[base + right] < k[base + right - 1], right - 1, right)
+        at = jnp.where(go, base + h, drop)
+        k, p = k.at[at].set(k[base + child], mode="drop"), p.at[at].set(p[base + child], mode="drop")
+        return jnp.where(go, child, h), jnp.where(go, child, c), k, p
+
+    h, c, key, pay = lax.while_loop(lambda s: jnp.any(moving(s[1])), body, (hole, hole, key, pay))
+    only_left = active & ((n & 1) == 0) & (c == (n - 2) // 2)  # a last parent with only a left child
+    at = jnp.where(only_left, base + h, drop)
+    key = key.at[at].set(key[base + 2 * c + 1], mode="drop")
+    pay = pay.at[at].set(pay[base + 2 * c + 1], mode="drop")
+    return _heap_push(key, pay, base, jnp.where(only_left, 2 * c + 1, h), hole, vk, vp, active)
+
+
+def _heap_select(scores, cand, boxes, size: int, iou_threshold):
+    """DoNMSPerClass with its std::priority_queue replayed, for ``lanes`` classes at once (scores/cand
+    [lanes, n], boxes [lanes, n, 4]): the candidates pushed in box order (score-only comparison), popped one at
+    a time into the greedy selection of :func:`_greedy_select`."""
+    lanes, n = scores.shape
+    base = jnp.arange(lanes, dtype=jnp.int32) * n
+    count = jnp.sum(cand.astype(jnp.int32), axis=-1)
+    rank = jnp.where(cand, jnp.cumsum(cand.astype(jnp.int32), axis=-1) - 1, n)
+    box_ids = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32), (lanes, n))
+    pushed = jnp.zeros((lanes, n), jnp.int32).at[jnp.arange(lanes)[:, None], rank].set(box_ids, mode="drop")
+    flat_scores = scores.reshape(-1)
+    zero = jnp.zeros((lanes,), jnp.int32)
+
+    def push(i, s):
+        j = pushed[:, jnp.minimum(i, n - 1)]
+        return _heap_push(*s, base, zero + i, zero, flat_scores[base + j], j, i < count)
+
+    empty = (jnp.zeros((lanes * n,), _F32), jnp.zeros((lanes * n,), jnp.int32))
+    key, pay = lax.fori_loop(0, jnp.max(count), push, empty)
+    rows = jnp.arange(lanes)
+
+    def going(t, kept):
+        return (t < count) & (kept < size)
+
+    def step(s):
+        t, kept, idx, chosen, key, pay = s
+        active = going(t, kept)
+        box = boxes[rows, pay[base]]  # the top of the heap
+        overlap = (_iou_against(box, chosen) > iou_threshold) & (jnp.arange(size) < kept[:, None])
+        take = active & ~jnp.any(overlap, axis=-1)
+        slot = jnp.where(take, kept, size)
+        idx = idx.at[rows, slot].set(pay[base], mode="drop")
+        chosen = chosen.at[rows, slot].set(box, mode="drop")
+        last = count - 1 - t  # pop_heap: the back element goes to the root's place, sifted from the root
+        vk, vp = key[base + last], pay[base + last]
+        at = jnp.where(active, base + last, lanes * n)
+        key, pay = key.at[at].set(key[base], mode="drop"), pay.at[at].set(pay[base], mode="drop")
+        key, pay = _heap_adjust(key, pay, base, zero, last, vk, vp, active)
+        return t + active, kept + take, idx, chosen, key, pay
+
+    init = (zero, zero, jnp.zeros((lanes, size), jnp.int32), jnp.zeros((lanes, size, 4), _F32), key, pay)
+    _, kept, idx, *_ = lax.while_loop(lambda s: jnp.any(going(s[0], s[1])), step, init)
+    return idx, kept
+
+
+def _sort_descending(values, valid):
+    """A stable descending argsort of ``values`` along the last axis (invalid entries last), and whether two
+    valid entries are equal (0.0 equals -0.0, as in C++): without ties every sort gives this order."""
+    key = jnp.where(valid, -values, jnp.inf)  # valid entries are above -inf
+    iota = lax.broadcasted_iota(jnp.int32, key.shape, key.ndim - 1)
+    key, order = lax.sort((key, iota), dimension=key.ndim - 1, num_keys=1, is_stable=True)
+    return order, jnp.any((key[..., 1:] == key[..., :-1]) & (key[..., :-1] < jnp.inf))
+
+
+def _segments(start):
+    """Per position: the first and one-past-last index of the segment it is in (``start`` marks segment heads)."""
+    m = start.shape[0]
+    pos = jnp.arange(m, dtype=jnp.int32)
+    first = lax.cummax(jnp.where(start, pos, 0))
+    heads = jnp.where(start, pos, m)
+    nxt = jnp.concatenate([lax.cummin(heads, reverse=True)[1:], jnp.array([m], jnp.int32)])
+    return first, nxt
+
+
+def _introsort_level(key, pay, start):
+    """One level of libstdc++'s __introsort_loop for every segment longer than 16 (``comp`` is ``<`` on key):
+    __move_median_to_first of (first + 1, mid, last - 1), then __unguarded_partition around it, vectorized: the
+    k-th element from the left that is not less than the pivot swaps with the k-th from the right that the pivot
+    is not less than, while the former lies left of the latter; the cut becomes a segment head."""
+    m = key.shape[0]
+    pos = jnp.arange(m, dtype=jnp.int32)
+    first, last = _segments(start)
+    active = last - first > 16
+    a, b, c = first + 1, first + (last - first) // 2, last - 1
+    ka, kb, kc = key[jnp.minimum(a, m - 1)], key[b], key[jnp.maximum(c, 0)]
+    med = jnp.where(
+        ka < kb,
+        jnp.where(kb < kc, b, jnp.where(ka < kc, c, a)),
+        jnp.where(ka < kc, a, jnp.where(kb < kc, c, b)),
+    )
+    src = jnp.where(active & (pos == first), med, jnp.where(active & (pos == med), first, pos))
+    key, pay = key[src], pay[src]
+    pivot = key[first]
+    inner = active & (pos > first)
+    stop_left = inner & ~(key < pivot)  # where the left scan stops
+    stop_right = inner & ~(pivot < key)  # where the right scan stops
+    cl, cr = jnp.cumsum(stop_left), jnp.cumsum(stop_right)
+    rank_left = cl - cl[first]  # 1-based among the segment's left stops, from the left
+    right_after = cr[jnp.maximum(last - 1, 0)] - cr  # right stops after this position
+    rank_right = right_after + stop_right  # 1-based among the right stops, from the right
+    swaps = stop_left & (right_after >= rank_left)
+    cs = jnp.cumsum(swaps)
+    k = cs[jnp.maximum(last - 1, 0)] - cs[first]  # swaps in the segment
+    lefts = jnp.zeros((m,), jnp.int32).at[jnp.where(stop_left, first + rank_left, m)].set(pos, mode="drop")
+    rights = jnp.zeros((m,), jnp.int32).at[jnp.where(stop_right, first + rank_right, m)].set(pos, mode="drop")
+    swap_right = stop_right & (rank_right <= k)
+    src = jnp.where(
+        swaps,
+        rights[jnp.minimum(first + rank_left, m - 1)],
+        jnp.where(swap_right, lefts[jnp.minimum(first + rank_right, m - 1)], pos),
+    )
+    key, pay = key[src], pay[src]
+    n_left = cl[jnp.maximum(last - 1, 0)] - cl[first]
+    next_left = jnp.where(k + 1 <= n_left, lefts[jnp.minimum(first + k + 1, m - 1)], m)
+    last_right = jnp.where(k >= 1, rights[jnp.minimum(first + k, m - 1)], m)
+    cut = jnp.minimum(next_left, last_right)
+    start = start.at[jnp.where(active & (pos == first), cut, m)].set(True, mode="drop")
+    return key, pay, start
+
+
+def _heap_sort_segment(key, pay, base, n):
+    """libstdc++'s __partial_sort(first, last, last): __make_heap then __sort_heap on ``key[base:base + n]``."""
+    one, zero = jnp.ones((1,), bool), jnp.zeros((1,), jnp.int32)
+    base = jnp.reshape(base, (1,))
+
+    def make(i, s):
+        parent = zero + (n - 2) // 2 - i
+        return _heap_adjust(*s, base, parent, n, s[0][base + parent], s[1][base + parent], one)
+
+    key, pay = lax.fori_loop(0, (n - 2) // 2 + 1, make, (key, pay))
+
+    def pop(i, s):
+        key, pay = s
+        last = n - 1 - i
+        vk, vp = key[base + last], pay[base + last]
+        key, pay = key.at[base + last].set(key[base]), pay.at[base + last].set(pay[base])
+        return _heap_adjust(key, pay, base, zero, last, vk, vp, one)
+
+    return lax.fori_loop(0, n - 1, pop, (key, pay))
+
+
+def _std_sort_order(key):
+    """The permutation libstdc++'s std::sort (introsort: median-of-three quicksort down to 16-element pieces,
+    heapsort past 2*log2(n) levels, then insertion sort) applies to each row of ``key`` [rows, n] with ``comp``
+    = ``<``: the order it leaves equal keys in. The rows are the first segments of one flat array; the closing
+    insertion sort is stable, so it is a stable argsort."""
+    rows, m = key.shape
+    key = jnp.where(key == 0, _F32(0), key)  # -0.0 == 0.0 for comp; XLA's sort orders them
+    pay = jnp.broadcast_to(jnp.arange(m, dtype=jnp.int32), (rows, m))
+    if m > 16:
+        size = rows * m
+        start = jnp.zeros((size,), bool).at[np.arange(rows) * m].set(True)
+        state = (key.reshape(-1), pay.reshape(-1), start)
+        flat, pay, start = lax.fori_loop(0, 2 * (m.bit_length() - 1), lambda _, s: _introsort_level(*s), state)
+        first, last = _segments(start)
+        long = (last - first > 16) & (jnp.arange(size) == first)  # out of depth: heapsorted
+
+        def heapsort_all(s):
+            heads = jnp.sort(jnp.where(long, jnp.arange(size, dtype=jnp.int32), size))
+
+            def one(i, s):
+                h = heads[i]
+                return _heap_sort_segment(*s, h, last[h] - h)
+
+            return lax.fori_loop(0, jnp.sum(long.astype(jnp.int32)), one, s)
+
+        flat, pay = lax.cond(jnp.any(long), heapsort_all, lambda s: s, (flat, pay))
+        key, pay = flat.reshape(rows, m), pay.reshape(rows, m)
+    return jnp.take_along_axis(pay, jnp.argsort(key, axis=-1, stable=True), axis=-1)
+
+
+def _greedy_select(boxes, order, count, size: int, iou_threshold):
+    """DoNMSPerClass's selection: walk ``order`` (its first ``count`` entries), keep a box unless its IOU with a
+    kept one exceeds the threshold, stop at ``size`` kept. Returns (kept box indices [size], how many)."""
+
+    def cond(s):
+        t, kept, _, _ = s
+        return (t < count) & (kept < size)
+
+    def body(s):
+        t, kept, idx, chosen = s
+        i = order[t]
+        box = boxes[i]
+        overlap = (_iou_against(box, chosen) > iou_threshold) & (jnp.arange(size) < kept)
+        take = ~jnp.any(overlap)
+        slot = jnp.where(take, kept, size)
+        idx, chosen = idx.at[slot].set(i, mode="drop"), chosen.at[slot].set(box, mode="drop")
+        return t + 1, kept + take.astype(jnp.int32), idx, chosen
+
+    init = (jnp.int32(0), jnp.int32(0), jnp.zeros((size,), jnp.int32), jnp.zeros((size, 4), _F32))
+    _, kept, idx, _ = lax.while_loop(cond, body, init)
+    return idx, kept
+
+
+@op("CombinedNonMaxSuppression", static=(2, 3))
+def combined_non_max_suppression(
+    ctx, boxes, scores, max_output_size_per_class, max_total_size, iou_threshold, score_threshold
+):
+    """tf.image.combined_non_max_suppression, as TF's CPU kernel: per batch entry and class, greedy hard NMS of
+    the boxes scoring above ``score_threshold`` (popped from a score-ordered heap), at most
+    ``min(max_output_size_per_class, num_boxes)`` each; then all classes' picks by descending score, the first
+    ``max_total_size`` (``min(max_total_size, max_output_size_per_class * num_classes)`` with pad_per_class)
+    kept, boxes clipped to [0, 1] with clip_boxes, zero padding. Equal scores keep libstdc++'s order."""
+    per_class, total = int(max_output_size_per_class), int(max_total_size)
+    if per_class <= 0 or total <= 0:
+        raise ctx.error(f"max_output_size_per_class ({per_class}) and max_total_size ({total}) must be positive")
+    boxes, scores = jnp.asarray(boxes, _F32), jnp.asarray(scores, _F32)
+    if boxes.ndim != 4 or scores.ndim != 3 or boxes.shape[3] != 4 or boxes.shape[:2] != scores.shape[:2]:
+        raise ctx.error(
+            f"expects boxes [batch, boxes, q, 4] and scores [batch, boxes, classes], got "
+            f"{boxes.shape} and {scores.shape}"
+        )
+    nb, n, q, _ = boxes.shape
+    nc = scores.shape[2]
+    if q not in (1, nc):
+        raise ctx.error(f"the third dimension of boxes must be 1 or the number of classes ({nc}), got {q}")
+    size = min(per_class, n)
+    out = min(total, per_class * nc) if ctx.attr("pad_per_class", False) else total
+    m = size * nc
+    if m == 0:  # no boxes (or no classes): nothing selected
+        zeros = jnp.zeros((nb, out), _F32)
+        return jnp.zeros((nb, out, 4), _F32), zeros, zeros, jnp.zeros((nb,), jnp.int32)
+    clip = bool(ctx.attr("clip_boxes", True))
+    return _combined_nms(boxes, scores, iou_threshold, score_threshold, size=size, out=out, clip=clip)
+
+
+@partial(jax.jit, static_argnames=("size", "out", "clip"))
+def _combined_nms(boxes, scores, iou_threshold, score_threshold, *, size: int, out: int, clip: bool):
+    """The arrays of CombinedNonMaxSuppression (jitted also when a function runs op by op: its loops and
+    conds would otherwise be traced and compiled anew at each call)."""
+    nb, n, _, _ = boxes.shape
+    nc = scores.shape[2]
+    m = size * nc
+    iou_threshold, score_threshold = jnp.asarray(iou_threshold, _F32), jnp.asarray(score_threshold, _F32)
+
+    class_scores = jnp.swapaxes(scores, 1, 2)  # [batch, class, box]
+    class_boxes = jnp.broadcast_to(jnp.swapaxes(boxes, 1, 2), (nb, nc, n, 4))
+    cand = class_scores > score_threshold
+    count = jnp.sum(cand.astype(jnp.int32), axis=-1)
+
+    order, ties = _sort_descending(class_scores, cand)
+
+    def by_score():
+        select = jax.vmap(jax.vmap(lambda b, o, c: _greedy_select(b, o, c, size, iou_threshold)))
+        return select(class_boxes, order, count)
+
+    def by_heap():
+        flat = (class_scores.reshape(-1, n), cand.reshape(-1, n), class_boxes.reshape(-1, n, 4))
+        idx, kept = _heap_select(*flat, size, iou_threshold)
+        return idx.reshape(nb, nc, size), kept.reshape(nb, nc)
+
+    # [batch, class, size] box indices, [batch, class] how many
+    idx, kept = lax.cond(ties, by_heap, by_score) if n > 1 else by_score()
+
+    # result_candidate_vec: slot (class, rank) -> (score, class, box); empty slots score -inf
+    filled = jnp.arange(size) < kept[..., None]
+    slot_score = jnp.where(filled, jnp.take_along_axis(class_scores, idx, axis=-1), -jnp.inf).reshape(nb, m)
+    slot_box = jnp.take_along_axis(class_boxes, idx[..., None], axis=2).reshape(nb, m, 4)
+    slot_class = jnp.broadcast_to(jnp.arange(nc, dtype=_F32)[:, None], (nc, size)).reshape(m)
+
+    perm, ties = _sort_descending(slot_score, filled.reshape(nb, m))
+    if m > 16:  # else std::sort is an insertion sort: stable
+        perm = lax.cond(ties, lambda: _std_sort_order(-slot_score), lambda: perm)
+    perm = perm[:, :out]
+    valid = jnp.minimum(jnp.sum(kept, axis=-1), out).astype(jnp.int32)
+    keep = jnp.arange(perm.shape[1]) < valid[:, None]
+    out_boxes = jnp.take_along_axis(slot_box, perm[..., None], axis=1)
+    if clip:
+        out_boxes = jnp.maximum(jnp.minimum(out_boxes, _F32(1)), _F32(0))
+    out_boxes = jnp.where(keep[..., None], out_boxes, _F32(0))
+    out_scores = jnp.where(keep, jnp.take_along_axis(slot_score, perm, axis=1), _F32(0))
+    out_classes = jnp.where(keep, slot_class[perm], _F32(0))
+    pad = out - perm.shape[1]
+    if pad > 0:
+        out_boxes = jnp.pad(out_boxes, ((0, 0), (0, pad), (0, 0)))
+        out_scores, out_classes = (jnp.pad(x, ((0, 0), (0, pad))) for x in (out_scores, out_classes))
+    return out_boxes, out_scores, out_classes, valid
+
+
+# -- drawing -------------------------------------------------------------------------------------------------
+# DefaultColorTable of draw_bounding_box_op.cc (RGBA); grayscale images draw every box in 1.
+_BOX_COLORS = np.array(
+    [
+        [1, 1, 0, 1],
+        [0, 0, 1, 1],
+        [1, 0, 0, 1],
+        [0, 1, 0, 1],
+        [0.5, 0, 0.5, 1],
+        [0.5, 0.5, 0, 1],
+        [0.5, 0, 0, 1],
+        [0, 0, 0.5, 1],
+        [0, 1, 1, 1],
+        [1, 0, 1, 1],
+    ],
+    _F32,
+)
+
+
+@op("DrawBoundingBoxes", "DrawBoundingBoxesV2")
+def draw_bounding_boxes(ctx, images, boxes, colors=None):
+    """TF's DrawBoundingBoxesOp: box b (color ``colors[b % len(colors)]``, its first ``depth`` channels; TF's
+    table when ``colors`` is empty or absent) is drawn one pixel wide, in box order (later boxes on top), at rows
+    ``int64(ymin * (height - 1))`` and ``int64(ymax * (height - 1))`` (float32, truncated toward zero) and the
+    like columns, each edge only where it lies inside the image, the edges clamped to it; inverted boxes and
+    boxes wholly outside are skipped."""
+    if images.ndim != 4 or boxes.ndim != 3 or boxes.shape[0] != images.shape[0] or boxes.shape[2] != 4:
+        raise ctx.error(
+            f"expects images [batch, h, w, depth] and boxes [batch, n, 4], got {images.shape} and {boxes.shape}"
+        )
+    nb, h, w, depth = images.shape
+    if depth not in (1, 3, 4):
+        raise ctx.error(f"images must have 1, 3 or 4 channels, got {depth}")
+    if colors is not None and (colors.ndim != 2 or colors.shape[1] < depth):
+        raise ctx.error(f"colors must be [n, >= {depth}], got {colors.shape}")
+    if colors is None or colors.size == 0:
+        table = _BOX_COLORS[:, :depth].copy()
+        if depth == 1:
+            table[:, 0] = 1
+    else:
+        table = jnp.asarray(colors, _F32)[:, :depth]
+    dtype = jnp.result_type(images)
+    table = jnp.asarray(table).astype(dtype)
+    canvas = jnp.asarray(images)
+    if boxes.shape[1] == 0:
+        return canvas
+    scale = np.array([h - 1, w - 1, h - 1, w - 1], _F32)
+    edges = jnp.trunc(jnp.clip(jnp.asarray(boxes, _F32) * scale, -(2.0**30), 2.0**30)).astype(jnp.int32)
+    rows = jnp.arange(h)[None, :, None]
+    cols = jnp.arange(w)[None, None, :]
+
+    def draw(b, canvas):
+        top, left, bottom, right = (edges[:, b, k][:, None, None] for k in range(4))
+        skip = (top > bottom) | (left > right) | (top >= h) | (bottom < 0) | (left >= w) | (right < 0)
+        in_cols = (cols >= jnp.maximum(left, 0)) & (cols <= jnp.minimum(right, w - 1))
+        in_rows = (rows >= jnp.maximum(top, 0)) & (rows <= jnp.minimum(bottom, h - 1))
+        line = ((rows == top) | (rows == bottom)) & in_cols | ((cols == left) | (cols == right)) & in_rows
+        return jnp.where((line & ~skip)[..., None], table[b % table.shape[0]], canvas)
+
+    return lax.fori_loop(0, boxes.shape[1], draw, canvas)
+
+
+# -- audio ---------------------------------------------------------------------------------------------------
+@op("AudioSpectrogram")
+def audio_spectrogram(ctx, audio):
+    """TF's AudioSpectrogram (spectrogram.cc): per channel of ``audio`` [samples, channels], windows of
+    ``window_size`` samples every ``stride``, times the periodic Hann window, zero-padded to the next power of
+    two, real FFT; output [channels, windows, fft_length / 2 + 1] of ``|X|^2`` (magnitude_squared) or its
+    square root. TF works in double; this in float32."""
+    size, stride = int(ctx.attr("window_size")), int(ctx.attr("stride"))
+    if size < 2 or stride < 1 or audio.ndim != 2:
+        raise ctx.error(f"expects 2-D audio, window_size > 1 and stride > 0, got {audio.shape}, {size}, {stride}")
+    n, channels = audio.shape
+    fft_length = 1 << (size - 1).bit_length()
+    frames = 0 if n < size else 1 + (n - size) // stride
+    window = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(size) / size)).astype(_F32)
+    x = jnp.asarray(audio, _F32).T  # [channels, samples]
+    taps = np.arange(frames)[:, None] * stride + np.arange(size)[None, :]
+    spectrum = jnp.fft.rfft(x[:, taps] * window, n=fft_length, axis=-1)
+    power = jnp.real(spectrum) ** 2 + jnp.imag(spectrum) ** 2
+    return power if ctx.attr("magnitude_squared", False) else jnp.sqrt(power)
+
+
+def _mel_weights(xp, sample_rate, n: int, channels: int, lower: float, upper: float):
+    """MfccMelFilterbank::Initialize: ([n, channels] weights of each spectrogram bin's magnitude in each mel
+    channel, which bins it reads, whether it reaches past the spectrum). A bin between two mel centre
+    frequencies gives ``w`` to the lower channel and ``1 - w`` to the upper; only bins in
+    [start_index, end_index] count. NumPy float64 (TF's double) for a known sample rate, jax float32 for a
+    run-time one."""
+    dtype = np.float64 if xp is np else _F32
+    mel = lambda f: 1127.0 * xp.log1p(f / 700.0)  # noqa: E731
+    mel_low, mel_high = mel(xp.asarray(lower, dtype)), mel(xp.asarray(upper, dtype))
+    centers = mel_low + (mel_high - mel_low) / (channels + 1) * xp.arange(1, channels + 2, dtype=dtype)
+    hz_per_bin = 0.5 * xp.asarray(sample_rate, dtype) / (n - 1)
+    start, end = xp.floor(1.5 + lower / hz_per_bin), xp.floor(upper / hz_per_bin)
+    bins = xp.arange(n, dtype=dtype)
+    used = (bins >= start) & (bins <= end)
+    melf = mel(bins * hz_per_bin)
+    band = xp.sum((centers[None, :channels] < melf[:, None]).astype(np.int32), axis=1) - 1
+    upper_center = centers[band + 1]
+    lower_center = xp.where(band >= 0, centers[xp.maximum(band, 0)], mel_low)
+    w = xp.where(used, (upper_center - melf) / (upper_center - lower_center), 0)
+    cols = xp.arange(channels)[None, :]
+    weights = xp.where(used[:, None] & (cols == band[:, None]), w[:, None], 0) + xp.where(
+        used[:, None] & (cols == band[:, None] + 1), 1 - w[:, None], 0
+    )
+    return weights.astype(_F32), used, end >= n
+
+
+@op("Mfcc")
+def mfcc(ctx, spectrogram, sample_rate):
+    """TF's Mfcc (mfcc.cc, mfcc_mel_filterbank.cc, mfcc_dct.cc) of a squared-magnitude spectrogram
+    [channels, frames, bins]: the mel filterbank of the bins' magnitudes, ``log(max(., 1e-12))``, then the
+    first ``dct_coefficient_count`` DCT-II coefficients (scaled by sqrt(2 / filterbank_channel_count)). When
+    upper_frequency_limit lies past the spectrum TF's filterbank gives up and the output is zeros."""
+    upper, lower = float(ctx.attr("upper_frequency_limit", 4000.0)), float(ctx.attr("lower_frequency_limit", 20.0))
+    channels, coefficients = int(ctx.attr("filterbank_channel_count", 40)), int(ctx.attr("dct_coefficient_count", 13))
+    n = spectrogram.shape[-1]
+    if spectrogram.ndim != 3 or n < 2 or channels < 1 or not 1 <= coefficients <= channels:
+        raise ctx.error(
+            f"expects a 3-D spectrogram of >= 2 bins and 1 <= dct_coefficient_count <= "
+            f"filterbank_channel_count, got {spectrogram.shape}, {coefficients}, {channels}"
+        )
+    if not 0 <= lower < upper:
+        raise ctx.error(f"needs 0 <= lower_frequency_limit < upper_frequency_limit, got {lower}, {upper}")
+    rate = to_static(sample_rate)
+    if rate is not None and int(rate) <= 0:
+        raise ctx.error(f"sample_rate must be positive, got {int(rate)}")
+    xp = np if rate is not None else jnp
+    weights, used, past_end = _mel_weights(xp, sample_rate if rate is None else rate, n, channels, lower, upper)
+    x = jnp.asarray(spectrogram, _F32)
+    magnitude = jnp.sqrt(jnp.where(used, x, _F32(0)))  # bins outside the filterbank are never read
+    mel = jnp.einsum("...b,bc->...c", magnitude, weights, precision=lax.Precision.HIGHEST)
+    logs = jnp.log(jnp.maximum(mel, _F32(1e-12)))
+    i, j = np.arange(coefficients)[:, None], np.arange(channels)[None, :]
+    dct = (np.sqrt(2.0 / channels) * np.cos(i * (np.pi / channels) * (j + 0.5))).astype(_F32)
+    out = jnp.einsum("...c,kc->...k", logs, dct, precision=lax.Precision.HIGHEST)
+    return jnp.where(past_end, _F32(0), out)

@@ -459,7 +459,7 @@ def _decode(ctx, x, with_offsets: bool):
     def add(text: str, pos: int) -> None:
         for ch in text:
             cp = ord(ch)
-            chars.append(replacement if controls and (cp < 0x20 or 0x7F <= cp < 0xA0) else cp)
+            chars.append(replacement if controls and cp < 0x20 else cp)  # C0 controls only, as TF
             offsets.append(pos)
             pos += len(ch.encode(codec))
 

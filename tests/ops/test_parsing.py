@@ -279,3 +279,258 @@ def test_tf1_estimator_export(tmp_path):
     for key in ("logits", "probabilities"):
         np.testing.assert_allclose(np.asarray(got[key]), want[key], rtol=1e-5, atol=1e-6, err_msg=key)
     assert list(got["word"]) == list(want["word"])
+
+
+# -- tf.SequenceExample -------------------------------------------------------------------------------------------
+
+
+def _sequence_example(context=None, feature_lists=None) -> bytes:
+    """A serialized tf.train.SequenceExample; each feature list is a list of steps, each step as in _feature."""
+    return tf.train.SequenceExample(
+        context=tf.train.Features(feature={k: _feature(v) for k, v in (context or {}).items()}),
+        feature_lists=tf.train.FeatureLists(
+            feature_list={
+                k: tf.train.FeatureList(feature=[_feature(step) for step in steps])
+                for k, steps in (feature_lists or {}).items()
+            }
+        ),
+    ).SerializeToString()
+
+
+CONTEXT = {
+    "c_i": tf.io.FixedLenFeature([], tf.int64, default_value=-1),
+    "c_f": tf.io.FixedLenFeature([2], tf.float32, default_value=[0.5, -0.5]),
+    "c_s": tf.io.FixedLenFeature([], tf.string, default_value="none"),
+    "c_var": tf.io.VarLenFeature(tf.int64),
+    "c_var_s": tf.io.VarLenFeature(tf.string),
+    "c_rag": tf.io.RaggedFeature(tf.string),
+}
+SEQUENCE = {
+    "fl_d": tf.io.FixedLenSequenceFeature([2], tf.float32, allow_missing=True),
+    "fl_ds": tf.io.FixedLenSequenceFeature([], tf.string, allow_missing=True),
+    "fl_dm": tf.io.FixedLenSequenceFeature([2, 1], tf.int64, allow_missing=True),
+    "fl_req": tf.io.FixedLenSequenceFeature([], tf.int64),
+    "fl_var": tf.io.VarLenFeature(tf.int64),
+    "fl_var_s": tf.io.VarLenFeature(tf.string),
+    "fl_rag": tf.io.RaggedFeature(tf.float32),
+    "fl_rag_i": tf.io.RaggedFeature(tf.int64, row_splits_dtype=tf.int32),
+}
+
+SEQ_FULL = _sequence_example(
+    context={
+        "c_i": [2**40],
+        "c_f": [1.5, 2.5],
+        "c_s": [b"\xff"],
+        "c_var": [1, 2, 3],
+        "c_var_s": ["v"],
+        "c_rag": ["x", "y"],
+    },
+    feature_lists={
+        "fl_d": [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]],
+        "fl_ds": [["a"], ["b"]],
+        "fl_dm": [[7, 8]],
+        "fl_req": [[1], [2]],
+        "fl_var": [[1], tf.train.Feature(int64_list=tf.train.Int64List()), None, [2, 3]],
+        "fl_var_s": [["p", "q", "r"]],
+        "fl_rag": [[0.5], [], [1.5, 2.5]],
+        "fl_rag_i": [[4, 5], None],
+        "unused": [[1.0]],
+    },
+)
+SEQ_PARTIAL = _sequence_example(
+    context={"c_f": [0.0, 1.0], "c_var": None, "c_rag": tf.train.Feature(bytes_list=tf.train.BytesList())},
+    feature_lists={"fl_d": [[9.0, 9.5]], "fl_ds": [], "fl_req": [], "fl_var": [[5]], "fl_rag": [[7.0]]},
+)
+SEQ_CONTEXT_ONLY = _sequence_example(context={"c_i": [5]}, feature_lists={"fl_req": [[3], [4], [5]]})
+
+
+def _seq_components(parsed) -> dict:
+    """Like _components, with every row-splits tensor of a RaggedTensor."""
+    out = {}
+    for key, value in parsed.items():
+        if isinstance(value, tf.RaggedTensor):
+            out[f"{key}.values"] = value.flat_values
+            out.update({f"{key}.splits{k}": s for k, s in enumerate(value.nested_row_splits)})
+        else:
+            out.update(_components({key: value}))
+    return out
+
+
+@pytest.mark.parametrize("jit", [True, False])
+@pytest.mark.parametrize(
+    "examples",
+    [[SEQ_FULL, SEQ_PARTIAL, SEQ_CONTEXT_ONLY], [SEQ_PARTIAL], [SEQ_FULL], []],
+    ids=["mixed", "partial", "one", "empty_batch"],
+)
+def test_parse_sequence_example(examples, jit):
+    """Context features of every kind; feature lists dense (padded to the longest, with their lengths; missing
+    lists allowed), sparse (indices [example, step, position]) and ragged (two levels of row splits)."""
+
+    def fn(s):
+        context, feature_lists, lengths = tf.io.parse_sequence_example(s, CONTEXT, SEQUENCE)
+        return {
+            "context": _seq_components(context),
+            "feature_lists": _seq_components(feature_lists),
+            "lengths": lengths,
+        }
+
+    assert_matches_tf(fn, [_batch(*examples)], shapes=[(None,)], jit=jit)
+
+
+@pytest.mark.parametrize("example", [SEQ_FULL, SEQ_PARTIAL, SEQ_CONTEXT_ONLY], ids=["full", "partial", "context"])
+def test_parse_single_sequence_example(example):
+    """A scalar input: ParseSequenceExampleV2 without the batch dimension."""
+    assert_matches_tf(
+        lambda s: [_seq_components(d) for d in tf.io.parse_single_sequence_example(s, CONTEXT, SEQUENCE)],
+        [np.array(example, dtype=object)],
+    )
+
+
+def test_raw_sequence_ops():
+    """TF1's ParseSequenceExample (keys as attributes) and ParseSingleSequenceExample (one scalar key input per
+    feature); ParseSequenceExampleV2 on a scalar, whose outer row splits TF leaves as an uninitialized 0-d tensor
+    (only its shape is compared) and whose dense lengths are 0-d."""
+
+    def fn(s):
+        v1 = tf.raw_ops.ParseSequenceExample(
+            serialized=s,
+            debug_name=[],
+            context_dense_defaults=[tf.constant([], tf.float32), tf.constant("none")],
+            feature_list_dense_missing_assumed_empty=["fl_ds", "absent"],
+            context_sparse_keys=["c_var"],
+            context_dense_keys=["c_f", "c_s"],
+            feature_list_sparse_keys=["fl_var_s"],
+            feature_list_dense_keys=["fl_d", "fl_ds", "absent"],
+            Ncontext_sparse=1,
+            Ncontext_dense=2,
+            Nfeature_list_sparse=1,
+            Nfeature_list_dense=3,
+            context_sparse_types=[tf.int64],
+            feature_list_dense_types=[tf.float32, tf.string, tf.int64],
+            feature_list_sparse_types=[tf.string],
+            context_dense_shapes=[[2], []],
+            feature_list_dense_shapes=[[2], [], [3]],
+        )
+        single = tf.raw_ops.ParseSingleSequenceExample(
+            serialized=s[0],
+            feature_list_dense_missing_assumed_empty=["fl_dm"],
+            context_sparse_keys=["c_var_s", "absent"],
+            context_dense_keys=["c_i"],
+            feature_list_sparse_keys=["fl_var", "absent"],
+            feature_list_dense_keys=["fl_d", "fl_dm"],
+            context_dense_defaults=[tf.constant([], tf.int64)],
+            debug_name="",
+            context_sparse_types=[tf.string, tf.float32],
+            feature_list_dense_types=[tf.float32, tf.int64],
+            feature_list_sparse_types=[tf.int64, tf.string],
+            context_dense_shapes=[[]],
+            feature_list_dense_shapes=[[2], [2, 1]],
+        )
+        v2 = tf.raw_ops.ParseSequenceExampleV2(
+            serialized=s[0],
+            debug_name=[],
+            context_sparse_keys=["c_var"],
+            context_dense_keys=["c_f"],
+            context_ragged_keys=["c_rag"],
+            feature_list_sparse_keys=["fl_var"],
+            feature_list_dense_keys=["fl_d"],
+            feature_list_ragged_keys=["fl_rag", "fl_rag_i"],
+            feature_list_dense_missing_assumed_empty=[False],
+            context_dense_defaults=[tf.constant([], tf.float32)],
+            Ncontext_sparse=1,
+            Nfeature_list_sparse=1,
+            Nfeature_list_dense=1,
+            context_sparse_types=[tf.int64],
+            context_ragged_value_types=[tf.string],
+            context_ragged_split_types=[tf.int32],
+            feature_list_dense_types=[tf.float32],
+            feature_list_sparse_types=[tf.int64],
+            feature_list_ragged_value_types=[tf.float32, tf.int64],
+            feature_list_ragged_split_types=[tf.int64, tf.int32],
+            context_dense_shapes=[[2]],
+            feature_list_dense_shapes=[[2]],
+        )
+        v2 = v2._asdict()
+        for name in ("context_ragged_row_splits", "feature_list_ragged_outer_splits"):
+            v2[name] = [tf.shape(t) for t in v2[name]]
+        return {"v1": [list(t) for t in v1], "single": [list(t) for t in single], "v2": v2}
+
+    assert_matches_tf(fn, [_batch(SEQ_FULL, SEQ_FULL)], shapes=[(None,)])
+
+
+@pytest.mark.parametrize(
+    "context, sequence, examples, match",
+    [
+        ({"c": tf.io.FixedLenFeature([], tf.int64)}, {}, [SEQ_FULL], r"context feature 'c' is required"),
+        (
+            {},
+            {"fl_req": tf.io.FixedLenSequenceFeature([], tf.int64)},
+            [SEQ_FULL, b""],
+            r"'fl_req' is required",
+        ),
+        ({"c_f": tf.io.FixedLenFeature([3], tf.float32)}, {}, [SEQ_FULL], r"'c_f' of sequence example 0 has 2 values"),
+        (
+            {"c_var": tf.io.FixedLenFeature([], tf.int64, default_value=0)},
+            {},
+            [SEQ_PARTIAL],
+            r"'c_var' of sequence example 0 has 0 values",  # a Feature without a list is present, with no values
+        ),
+        ({"c_i": tf.io.VarLenFeature(tf.float32)}, {}, [SEQ_FULL], r"'c_i' of sequence example 0 holds a int64_list"),
+        (
+            {},
+            {"fl_d": tf.io.VarLenFeature(tf.string)},
+            [SEQ_FULL],
+            r"step 0 of feature list 'fl_d'.* holds a float_list",
+        ),
+        ({}, {"fl_var": tf.io.RaggedFeature(tf.float32)}, [SEQ_FULL], r"feature list 'fl_var'.* holds a int64_list"),
+        (
+            {},
+            {"fl_rag": tf.io.FixedLenSequenceFeature([1], tf.float32, allow_missing=True)},
+            [SEQ_FULL],
+            r"step 1 of feature list 'fl_rag' of sequence example 0 has 0 values",
+        ),
+        (
+            {},
+            {"fl_var": tf.io.FixedLenSequenceFeature([], tf.int64, allow_missing=True)},
+            [SEQ_FULL],
+            r"step 1 of feature list 'fl_var' of sequence example 0 has 0 values",
+        ),
+        ({"c_i": tf.io.FixedLenFeature([], tf.int64, default_value=0)}, {}, [b"\x0a\x05junk"], r"not a serialized"),
+    ],
+    ids=[
+        "context_required",
+        "feature_list_required",
+        "context_count",
+        "context_no_list",
+        "context_type",
+        "sparse_step_type",
+        "ragged_step_type",
+        "dense_step_count",
+        "dense_step_no_list",
+        "not_a_sequence_example",
+    ],
+)
+def test_parse_sequence_example_raises(context, sequence, examples, match):
+    """Each case changes one feature of CONTEXT / SEQUENCE, which the other features of the examples satisfy."""
+    context, sequence = {**CONTEXT, **context}, {**SEQUENCE, **sequence}
+    _assert_both_raise(lambda s: tf.io.parse_sequence_example(s, context, sequence), examples, match)
+
+
+@pytest.mark.parametrize(
+    "context, sequence",
+    [
+        ({"c_i": CONTEXT["c_i"]}, {}),
+        ({}, {"fl_d": SEQUENCE["fl_d"]}),
+        ({"c_var": CONTEXT["c_var"]}, {"fl_rag": SEQUENCE["fl_rag"]}),
+    ],
+    ids=["context_dense", "feature_list_dense", "sparse_and_ragged"],
+)
+def test_parse_sequence_example_some_kinds(context, sequence):
+    """Specs without some feature kinds: TF's saved graph then omits the op's count and type-list attributes at
+    their default (0, [])."""
+
+    def fn(s):
+        parsed = tf.io.parse_sequence_example(s, context, sequence)
+        return [_seq_components(d) for d in parsed[:2]] + [parsed[2]]
+
+    assert_matches_tf(fn, [_batch(SEQ_FULL, SEQ_PARTIAL)], shapes=[(None,)])

@@ -276,7 +276,7 @@ def test_ngrams(kwargs):
 
 
 def test_unicode_decode_and_encode():
-    text = _strs("h\u00e9llo", "", "\U0001f600x", "a\x01b")
+    text = _strs("h\u00e9llo", "", "\U0001f600x", "a\x01b\x7f\x85")
     bad = _strs(b"ok\xffno", b"\xe2\x82", b"fine")
 
     def fn(s, b):

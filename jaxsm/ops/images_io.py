@@ -17,22 +17,27 @@ Exactness against TF 2.21 (tests/ops/test_images_io.py):
   and YCCK (with and without an Adobe marker), ``ratio`` 1/2/4/8 and crop windows, for TF's default ``dct_method``
   (``""``, which TF maps to libjpeg's JDCT_IFAST like ``INTEGER_FAST``) and ``INTEGER_ACCURATE`` (JDCT_ISLOW),
   with ``fancy_upscaling`` on or off. Pillow's decoder offers ISLOW with fancy upsampling and (its "draft" mode)
-  IFAST without; the other combinations upsample the chroma planes here with libjpeg-turbo's integer filters
-  (jdsample.c) and convert YCbCr to RGB with its tables (jdcolor.c), from planes decoded by Pillow with the
-  right IDCT (box-upsampled IFAST planes, or ISLOW chroma taken from a 1/2-scaled decode where libjpeg computes
-  it unscaled). Not bit-exact, within the IFAST-vs-ISLOW difference of the chroma planes: ``INTEGER_ACCURATE``
-  with ``fancy_upscaling=False`` (and DecodeAndCropJpeg with ``INTEGER_ACCURATE`` at crop edges) for subsampling
-  other than 4:2:0, and subsampled CMYK/YCCK files in the combinations Pillow lacks.
+  IFAST without; for the other combinations, and for crops (libjpeg-turbo upsamples a crop's columns as if they
+  were the whole image), jaxsm decodes the component planes with Pillow, upsamples them with libjpeg-turbo's
+  integer filters (jdsample.c) and converts YCbCr/YCCK with its tables (jdcolor.c). The planes come out of
+  Pillow's box-upsampling IFAST decode, or, for ISLOW, from a decode at a smaller scale where libjpeg computes the
+  chroma unscaled (4:2:0 at ratio 1) -- IDCTs smaller than 8x8 do not depend on ``dct_method``. Not bit-exact
+  where neither works: ``INTEGER_ACCURATE`` with ``fancy_upscaling=False`` (or with a crop: its edge columns) on
+  other subsampling (4:2:2) at ratio 1 takes the IFAST chroma plane (2 levels off in the tests; gaps.py).
 * Truncated JPEGs: without ``try_recover_truncated`` the rows libjpeg decodes before the data ends are exact and
   the rest is black, subject to ``acceptable_fraction`` as in TF. With it, TF's rows past the end come from
-  libjpeg reading its inserted end marker and are not reproduced: jaxsm repeats the last decoded row there.
+  libjpeg-turbo 2.1 (TF's build) reading the end markers TF inserts, and are not reproduced: jaxsm repeats the last
+  decoded row there. A truncated progressive file is decoded whole from its incomplete scans, which libjpeg-turbo
+  2.1 and Pillow's 3.x finish differently: jaxsm's pixels can differ anywhere, and it can fail where TF does not.
 * PNG (1/2/4/8/16 bit, gray, gray+alpha, RGB, RGBA, palette, tRNS, interlaced), GIF (frames composed as TF does:
   canvas of the largest frame, no disposal, transparent pixels keep the previous frame) and BMP (TF's own
   reader) are exact, including libpng's conversions TF asks for: 0.299/0.587 RGB-to-gray with libpng's integer
   coefficients (and its gamma tables when the file has gAMA or sRGB), alpha filler ``2**bit_depth - 1``.
-* EncodeJpeg uses libjpeg-turbo through Pillow with TF's settings and gives TF's bytes when both link the same
-  libjpeg-turbo build. EncodePng writes PNG with libpng's row-filter heuristic and zlib: the bytes may differ
-  from TF's, the decoded pixels are the same.
+* EncodeJpeg and EncodeJpegVariableQuality use libjpeg-turbo through Pillow with TF's settings (quality scaling
+  with baseline tables, simple progression, Huffman optimisation, 1x1 chroma sampling when chroma_downsampling is
+  off, TF's JFIF density, XMP in APP1): the bytes equal TF's in the tests (TF's libjpeg-turbo 2.1.4, Pillow's
+  3.2). EncodePng writes its own PNG (a libpng-like row-filter choice, zlib): the bytes may differ from TF's, the
+  decoded pixels are the same.
 """
 
 from __future__ import annotations
@@ -184,6 +189,8 @@ class _JpegInfo:
             raise _Invalid("empty image")
         if self.precision != 8:
             raise _Invalid("unsupported precision")
+        if self.lossless:  # libjpeg-turbo decodes lossless JPEG from 3.0 (Pillow's); TF's 2.1 cannot
+            raise _Invalid("lossless JPEG")
         if any(not (1 <= h <= 4 and 1 <= v <= 4) for _, h, v in self.comps):
             raise _Invalid("bad sampling factors")
 
@@ -265,8 +272,8 @@ def _upsample(p: np.ndarray, method: str, hexp: int, vexp: int) -> np.ndarray:
 
 
 @functools.cache
-def _ycc_tables() -> tuple[np.ndarray, ...]:
-    """jdcolor.c build_ycc_rgb_table."""
+def _ycc_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """jdcolor.c build_ycc_rgb_table: Cr->R, Cb->B, and (Cb, Cr)->G as one 256x256 table."""
     one_half, x = 1 << 15, np.arange(256, dtype=np.int64) - 128
 
     def fix(v: float) -> int:
@@ -276,14 +283,19 @@ def _ycc_tables() -> tuple[np.ndarray, ...]:
     cb_b = (fix(1.77200) * x + one_half) >> 16
     cr_g = -fix(0.71414) * x
     cb_g = -fix(0.34414) * x + one_half
-    return cr_r, cb_b, cr_g, cb_g
+    g = (cb_g[:, None] + cr_g[None, :]) >> 16
+    return cr_r.astype(np.int16), cb_b.astype(np.int16), g.astype(np.int16).reshape(-1)
 
 
 def _ycc_to_rgb(y: np.ndarray, cb: np.ndarray, cr: np.ndarray) -> np.ndarray:
-    cr_r, cb_b, cr_g, cb_g = _ycc_tables()
-    y = y.astype(np.int64)
-    rgb = np.stack([y + cr_r[cr], y + ((cb_g[cb] + cr_g[cr]) >> 16), y + cb_b[cb]], -1)
-    return np.clip(rgb, 0, 255).astype(np.uint8)
+    cr_r, cb_b, g = _ycc_tables()
+    y = y.astype(np.int16)
+    cb, cr = cb.astype(np.intp), cr.astype(np.intp)
+    out = np.empty(y.shape + (3,), np.uint8)
+    out[..., 0] = np.clip(y + cr_r[cr], 0, 255)
+    out[..., 1] = np.clip(y + g[cb * 256 + cr], 0, 255)
+    out[..., 2] = np.clip(y + cb_b[cb], 0, 255)
+    return out
 
 
 class _JpegDecoder:
@@ -1243,8 +1255,8 @@ def extract_jpeg_shape(ctx, contents):
 
 def _png_filter_rows(img: np.ndarray, bpp: int) -> bytes:
     """libpng's default row filtering: each row takes the filter (None, Sub, Up, Average, Paeth) whose bytes,
-    read as signed, have the smallest sum of magnitudes (png_write_find_filter)."""
-    x = img.astype(np.int32)
+    read as signed, have the smallest sum of magnitudes, the first on ties (png_write_find_filter)."""
+    x = img
     h = x.shape[0]
     a = np.zeros_like(x)
     a[:, bpp:] = x[:, :-bpp]
@@ -1252,14 +1264,19 @@ def _png_filter_rows(img: np.ndarray, bpp: int) -> bytes:
     b[1:] = x[:-1]
     c = np.zeros_like(x)
     c[1:, bpp:] = x[:-1, :-bpp]
-    p = a + b - c
-    pa, pb, pc = np.abs(p - a), np.abs(p - b), np.abs(p - c)
-    pred = np.where((pa <= pb) & (pa <= pc), a, np.where(pb <= pc, b, c))
-    cands = np.stack([x, x - a, x - b, x - ((a + b) >> 1), x - pred]) & 0xFF
-    cost = np.minimum(cands, 256 - cands).sum(-1)
-    best = np.argmin(cost, 0)
-    rows = cands[best, np.arange(h)].astype(np.uint8)
-    return np.concatenate([best.astype(np.uint8)[:, None], rows], 1).tobytes()
+    ai, bi, ci = a.astype(np.int16), b.astype(np.int16), c.astype(np.int16)
+    pa, pb, pc = np.abs(bi - ci), np.abs(ai - ci), np.abs(ai + bi - 2 * ci)
+    paeth = np.where((pa <= pb) & (pa <= pc), a, np.where(pb <= pc, b, c))
+    average = ((ai + bi) >> 1).astype(np.uint8)
+    filtered = [x, x - a, x - b, x - average, x - paeth]  # uint8: modulo 256
+    magnitude = np.minimum(np.arange(256), 256 - np.arange(256)).astype(np.int32)
+    best = np.argmin(np.stack([magnitude[f].sum(1) for f in filtered]), 0)
+    out = np.empty((h, x.shape[1] + 1), np.uint8)
+    out[:, 0] = best
+    for k, f in enumerate(filtered):
+        rows = best == k
+        out[rows, 1:] = f[rows]
+    return out.tobytes()
 
 
 def _png_chunk(kind: bytes, body: bytes) -> bytes:

@@ -67,6 +67,34 @@ REF_INPUT_OPS = frozenset(
         "CountUpTo",
         "TemporaryVariable",
         "DestroyTemporaryVariable",
+        # TF1 optimizer ops: the variable and its slots (jaxsm/ops/training.py)
+        "ApplyGradientDescent",
+        "ApplyMomentum",
+        "ApplyAdam",
+        "ApplyAdaMax",
+        "ApplyAdagrad",
+        "ApplyAdagradV2",
+        "ApplyAdagradDA",
+        "ApplyRMSProp",
+        "ApplyCenteredRMSProp",
+        "ApplyAdadelta",
+        "ApplyFtrl",
+        "ApplyFtrlV2",
+        "ApplyProximalAdagrad",
+        "ApplyProximalGradientDescent",
+        "ApplyAddSign",
+        "ApplyPowerSign",
+        "SparseApplyAdagrad",
+        "SparseApplyAdagradV2",
+        "SparseApplyAdagradDA",
+        "SparseApplyMomentum",
+        "SparseApplyRMSProp",
+        "SparseApplyCenteredRMSProp",
+        "SparseApplyAdadelta",
+        "SparseApplyFtrl",
+        "SparseApplyFtrlV2",
+        "SparseApplyProximalAdagrad",
+        "SparseApplyProximalGradientDescent",
     }
 )
 _MAX_CALL_DEPTH = 64
@@ -199,7 +227,7 @@ class Interpreter:
     def run_node(self, node: Node, args: list[Any]) -> list[Any]:
         """Lower one node: dispatch to a library function or the op registry, with static folding."""
         from jaxsm.ops import OPS
-        from jaxsm.ops.strings import HOST_OPS, is_strings
+        from jaxsm.ops.strings import HOST_OPS, on_strings
 
         if node.op in self.library.functions:
             return self.call(node.op, args, node)
@@ -224,7 +252,7 @@ class Interpreter:
         for i in opdef.static:
             if i < len(args):
                 args[i] = ctx.static(args[i], f"input {i} of {node.op}")
-        strings = any(is_strings(a) for a in args)
+        strings = on_strings(node, args)
         if strings and node.op in HOST_OPS:  # the string version of an op that moves elements (ops/strings.py)
             opdef = dataclasses.replace(opdef, fn=HOST_OPS[node.op])
         fold = not opdef.stateful and not has_symbolic and not strings and all(isinstance(a, np.ndarray) for a in args)

@@ -9,7 +9,9 @@ by op.
 Ops that only move elements (Reshape, GatherV2, ConcatV2, StridedSlice, SelectV2, ...) are lowered once, for
 numbers: their string version (``HOST_OPS``, used by the interpreter when an input is a string tensor) runs the
 numeric lowering on the *positions* of the strings and picks the strings at the positions it returns, so TF's
-exact semantics (masks, negative indices, broadcasting) come from the one lowering.
+exact semantics (masks, negative indices, broadcasting) come from the one lowering. TensorList and TF1
+TensorArray ops on strings (tf.map_fn over a batch of serialized images or words) work the same way on lists of
+positions.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import jax
 import numpy as np
 
 from jaxsm.dtypes import is_strings
+from jaxsm.graph.tensor_list import TensorList
 from jaxsm.ops.registry import OPS, op
 
 # -- helpers -------------------------------------------------------------------------------------------------
@@ -121,6 +124,107 @@ def _moved(ctx, args: list[Any]) -> list[Any]:
     return result
 
 
+# TensorList and TF1 TensorArray ops -> their string outputs that are not lists (lists of strings, and TensorArray
+# flows, which are lists, are recognised by type).
+_LIST_OPS = {
+    "TensorListReserve": (),
+    "EmptyTensorList": (),
+    "TensorListFromTensor": (),
+    "TensorListSetItem": (),
+    "TensorListGetItem": (0,),
+    "TensorListStack": (0,),
+    "TensorListGather": (0,),
+    "TensorListScatter": (),
+    "TensorListScatterV2": (),
+    "TensorListScatterIntoExistingList": (),
+    "TensorListConcat": (0,),
+    "TensorListConcatV2": (0,),
+    "TensorListSplit": (),
+    "TensorListLength": (),
+    "TensorListElementShape": (),
+    "TensorListPushBack": (),
+    "TensorListPopBack": (1,),
+    "TensorListResize": (),
+    "TensorArrayV3": (),
+    "TensorArrayWriteV3": (),
+    "TensorArrayReadV3": (0,),
+    "TensorArrayGatherV3": (0,),
+    "TensorArrayScatterV3": (),
+    "TensorArrayConcatV3": (0,),
+    "TensorArraySplitV3": (),
+    "TensorArraySizeV3": (),
+}
+
+
+def _string_list(x: Any) -> bool:
+    return isinstance(x, TensorList) and x.element_dtype == np.dtype(object)
+
+
+def on_strings(node: Any, args: list[Any]) -> bool:
+    """Whether ``node`` runs its string version: a string input, or a TensorList of strings (tf.map_fn over
+    strings keeps its elements and results in TensorLists)."""
+    if any(is_strings(a) for a in args):
+        return True
+    if node.op not in _LIST_OPS:
+        return False
+    dtype = node.dtype_attr("dtype" if node.op == "TensorArrayV3" else "element_dtype", None)
+    return dtype == np.dtype(object) or any(_string_list(a) for a in args)
+
+
+class _PositionsContext:
+    """The node's context with a string ``element_dtype`` read as int32, the dtype of the positions."""
+
+    def __init__(self, ctx):
+        self._ctx = ctx
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ctx, name)
+
+    def dtype(self, name: str, *default: Any) -> np.dtype:
+        d = self._ctx.dtype(name, *default)
+        return np.dtype(np.int32) if d == np.dtype(object) else d
+
+
+def _moved_lists(ctx, args: list[Any]) -> list[Any]:
+    """A TensorList op on strings: the numeric lowering runs on lists of positions into a pool of the input
+    strings, whose position 0 is b"" (what a reserved, never set element reads as in TF)."""
+    pool: list[np.ndarray] = [_bytes_array([b""], (1,))]
+    offset = 1
+
+    def positions(a: np.ndarray) -> np.ndarray:
+        nonlocal offset
+        pool.append(np.asarray(a, dtype=object).reshape(-1))
+        offset += a.size
+        return np.arange(offset - a.size, offset, dtype=np.int32).reshape(a.shape)
+
+    stand_in = []
+    for a in args:
+        if is_strings(a):
+            a = positions(a)
+        elif _string_list(a):
+            items = None if a.items is None else jax.numpy.asarray(positions(np.asarray(a.items)))
+            a = TensorList(items, a.length, np.dtype(np.int32), a.element_shape, a.capacity)
+        stand_in.append(a)
+    with jax.ensure_compile_time_eval():
+        out = OPS[ctx.node.op].fn(_PositionsContext(ctx), *stand_in)
+    outs = list(out) if isinstance(out, (tuple, list)) else [out]
+    flat_pool = np.concatenate(pool)
+
+    def strings(idx: Any) -> np.ndarray:
+        idx = np.asarray(ctx.static(idx, f"the positions {ctx.node.op} moves strings to"))
+        return flat_pool[idx.reshape(-1)].reshape(idx.shape) if idx.size else np.empty(idx.shape, object)
+
+    result = []
+    for k, o in enumerate(outs):
+        if isinstance(o, TensorList):
+            items = None if o.items is None else strings(o.items)
+            o = TensorList(items, o.length, np.dtype(object), o.element_shape, o.capacity)
+        elif k in _LIST_OPS[ctx.node.op]:
+            o = strings(o)
+        result.append(o)
+    return result
+
+
 def _compare(equal: bool) -> Callable:
     def fn(ctx, x, y):
         a, b = _strings(ctx, x), _strings(ctx, y)
@@ -130,15 +234,23 @@ def _compare(equal: bool) -> Callable:
     return fn
 
 
+def _concat(ctx, x, y):
+    a, b = np.broadcast_arrays(_strings(ctx, x), _strings(ctx, y))
+    return _bytes_array([u + v for u, v in zip(a.reshape(-1), b.reshape(-1), strict=True)], a.shape)
+
+
 def _zeros_like(ctx, x):
     return _bytes_array([b""] * int(np.size(x)), np.shape(x))
 
 
 HOST_OPS: dict[str, Callable] = {
     **{name: lambda ctx, *args: _moved(ctx, list(args)) for name in _MOVES | _SHAPES | set(_MOVES_SOME)},
+    **{name: lambda ctx, *args: _moved_lists(ctx, list(args)) for name in _LIST_OPS},
     "Equal": _compare(True),
     "NotEqual": _compare(False),
     "ZerosLike": _zeros_like,
+    "Add": _concat,
+    "AddV2": _concat,
 }
 
 

@@ -375,3 +375,63 @@ def test_string_variable_read_and_assigned(tmp_path):
         assert np.asarray(got.f(batch)).tolist() == ref.f(tf.constant(batch)).numpy().tolist()
     assert np.asarray(got.g()).item() == ref.g().numpy()
     assert got.v.numpy() == ref.v.numpy()
+
+
+def _png(value: int, height: int) -> bytes:
+    from PIL import Image
+
+    buf = __import__("io").BytesIO()
+    Image.fromarray(np.full((height, height + 1, 3), value, np.uint8)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_map_fn_and_tensor_arrays_over_strings():
+    """tf.map_fn over a batch of strings (TF Serving's decode-each-image pattern), string results, tf.scan with
+    string concatenation (AddV2 on strings) and a tf.TensorArray of strings written in a loop."""
+    pytest.importorskip("PIL")
+
+    def fn(s, images):
+        ta = tf.TensorArray(tf.string, size=tf.shape(s)[0] + 1, element_shape=[])  # the last one is never set
+        for i in tf.range(tf.shape(s)[0]):
+            ta = ta.write(i, tf.strings.join([s[i], "!"]))
+        grown = tf.TensorArray(tf.string, size=0, dynamic_size=True)
+        for i in tf.range(2):
+            grown = grown.write(i, s[-1 - i])
+
+        def decode(b):
+            return tf.image.resize(tf.io.decode_png(b, channels=3), [4, 4])
+
+        return {
+            "lengths": tf.map_fn(lambda x: tf.strings.length(x) * 2, s, fn_output_signature=tf.int32),
+            "upper": tf.map_fn(tf.strings.upper, s),
+            "pairs": tf.map_fn(lambda x: (x, tf.strings.length(x)), s, fn_output_signature=(tf.string, tf.int32)),
+            "scan": tf.scan(lambda acc, x: acc + x + ",", s, initializer=tf.constant(b">")),
+            "ta": ta.stack(),
+            "ta_read": ta.read(1),
+            "grown": grown.stack(),
+            "images": tf.map_fn(decode, images, fn_output_signature=tf.float32),
+        }
+
+    assert_matches_tf(fn, [_strs("ab", "", "caf\u00e9"), _strs(_png(10, 5), _png(200, 7))], shapes=[[None], [None]])
+
+
+def test_tf1_map_fn_over_strings(tmp_path):
+    """A TF1 serving graph that decodes a batch of PNGs with tf.map_fn (TensorArrayV3 of strings in a v1 while
+    loop) and upper-cases strings, as an estimator's serving_input_receiver_fn does."""
+    pytest.importorskip("PIL")
+    export_dir = str(tmp_path / "m")
+    xs = _strs(_png(10, 5), _png(200, 7), _png(77, 3))
+    g = tf.Graph()
+    with g.as_default():
+        x = tf.compat.v1.placeholder(tf.string, [None], name="x")
+        y = tf.map_fn(lambda b: tf.image.resize(tf.io.decode_png(b, channels=3), [4, 4]), x, dtype=tf.float32)
+        z = tf.map_fn(tf.strings.upper, x)
+        with tf.compat.v1.Session() as sess:
+            builder = tf.compat.v1.saved_model.Builder(export_dir)
+            sig = tf.compat.v1.saved_model.predict_signature_def({"x": x}, {"y": y, "z": z})
+            builder.add_meta_graph_and_variables(sess, ["serve"], signature_def_map={"serving_default": sig})
+            builder.save()
+            expected = sess.run({"y": y, "z": z}, {x: xs})
+    out = jaxsm.load(export_dir).signatures["serving_default"](x=xs)
+    np.testing.assert_allclose(np.asarray(out["y"]), expected["y"], rtol=1e-6, err_msg="decoded images")
+    assert list(out["z"]) == list(expected["z"]), "upper-cased strings"

@@ -2,6 +2,7 @@
 
 from jaxsm import errors
 from jaxsm.compile import compiler_options
+from jaxsm.composite import RaggedTensor, SparseTensor
 from jaxsm.format.checkpoint import load_checkpoint
 from jaxsm.functional import functional, merge, split_trainable
 from jaxsm.malloc import tune_malloc
@@ -17,7 +18,9 @@ from jaxsm.objects import (
 __all__ = [
     "ConcreteFunction",
     "LoadOptions",
+    "RaggedTensor",
     "RestoredFunction",
+    "SparseTensor",
     "UserObject",
     "Variable",
     "compiler_options",

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsm import dtypes
+from jaxsm import composite, dtypes
 from jaxsm._proto import meta_graph_pb2, saved_object_graph_pb2, trackable_object_graph_pb2
 from jaxsm.compile import EIGEN_CPU_OPTIONS, gc_paused, has_tracers, host_values, input_key, tuned_jit
 from jaxsm.errors import FunctionMatchError, JaxsmError, StaticValueError, VariableError
@@ -336,7 +336,13 @@ class ConcreteFunction:
     # -- inputs -----------------------------------------------------------------------------------------
     @property
     def inputs_spec(self) -> list[TensorSpec]:
-        return [s for s in structure.flatten(self.structured_input_signature) if isinstance(s, TensorSpec)]
+        specs = []
+        for s in structure.flatten(self.structured_input_signature):
+            if isinstance(s, TensorSpec):
+                specs.append(s)
+            elif isinstance(s, structure.TypeSpec):
+                specs.extend(composite.component_specs(s))
+        return specs
 
     def _bind_captures(self) -> list[Any]:
         if self._captures is None:
@@ -380,8 +386,10 @@ class ConcreteFunction:
         it = iter(flat)
 
         def fill(s):
-            if isinstance(s, TensorSpec) or isinstance(s, structure.TypeSpec):
+            if isinstance(s, TensorSpec):
                 return next(it)
+            if isinstance(s, structure.TypeSpec):
+                return composite.from_components(s, [next(it) for _ in composite.component_specs(s)])
             if isinstance(s, dict):
                 return {k: fill(v) for k, v in s.items()}
             if isinstance(s, tuple) and hasattr(s, "_fields"):
@@ -743,6 +751,12 @@ def _match(value: Any, spec: Any, convert: bool, specs_ok: bool = False, cast_ar
                 return False
             out.append(arr)
             return True
+        if isinstance(s, structure.TypeSpec):  # a RaggedTensor or SparseTensor: its components (composite.py)
+            if specs_ok and isinstance(v, structure.TypeSpec):
+                out.extend(composite.component_specs(v))
+                return v.type_spec_class == s.type_spec_class and v.type_state == s.type_state
+            parts = composite.to_components(v, s)
+            return parts is not None and all(go(a, b) for a, b in zip(parts, composite.component_specs(s)))
         if isinstance(s, dict):
             if not isinstance(v, Mapping) or set(v) != set(s):
                 return False
@@ -751,8 +765,6 @@ def _match(value: Any, spec: Any, convert: bool, specs_ok: bool = False, cast_ar
             if not isinstance(v, (list, tuple)) or len(v) != len(s):
                 return False
             return all(go(a, b) for a, b in zip(v, s))
-        if isinstance(s, structure.TypeSpec):
-            return False
         if isinstance(v, (np.ndarray, jax.Array)):
             return False
         if isinstance(v, bool) or isinstance(s, bool):  # True == 1 in Python, but TF traces them apart

@@ -28,6 +28,7 @@ import numpy as np
 from jaxsm import dtypes
 from jaxsm._proto import function_pb2, graph_pb2, meta_graph_pb2, node_def_pb2, variable_pb2
 from jaxsm.compile import tuned_jit
+from jaxsm.composite import SparseTensor
 from jaxsm.errors import FunctionMatchError, GraphError, JaxsmError, VariableError
 from jaxsm.format.tensor import shape_from_proto, tensor_from_proto
 from jaxsm.graph.interpreter import Interpreter
@@ -807,17 +808,25 @@ class SignatureFunction(PrunedFunction):
     def __init__(self, model: TF1Model, key: str, signature_def: meta_graph_pb2.SignatureDef):
         inputs = sorted(signature_def.inputs.items())
         for k, info in list(inputs) + list(signature_def.outputs.items()):
-            if info.WhichOneof("encoding") != "name":
+            if info.WhichOneof("encoding") not in ("name", "coo_sparse"):
                 raise JaxsmError(
-                    f"signature '{key}': '{k}' is a composite (sparse/ragged) tensor, which jaxsm does "
+                    f"signature '{key}': '{k}' is a composite (ragged/extension type) tensor, which jaxsm does "
                     "not support in TF1 signatures"
                 )
         self.input_keys = [k for k, _ in inputs]
-        fetches = {k: info.name for k, info in signature_def.outputs.items()}
-        super().__init__(model, [info.name for _, info in inputs], fetches, name=key)
-        for i, (k, info) in enumerate(inputs):
-            shape = None if info.tensor_shape.unknown_rank else shape_from_proto(info.tensor_shape)
-            self.inputs[i] = _InputSpec(k, _np_dtype(info.dtype), shape)
+        # A sparse tensor (sparse_placeholder; TensorInfo.coo_sparse) is fed and fetched as its three components,
+        # in jaxsm.SparseTensor's order.
+        self._sparse_inputs = {k for k, info in inputs if info.WhichOneof("encoding") == "coo_sparse"}
+        self._sparse_outputs = {k for k, info in signature_def.outputs.items() if info.WhichOneof("encoding") != "name"}
+        fetches = {k: _component_names(info) for k, info in signature_def.outputs.items()}
+        feeds = [name for _, info in inputs for name in _component_names(info, flat=True)]
+        super().__init__(model, feeds, fetches, name=key)
+        i = 0
+        for k, info in inputs:
+            if k not in self._sparse_inputs:
+                shape = None if info.tensor_shape.unknown_rank else shape_from_proto(info.tensor_shape)
+                self.inputs[i] = _InputSpec(k, _np_dtype(info.dtype), shape)
+            i += len(_component_names(info, flat=True))
         self.method_name = signature_def.method_name
 
     def __call__(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
@@ -834,10 +843,28 @@ class SignatureFunction(PrunedFunction):
             raise TypeError(
                 f"signature '{self.name}' expects inputs {self.input_keys}; missing {missing}, unexpected {extra}"
             )
-        return _pack_fetches(self._structure, iter(self.call_flat([kwargs[k] for k in self.input_keys])))
+        flat = []
+        for k in self.input_keys:
+            if k not in self._sparse_inputs:
+                flat.append(kwargs[k])
+            elif all(hasattr(kwargs[k], a) for a in ("indices", "values", "dense_shape")):
+                flat += [kwargs[k].indices, kwargs[k].values, kwargs[k].dense_shape]
+            else:
+                raise FunctionMatchError(f"signature '{self.name}': input '{k}' expects a SparseTensor")
+        out = _pack_fetches(self._structure, iter(self.call_flat(flat)))
+        return {k: SparseTensor(*v) if k in self._sparse_outputs else v for k, v in out.items()}
 
     def __repr__(self) -> str:
         return f"<jaxsm.tf1.SignatureFunction '{self.name}' inputs={self.input_keys}>"
+
+
+def _component_names(info: meta_graph_pb2.TensorInfo, flat: bool = False) -> Any:
+    """A TensorInfo's tensor name, or a sparse tensor's (indices, values, dense_shape) tensor names."""
+    if info.WhichOneof("encoding") == "name":
+        return [info.name] if flat else info.name
+    coo = info.coo_sparse
+    names = (coo.indices_tensor_name, coo.values_tensor_name, coo.dense_shape_tensor_name)
+    return list(names) if flat else names
 
 
 def _flatten_fetches(fetches: Any, tensors: list[str], targets: list[str]) -> None:

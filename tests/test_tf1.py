@@ -9,7 +9,7 @@ import pytest
 
 import jaxsm
 from jaxsm._proto import graph_pb2
-from jaxsm.errors import EagerFallbackWarning, GraphError, TagsNotFoundError
+from jaxsm.errors import EagerFallbackWarning, FunctionMatchError, GraphError, TagsNotFoundError
 from jaxsm.tf1 import TF1Model, lower_control_flow
 
 tf = pytest.importorskip("tensorflow")
@@ -544,3 +544,32 @@ def test_estimator_style_export_with_feature_columns(tmp_path):
     with pytest.warns(EagerFallbackWarning, match="string"):
         got = m.signatures["serving_default"](examples=batch)["out"]
     np.testing.assert_allclose(np.asarray(got), want, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.filterwarnings("ignore::jaxsm.errors.EagerFallbackWarning")
+def test_sparse_signature_inputs_and_outputs(tmp_path):
+    """A TF1 signature whose input is a sparse_placeholder and whose output is a SparseTensor (TensorInfo
+    coo_sparse): fed and returned as jaxsm.SparseTensor, values as TF's session gives them."""
+    export_dir = str(tmp_path / "m")
+    g = tf.Graph()
+    with g.as_default():
+        sp = tf.compat.v1.sparse_placeholder(tf.float32, shape=[None, 4], name="sp")
+        w = tf.compat.v1.get_variable("w", initializer=tf.constant([[1.0], [2.0], [3.0], [4.0]]))
+        dense = tf.matmul(tf.sparse.to_dense(sp), w)
+        doubled = tf.sparse.SparseTensor(sp.indices, sp.values * 2.0, sp.dense_shape)
+        with tf.compat.v1.Session() as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            builder = tf.compat.v1.saved_model.Builder(export_dir)
+            sig = tf.compat.v1.saved_model.predict_signature_def({"sp": sp}, {"dense": dense, "doubled": doubled})
+            builder.add_meta_graph_and_variables(sess, ["serve"], signature_def_map={"serving_default": sig})
+            builder.save()
+            value = tf.compat.v1.SparseTensorValue([[0, 1], [2, 0], [2, 3]], [1.5, -2.0, 4.0], [3, 4])
+            expected = sess.run({"dense": dense, "doubled": doubled}, {sp: value})
+    fn = jaxsm.load(export_dir).signatures["serving_default"]
+    out = fn(sp=jaxsm.SparseTensor(np.array(value.indices), np.array(value.values, np.float32), np.array([3, 4])))
+    np.testing.assert_allclose(np.asarray(out["dense"]), expected["dense"], rtol=1e-6, err_msg="dense")
+    assert isinstance(out["doubled"], jaxsm.SparseTensor), "a sparse output is a jaxsm.SparseTensor"
+    for k in ("indices", "values", "dense_shape"):
+        np.testing.assert_array_equal(np.asarray(getattr(out["doubled"], k)), getattr(expected["doubled"], k), k)
+    with pytest.raises(FunctionMatchError, match="SparseTensor"):
+        fn(sp=np.zeros((3, 4), np.float32))

@@ -861,6 +861,18 @@ class _Captured:
     value: Any
 
 
+class Asset(_Captured):
+    """A restored ``tf.saved_model.Asset``: ``asset_path`` is the file's absolute path in the SavedModel's
+    assets directory (a string scalar, as TF gives it)."""
+
+    @property
+    def asset_path(self) -> np.ndarray:
+        return self.value
+
+    def __repr__(self) -> str:
+        return f"<jaxsm.Asset {self.value.item().decode()!r}>"
+
+
 class RestoredResource:
     """A restored non-variable resource (e.g. a lookup table), created and initialized at load by running its
     ``_create_resource`` and ``_initialize`` functions, as TF's loader does. ``state`` holds its arrays."""
@@ -1012,7 +1024,7 @@ def load_object_graph(export_dir: str, meta_graph: meta_graph_pb2.MetaGraphDef, 
             ctx.nodes[nid] = var
         elif kind == "asset":
             fname = meta_graph.asset_file_def[node.asset.asset_file_def_index].filename
-            ctx.nodes[nid] = _Captured(np.asarray(str(ctx.files.asset_path(fname)).encode(), dtype=object))
+            ctx.nodes[nid] = Asset(np.asarray(str(ctx.files.asset_path(fname)).encode(), dtype=object))
         elif kind == "constant":
             ctx.nodes[nid] = _Captured(ctx.graph_constant(node.constant.operation))
         elif kind == "resource":

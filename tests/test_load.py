@@ -237,9 +237,11 @@ def test_assets_are_absolute_paths(tmp_path):
 
     path = _save(M(), tmp_path / "m")
     vocab.unlink()  # the SavedModel's own copy under assets/ must be used
-    got = jaxsm.load(path).path()
+    loaded = jaxsm.load(path)
+    got = loaded.path()
     want = tf.saved_model.load(path).path().numpy()
     assert got.item() == want, "asset path equals TF's"
+    assert loaded.vocab.asset_path.item() == tf.saved_model.load(path).vocab.asset_path.numpy(), "the asset object"
     assert (tmp_path / "m" / "assets" / "vocab.txt").samefile(got.item().decode()), "absolute path into assets/"
 
 

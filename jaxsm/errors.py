@@ -69,6 +69,11 @@ class FunctionMatchError(JaxsmError, ValueError):
     """No concrete function of a polymorphic function matches the call (TF raises ValueError)."""
 
 
+class Int64RangeError(JaxsmError, ValueError):
+    """A 64-bit integer input holds values beyond 32 bits while ``jax_enable_x64`` is off: JAX would narrow it to
+    32 bits and wrap them, a wrong answer; turn x64 on."""
+
+
 class VariableError(JaxsmError):
     """A variable is missing from the checkpoint, uninitialized, or assigned an incompatible value."""
 

@@ -24,7 +24,7 @@ import numpy as np
 from jaxsm import composite, dtypes
 from jaxsm._proto import meta_graph_pb2, saved_object_graph_pb2, trackable_object_graph_pb2
 from jaxsm.compile import EIGEN_CPU_OPTIONS, gc_paused, has_tracers, host_values, input_key, tuned_jit
-from jaxsm.errors import FunctionMatchError, JaxsmError, StaticValueError, VariableError
+from jaxsm.errors import FunctionMatchError, Int64RangeError, JaxsmError, StaticValueError, VariableError
 from jaxsm.format import structure
 from jaxsm.format.structure import TensorSpec
 from jaxsm.format.tensor import tensor_from_proto
@@ -691,6 +691,23 @@ def _as_input(x: Any) -> Any:
     return x
 
 
+def check_fits_32_bits(arr: Any, what: str) -> None:
+    """Refuse a NumPy int64/uint64 input whose values do not fit 32 bits while jax_enable_x64 is off: JAX would
+    narrow it and wrap them silently (a wrong answer instead of TF's)."""
+    if jax.config.jax_enable_x64 or not isinstance(arr, np.ndarray | np.generic) or arr.dtype.kind not in "iu":
+        return
+    if arr.dtype.itemsize != 8 or arr.size == 0:
+        return
+    info = np.iinfo(np.int32 if arr.dtype.kind == "i" else np.uint32)
+    low, high = arr.min(), arr.max()
+    if low < info.min or high > info.max:
+        raise Int64RangeError(
+            f"{what} is {arr.dtype.name} with values up to {high if high > info.max else low}, beyond 32 bits, and "
+            "jax_enable_x64 is off, so JAX would wrap them. Call jax.config.update('jax_enable_x64', True) before "
+            "loading for TF's exact 64-bit results."
+        )
+
+
 def _dtype_matches(got: np.dtype, want: np.dtype) -> bool:
     if got == want:
         return True
@@ -749,6 +766,7 @@ def _match(value: Any, spec: Any, convert: bool, specs_ok: bool = False, cast_ar
                 return False
             if not s.is_compatible_with_shape(tuple(arr.shape)):
                 return False
+            check_fits_32_bits(arr, f"input {s.name or len(out)}")
             out.append(arr)
             return True
         if isinstance(s, structure.TypeSpec):  # a RaggedTensor or SparseTensor: its components (composite.py)
@@ -917,7 +935,12 @@ class RestoredResource:
 
 
 def _read_variable(reader, ckpt_key: str, path: str, options: LoadOptions) -> jax.Array:
-    return options.place(path, np.asarray(reader.get_tensor(ckpt_key)))
+    value = np.asarray(reader.get_tensor(ckpt_key))
+    try:
+        check_fits_32_bits(value, f"variable '{path}'")
+    except Int64RangeError as e:  # the variable may never be read: a warning, where an input is an error
+        warnings.warn(f"jaxsm: {e}", stacklevel=4)
+    return options.place(path, value)
 
 
 def _checkpoint_keys(reader, saved_graph, others: dict[int, dict[str, str]] | None = None) -> dict[int, str]:

@@ -35,7 +35,7 @@ from jaxsm.graph.interpreter import Interpreter
 from jaxsm.graph.library import Body, Library, check_supported
 from jaxsm.graph.node import Node
 from jaxsm.graph.values import Resource
-from jaxsm.objects import LoadOptions, Signatures, Variable, _warn_x64_once
+from jaxsm.objects import LoadOptions, Signatures, Variable, _warn_x64_once, check_fits_32_bits
 from jaxsm.ops.tf1 import MERGE_BRANCHES_ATTR, variable_key
 
 # Attribute the rewrite puts on a stateful node inside a cond branch with a run-time predicate: the branch
@@ -789,6 +789,7 @@ class PrunedFunction:
             len(spec.shape) != x.ndim or any(d is not None and d != s for d, s in zip(spec.shape, x.shape, strict=True))
         ):
             raise FunctionMatchError(f"{self.name}: input '{spec.name}' expects shape {spec.shape}, got {x.shape}")
+        check_fits_32_bits(x, f"{self.name}: input '{spec.name}'")
         return x
 
     def __call__(self, *args: Any) -> Any:

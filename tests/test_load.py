@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import jax
 import numpy as np
 import pytest
 
 import jaxsm
-from jaxsm.errors import FunctionMatchError
+from jaxsm.errors import FunctionMatchError, Int64RangeError
 
 tf = pytest.importorskip("tensorflow")
 
@@ -331,3 +332,29 @@ def test_variable_operators_match_tf(tmp_path):
     for name, fn in cases.items():
         np.testing.assert_allclose(np.asarray(fn(got.v, got.w)), np.asarray(fn(ref.v, ref.w)), err_msg=name)
     assert len(got.v) == 3 and float(got.v[2]) == 4.0
+
+
+def test_int64_beyond_32_bits_without_x64(tmp_path):
+    """With jax_enable_x64 off JAX narrows int64 to 32 bits: an input that would wrap is refused, a variable that
+    would wrap is named in a warning; with x64 on the values are TF's."""
+
+    class M(tf.Module):
+        def __init__(self):
+            self.big = tf.Variable(tf.constant(2**40 + 7, tf.int64))
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.int64)])
+        def f(self, x):
+            return x * 3 + self.big
+
+    path = _save(M(), tmp_path / "m")
+    small, big = np.array([1, -2], np.int64), np.array([2**35 + 1, 5], np.int64)
+    ref = tf.saved_model.load(path)
+    want = ref.f(big).numpy()
+    with jax.enable_x64(False):
+        loaded = jaxsm.load(path)
+        with pytest.raises(Int64RangeError, match="34359738369"):
+            loaded.f(big)
+        with pytest.warns(UserWarning, match="variable 'big'"):
+            loaded.f(small)
+    with jax.enable_x64(True):
+        np.testing.assert_array_equal(np.asarray(jaxsm.load(path).f(big)), want, err_msg="x64 on: TF's values")

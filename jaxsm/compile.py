@@ -35,12 +35,15 @@ import jax.extend.core
 import numpy as np
 
 from jaxsm.dtypes import is_strings
-from jaxsm.errors import EagerFallbackWarning, StaticValueError
+from jaxsm.errors import AssertFailedError, EagerFallbackWarning, StaticValueError
 
 LARGE_DOT_ROWS = 4096
 
 # True while a function runs op by op (the fallback below): every value is concrete, so control flow can run
 # as Python (a While becomes a Python loop whose variables may change shape, as in TF eager).
+# Key of a compiled call's updated state holding whether its run-time Asserts held (jaxsm/ops/core.py).
+RUN_TIME_ASSERTS = "__jaxsm_run_time_asserts__"
+
 OP_BY_OP: contextvars.ContextVar[bool] = contextvars.ContextVar("jaxsm_op_by_op", default=False)
 
 # YNNPACK off: XLA:CPU then runs convolutions and dots with Eigen.
@@ -115,6 +118,19 @@ def host_values(*trees: Any) -> bool:
     return any(is_strings(leaf) for leaf in jax.tree_util.tree_leaves(trees))
 
 
+def check_run_time_asserts(result: Any, op_by_op: Callable, state: Any, flat_inputs: Any) -> Any:
+    """``(outputs, updated)`` of a compiled call without the flag of its run-time Asserts (jaxsm/ops/core.py).
+    When one failed, the call is rerun op by op, where the failing Assert raises with its data (TF raises
+    before any later side effect; the compiled call's updates are dropped). Inside the user's own jit the flag is
+    a tracer and cannot be checked."""
+    outputs, updated = result
+    ok = updated.pop(RUN_TIME_ASSERTS, None)
+    if ok is None or isinstance(ok, jax.core.Tracer) or bool(ok):
+        return outputs, updated
+    op_by_op(state, flat_inputs)
+    raise AssertFailedError("an Assert of the function failed at run time (rerun op by op did not say which)")
+
+
 def input_key(flat_inputs: Any) -> tuple:
     """What a compiled version is chosen by: the inputs' shapes and dtypes (a model's variables keep theirs)."""
     return tuple((np.shape(x), str(getattr(x, "dtype", type(x).__name__))) for x in flat_inputs)
@@ -153,11 +169,12 @@ def tuned_jit(fn: Callable, name: str = "function") -> Callable:
             )
         run = plain if has_tracers((state, flat_inputs)) and key not in eager else choice.get(key)
         if run is not None:
-            return run(state, flat_inputs)
+            return check_run_time_asserts(run(state, flat_inputs), op_by_op, state, flat_inputs)
         if key not in eager:
             try:
                 with gc_paused():  # a new shape: trace, lower and compile
-                    return pick(state, flat_inputs)(state, flat_inputs)
+                    result = pick(state, flat_inputs)(state, flat_inputs)
+                return check_run_time_asserts(result, op_by_op, state, flat_inputs)
             except StaticValueError as e:
                 choice.pop(key, None)  # picked before the trace failed (no trace is needed to pick off the CPU)
                 eager.add(key)
@@ -167,6 +184,9 @@ def tuned_jit(fn: Callable, name: str = "function") -> Callable:
                     EagerFallbackWarning,
                     stacklevel=4,
                 )
+        return op_by_op(state, flat_inputs)
+
+    def op_by_op(state: Any, flat_inputs: Any) -> Any:
         token = OP_BY_OP.set(True)
         try:
             return fn(state, flat_inputs)
@@ -174,5 +194,6 @@ def tuned_jit(fn: Callable, name: str = "function") -> Callable:
             OP_BY_OP.reset(token)
 
     call.pick, call.plain, call.eigen, call.eager = pick, plain, eigen, eager  # type: ignore[attr-defined]
+    call.op_by_op = op_by_op  # type: ignore[attr-defined]
     call._cache_size = lambda: plain._cache_size() + eigen._cache_size()  # type: ignore[attr-defined]
     return call

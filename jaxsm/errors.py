@@ -69,6 +69,11 @@ class FunctionMatchError(JaxsmError, ValueError):
     """No concrete function of a polymorphic function matches the call (TF raises ValueError)."""
 
 
+class AssertFailedError(JaxsmError, ValueError):
+    """A ``tf.debugging.assert_*`` / ``tf.Assert`` of the graph failed on the call's values (TF raises
+    InvalidArgumentError); the message names the node and its data."""
+
+
 class Int64RangeError(JaxsmError, ValueError):
     """A 64-bit integer input holds values beyond 32 bits while ``jax_enable_x64`` is off: JAX would narrow it to
     32 bits and wrap them, a wrong answer; turn x64 on."""

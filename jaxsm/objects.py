@@ -23,7 +23,15 @@ import numpy as np
 
 from jaxsm import composite, dtypes
 from jaxsm._proto import meta_graph_pb2, saved_object_graph_pb2, trackable_object_graph_pb2
-from jaxsm.compile import EIGEN_CPU_OPTIONS, gc_paused, has_tracers, host_values, input_key, tuned_jit
+from jaxsm.compile import (
+    EIGEN_CPU_OPTIONS,
+    check_run_time_asserts,
+    gc_paused,
+    has_tracers,
+    host_values,
+    input_key,
+    tuned_jit,
+)
 from jaxsm.errors import FunctionMatchError, Int64RangeError, JaxsmError, StaticValueError, VariableError
 from jaxsm.format import structure
 from jaxsm.format.structure import TensorSpec
@@ -578,7 +586,9 @@ def _jit_keeping_host_outputs(fn: Callable, cache_prefix: str | None = None) -> 
             outputs, updated = jitted(state, flat_inputs)
             return [host.get(i, o) for i, o in enumerate(outputs)], updated
         run = exported.get(_export_key(flat_inputs)) if exported else None  # (no key work without the cache)
-        if run is not None:
+        if run is not None and run is not jitted:
+            outputs, updated = check_run_time_asserts(run(state, flat_inputs), jitted.op_by_op, state, flat_inputs)
+        elif run is not None:
             outputs, updated = run(state, flat_inputs)
         elif jax.config.jax_compilation_cache_dir and cache_prefix is not None and not host_values(state, flat_inputs):
             with gc_paused():  # first call for these shapes: export or read the traced function, compile
@@ -588,6 +598,8 @@ def _jit_keeping_host_outputs(fn: Callable, cache_prefix: str | None = None) -> 
                     run = exported[_export_key(flat_inputs)] = jitted
                 with _lapack_setup_skipped(id(run) in lapack_free):
                     outputs, updated = run(state, flat_inputs)
+                if run is not jitted:
+                    outputs, updated = check_run_time_asserts((outputs, updated), jitted.op_by_op, state, flat_inputs)
         else:
             outputs, updated = jitted(state, flat_inputs)
         return [host.get(i, o) for i, o in enumerate(outputs)], updated

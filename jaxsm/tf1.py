@@ -31,7 +31,7 @@ from jaxsm.compile import tuned_jit
 from jaxsm.composite import SparseTensor
 from jaxsm.errors import FunctionMatchError, GraphError, JaxsmError, VariableError
 from jaxsm.format.tensor import shape_from_proto, tensor_from_proto
-from jaxsm.graph.interpreter import Interpreter
+from jaxsm.graph.interpreter import Interpreter, with_run_time_asserts
 from jaxsm.graph.library import Body, Library, check_supported
 from jaxsm.graph.node import Node
 from jaxsm.graph.values import Resource
@@ -508,9 +508,14 @@ class TF1Interpreter(Interpreter):
         branches = node.attr(GUARD_ATTR)
         n = len(args) - len(branches)
         preds = args[n:]
+        live = _live(preds, branches)
+        if node.op == "Assert" and live is not True:  # an Assert in a branch holds where the branch is not taken
+            if live is None and self.run_time_asserts is not None:
+                held = jnp.all(jnp.asarray(args[0]))
+                self.run_time_asserts.append(~_live_traced(preds, branches) | held)
+            return []
         before = dict(self.state)
         outs = super().run_node(node, args[:n])
-        live = _live(preds, branches)
         for k, v in list(self.state.items()):
             if k in before and before[k] is not v:
                 if live is None:
@@ -750,13 +755,14 @@ class PrunedFunction:
 
         def fn(state: dict[str, Any], flat_feeds: Sequence[Any]) -> tuple[list[Any], dict[str, Any]]:
             interp = TF1Interpreter(library, state, tables)
+            interp.run_time_asserts = []
             # A fetched variable (a VariableV2 ref or a VarHandleOp handle) returns its value.
             outputs = [
                 interp.read_resource(o, node) if isinstance(o, Resource) and o.kind in ("ref", "variable") else o
                 for o, node in zip(interp.run(body, list(flat_feeds)), output_nodes, strict=True)
             ]
             updated = {k: v for k, v in interp.state.items() if k not in state or state[k] is not v}
-            return outputs, updated
+            return outputs, with_run_time_asserts(updated, interp)
 
         return fn
 

@@ -18,9 +18,11 @@ from functools import partial
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxsm import dtypes
+from jaxsm.compile import RUN_TIME_ASSERTS
 from jaxsm.errors import (
     JaxsmError,
     LoweringError,
@@ -67,6 +69,7 @@ REF_INPUT_OPS = frozenset(
         "CountUpTo",
         "TemporaryVariable",
         "DestroyTemporaryVariable",
+        "RefSelect",
         # TF1 optimizer ops: the variable and its slots (jaxsm/ops/training.py)
         "ApplyGradientDescent",
         "ApplyMomentum",
@@ -163,6 +166,9 @@ class Interpreter:
         self.lower_bounds: dict[int, tuple[Any, np.ndarray]] = {}
         # (body, node index) of the node being lowered: lets a lowering look at its consumers (jaxsm/graph/dedup.py)
         self.position: tuple[Body, int] | None = None
+        # Assert conditions known only at run time, when the caller checks them (pure_function; not inside the
+        # bodies of lax control flow, whose values cannot leave them): jaxsm/ops/core.py
+        self.run_time_asserts: list[Any] | None = None
 
     # -- state --------------------------------------------------------------------------------------------
     def read_resource(self, handle: Any, node: Node) -> Any:
@@ -312,11 +318,20 @@ def pure_function(
 
     def fn(state: dict[str, Any], flat_inputs: Sequence[Any]) -> tuple[list[Any], dict[str, Any]]:
         interp = Interpreter(library, state)
+        interp.run_time_asserts = []
         outputs = interp.call(fname, list(flat_inputs) + list(captures))
         updated = {k: v for k, v in interp.state.items() if k not in state or state[k] is not v}
-        return outputs, updated
+        return outputs, with_run_time_asserts(updated, interp)
 
     return fn
+
+
+def with_run_time_asserts(updated: dict[str, Any], interp: Interpreter) -> dict[str, Any]:
+    """``updated`` plus, when the function has Asserts decided at run time, whether all of them held (under the
+    key ``RUN_TIME_ASSERTS``; jaxsm/compile.py checks and removes it)."""
+    if interp.run_time_asserts:
+        updated[RUN_TIME_ASSERTS] = jnp.all(jnp.stack(interp.run_time_asserts))
+    return updated
 
 
 def dtype_of(x: Any) -> np.dtype:

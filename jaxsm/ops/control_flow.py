@@ -36,15 +36,22 @@ def _as_jax(v: Any) -> Any:
     return jnp.asarray(v)
 
 
-def _run_with_state(interp: Interpreter, fname: str, args: list[Any], state: dict) -> tuple[list[Any], dict]:
-    """Call ``fname`` with ``state`` as the variable state; returns (outputs, resulting state)."""
-    saved = interp.state
-    interp.state = dict(state)
+def _run_with_state(
+    interp: Interpreter, fname: str, args: list[Any], state: dict, asserts: list[Any] | None = None
+) -> tuple[list[Any], dict]:
+    """Call ``fname`` with ``state`` as the variable state; returns (outputs, resulting state). The body's
+    run-time Assert conditions go to ``asserts`` (its traced values cannot join the caller's list)."""
+    saved, saved_asserts = interp.state, interp.run_time_asserts
+    interp.state, interp.run_time_asserts = dict(state), asserts
     try:
         outs = interp.call(fname, args)
         return outs, interp.state
     finally:
-        interp.state = saved
+        interp.state, interp.run_time_asserts = saved, saved_asserts
+
+
+def _all_held(asserts: list[Any]) -> Any:
+    return jnp.all(jnp.stack(asserts)) if asserts else jnp.asarray(True)
 
 
 def _switch(ctx: OpContext, index: Any, branches: list[str], args: list[Any]) -> list[Any]:
@@ -54,18 +61,28 @@ def _switch(ctx: OpContext, index: Any, branches: list[str], args: list[Any]) ->
 
     def make(fname):
         def branch():
-            outs, state = _run_with_state(interp, fname, args, state0)
+            asserts: list[Any] = []  # (TF's Assert wrapper puts the Assert in a cond's branch)
+            outs, state = _run_with_state(interp, fname, args, state0, asserts)
             if set(state) != set(state0):
                 raise ctx.error(
                     f"branch '{fname}' creates variables {sorted(set(state) - set(state0))} that the other "
                     "branches do not; jaxsm needs every variable to exist before a run-time branch"
                 )
-            return [_as_jax(o) for o in outs], {k: jnp.asarray(state[k]) for k in state0}
+            return [_as_jax(o) for o in outs], {k: jnp.asarray(state[k]) for k in state0}, _all_held(asserts)
 
         return branch
 
-    outs, state = lax.switch(index, [make(b) for b in branches])
+    try:
+        outs, state, held = lax.switch(index, [make(b) for b in branches])
+    except TypeError as e:  # (errors inside a branch arrive as JaxsmErrors: this is lax.switch's own check)
+        raise ctx.error(
+            f"the branches return values of different shapes or dtypes, so the branch must be known at trace time "
+            f"({str(e).splitlines()[0]})",
+            StaticValueError,
+        ) from None
     interp.state.update(state)
+    if interp.run_time_asserts is not None:
+        interp.run_time_asserts.append(held)
     return outs
 
 

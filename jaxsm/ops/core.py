@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsm.errors import LoweringError
+from jaxsm.errors import AssertFailedError, LoweringError
 from jaxsm.graph.tensor_list import TensorList
 from jaxsm.graph.values import to_static
 from jaxsm.ops.registry import op
@@ -63,10 +63,25 @@ def check_numerics(ctx, x):
 
 @op("Assert", stateful=True)
 def assert_(ctx, cond, *data):
+    """TF raises when the condition is false. A condition known now is checked here; a run-time one joins the
+    interpreter's ``run_time_asserts``, which the compiled function returns and jaxsm checks after the call
+    (rerunning the call op by op to raise here with the data when one failed: jaxsm/compile.py)."""
     c = to_static(cond)
-    if c is not None and not bool(np.all(c)):
-        raise ctx.error(f"assertion failed (condition is statically false); data: {[to_static(d) for d in data]}")
+    if c is None:
+        if ctx.interp.run_time_asserts is not None:
+            ctx.interp.run_time_asserts.append(jnp.all(jnp.asarray(cond)))
+        return []
+    if not bool(np.all(c)):
+        shown = [_assert_data(d, ctx.attr("summarize", 3)) for d in data]
+        raise ctx.error(f"assertion failed: {' '.join(shown)}", AssertFailedError)
     return []
+
+
+def _assert_data(d, summarize: int) -> str:
+    from jaxsm.ops.strings import summarize_value
+
+    v = to_static(d)
+    return "[<run-time value>]" if v is None else "[" + summarize_value(v, summarize, print_v2=False) + "]"
 
 
 @op("Placeholder")
@@ -92,23 +107,3 @@ def zeros_like(ctx, x):
 @op("OnesLike")
 def ones_like(ctx, x):
     return jnp.ones_like(x) if not isinstance(x, np.ndarray) else np.ones_like(x)
-
-
-@op("StringFormat", stateful=True)
-def string_format(ctx, *inputs):
-    """``tf.strings.format`` / ``tf.print``'s message: formatted on the host when every input is known at trace
-    time; otherwise a marker string, since run-time values cannot reach host-side string code inside jit."""
-    template, placeholder = ctx.attr("template", "%s"), ctx.attr("placeholder", "%s")
-    parts = []
-    for x in inputs:
-        s = to_static(x)
-        parts.append(np.array2string(s, separator=" ") if s is not None else "<run-time value>")
-    pieces = template.split(placeholder)
-    text = pieces[0] + "".join(p + rest for p, rest in zip(parts, pieces[1:]))
-    return np.asarray(text.encode(), dtype=object)
-
-
-@op("PrintV2", stateful=True)
-def print_v2(ctx, message):
-    # tf.print runs at every call in TF; a compiled function has no host side effects, so nothing is printed.
-    return []

@@ -17,6 +17,7 @@ positions.
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +26,7 @@ import numpy as np
 
 from jaxsm.dtypes import is_strings
 from jaxsm.graph.tensor_list import TensorList
+from jaxsm.graph.values import to_static
 from jaxsm.ops.registry import OPS, op
 
 # -- helpers -------------------------------------------------------------------------------------------------
@@ -624,3 +626,132 @@ def unicode_encode(ctx, values, splits):
                 text.append(chr(replacement))
         out.append("".join(text).encode(codec))
     return _bytes_array(out, (len(out),))
+
+
+# -- formatting values (tf.strings.format, tf.print) ------------------------------------------------------------
+
+
+def _element_text(x: Any, quote: bool = True) -> str:
+    """One element as TF's ``PrintOneElement`` shows it: floats by the shortest of 6/9 (float32) or 15/17 (float64)
+    significant digits that round-trips, bools as 1/0, strings quoted (print_v2) or bare."""
+    if isinstance(x, bytes):
+        text = x.decode("utf-8", errors="backslashreplace")
+        return '"' + text + '"' if quote else text
+    if isinstance(x, np.bool_ | bool):
+        return "1" if x else "0"
+    if isinstance(x, np.complexfloating):
+        return f"({_element_text(x.real)},{_element_text(x.imag)})"
+    if isinstance(x, np.floating):
+        if np.isnan(x):
+            return "nan"
+        if np.isinf(x):
+            return "inf" if x > 0 else "-inf"
+        wide = x.dtype == np.float64
+        kind = np.float64 if wide else np.float32
+        short, long = (15, 17) if wide else (6, 9)
+        text = f"{float(x):.{short}g}"
+        return text if kind(text) == kind(x) else f"{float(x):.{long}g}"
+    return str(int(x)) if isinstance(x, np.integer) else str(x)
+
+
+def summarize_value(v: np.ndarray, summarize: int, print_v2: bool = True) -> str:
+    """``v`` as TF's ``Tensor::SummarizeValue(summarize, print_v2)`` writes it (tensor.cc). print_v2
+    (tf.strings.format, tf.print): nested brackets, at most ``summarize`` entries at each end of every dimension
+    with "..." between (all when negative), rows on new lines. Otherwise (tf.Assert's data): the first
+    ``summarize`` elements in row-major order, inner dimensions bracketed, "..." when cut."""
+    v = np.asarray(v)
+    flat = v.reshape(-1)
+    if v.ndim == 0 or not print_v2:
+        return _summarize_v1(v, flat.size if summarize < 0 else min(summarize, flat.size))
+    if v.size == 0:
+        return "[]"
+    ends = v.size if summarize < 0 else summarize
+
+    def spacing(dim: int) -> str:
+        return " " if dim == v.ndim - 1 else "\n" * (v.ndim - dim - 1) + " " * (dim + 1)
+
+    def dim_text(dim: int, sub: np.ndarray) -> str:
+        if dim == v.ndim:
+            return _element_text(sub.reshape(-1)[0] if isinstance(sub, np.ndarray) else sub)
+        n = sub.shape[0]
+        head = [dim_text(dim + 1, sub[i]) for i in range(min(ends, n))]
+        tail = [dim_text(dim + 1, sub[i]) for i in range(max(ends, n - ends), n)]
+        items = head + (["..."] if n > 2 * ends else []) + tail
+        return "[" + spacing(dim).join(items) + "]"
+
+    return dim_text(0, v)
+
+
+def _summarize_v1(v: np.ndarray, limit: int) -> str:
+    """TF's ``PrintOneDim``: the first ``limit`` elements, each inner row in brackets."""
+    flat, out, taken = v.reshape(-1), [], 0
+    if v.ndim == 0:
+        return " ".join(_element_text(x, quote=False) for x in flat[:limit]) + ("..." if flat.size > limit else "")
+
+    def dim(d: int) -> None:
+        nonlocal taken
+        if taken >= limit:
+            return
+        if d == v.ndim - 1:
+            for i in range(v.shape[d]):
+                if taken >= limit:
+                    if d != 0:
+                        out.append("...")
+                    return
+                out.append((" " if i else "") + _element_text(flat[taken], quote=False))
+                taken += 1
+            return
+        for _ in range(v.shape[d]):
+            opened = taken < limit
+            if opened:
+                out.append("[")
+            dim(d + 1)
+            if taken < limit or opened:
+                out.append("]")
+
+    dim(0)
+    return "".join(out) + ("..." if flat.size > limit else "")
+
+
+def _only_printed(ctx) -> bool:
+    """Whether this node's output only reaches PrintV2 (tf.print's message), which compiled functions skip."""
+    pos = ctx.position
+    if pos is None:
+        return False
+    body, k = pos
+    if any(src == k for src, _ in body.outputs):
+        return False
+    users = [body.nodes[j].op for j, refs in enumerate(body.node_inputs) for src, _ in refs if src == k]
+    return all(u == "PrintV2" for u in users)
+
+
+@op("StringFormat", stateful=True)
+def string_format(ctx, *inputs):
+    """``tf.strings.format`` / tf.print's message. Values known now are formatted as TF does; a run-time value is
+    needed on the host (StaticValueError: the call runs op by op), unless only tf.print reads the message, which
+    a compiled function does not run."""
+    template, placeholder = _as_bytes(ctx.attr("template", b"%s")), _as_bytes(ctx.attr("placeholder", b"%s"))
+    values = [to_static(x) for x in inputs]
+    if any(v is None for v in values):
+        if not _only_printed(ctx):
+            ctx.static(next(x for x, v in zip(inputs, values, strict=True) if v is None), "a value formatted as text")
+        return _bytes_array([b"<run-time value>"], ())
+    pieces = template.split(placeholder)
+    if len(pieces) != len(inputs) + 1:
+        raise ctx.error(f"the template has {len(pieces) - 1} placeholders for {len(inputs)} values")
+    parts = [summarize_value(np.asarray(v), ctx.attr("summarize", 3)).encode() for v in values]
+    return _bytes_array([pieces[0] + b"".join(p + rest for p, rest in zip(parts, pieces[1:], strict=True))], ())
+
+
+@op("PrintV2", stateful=True)
+def print_v2(ctx, message):
+    """tf.print: printed when the call runs op by op, as TF prints at every call; a compiled function has no
+    host side effects, so it prints nothing (gaps table)."""
+    from jaxsm.compile import OP_BY_OP
+
+    text = to_static(message)
+    if OP_BY_OP.get() and text is not None:
+        stream = sys.stdout if _as_bytes(ctx.attr("output_stream", b"stderr")) == b"stdout" else sys.stderr
+        end = _as_bytes(ctx.attr("end", b"\n")).decode()
+        print(np.asarray(text).reshape(-1)[0].decode(errors="replace"), end=end, file=stream)
+    return []

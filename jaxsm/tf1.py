@@ -509,11 +509,12 @@ class TF1Interpreter(Interpreter):
         n = len(args) - len(branches)
         preds = args[n:]
         live = _live(preds, branches)
-        if node.op == "Assert" and live is not True:  # an Assert in a branch holds where the branch is not taken
+        if node.op in _CHECKS and live is not True:  # a check in a branch holds where the branch is not taken
             if live is None and self.run_time_asserts is not None:
-                held = jnp.all(jnp.asarray(args[0]))
+                x = jnp.asarray(args[0])
+                held = jnp.all(x) if node.op == "Assert" else jnp.all(jnp.isfinite(x))
                 self.run_time_asserts.append(~_live_traced(preds, branches) | held)
-            return []
+            return [] if node.op == "Assert" else [args[0]]
         before = dict(self.state)
         outs = super().run_node(node, args[:n])
         for k, v in list(self.state.items()):
@@ -523,6 +524,9 @@ class TF1Interpreter(Interpreter):
                 elif not live:
                     self.state[k] = before[k]
         return outs
+
+
+_CHECKS = frozenset({"Assert", "CheckNumerics", "CheckNumericsV2"})
 
 
 def _live(preds, branches) -> bool | None:

@@ -1,6 +1,8 @@
 """Asserts decided at run time (tf.debugging.assert_*, tf.Assert, in TF2 functions and TF1 graphs) raise like TF's,
 also from compiled calls (jaxsm/ops/core.py, jaxsm/compile.py); tf.strings.format writes values as TF does."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -119,3 +121,23 @@ def test_strings_format_writes_values_like_tf(tmp_path):
         got = jaxsm.load(str(tmp_path)).f(*values)
     for i, (g, w) in enumerate(zip(got, want, strict=True)):
         assert np.asarray(g).item() == w, f"format {i}: {np.asarray(g).item()!r} vs {w!r}"
+
+
+def test_check_numerics(tmp_path):
+    """tf.debugging.check_numerics raises on NaN/Inf like TF, compiled or not; finite values pass."""
+    m = tf.Module()
+    m.f = tf.function(
+        lambda x: tf.debugging.check_numerics(tf.math.log(x), "log of x") * 2,
+        input_signature=[tf.TensorSpec([None], tf.float32)],
+    )
+    tf.saved_model.save(m, str(tmp_path))
+    loaded = jaxsm.load(str(tmp_path))
+    x = np.array([1.0, 2.0], np.float32)
+    np.testing.assert_allclose(np.asarray(loaded.f(x)), m.f(x).numpy(), rtol=1e-6, err_msg="finite values")
+    for bad in ([1.0, -1.0], [0.0, 3.0], [np.inf, 0.0, -1.0], [0.0, np.inf, -1.0]):
+        bad = np.array(bad, np.float32)
+        with pytest.raises(tf.errors.InvalidArgumentError) as tf_error:
+            m.f(bad)
+        want = re.search(r"log of x : Tensor had [^\n]* values", str(tf_error.value)).group(0)
+        with pytest.raises(AssertFailedError, match=re.escape(want)):
+            loaded.f(bad)

@@ -55,9 +55,23 @@ def prevent_gradient(ctx, x):
     return x if isinstance(x, np.ndarray) else jax.lax.stop_gradient(x)
 
 
-@op("CheckNumerics", "CheckNumericsV2")
+@op("CheckNumerics", "CheckNumericsV2", stateful=True)
 def check_numerics(ctx, x):
-    # TF raises InvalidArgument at run time on NaN/Inf; a jitted function cannot raise, so values pass through.
+    """tf.debugging.check_numerics: TF raises when ``x`` has a NaN or an infinity. Checked now for a value known
+    now, else after the call like a run-time Assert (see ``assert_``)."""
+    v = to_static(x)
+    if v is None:
+        if ctx.interp.run_time_asserts is not None:
+            ctx.interp.run_time_asserts.append(jnp.all(jnp.isfinite(x)))
+        return x
+    if ctx.node.op == "CheckNumerics":
+        kinds = (("Inf", np.isinf(v)), ("NaN", np.isnan(v)))
+    else:
+        kinds = (("-Inf", np.isneginf(v)), ("+Inf", np.isposinf(v)), ("NaN", np.isnan(v)))
+    bad = [name for name, found in kinds if found.any()]
+    if bad:
+        listed = " and ".join(bad) if len(bad) < 3 else "-Inf, +Inf, and NaN"  # check_numerics_op.cc's wording
+        raise ctx.error(f"{ctx.attr('message', '')} : Tensor had {listed} values", AssertFailedError)
     return x
 
 

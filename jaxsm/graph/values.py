@@ -23,6 +23,27 @@ class Resource:
     dtypes: tuple[int, int] | None = None
 
 
+@jax.tree_util.register_pytree_node_class
+@dataclass
+class OptionalValue:
+    """A DT_VARIANT optional (``OptionalFromValue``/``OptionalNone``): cond_v2 returns the intermediates a
+    gradient needs as optionals, the i-th optional output of every branch holding that branch's i-th
+    intermediate (or none), so one output position holds values of different shapes per branch. ``values`` is
+    None for an empty optional. Out of a run-time branch (lax.switch), ``slots`` has one (flag, values) entry
+    per branch that can set the position, zeros where it did not; ``values`` is then None."""
+
+    has_value: Any
+    values: tuple | None
+    slots: tuple | None = None
+
+    def tree_flatten(self):
+        return (self.has_value, self.values, self.slots), None
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        return cls(*children)
+
+
 def is_static(x: Any) -> bool:
     """True when ``x`` is known at trace time (a NumPy array or a Python scalar)."""
     return isinstance(x, (np.ndarray, np.generic, int, float, bool, bytes, str))

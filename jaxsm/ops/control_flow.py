@@ -14,12 +14,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from jaxsm import dtypes
 from jaxsm.compile import OP_BY_OP
 from jaxsm.errors import LoweringError, StaticValueError
 from jaxsm.graph.interpreter import Interpreter, OpContext
 from jaxsm.graph.library import output_dependencies
 from jaxsm.graph.tensor_list import TensorList
-from jaxsm.graph.values import to_static
+from jaxsm.graph.values import OptionalValue, to_static
 from jaxsm.ops.registry import op
 
 _MAX_STATIC_TRIPS = 100_000  # beyond this a loop is not unrolled at trace time to find its trip count
@@ -31,7 +32,7 @@ def _is_carry(v: Any) -> bool:
 
 
 def _as_jax(v: Any) -> Any:
-    if isinstance(v, TensorList):
+    if isinstance(v, TensorList | OptionalValue):
         return v
     return jnp.asarray(v)
 
@@ -50,6 +51,65 @@ def _run_with_state(
         interp.state, interp.run_time_asserts = saved, saved_asserts
 
 
+def _slotted(o: Any, k: int, layout: list | None) -> Any:
+    """Output ``o`` of branch ``k`` as lax.switch needs it when the branches put optionals of different shapes at
+    its position (``layout``: each branch's value shapes there, or None): one slot per branch."""
+    if layout is None or not isinstance(o, OptionalValue):
+        return o
+    slots = []
+    for j, shapes in enumerate(layout):
+        if shapes is None:
+            continue
+        mine = j == k and o.values is not None
+        values = o.values if mine else tuple(jnp.zeros(s.shape, s.dtype) for s in shapes)
+        slots.append((jnp.asarray(o.has_value if mine else False), tuple(jnp.asarray(v) for v in values)))
+    return OptionalValue(jnp.asarray(o.has_value), None, tuple(slots))
+
+
+@op("OptionalFromValue")
+def optional_from_value(ctx, *components):
+    return OptionalValue(np.asarray(True), tuple(components))
+
+
+@op("OptionalNone")
+def optional_none(ctx):
+    return OptionalValue(np.asarray(False), None)
+
+
+@op("OptionalHasValue")
+def optional_has_value(ctx, optional):
+    return optional.has_value
+
+
+@op("OptionalGetValue")
+def optional_get_value(ctx, optional):
+    known = to_static(optional.has_value)
+    if known is not None and not bool(known):
+        raise ctx.error("OptionalGetValue of an optional with no value")
+    if optional.slots is None:
+        if optional.values is None:
+            raise ctx.error("OptionalGetValue of an optional with no value")
+        return list(optional.values)
+    # Out of a run-time branch: the slots whose shapes are the ones asked for; of several, the one that was set.
+    types = [dtypes.to_numpy(t) for t in ctx.attr("output_types")]
+    want = list(zip(types, ctx.attr("output_shapes"), strict=True))
+
+    def fits(values: tuple) -> bool:
+        return len(values) == len(want) and all(
+            np.dtype(v.dtype) == np.dtype(t)
+            and (s is None or (len(v.shape) == len(s) and all(d is None or d == n for d, n in zip(s, v.shape))))
+            for v, (t, s) in zip(values, want)
+        )
+
+    found = [(flag, values) for flag, values in optional.slots if fits(values)]
+    if not found:
+        raise ctx.error(f"no branch gave this optional values of types/shapes {want}")
+    values = found[0][1]
+    for flag, other in found[1:]:
+        values = tuple(jnp.where(flag, o, v) for o, v in zip(other, values, strict=True))
+    return list(values)
+
+
 def _all_held(asserts: list[Any]) -> Any:
     return jnp.all(jnp.stack(asserts)) if asserts else jnp.asarray(True)
 
@@ -59,7 +119,9 @@ def _switch(ctx: OpContext, index: Any, branches: list[str], args: list[Any]) ->
     interp = ctx.interp
     state0 = dict(interp.state)
 
-    def make(fname):
+    layouts: dict[int, list] = {}
+
+    def make(fname, k, slotted=True):
         def branch():
             asserts: list[Any] = []  # (TF's Assert wrapper puts the Assert in a cond's branch)
             outs, state = _run_with_state(interp, fname, args, state0, asserts)
@@ -68,12 +130,20 @@ def _switch(ctx: OpContext, index: Any, branches: list[str], args: list[Any]) ->
                     f"branch '{fname}' creates variables {sorted(set(state) - set(state0))} that the other "
                     "branches do not; jaxsm needs every variable to exist before a run-time branch"
                 )
+            if slotted:
+                outs = [_slotted(o, k, layouts.get(i)) for i, o in enumerate(outs)]
             return [_as_jax(o) for o in outs], {k: jnp.asarray(state[k]) for k in state0}, _all_held(asserts)
 
         return branch
 
+    if any(n.op.startswith("Optional") for b in branches for n in ctx.library.body(b).nodes):
+        # cond_v2's gradient intermediates: find the shapes each branch gives its optionals (see OptionalValue)
+        for k, b in enumerate(branches):
+            for i, o in enumerate(jax.eval_shape(make(b, k, slotted=False))[0]):
+                if isinstance(o, OptionalValue):
+                    layouts.setdefault(i, [None] * len(branches))[k] = o.values
     try:
-        outs, state, held = lax.switch(index, [make(b) for b in branches])
+        outs, state, held = lax.switch(index, [make(b, k) for k, b in enumerate(branches)])
     except TypeError as e:  # (errors inside a branch arrive as JaxsmErrors: this is lax.switch's own check)
         raise ctx.error(
             f"the branches return values of different shapes or dtypes, so the branch must be known at trace time "

@@ -8,7 +8,7 @@ import numpy as np
 
 from jaxsm.errors import AssertFailedError, LoweringError
 from jaxsm.graph.tensor_list import TensorList
-from jaxsm.graph.values import to_static
+from jaxsm.graph.values import OptionalValue, to_static
 from jaxsm.ops.registry import op
 
 
@@ -115,6 +115,8 @@ def zeros_like(ctx, x):
     if isinstance(x, TensorList):  # TF's TensorListZerosLike: same length, every element zeros (gradient code)
         items = None if x.items is None else jnp.zeros_like(x.items)
         return TensorList(items, x.length, x.element_dtype, x.element_shape, x.capacity)
+    if isinstance(x, OptionalValue):  # an optional of zeros (cond_v2 gradients)
+        return OptionalValue(x.has_value, None if x.values is None else tuple(jnp.zeros_like(v) for v in x.values))
     return jnp.zeros_like(x) if not isinstance(x, np.ndarray) else np.zeros_like(x)
 
 

@@ -1138,6 +1138,10 @@ def load_object_graph(export_dir: str, meta_graph: meta_graph_pb2.MetaGraphDef, 
     ctx.check_all_ops()
     if isinstance(root, UserObject):
         root._jaxsm_context = ctx
+        info = meta_graph.meta_info_def  # TF's loader sets these on the root too
+        for name in ("tensorflow_version", "tensorflow_git_version"):
+            if name not in root._jaxsm_children:
+                object.__setattr__(root, name, getattr(info, name))
     return root
 
 

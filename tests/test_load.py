@@ -120,6 +120,8 @@ def test_object_tree(nested):
     assert {k: int(v) for k, v in imported.table.items()} == {"a": 10, "b": 20}, "dict of variables"
     assert imported.count.dtype == np.int64, "variable dtype"
     assert "inner" in repr(imported) and "Variable" in repr(imported), "repr shows the tree"
+    assert imported.tensorflow_version == ref.tensorflow_version, "tensorflow_version"
+    assert imported.tensorflow_git_version == ref.tensorflow_git_version, "tensorflow_git_version"
 
 
 def test_polymorphic_dispatch(nested):

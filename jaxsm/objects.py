@@ -32,7 +32,14 @@ from jaxsm.compile import (
     input_key,
     tuned_jit,
 )
-from jaxsm.errors import FunctionMatchError, Int64RangeError, JaxsmError, StaticValueError, VariableError
+from jaxsm.errors import (
+    FunctionMatchError,
+    IncompleteSavedModelError,
+    Int64RangeError,
+    JaxsmError,
+    StaticValueError,
+    VariableError,
+)
 from jaxsm.format import structure
 from jaxsm.format.structure import TensorSpec
 from jaxsm.format.tensor import tensor_from_proto
@@ -1021,7 +1028,14 @@ def load_object_graph(export_dir: str, meta_graph: meta_graph_pb2.MetaGraphDef, 
     paths = _object_paths(graph)
 
     reader = None
-    if options.load_variables and not options.experimental_skip_checkpoint and ctx.files.has_variables:
+    restore = options.load_variables and not options.experimental_skip_checkpoint
+    if restore and not ctx.files.has_variables and not options.allow_partial_checkpoint:
+        if any(n.WhichOneof("kind") == "variable" for n in graph.nodes):  # TF's loader fails here too
+            raise IncompleteSavedModelError(
+                f"{ctx.files.variables_index} is missing, but the SavedModel has variables: the variables/ "
+                "directory is incomplete (pass LoadOptions(allow_partial_checkpoint=True) to load without values)"
+            )
+    if restore and ctx.files.has_variables:
         from jaxsm.format.checkpoint import load_checkpoint
 
         reader = load_checkpoint(ctx.files.variables_prefix, verify_checksums=options.verify_checksums)

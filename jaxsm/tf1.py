@@ -29,7 +29,7 @@ from jaxsm import dtypes
 from jaxsm._proto import function_pb2, graph_pb2, meta_graph_pb2, node_def_pb2, variable_pb2
 from jaxsm.compile import tuned_jit
 from jaxsm.composite import SparseTensor
-from jaxsm.errors import FunctionMatchError, GraphError, JaxsmError, VariableError
+from jaxsm.errors import FunctionMatchError, GraphError, IncompleteSavedModelError, JaxsmError, VariableError
 from jaxsm.format.tensor import shape_from_proto, tensor_from_proto
 from jaxsm.graph.interpreter import Interpreter, with_run_time_asserts
 from jaxsm.graph.library import Body, Library, check_supported
@@ -975,7 +975,15 @@ class TF1Model:
         self.asset_paths = {
             info.tensor_info.name: str(self._files.asset_path(info.filename)) for info in _asset_file_defs(meta_graph)
         }
-        if options.load_variables and not options.experimental_skip_checkpoint and self._files.has_variables:
+        restore = options.load_variables and not options.experimental_skip_checkpoint
+        if restore and not self._files.has_variables and meta_graph.saver_def.restore_op_name:
+            if not options.allow_partial_checkpoint:  # TF's loader runs the Saver's restore, which fails here
+                raise IncompleteSavedModelError(
+                    f"{self._files.variables_index} is missing, but the MetaGraph restores variables from it: the "
+                    "variables/ directory is incomplete (pass LoadOptions(allow_partial_checkpoint=True) to load "
+                    "without values)"
+                )
+        if restore and self._files.has_variables:
             self._restore(self._files.variables_prefix, missing_ok=options.allow_partial_checkpoint)
         self.initializer = Initializer(self, self._init_targets(), self.asset_paths)
         self.initializer()

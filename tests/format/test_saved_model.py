@@ -318,3 +318,34 @@ def test_asset_path_must_stay_inside(tmp_path):
 def test_problems_of_incomplete_dir(tmp_path):
     problems = sm.find_problems(tmp_path)
     assert len(problems) == 1 and "incomplete" in problems[0].message, f"problems: {problems}"
+
+
+@pytest.mark.parametrize("remove", ["variables.index", "variables"])
+def test_missing_variables_checkpoint_fails_at_load(tf, tf2_dir, tmp_path, remove):
+    """A SavedModel with variables whose checkpoint index (or variables/ directory) is gone fails at load, as in
+    TF, naming the missing file; allow_partial_checkpoint loads it without values."""
+    import shutil
+
+    import jaxsm
+
+    broken = tmp_path / "m"
+    shutil.copytree(tf2_dir, broken)
+    target = broken / "variables" / remove if remove != "variables" else broken / "variables"
+    shutil.rmtree(target) if target.is_dir() else target.unlink()
+    with pytest.raises((FileNotFoundError, tf.errors.NotFoundError)):
+        tf.saved_model.load(str(broken))
+    with pytest.raises(IncompleteSavedModelError, match=r"variables\.index is missing"):
+        jaxsm.load(str(broken))
+    jaxsm.load(str(broken), options=jaxsm.LoadOptions(allow_partial_checkpoint=True))
+
+
+def test_tf1_missing_variables_checkpoint_fails_at_load(tf, tf1_dir, tmp_path):
+    import shutil
+
+    import jaxsm
+
+    broken = tmp_path / "m"
+    shutil.copytree(tf1_dir, broken)
+    (broken / "variables" / "variables.index").unlink()
+    with pytest.raises(IncompleteSavedModelError, match=r"variables\.index is missing"):
+        jaxsm.load(str(broken), tags=["serve"])

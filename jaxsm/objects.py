@@ -1146,6 +1146,7 @@ def load_object_graph(export_dir: str, meta_graph: meta_graph_pb2.MetaGraphDef, 
             for key in saved_attributes.get(nid, {}).values():
                 ctx.nodes[nid]._restore_table(reader, key)
 
+    _attach_custom_gradients(ctx)
     root = ctx.nodes[0]
     if isinstance(root, UserObject) and "signatures" not in root._jaxsm_children:
         root._add_child("signatures", Signatures({}))
@@ -1157,6 +1158,31 @@ def load_object_graph(export_dir: str, meta_graph: meta_graph_pb2.MetaGraphDef, 
             if name not in root._jaxsm_children:
                 object.__setattr__(root, name, getattr(info, name))
     return root
+
+
+def _attach_custom_gradients(ctx: _LoadContext) -> None:
+    """Give the library the saved gradients of tf.custom_gradient ops (jaxsm/graph/custom_gradient.py)."""
+    from jaxsm.graph.custom_gradient import SavedGradient, _node_and_index
+
+    for reg in ctx.meta_graph.graph_def.library.registered_gradients:
+        saved = ctx.graph.concrete_functions.get(reg.gradient_func)
+        if saved is None or reg.gradient_func not in ctx.library.functions:
+            continue
+        outputs = structure.decode(saved.output_signature) if saved.HasField("output_signature") else None
+        if not isinstance(outputs, list | tuple) or not all(o is None or isinstance(o, TensorSpec) for o in outputs):
+            continue
+        bound = []
+        for nid in saved.bound_inputs:
+            node = ctx.graph.nodes[nid]
+            if node.WhichOneof("kind") == "captured_tensor":
+                bound.append(("tensor", node.captured_tensor.concrete_function, node.captured_tensor.name))
+            else:
+                bound.append(("value", ctx.capture(nid)))
+        grad = SavedGradient(reg.gradient_func, tuple(o is not None for o in outputs), tuple(bound))
+        ctx.library.custom_gradients[reg.registered_op_type] = grad
+        for b in bound:
+            if b[0] == "tensor":
+                ctx.library.kept_tensors.setdefault(b[1], set()).add(_node_and_index(b[2])[0])
 
 
 def tree_repr(obj: Any, name: str = "", indent: int = 0, seen: set[int] | None = None, limit: int = 400) -> str:

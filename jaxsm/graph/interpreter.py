@@ -166,6 +166,8 @@ class Interpreter:
         self.lower_bounds: dict[int, tuple[Any, np.ndarray]] = {}
         # (body, node index) of the node being lowered: lets a lowering look at its consumers (jaxsm/graph/dedup.py)
         self.position: tuple[Body, int] | None = None
+        # (body, values, inputs) of the bodies being evaluated, innermost last (jaxsm/graph/custom_gradient.py)
+        self.frames: list[tuple[Body, list, list]] = []
         # Assert conditions known only at run time, when the caller checks them (pure_function; not inside the
         # bodies of lax control flow, whose values cannot leave them): jaxsm/ops/core.py
         self.run_time_asserts: list[Any] | None = None
@@ -208,6 +210,18 @@ class Interpreter:
     def run(self, body: Body, inputs: list[Any]) -> list[Any]:
         """Evaluate ``body`` on ``inputs``; returns the values of ``body.outputs``."""
         values: list[list[Any] | None] = [None] * len(body.nodes)
+        kept = self.library.kept_tensors.get(body.name)
+        self.frames.append((body, values, inputs))
+        try:
+            self._run_nodes(body, inputs, values, kept)
+        finally:
+            self.frames.pop()
+        results = []
+        for src, idx in body.outputs:
+            results.append(inputs[idx] if src < 0 else values[src][idx])
+        return results
+
+    def _run_nodes(self, body: Body, inputs: list[Any], values: list, kept: set[str] | None) -> None:
         for k, node in enumerate(body.nodes):
             args = []
             for src, idx in body.node_inputs[k]:
@@ -224,11 +238,8 @@ class Interpreter:
             self.position = (body, k)
             values[k] = self.run_node(node, args)
             for dead in body.free_after[k]:
-                values[dead] = None
-        results = []
-        for src, idx in body.outputs:
-            results.append(inputs[idx] if src < 0 else values[src][idx])
-        return results
+                if not kept or body.nodes[dead].name not in kept:
+                    values[dead] = None
 
     def run_node(self, node: Node, args: list[Any]) -> list[Any]:
         """Lower one node: dispatch to a library function or the op registry, with static folding."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from jaxsm._proto import function_pb2, graph_pb2, op_def_pb2
 from jaxsm.errors import GraphError, UnsupportedOpError
@@ -50,6 +51,10 @@ class Library:
         self._deps: dict[int, list[set[int]]] = {}
         # Staged jaxprs of folded nodes (jaxsm.graph.fold), by node and input shapes.
         self.fold_cache: dict = {}
+        # tf.custom_gradient's registered gradients by _gradient_op_type (jaxsm/graph/custom_gradient.py), and
+        # per function the tensors they capture, which the interpreter keeps alive.
+        self.custom_gradients: dict[str, Any] = {}
+        self.kept_tensors: dict[str, set[str]] = {}
 
     # -- output layouts -------------------------------------------------------------------------------
     def output_args(self, node: Node) -> list[tuple[str, int, int]]:

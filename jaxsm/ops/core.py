@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsm.errors import AssertFailedError, LoweringError
+from jaxsm.graph.custom_gradient import identity_with_gradient
 from jaxsm.graph.tensor_list import TensorList
 from jaxsm.graph.values import OptionalValue, to_static
 from jaxsm.ops.registry import op
@@ -36,6 +37,12 @@ def identity(ctx, x, *rest):
 
 @op("IdentityN")
 def identity_n(ctx, *xs):
+    kind = ctx.attr("_gradient_op_type", None)  # tf.custom_gradient's marker: its saved gradient as the VJP
+    grad = ctx.library.custom_gradients.get(kind) if kind else None
+    if grad is not None:
+        out = identity_with_gradient(ctx, list(xs), grad)
+        if out is not None:
+            return out
     return list(xs)
 
 

@@ -283,10 +283,14 @@ def _rewrite_frame(nodes, frame, frame_of, parent, functions, problems, taken) -
             if src in merge_index:
                 switches[n.name] = merge_index[src]
     exits: dict[str, int] = {}
+    exit_identities: set[str] = set()  # tf.gradients' tuple Identity between a loop Switch's exit side and Exit
     for n in direct:
         if n.op in _EXIT:
-            src = _split(n.input[0])[0]
-            if src not in switches:
+            src, idx = _split(n.input[0])
+            while src not in switches and by_name.get(src) is not None and by_name[src].op == "Identity":
+                exit_identities.add(src)
+                src, idx = _split(by_name[src].input[0])
+            if src not in switches or idx != 0:
                 raise GraphError(f"{where}: Exit '{n.name}' does not follow a loop Switch")
             exits[n.name] = switches[src]
 
@@ -329,6 +333,7 @@ def _rewrite_frame(nodes, frame, frame_of, parent, functions, problems, taken) -
         | {m.name for m, _, _ in merges}
         | set(switches)
         | set(exits)
+        | exit_identities
         | {n.name for _, _, n in merges}
         | {loop_cond.name}
     )
@@ -358,6 +363,9 @@ def _rewrite_frame(nodes, frame, frame_of, parent, functions, problems, taken) -
         body_nodes.append(c)
     body_nodes += clones
     body_nodes = _rewrite_frames(body_nodes, frame, frame_of, parent, functions, problems, taken)
+    # What a NextIteration waits for runs every iteration (tf.compat.v1 gradients' stack pushes: nothing reads them).
+    in_body = {n.name for n in body_nodes}
+    waited = sorted({i[1:] for _, _, nxt in merges for i in nxt.input if i.startswith("^") and i[1:] in in_body})
 
     base = frame.removesuffix("/while_context") or frame
     cond_name, body_name = _unique(f"{base}/cond", taken), _unique(f"{base}/body", taken)
@@ -375,6 +383,7 @@ def _rewrite_frame(nodes, frame, frame_of, parent, functions, problems, taken) -
             arg_types,
             body_outs,
             body_nodes,
+            waited,
         )
     )
 
@@ -404,7 +413,9 @@ def _unique(name: str, taken: set[str]) -> str:
     return out
 
 
-def _function_def(name, arg_names, arg_types, out_names, out_types, rets, nodes) -> function_pb2.FunctionDef:
+def _function_def(
+    name, arg_names, arg_types, out_names, out_types, rets, nodes, control=()
+) -> function_pb2.FunctionDef:
     f = function_pb2.FunctionDef()
     f.signature.name = name
     for a, t in zip(arg_names, arg_types, strict=True):
@@ -412,6 +423,9 @@ def _function_def(name, arg_names, arg_types, out_names, out_types, rets, nodes)
     for o, t, r in zip(out_names, out_types, rets, strict=True):
         f.signature.output_arg.add(name=o, type=t)
         f.ret[o] = r
+    for c in control:
+        f.signature.control_output.append(c)
+        f.control_ret[c] = c
     f.node_def.extend(_copy(n) for n in nodes)
     return f
 

@@ -52,13 +52,18 @@ _ELEMENTWISE = frozenset(
         "SquaredDifference",
     }
 )
-_SCATTERS = frozenset(f"ResourceScatter{k}" for k in ("Add", "Sub", "Update", "Mul", "Div", "Min", "Max"))
+_SCATTERS = frozenset(
+    f"{ref_or_resource}Scatter{k}"
+    for ref_or_resource in ("", "Resource")
+    for k in ("Add", "Sub", "Update", "Mul", "Div", "Min", "Max")
+)
+_SPARSE_APPLY = ("ResourceSparseApply", "SparseApply")  # on resource handles / TF1 ref variables
 _SEGMENT_SUMS = frozenset({"UnsortedSegmentSum"})
 _SHAPE_PATH = frozenset({"StridedSlice", "Cast", "Identity", "Squeeze", "Reshape"})
 
 
 def _arg_position(op_type: str, name: str) -> int | None:
-    """Position of input ``name`` in a lowering's signature (the ResourceSparseApply* ops use TF's names)."""
+    """Position of input ``name`` in a lowering's signature (the (Resource)SparseApply* ops use TF's names)."""
     from jaxsm.ops import OPS
 
     opdef = OPS.get(op_type)
@@ -89,7 +94,7 @@ def padded_unique_is_exact(body: Body, k: int) -> bool:
         return (
             (op in _SCATTERS and pos == 1)
             or (op == "ResourceGather" and pos == 1)
-            or (op.startswith("ResourceSparseApply") and pos == _arg_position(op, "indices"))
+            or (op.startswith(_SPARSE_APPLY) and pos == _arg_position(op, "indices"))
         )
 
     def row_gather(j: int, pos: int) -> bool:
@@ -146,7 +151,7 @@ def padded_unique_is_exact(body: Body, k: int) -> bool:
                 rows.append((j, 0))
             elif op in _SCATTERS and pos == 2:
                 continue  # the updates of a scatter at the padded ids
-            elif op.startswith("ResourceSparseApply") and pos == _arg_position(op, "grad"):
+            elif op.startswith(_SPARSE_APPLY) and pos == _arg_position(op, "grad"):
                 continue
             elif op in _SEGMENT_SUMS and pos == 0 and body.node_inputs[j][1] == (k, 0):
                 continue  # summed again by the padded ids: the padded rows are dropped

@@ -1,4 +1,4 @@
-"""TF1-only ops: ref variables, v1 control-flow primitives, TensorArrayV3 and hash tables.
+"""TF1-only ops: ref variables, v1 control-flow primitives, TensorArrayV3, stacks and hash tables.
 
 * Ref variables (``VariableV2``) are :class:`~jaxsm.graph.values.Resource` handles of kind ``"ref"``; the
   interpreter
@@ -11,6 +11,9 @@
   orders
   every TensorArray op through the flow, so it is the data dependency), which lets loops carry it like control
   flow v2's lists; the handle is a plain ``Resource`` of kind ``"tensor_array"``.
+* A stack (``StackV2``: tf.compat.v1 gradients of v1 while loops push forward values in the loop and pop them in
+  the gradient loop) is a :class:`StackState` in the interpreter state. Nothing carries its run-time size through
+  a compiled loop, so a function with stacks runs op by op. ``TemporaryVariable`` makes a fresh ref each run.
 * Hash tables live in the interpreter state as two arrays, keys sorted and their values, initialised on the
   host
   (they read asset files) and looked up with ``searchsorted``. String keys or values stay NumPy arrays on the
@@ -19,6 +22,10 @@
 
 from __future__ import annotations
 
+import functools
+import itertools
+import operator
+from dataclasses import dataclass, replace
 from typing import Any
 
 import jax
@@ -26,7 +33,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsm import dtypes
-from jaxsm.errors import VariableError
+from jaxsm.compile import OP_BY_OP
+from jaxsm.errors import StaticValueError, VariableError
 from jaxsm.graph.node import Node
 from jaxsm.graph.tensor_list import TensorList
 from jaxsm.graph.values import Resource, to_static
@@ -42,6 +50,7 @@ MERGE_BRANCHES_ATTR = "_jaxsm_cond_branches"
 TABLE_KIND = "table"
 MUTABLE_TABLE_KIND = "mutable_table"
 TENSOR_ARRAY_KIND = "tensor_array"
+STACK_KIND = "stack"
 
 
 def variable_key(node: Node) -> str:
@@ -121,6 +130,49 @@ def count_up_to(ctx, ref):
         raise ctx.error(f"variable '{ref.key}' reached the CountUpTo limit {limit}")
     ctx.write(ref, old + 1)
     return old
+
+
+_temporary_ids = itertools.count()
+
+
+@op("TemporaryVariable", stateful=True)
+def temporary_variable(ctx):
+    # Uninitialized until assigned (TF hands out uninitialized memory; jaxsm raises on such a read). Each run
+    # makes a new one.
+    return Resource(f"{ctx.attr('var_name', '') or ctx.node.name}/temporary_{next(_temporary_ids)}", "ref")
+
+
+@op("DestroyTemporaryVariable", stateful=True)
+def destroy_temporary_variable(ctx, ref):
+    value = ctx.read(ref)
+    del ctx.interp.state[ref.key]
+    return value
+
+
+@op("AccumulateNV2")
+def accumulate_n(ctx, *inputs):
+    """The sum of the inputs as TF computes it: its graph rewrite (core/common_runtime/accumulate_n_optimizer.cc)
+    assigns zeros to a temporary variable and AssignAdds each input in order, so -0.0 inputs sum to +0.0."""
+    shape = jnp.shape(inputs[0])
+    if any(jnp.shape(x) != shape for x in inputs):
+        raise ctx.error(f"inputs of different shapes {[list(jnp.shape(x)) for x in inputs]}")
+    total = functools.reduce(operator.add, (jnp.asarray(x, ctx.dtype("T")) for x in inputs))
+    # A sum started from +0.0 is never -0.0 and otherwise equal to the plain one. (XLA folds 0 + x into x.)
+    if jnp.issubdtype(total.dtype, jnp.complexfloating):
+        return jax.lax.complex(_positive_zero(total.real), _positive_zero(total.imag))
+    return _positive_zero(total) if jnp.issubdtype(total.dtype, jnp.floating) else total
+
+
+def _positive_zero(x):
+    return jnp.where(x == 0, jnp.zeros_like(x), x)
+
+
+@op("RefSelect", static=(0,))
+def ref_select(ctx, index, *refs):
+    i = int(index)
+    if not 0 <= i < len(refs):
+        raise ctx.error(f"Index must be in the range [0, {len(refs)}) but got {i}")
+    return refs[i]
 
 
 # -- v1 control flow (after jaxsm.tf1.lower_control_flow)
@@ -271,6 +323,80 @@ def tensor_array_size(ctx, handle, flow):
 
 @op("TensorArrayCloseV3", stateful=True)
 def tensor_array_close(ctx, handle):
+    return []
+
+
+# -- stacks
+# -----------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StackState:
+    """A stack's contents in the interpreter state (tensorflow/core/kernels/stack.cc). Immutable, so that a cond
+    guard can put the previous one back."""
+
+    elements: tuple
+    elem_type: int
+    max_size: int
+    closed: bool = False
+
+
+_stack_ids = itertools.count()
+
+
+def _only_op_by_op(ctx) -> None:
+    # A stack's size is a run-time count (tf.compat.v1 gradients push one value per forward loop iteration), which
+    # a compiled loop cannot carry: a function with stacks runs op by op (jaxsm/compile.py), its loops in Python.
+    if not OP_BY_OP.get():
+        raise ctx.error(
+            "a TF1 stack (StackV2: a v1 while loop's gradient saves its forward values on one) holds a number of "
+            "elements known only at run time, which XLA cannot carry",
+            StaticValueError,
+        )
+
+
+def _stack(ctx, handle: Resource) -> StackState:
+    """The stack ``handle`` names; TF's errors for a stack that is closed (or was never created)."""
+    _only_op_by_op(ctx)
+    stack = ctx.interp.state.get(handle.key) if isinstance(handle, Resource) else None
+    if not isinstance(stack, StackState):
+        raise ctx.error(f"{handle!r} is not a stack created by a StackV2 node of this graph")
+    if stack.closed:
+        raise ctx.error(f"Stack[{handle.key}] has already been closed")
+    return stack
+
+
+@op("StackV2", "Stack", static=(0,), stateful=True)
+def stack_v2(ctx, max_size=None):
+    _only_op_by_op(ctx)
+    # Each run makes a new stack (TF numbers them too), e.g. one per outer-loop iteration for a nested loop.
+    handle = Resource(f"{ctx.node.name}/stack_{next(_stack_ids)}", STACK_KIND)
+    size = -1 if max_size is None else int(max_size)
+    ctx.interp.state[handle.key] = StackState((), ctx.attr("elem_type"), size)
+    return handle
+
+
+@op("StackPushV2", "StackPush", stateful=True)
+def stack_push(ctx, handle, elem):
+    stack = _stack(ctx, handle)
+    if ctx.attr("T") != stack.elem_type:
+        raise ctx.error(f"Must have type {dtypes.name(stack.elem_type)} but got {dtypes.name(ctx.attr('T'))}")
+    if 0 <= stack.max_size <= len(stack.elements):
+        raise ctx.error(f"Stack[{handle.key}] overflowed its max_size ({stack.max_size})")
+    ctx.interp.state[handle.key] = replace(stack, elements=stack.elements + (elem,))
+    return elem
+
+
+@op("StackPopV2", "StackPop", stateful=True)
+def stack_pop(ctx, handle):
+    stack = _stack(ctx, handle)
+    if not stack.elements:
+        raise ctx.error(f"Stack[{handle.key}] is empty when calling Pop()")
+    ctx.interp.state[handle.key] = replace(stack, elements=stack.elements[:-1])
+    return stack.elements[-1]
+
+
+@op("StackCloseV2", "StackClose", stateful=True)
+def stack_close(ctx, handle):
+    ctx.interp.state[handle.key] = replace(_stack(ctx, handle), elements=(), closed=True)
     return []
 
 

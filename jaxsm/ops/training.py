@@ -1,28 +1,90 @@
-"""Optimizer update ops on resource variables (tensorflow/core/kernels/training_ops.cc): the dense
-``ResourceApply*`` ops and the row-wise ``ResourceSparseApply*`` ops.
+"""Optimizer update ops (tensorflow/core/kernels/training_ops.cc): the dense ``ResourceApply*`` ops and the
+row-wise ``ResourceSparseApply*`` ops on resource variables, and TF1's ``Apply*``/``SparseApply*`` on ref variables
+(``VariableV2``), which take refs where the resource ops take handles and output the updated ref ("out"): one
+lowering serves both names.
 
 TF1 optimizers (``tf.compat.v1.train.*Optimizer``) and tf-keras' legacy optimizers update variables with these
 fused ops inside saved training steps (the sparse ones for ``IndexedSlices`` gradients, e.g. of embeddings); Keras 3
 and tf-keras 2.x's default optimizers use plain variable ops. Each lowering reads the variable and its slots,
 computes TF's CPU functor formula in the variable's dtype, and writes them back (scalar hyperparameters are cast to
-it). No outputs.
+it). The resource ops have no outputs.
 
 The sparse ops update the rows ``indices`` of the variable and its slots (dimension 0) with the rows of ``grad``.
 TF's CPU kernels walk ``indices`` in order, one row at a time, so a duplicated index is updated twice, the second
 time from the result of the first; the lowerings do the same with a ``lax.fori_loop`` over the indices (static
-shapes, so they compile). Out-of-range and negative indices make TF's kernels raise; a compiled function cannot, so
-such entries are skipped (their rows are left alone, like the dropped updates of the Scatter ops). Where TF's loop
-for a rank-1 variable (one scalar per row) arranges the formula differently (Adagrad, ProximalAdagrad, AdagradDA),
-the lowering follows it; that AdagradDA loop computes in double, the lowering in the variable's dtype.
+shapes, so they compile). Out-of-range and negative indices make TF's kernels raise, and the lowerings too when the
+indices are known at trace time; a compiled function cannot raise on run-time indices, so such entries are skipped
+(their rows are left alone, like the dropped updates of the Scatter ops). Where TF's loop for a rank-1 variable
+(one scalar per row) arranges the formula differently (Adagrad, ProximalAdagrad, AdagradDA), the lowering follows
+it; that AdagradDA loop computes in double, the lowering in the variable's dtype.
 """
 
 from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
 
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from jaxsm.graph.values import Resource, to_static
 from jaxsm.ops.registry import op
+
+
+def _optimizer_op(name: str, refs: int) -> Callable:
+    """Register the lowering as ``Resource<name>`` and as TF1's ``<name>``, whose first ``refs`` inputs (the
+    variable and its slots) are refs in place of the handles; a ref passed to a later (value) input is read, as
+    TF dereferences it. The ref op's one output, "out", is the variable's ref after the update. Both check the
+    input shapes first, as TF's kernels do."""
+
+    def register(fn: Callable) -> Callable:
+        params = list(inspect.signature(fn).parameters)[1:]
+
+        @functools.wraps(fn)
+        def on_handles(ctx, *args):
+            _check_shapes(ctx, params, [ctx.read(a) for a in args[:refs]], args[refs:])
+            return fn(ctx, *args)
+
+        @functools.wraps(fn)
+        def on_refs(ctx, *args):
+            on_handles(ctx, *args[:refs], *(_deref(ctx, a) for a in args[refs:]))
+            return args[0]
+
+        op(f"Resource{name}", stateful=True)(on_handles)
+        op(name, stateful=True)(on_refs)
+        return fn
+
+    return register
+
+
+def _deref(ctx, value):
+    return ctx.read(value) if isinstance(value, Resource) and value.kind == "ref" else value
+
+
+def _check_shapes(ctx, params: list[str], variables: list, values: tuple) -> None:
+    """TF's InvalidArgument checks of training_ops.cc: slots shaped like the variable, scalar hyperparameters,
+    ``grad`` shaped like the variable (dense) or like ``indices``' rows of it (sparse, a rank >= 1 variable)."""
+    var = jnp.shape(variables[0])
+    for slot, value in zip(params[1:], variables[1:]):
+        if jnp.shape(value) != var:
+            raise ctx.error(f"var and {slot} do not have the same shape {list(var)} {list(jnp.shape(value))}")
+    inputs = dict(zip(params[len(variables) :], values))
+    grad_name = "delta" if "delta" in inputs else "grad"
+    for name, value in inputs.items():
+        if name not in (grad_name, "indices") and jnp.ndim(value) != 0:
+            raise ctx.error(f"{name} is not a scalar: {list(jnp.shape(value))}")
+    grad, indices = jnp.shape(inputs[grad_name]), inputs.get("indices")
+    if indices is None:
+        if grad != var:
+            raise ctx.error(f"var and {grad_name} do not have the same shape {list(var)} {list(grad)}")
+        return
+    if not var or jnp.ndim(indices) != 1 or grad[:1] != jnp.shape(indices) or grad[1:] != var[1:]:
+        raise ctx.error(
+            f"var (shape {list(var)}, at least 1-D), indices (shape {list(jnp.shape(indices))}, 1-D) and grad "
+            f"(shape {list(grad)}: one row of var per index) do not match"
+        )
 
 
 def _read(ctx, *handles):
@@ -55,6 +117,16 @@ def _row_indices(indices, rows: int):
     return jnp.where(ok, idx, 0), ok
 
 
+def _check_known_indices(ctx, indices, rows: int) -> None:
+    known = to_static(indices)
+    if known is None:
+        return
+    flat = known.reshape(-1)
+    bad = np.flatnonzero((flat < 0) | (flat >= rows))
+    if bad.size:
+        raise ctx.error(f"Index {flat[bad[0]]} at offset {bad[0]} in indices is out of range")
+
+
 def _sparse_apply(ctx, handles, grad, indices, update):
     """New values of the variables ``handles`` (the variable first, then its slots) after
     ``update(*rows, grad_row)`` (-> new rows, in the same order) ran on row ``indices[i]`` of each with
@@ -63,7 +135,10 @@ def _sparse_apply(ctx, handles, grad, indices, update):
     values = _read(ctx, *handles)
     dtype = values[0].dtype
     g = jnp.asarray(grad, dtype)
+    _check_known_indices(ctx, indices, values[0].shape[0])
     idx, ok = _row_indices(indices, values[0].shape[0])
+    if idx.shape[0] == 0:  # nothing to update (and no row of ``grad`` to trace the loop body with)
+        return values
 
     def body(i, state):
         row = idx[i]
@@ -77,14 +152,14 @@ def _sparse_apply(ctx, handles, grad, indices, update):
     return list(lax.fori_loop(0, idx.shape[0], body, tuple(values)))
 
 
-@op("ResourceApplyGradientDescent", stateful=True)
+@_optimizer_op("ApplyGradientDescent", refs=1)
 def apply_gradient_descent(ctx, var, alpha, delta):
     (v,) = _read(ctx, var)
     ctx.write(var, v - jnp.asarray(delta, v.dtype) * jnp.asarray(alpha, v.dtype))
     return []
 
 
-@op("ResourceApplyMomentum", stateful=True)
+@_optimizer_op("ApplyMomentum", refs=2)
 def apply_momentum(ctx, var, accum, lr, grad, momentum):
     v, a = _read(ctx, var, accum)
     lr, momentum, g = _scalars(v.dtype, lr, momentum, grad)
@@ -108,7 +183,7 @@ def _adam_step_size(lr, beta1_power, beta2_power):
     return lr * jnp.sqrt(1 - beta2_power) / (1 - beta1_power)
 
 
-@op("ResourceApplyAdam", stateful=True)
+@_optimizer_op("ApplyAdam", refs=3)
 def apply_adam(ctx, var, m, v, beta1_power, beta2_power, lr, beta1, beta2, epsilon, grad):
     x, m_, v_ = _read(ctx, var, m, v)
     b1p, b2p, lr, b1, b2, eps, g = _scalars(x.dtype, beta1_power, beta2_power, lr, beta1, beta2, epsilon, grad)
@@ -136,7 +211,7 @@ def apply_adam_amsgrad(ctx, var, m, v, vhat, beta1_power, beta2_power, lr, beta1
     return []
 
 
-@op("ResourceApplyAdaMax", stateful=True)
+@_optimizer_op("ApplyAdaMax", refs=3)
 def apply_ada_max(ctx, var, m, v, beta1_power, lr, beta1, beta2, epsilon, grad):
     x, m_, v_ = _read(ctx, var, m, v)
     b1p, lr, b1, b2, eps, g = _scalars(x.dtype, beta1_power, lr, beta1, beta2, epsilon, grad)
@@ -148,7 +223,7 @@ def apply_ada_max(ctx, var, m, v, beta1_power, lr, beta1, beta2, epsilon, grad):
     return []
 
 
-@op("ResourceApplyAdagrad", stateful=True)
+@_optimizer_op("ApplyAdagrad", refs=2)
 def apply_adagrad(ctx, var, accum, lr, grad):
     x, a = _read(ctx, var, accum)
     lr, g = _scalars(x.dtype, lr, grad)
@@ -159,7 +234,7 @@ def apply_adagrad(ctx, var, accum, lr, grad):
     return []
 
 
-@op("ResourceApplyAdagradV2", stateful=True)
+@_optimizer_op("ApplyAdagradV2", refs=2)
 def apply_adagrad_v2(ctx, var, accum, lr, epsilon, grad):
     x, a = _read(ctx, var, accum)
     lr, eps, g = _scalars(x.dtype, lr, epsilon, grad)
@@ -170,7 +245,7 @@ def apply_adagrad_v2(ctx, var, accum, lr, epsilon, grad):
     return []
 
 
-@op("ResourceApplyRMSProp", stateful=True)
+@_optimizer_op("ApplyRMSProp", refs=3)
 def apply_rms_prop(ctx, var, ms, mom, lr, rho, momentum, epsilon, grad):
     x, ms_, mom_ = _read(ctx, var, ms, mom)
     lr, rho, momentum, eps, g = _scalars(x.dtype, lr, rho, momentum, epsilon, grad)
@@ -182,7 +257,7 @@ def apply_rms_prop(ctx, var, ms, mom, lr, rho, momentum, epsilon, grad):
     return []
 
 
-@op("ResourceApplyCenteredRMSProp", stateful=True)
+@_optimizer_op("ApplyCenteredRMSProp", refs=4)
 def apply_centered_rms_prop(ctx, var, mg, ms, mom, lr, rho, momentum, epsilon, grad):
     x, mg_, ms_, mom_ = _read(ctx, var, mg, ms, mom)
     lr, rho, momentum, eps, g = _scalars(x.dtype, lr, rho, momentum, epsilon, grad)
@@ -195,7 +270,7 @@ def apply_centered_rms_prop(ctx, var, mg, ms, mom, lr, rho, momentum, epsilon, g
     return []
 
 
-@op("ResourceApplyAdadelta", stateful=True)
+@_optimizer_op("ApplyAdadelta", refs=3)
 def apply_adadelta(ctx, var, accum, accum_update, lr, rho, epsilon, grad):
     x, a, au = _read(ctx, var, accum, accum_update)
     lr, rho, eps, g = _scalars(x.dtype, lr, rho, epsilon, grad)
@@ -238,12 +313,12 @@ def _ftrl_op(ctx, handles, grad, lr, l1, l2, shrinkage, lr_power):
     return []
 
 
-@op("ResourceApplyFtrl", stateful=True)
+@_optimizer_op("ApplyFtrl", refs=3)
 def apply_ftrl(ctx, var, accum, linear, grad, lr, l1, l2, lr_power):
     return _ftrl_op(ctx, (var, accum, linear), grad, lr, l1, l2, None, lr_power)
 
 
-@op("ResourceApplyFtrlV2", stateful=True)
+@_optimizer_op("ApplyFtrlV2", refs=3)
 def apply_ftrl_v2(ctx, var, accum, linear, grad, lr, l1, l2, l2_shrinkage, lr_power):
     return _ftrl_op(ctx, (var, accum, linear), grad, lr, l1, l2, l2_shrinkage, lr_power)
 
@@ -254,7 +329,7 @@ def _proximal(prox, step, l1, l2):
     return _where_l1(l1, shrunk, prox / (1 + l2 * step))
 
 
-@op("ResourceApplyProximalAdagrad", stateful=True)
+@_optimizer_op("ApplyProximalAdagrad", refs=2)
 def apply_proximal_adagrad(ctx, var, accum, lr, l1, l2, grad):
     x, a = _read(ctx, var, accum)
     lr, l1, l2, g = _scalars(x.dtype, lr, l1, l2, grad)
@@ -265,7 +340,7 @@ def apply_proximal_adagrad(ctx, var, accum, lr, l1, l2, grad):
     return []
 
 
-@op("ResourceApplyProximalGradientDescent", stateful=True)
+@_optimizer_op("ApplyProximalGradientDescent", refs=1)
 def apply_proximal_gradient_descent(ctx, var, alpha, l1, l2, delta):
     (x,) = _read(ctx, var)
     lr, l1, l2, g = _scalars(x.dtype, alpha, l1, l2, delta)
@@ -273,7 +348,7 @@ def apply_proximal_gradient_descent(ctx, var, alpha, l1, l2, delta):
     return []
 
 
-@op("ResourceApplyAddSign", stateful=True)
+@_optimizer_op("ApplyAddSign", refs=2)
 def apply_add_sign(ctx, var, m, lr, alpha, sign_decay, beta, grad):
     x, m_ = _read(ctx, var, m)
     lr, alpha, sign_decay, beta, g = _scalars(x.dtype, lr, alpha, sign_decay, beta, grad)
@@ -283,7 +358,7 @@ def apply_add_sign(ctx, var, m, lr, alpha, sign_decay, beta, grad):
     return []
 
 
-@op("ResourceApplyPowerSign", stateful=True)
+@_optimizer_op("ApplyPowerSign", refs=2)
 def apply_power_sign(ctx, var, m, lr, logbase, sign_decay, beta, grad):
     x, m_ = _read(ctx, var, m)
     lr, logbase, sign_decay, beta, g = _scalars(x.dtype, lr, logbase, sign_decay, beta, grad)
@@ -300,7 +375,7 @@ def _global_step(global_step, dtype):
     return jnp.asarray(global_step).astype(dtype)
 
 
-@op("ResourceApplyAdagradDA", stateful=True)
+@_optimizer_op("ApplyAdagradDA", refs=3)
 def apply_adagrad_da(ctx, var, gradient_accumulator, gradient_squared_accumulator, grad, lr, l1, l2, global_step):
     x, ga, gga = _read(ctx, var, gradient_accumulator, gradient_squared_accumulator)
     g, lr, l1, l2 = _scalars(x.dtype, grad, lr, l1, l2)
@@ -317,7 +392,7 @@ def apply_adagrad_da(ctx, var, gradient_accumulator, gradient_squared_accumulato
 # -- sparse (row-wise) updates: each ``update`` below is TF's per-row loop body --------------------------------
 
 
-@op("ResourceSparseApplyAdagrad", stateful=True)
+@_optimizer_op("SparseApplyAdagrad", refs=2)
 def sparse_apply_adagrad(ctx, var, accum, lr, grad, indices):
     update_slots = ctx.attr("update_slots", True)
     (lr,) = _scalars(ctx.read(var).dtype, lr)
@@ -332,7 +407,7 @@ def sparse_apply_adagrad(ctx, var, accum, lr, grad, indices):
     return []
 
 
-@op("ResourceSparseApplyAdagradV2", stateful=True)
+@_optimizer_op("SparseApplyAdagradV2", refs=2)
 def sparse_apply_adagrad_v2(ctx, var, accum, lr, epsilon, grad, indices):
     update_slots = ctx.attr("update_slots", True)
     lr, eps = _scalars(ctx.read(var).dtype, lr, epsilon)
@@ -346,7 +421,7 @@ def sparse_apply_adagrad_v2(ctx, var, accum, lr, epsilon, grad, indices):
     return []
 
 
-@op("ResourceSparseApplyMomentum", stateful=True)
+@_optimizer_op("SparseApplyMomentum", refs=2)
 def sparse_apply_momentum(ctx, var, accum, lr, grad, indices, momentum):
     nesterov = ctx.attr("use_nesterov", False)
     lr, momentum = _scalars(ctx.read(var).dtype, lr, momentum)
@@ -372,7 +447,7 @@ def sparse_apply_keras_momentum(ctx, var, accum, lr, grad, indices, momentum):
     return []
 
 
-@op("ResourceSparseApplyAdadelta", stateful=True)
+@_optimizer_op("SparseApplyAdadelta", refs=3)
 def sparse_apply_adadelta(ctx, var, accum, accum_update, lr, rho, epsilon, grad, indices):
     lr, rho, eps = _scalars(ctx.read(var).dtype, lr, rho, epsilon)
 
@@ -386,7 +461,7 @@ def sparse_apply_adadelta(ctx, var, accum, accum_update, lr, rho, epsilon, grad,
     return []
 
 
-@op("ResourceSparseApplyRMSProp", stateful=True)
+@_optimizer_op("SparseApplyRMSProp", refs=3)
 def sparse_apply_rms_prop(ctx, var, ms, mom, lr, rho, momentum, epsilon, grad, indices):
     lr, rho, momentum, eps = _scalars(ctx.read(var).dtype, lr, rho, momentum, epsilon)
 
@@ -400,7 +475,7 @@ def sparse_apply_rms_prop(ctx, var, ms, mom, lr, rho, momentum, epsilon, grad, i
     return []
 
 
-@op("ResourceSparseApplyCenteredRMSProp", stateful=True)
+@_optimizer_op("SparseApplyCenteredRMSProp", refs=4)
 def sparse_apply_centered_rms_prop(ctx, var, mg, ms, mom, lr, rho, momentum, epsilon, grad, indices):
     lr, rho, momentum, eps = _scalars(ctx.read(var).dtype, lr, rho, momentum, epsilon)
 
@@ -428,17 +503,17 @@ def _sparse_ftrl_op(ctx, handles, grad, indices, lr, l1, l2, shrinkage, lr_power
     return []
 
 
-@op("ResourceSparseApplyFtrl", stateful=True)
+@_optimizer_op("SparseApplyFtrl", refs=3)
 def sparse_apply_ftrl(ctx, var, accum, linear, grad, indices, lr, l1, l2, lr_power):
     return _sparse_ftrl_op(ctx, (var, accum, linear), grad, indices, lr, l1, l2, None, lr_power)
 
 
-@op("ResourceSparseApplyFtrlV2", stateful=True)
+@_optimizer_op("SparseApplyFtrlV2", refs=3)
 def sparse_apply_ftrl_v2(ctx, var, accum, linear, grad, indices, lr, l1, l2, l2_shrinkage, lr_power):
     return _sparse_ftrl_op(ctx, (var, accum, linear), grad, indices, lr, l1, l2, l2_shrinkage, lr_power)
 
 
-@op("ResourceSparseApplyProximalAdagrad", stateful=True)
+@_optimizer_op("SparseApplyProximalAdagrad", refs=2)
 def sparse_apply_proximal_adagrad(ctx, var, accum, lr, l1, l2, grad, indices):
     lr, l1, l2 = _scalars(ctx.read(var).dtype, lr, l1, l2)
     scalar_rows = jnp.ndim(ctx.read(var)) == 1
@@ -452,7 +527,7 @@ def sparse_apply_proximal_adagrad(ctx, var, accum, lr, l1, l2, grad, indices):
     return []
 
 
-@op("ResourceSparseApplyProximalGradientDescent", stateful=True)
+@_optimizer_op("SparseApplyProximalGradientDescent", refs=1)
 def sparse_apply_proximal_gradient_descent(ctx, var, alpha, l1, l2, grad, indices):
     lr, l1, l2 = _scalars(ctx.read(var).dtype, alpha, l1, l2)
 
@@ -463,7 +538,7 @@ def sparse_apply_proximal_gradient_descent(ctx, var, alpha, l1, l2, grad, indice
     return []
 
 
-@op("ResourceSparseApplyAdagradDA", stateful=True)
+@_optimizer_op("SparseApplyAdagradDA", refs=3)
 def sparse_apply_adagrad_da(
     ctx, var, gradient_accumulator, gradient_squared_accumulator, grad, indices, lr, l1, l2, global_step
 ):

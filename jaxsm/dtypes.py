@@ -100,9 +100,14 @@ def as_strings(v: Any) -> np.ndarray | None:
     return out.reshape(np.shape(v))
 
 
+class HostValue:
+    """Base of the elements of host-only object tensors other than strings (a DT_VARIANT holding a ragged tensor,
+    jaxsm/ops/ragged.py): :func:`is_strings` counts such tensors as strings, so they stay on the host too."""
+
+
 def is_strings(x: Any) -> bool:
     """Whether ``x`` is a string tensor: a NumPy bytes/str array, or an object array of them (jaxsm's symbolic
-    shape values are object arrays of ints and dimensions, never starting with text)."""
+    shape values are object arrays of ints and dimensions, never starting with text), or of :class:`HostValue`."""
     if not isinstance(x, np.ndarray) or x.dtype.kind not in "OSU":
         return False
-    return x.dtype.kind != "O" or x.size == 0 or isinstance(x.flat[0], (bytes, str))
+    return x.dtype.kind != "O" or x.size == 0 or isinstance(x.flat[0], (bytes, str, HostValue))

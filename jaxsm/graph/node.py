@@ -103,6 +103,8 @@ class Node:
         value = self.attr(name, default)
         if isinstance(value, np.dtype) or value is default:
             return value
+        if dtypes.base_enum(value) == dtypes.DT.DT_VARIANT:  # variant tensors are host object arrays (ops/ragged.py)
+            return np.dtype(object)
         try:
             return dtypes.to_numpy(value)
         except KeyError:

@@ -15,10 +15,12 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
+from jaxsm.dtypes import HostValue
+
 
 def is_dim(v: Any) -> bool:
-    """A symbolic dimension (not a Python/NumPy int, not a string)."""
-    return not isinstance(v, (int, np.integer, bytes, str, float, np.floating, bool, np.bool_))
+    """A symbolic dimension (not a Python/NumPy int, not a string, not a host value such as a variant)."""
+    return not isinstance(v, (int, np.integer, bytes, str, float, np.floating, bool, np.bool_, HostValue))
 
 
 def is_symbolic(x: Any) -> bool:

@@ -1,4 +1,4 @@
-"""Image decoding and encoding on the host: DecodeJpeg, DecodePng, DecodeGif, DecodeBmp, DecodeImage,
+"""Image decoding and encoding on the host: DecodeJpeg, DecodePng, DecodeGif, DecodeBmp, DecodeWebP, DecodeImage,
 DecodeAndCropJpeg, ExtractJpegShape, EncodePng, EncodeJpeg and EncodeJpegVariableQuality, with TF's semantics
 (tensorflow/core/kernels/image/decode_image_op.cc and the jpeg/png/gif libraries under tensorflow/core/lib).
 
@@ -9,7 +9,9 @@ zlib inflation with PNG row filters and GIF's LZW; everything TF does on top of 
 
 As in TF, every decode op sniffs the format from the magic bytes: DecodeJpeg and DecodePng decode PNG, JPEG and
 single-frame GIF alike, DecodeGif returns ``[frames, h, w, 3]`` for all of them, DecodeBmp only takes BMP and
-DecodeAndCropJpeg only JPEG. ``channels`` 0 keeps what the file stores.
+DecodeAndCropJpeg only JPEG. ``channels`` 0 keeps what the file stores. WebP is the exception: every op decodes it
+to ``[frames, h, w, c]`` uint8 (DecodeImage with ``expand_animations=False``: the first frame), with libwebp
+(Pillow's, as TF's), bit-identical for lossless, lossy and animated files.
 
 Exactness against TF 2.21 (tests/ops/test_images_io.py):
 
@@ -82,6 +84,8 @@ def _magic(data: bytes) -> str:
         return "gif"
     if data.startswith(b"BM"):
         return "bmp"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
     return "unknown"
 
 
@@ -1078,9 +1082,12 @@ def _decode(
             return _decode_gif(ctx, Image, data, op_type, channels, dtype, expand_animations)
         if fmt == "bmp":
             return _decode_bmp(ctx, data, op_type, channels, dtype)
+        if fmt == "webp":
+            frames = _decode_webp(Image, data, channels, dtype)
+            return frames[0] if op_type == "DecodeImage" and not expand_animations else frames
     except _Invalid as e:
         raise ctx.error(str(e)) from None
-    raise ctx.error("Unknown image file format. One of JPEG, PNG, GIF, BMP required.")
+    raise ctx.error("Unknown image file format. One of JPEG, JPEG XL, PNG, GIF, BMP, WebP required.")
 
 
 def _decode_jpeg(ctx, Image, data, op_type, channels, dtype, flags, crop) -> np.ndarray:
@@ -1414,3 +1421,61 @@ def encode_jpeg_variable_quality(ctx, images, quality):
     img = np.asarray(ctx.static(images, "the image to encode"))
     data = _jpeg_encode(ctx, img, "", q, False, False, True, 1, 300, 300, b"")
     return _bytes_array([data], ())
+
+
+# -- WebP ------------------------------------------------------------------------------------------------------
+
+
+def _webp_features(data: bytes) -> tuple[bool, bool] | None:
+    """(has_alpha, has_animation) from the RIFF header as libwebp's WebPGetFeatures reads them, or None when the
+    data is not WebP: VP8X carries both flags, VP8L its alpha hint, plain VP8 has neither."""
+    if len(data) < 30 or data[:4] != b"RIFF" or data[8:12] != b"WEBP":
+        return None
+    chunk = data[12:16]
+    if chunk == b"VP8X":
+        return bool(data[20] & 0x10), bool(data[20] & 0x02)
+    if chunk == b"VP8L":
+        return bool(data[24] & 0x10), False
+    return (False, False) if chunk == b"VP8 " else None
+
+
+def _decode_webp(Image, data: bytes, channels: int, dtype: np.dtype) -> np.ndarray:
+    """DecodeImageV2Op's WebP path, which every decode op takes (DecodeAndCropJpeg without cropping):
+    ``[frames, height, width, channels]`` uint8, RGB or RGBA as the file stores it (an animation is always RGBA,
+    its frames composited on the canvas); ``channels`` must match. libwebp decodes (Pillow's), as in TF."""
+    import io
+
+    from PIL import features
+
+    if not features.check("webp"):
+        raise _Invalid("decoding WebP needs Pillow built with WebP support (libwebp)")
+    if np.dtype(dtype) != np.uint8:
+        raise _Invalid("WebP only supports uint8 for dtype")
+    if channels not in (0, 3, 4):
+        raise _Invalid("WebP only supports 3 or 4 channels")
+    found = _webp_features(data)
+    if found is None:
+        raise _Invalid("Failed to decode WebP header.")
+    stored = 4 if found[0] or found[1] else 3
+    if channels not in (0, stored):
+        raise _Invalid("Number of channels requested does not match input")
+    try:
+        im = Image.open(io.BytesIO(data))
+        frames = []
+        for i in range(getattr(im, "n_frames", 1)):
+            im.seek(i)
+            frames.append(np.asarray(im.convert("RGBA" if stored == 4 else "RGB")))
+    except (OSError, ValueError, SyntaxError) as e:
+        raise _Invalid(f"Failed to decode WebP image: {e}") from None
+    return np.stack(frames)
+
+
+@op("DecodeWebP")
+def decode_webp(ctx, contents):
+    """tf.io.decode_webp. Like TF's kernel it also decodes PNG and JPEG (as a 3-D image) and rejects GIF and
+    BMP."""
+    data = _contents(ctx, contents)
+    if _magic(data) in ("gif", "bmp"):
+        raise ctx.error(f"Bad op type DecodeWebP for a {_magic(data).upper()} image")
+    dtype = _dtype_attr(ctx, (np.uint8,), "DecodeWebP")
+    return _decode(ctx, contents, channels=int(ctx.attr("channels", 0)), dtype=dtype)

@@ -1,5 +1,6 @@
 """Host-side text and bytes ops: CSV records, raw bytes as numbers, web-safe base64, joining strings by segment,
-transcoding between Unicode encodings, and reading a file.
+transcoding between Unicode encodings, reading, writing and listing files, WAV audio, serialized TensorProtos,
+zlib/gzip inflation and JSON tf.train.Examples.
 
 Like the ops of jaxsm/ops/strings.py these take string tensors (NumPy object arrays of ``bytes``) and run on the
 host with concrete inputs; each follows its TF kernel byte for byte, errors included (a JaxsmError where TF raises):
@@ -18,7 +19,14 @@ host with concrete inputs; each follows its TF kernel byte for byte, errors incl
 * UnicodeTranscode (unicode_ops.cc): decode with ``input_encoding`` (each maximal invalid sequence is one error),
   replace (``replacement_char``), drop ('ignore') or fail on ('strict') errors and, with
   ``replace_control_characters``, the C0 controls U+0000..U+001F; encode as UTF-8, UTF-16-BE or UTF-32-BE.
-* ReadFile: a file's bytes.
+* ReadFile: a file's bytes. WriteFile and MatchingFiles (sorted glob matches) act on the file system in every
+  call, so under ``jax.jit`` such a call runs op by op.
+* DecodeWav / EncodeWav (tensorflow/core/lib/wav/wav_io.cc): 16-bit PCM only, samples scaled by 1/32768 and back
+  with ``roundf`` and clamping.
+* SerializeTensor / ParseTensor (parse_tensor_op.cc): TensorProto bytes, strings in ``string_val``, others as raw
+  ``tensor_content``.
+* DecodeCompressed: what TF's ZlibInputStream reads (a truncated stream is not an error; GZIP reads every member).
+* DecodeJSONExample: protobuf's JsonToBinaryString for tf.train.Example (JSON field order, unpacked numbers).
 """
 
 from __future__ import annotations
@@ -465,3 +473,352 @@ def read_file(ctx, filename):
     except OSError as e:
         raise ctx.error(f"cannot read {path!r}: {e.strerror or e}") from None
     return _bytes_array([contents], ())
+
+
+# -- WAV audio ---------------------------------------------------------------------------------------------------
+
+_WAV_SKIPPED = {b"JUNK", b"bext", b"iXML", b"qlty", b"mext", b"levl", b"link", b"axml"}
+
+
+class _Reader:
+    """Little-endian reads that fail as wav_io.cc's IncrementOffset does (past the end: "Data too short")."""
+
+    def __init__(self, ctx, data: bytes):
+        self.ctx, self.data, self.at = ctx, data, 0
+
+    def take(self, n: int) -> bytes:
+        if self.at > len(self.data) or self.at + n > len(self.data):
+            raise self.ctx.error("Data too short when trying to read string")
+        out, self.at = self.data[self.at : self.at + n], self.at + n
+        return out
+
+    def uint(self, n: int) -> int:
+        return int.from_bytes(self.take(n), "little")
+
+
+def _decode_wav(ctx, data: bytes) -> tuple[np.ndarray, int]:
+    """DecodeLin16WaveAsFloatVector (tensorflow/core/lib/wav/wav_io.cc): 16-bit PCM only, samples / 32768 as
+    [frames, channels]; the chunks TF skips before "fmt " and any chunk but "data" after it are skipped."""
+    r = _Reader(ctx, data)
+    if r.take(4) != b"RIFF":
+        raise ctx.error("Header mismatch: Expected RIFF")
+    r.uint(4)
+    if r.take(4) != b"WAVE":
+        raise ctx.error("Header mismatch: Expected WAVE")
+    chunk = r.take(4)
+    while chunk != b"fmt ":
+        if chunk not in _WAV_SKIPPED:
+            raise ctx.error(f"Unexpected field {chunk!r}")
+        r.take(r.uint(4))
+        chunk = r.take(4)
+    fmt_size = r.uint(4)
+    if fmt_size not in (16, 18):
+        raise ctx.error(f"Bad format chunk size for WAV: Expected 16 or 18, but got {fmt_size}")
+    if (audio_format := r.uint(2)) != 1:
+        raise ctx.error(f"Bad audio format for WAV: Expected 1 (PCM), but got {audio_format}")
+    channels, rate, per_second, per_frame, bits = r.uint(2), r.uint(4), r.uint(4), r.uint(2), r.uint(2)
+    if channels < 1:
+        raise ctx.error(f"Bad number of channels for WAV: Expected at least 1, but got {channels}")
+    if bits != 16:
+        raise ctx.error(f"Can only read 16-bit WAV files, but received {bits}")
+    if per_frame != (bits * channels + 7) // 8:
+        raise ctx.error(f"Bad bytes per sample in WAV header: got {per_frame}")
+    if per_second != (per_frame * rate) & 0xFFFFFFFF:
+        raise ctx.error(f"Bad bytes per second in WAV header: got {per_second}")
+    r.at += 2 if fmt_size == 18 else 0
+    samples = None
+    while r.at < len(data):
+        chunk, size = r.take(4), r.uint(4)
+        if size > 2**31 - 1:
+            raise ctx.error(f"WAV data chunk {chunk!r} is too large: {size} bytes")
+        if chunk != b"data":
+            r.at += size
+            continue
+        if samples is not None:
+            raise ctx.error("More than one data chunk found in WAV")
+        frames = size // per_frame
+        samples = np.frombuffer(r.take(2 * frames * channels), "<i2").reshape(frames, channels)
+    if samples is None:
+        raise ctx.error("No data chunk found in WAV")
+    return samples.astype(np.float32) / np.float32(32768), rate
+
+
+@op("DecodeWav")
+def decode_wav(ctx, contents):
+    """tf.audio.decode_wav: ``desired_samples`` cuts or zero-pads the frames; ``desired_channels`` beyond the
+    file's repeat its last channel (decode_wav_op.cc)."""
+    data = _strings(ctx, contents, "the WAV contents")
+    if data.ndim:
+        raise ctx.error(f"contents must be scalar, got shape {list(data.shape)}")
+    audio, rate = _decode_wav(ctx, data.item())
+    want_channels, want_samples = int(ctx.attr("desired_channels", -1)), int(ctx.attr("desired_samples", -1))
+    if want_channels < -1 or want_samples < -1:
+        raise ctx.error("desired_channels and desired_samples must be >= -1")
+    frames = audio.shape[0] if want_samples == -1 else want_samples
+    channels = audio.shape[1] if want_channels == -1 else want_channels
+    source = np.minimum(np.arange(channels), audio.shape[1] - 1)
+    out = np.zeros((frames, channels), np.float32)
+    n = min(frames, audio.shape[0])
+    out[:n] = audio[:n][:, source]
+    return out, np.asarray(rate, np.int32)
+
+
+@op("EncodeWav")
+def encode_wav(ctx, audio, sample_rate):
+    """tf.audio.encode_wav: [frames, channels] float32 as 16-bit PCM, each sample ``roundf(x * 32768)`` (half away
+    from zero) clamped to int16 (wav_io.cc EncodeAudioAsS16LEWav); a 44-byte header."""
+    audio = np.asarray(ctx.static(audio, "the audio (strings live on the host)"), np.float32)
+    rate = np.asarray(ctx.static(sample_rate, "the sample rate"))
+    if audio.ndim != 2:
+        raise ctx.error(f"audio must be 2-dimensional, got shape {list(audio.shape)}")
+    if rate.ndim:
+        raise ctx.error(f"Input sample_rate should be a scalar tensor, got shape {list(rate.shape)}")
+    frames, channels = audio.shape
+    rate = int(rate)
+    if not 0 < rate < 2**32:
+        raise ctx.error(f"sample_rate must be in (0, 2^32), got: {rate}")
+    if not 0 < channels < 2**16:
+        raise ctx.error(f"num_channels must be in (0, 2^16), got: {channels}")
+    scaled = (audio * np.float32(32768)).astype(np.float64)
+    rounded = np.sign(scaled) * np.floor(np.abs(scaled) + 0.5)
+    # NaN passes TF's clamp and converts to int16 0 (x86 float -> int32 gives INT_MIN, whose low 16 bits are 0)
+    pcm = np.where(np.isnan(rounded), 0, np.clip(rounded, -32768, 32767)).astype("<i2")
+    size = frames * channels * 2
+    header = b"".join(
+        [
+            b"RIFF", (36 + size).to_bytes(4, "little"), b"WAVEfmt ", (16).to_bytes(4, "little"),
+            (1).to_bytes(2, "little"), channels.to_bytes(2, "little"), rate.to_bytes(4, "little"),
+            (rate * 2 * channels & 0xFFFFFFFF).to_bytes(4, "little"), (2 * channels).to_bytes(2, "little"),
+            (16).to_bytes(2, "little"), b"data", size.to_bytes(4, "little"),
+        ]
+    )  # fmt: skip
+    return _bytes_array([header + pcm.tobytes()], ())
+
+
+# -- SerializeTensor / ParseTensor -------------------------------------------------------------------------------
+
+
+@op("SerializeTensor")
+def serialize_tensor(ctx, tensor):
+    """tf.io.serialize_tensor: a TensorProto, strings in ``string_val`` and other dtypes as raw little-endian
+    ``tensor_content`` (parse_tensor_op.cc), fields in TF's (field number) order."""
+    from jaxsm._proto import tensor_pb2
+
+    x = _strings(ctx, tensor) if dtypes.is_strings(tensor) else np.asarray(ctx.static(tensor, "the tensor"))
+    proto = tensor_pb2.TensorProto(dtype=int(ctx.attr("T")))
+    proto.tensor_shape.SetInParent()
+    for d in x.shape:
+        proto.tensor_shape.dim.add(size=d)
+    if x.dtype == object:
+        proto.string_val.extend(x.reshape(-1).tolist())
+    else:
+        proto.tensor_content = np.ascontiguousarray(x).astype(x.dtype.newbyteorder("<")).tobytes()
+    return _bytes_array([proto.SerializeToString()], ())
+
+
+@op("ParseTensor")
+def parse_tensor(ctx, serialized):
+    """tf.io.parse_tensor: the tensor in a serialized TensorProto, which must have dtype ``out_type``."""
+    from google.protobuf.message import DecodeError
+
+    from jaxsm._proto import tensor_pb2
+    from jaxsm.errors import FormatError
+    from jaxsm.format.tensor import tensor_from_proto
+
+    data = _strings(ctx, serialized, "the serialized tensor")
+    if data.ndim:
+        raise ctx.error(f"Expected `serialized` to be a scalar, got shape: {list(data.shape)}")
+    proto = tensor_pb2.TensorProto()
+    try:
+        proto.ParseFromString(data.item())
+        value = tensor_from_proto(proto)
+    except (DecodeError, FormatError) as e:
+        raise ctx.error(f"Could not parse `serialized` as TensorProto: {e}") from None
+    if proto.dtype != ctx.attr("out_type"):
+        raise ctx.error(
+            f"Type mismatch between parsed tensor ({dtypes.name(proto.dtype)}) and dtype "
+            f"({dtypes.name(ctx.attr('out_type'))})"
+        )
+    return value
+
+
+# -- DecodeCompressed --------------------------------------------------------------------------------------------
+
+
+def _inflate(ctx, data: bytes, gzip: bool) -> bytes:
+    """What TF's ZlibInputStream reads (tsl/lib/io/zlib_inputstream.cc): inflate until the input ends (a truncated
+    stream gives what inflated so far, no error); after a zlib stream's end the rest is ignored, while a GZIP
+    stream's end resets inflate, so concatenated members are all read."""
+    import zlib
+
+    out = []
+    while True:
+        d = zlib.decompressobj(zlib.MAX_WBITS + 16 if gzip else zlib.MAX_WBITS)
+        try:
+            out.append(d.decompress(data))
+        except zlib.error as e:
+            raise ctx.error(f"inflate() failed: {e}") from None
+        if not (gzip and d.eof and d.unused_data):
+            return b"".join(out)
+        data = d.unused_data
+
+
+@op("DecodeCompressed")
+def decode_compressed(ctx, data):
+    """tf.io.decode_compressed: each string inflated ("ZLIB", "GZIP") or kept ("")."""
+    kind = _as_bytes(ctx.attr("compression_type", b"")).decode()
+    if kind not in ("", "ZLIB", "GZIP"):
+        raise ctx.error(f"Only ZLIB, GZIP or NONE are supported compressions, got {kind!r}")
+    if not kind:
+        return _strings(ctx, data)
+    return _map(ctx, data, lambda v: _inflate(ctx, v, kind == "GZIP"))
+
+
+# -- DecodeJSONExample -------------------------------------------------------------------------------------------
+
+
+def _varint(n: int) -> bytes:
+    n &= 0xFFFF_FFFF_FFFF_FFFF
+    out = bytearray()
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _json_values(kind: str, values: list) -> bytes:
+    """A BytesList/FloatList/Int64List's values, one field each (JsonToBinaryString writes packed fields
+    unpacked)."""
+    import base64
+    import struct
+
+    if kind == "bytes":
+        return b"".join(_field(1, base64.b64decode(v.replace("-", "+").replace("_", "/") + "==")) for v in values)
+    if kind == "float":
+        return b"".join(b"\x0d" + struct.pack("<f", float(v)) for v in values)
+    return b"".join(b"\x08" + _varint(int(v)) for v in values)
+
+
+def _json_example(ctx, text: bytes) -> bytes:
+    """One JSON tf.train.Example as binary, as protobuf's JsonToBinaryString writes it: fields in the JSON's
+    order (map entries too), repeated numbers unpacked. json_format checks the JSON first (TF's errors)."""
+    import json
+
+    from google.protobuf import json_format
+
+    from jaxsm._proto import example_pb2
+
+    try:
+        json_format.Parse(text, example_pb2.Example())
+    except json_format.ParseError as e:
+        raise ctx.error(f"Error while parsing JSON: {e}") from None
+    example = json.loads(text, object_pairs_hook=list)
+    kinds = {f"{k}{suffix}": k for k in ("bytes", "float", "int64") for suffix in ("List", "_list")}
+    out = b""
+    for _, features in example:
+        if features is None:
+            continue
+        entries = b""
+        for _, feature_map in features:
+            for fkey, feature in feature_map or []:
+                body = b""
+                for kind, lst in feature or []:
+                    if lst is not None:
+                        number = ("bytes", "float", "int64").index(kinds[kind]) + 1
+                        values = dict(lst).get("value") or []
+                        body += _field(number, _json_values(kinds[kind], values))
+                entries += _field(1, _field(1, fkey.encode()) + _field(2, body))
+        out += _field(1, entries)
+    return out
+
+
+@op("DecodeJSONExample")
+def decode_json_example(ctx, json_examples):
+    """tf.io.decode_json_example: JSON (protobuf's JSON mapping) tf.train.Examples as binary protos."""
+    return _map(ctx, json_examples, lambda v: _json_example(ctx, v))
+
+
+# -- WriteFile / MatchingFiles -----------------------------------------------------------------------------------
+
+
+def _host_only(ctx, what: str) -> None:
+    """A side effect, or a read of the file system, happens in every call, so it must not run once at trace time
+    inside a compiled function: under ``jax.jit`` the call runs op by op instead (EagerFallbackWarning)."""
+    import jax
+    import jax.numpy as jnp
+
+    from jaxsm.errors import StaticValueError
+
+    if isinstance(jnp.zeros(()), jax.core.Tracer):  # a jit trace stages even constants
+        raise ctx.error(f"{what} runs on the host in every call", StaticValueError)
+
+
+def _local_path(ctx, path: bytes) -> bytes:
+    if path.startswith(b"file://"):
+        return path[len(b"file://") :]
+    if re.match(rb"[A-Za-z][A-Za-z0-9+.-]*://", path):
+        raise ctx.error(f"only local files are supported, not {path!r}")
+    return path
+
+
+@op("WriteFile", stateful=True)
+def write_file(ctx, filename, contents):
+    """tf.io.write_file: writes (replaces) the file, creating its missing parent directories as TF does."""
+    import os
+
+    _host_only(ctx, "WriteFile")
+    name, data = _strings(ctx, filename, "the file name"), _strings(ctx, contents, "the contents")
+    if name.ndim or data.ndim:
+        raise ctx.error("the file name and the contents must be scalars")
+    path = _local_path(ctx, name.item())
+    try:
+        if os.path.dirname(path):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(data.item())
+    except OSError as e:
+        raise ctx.error(f"cannot write {path!r}: {e.strerror or e}") from None
+    return []
+
+
+def _glob(pattern: bytes) -> list[bytes]:
+    """TF's GetMatchingPaths (file_system_helper.cc): fnmatch with FNM_PATHNAME per path component, from the
+    directory before the first wildcard; '*' also matches names starting with '.'."""
+    import fnmatch
+    import os
+
+    parts = pattern.split(b"/")
+    first = next((i for i, p in enumerate(parts) if re.search(rb"[*?\[\\]", p)), None)
+    if first is None:
+        return [pattern] if os.path.lexists(pattern) else []
+    paths = [b"/".join(parts[:first]) or (b"/" if pattern.startswith(b"/") else b"")]
+    for k, part in enumerate(parts[first:]):
+        last = k == len(parts) - first - 1
+        found = []
+        for base in paths:
+            try:
+                names = sorted(os.listdir(base or b"."))
+            except OSError:
+                continue
+            for name in names:
+                full = os.path.join(base, name) if base else name
+                if fnmatch.fnmatchcase(name, part) and (last or os.path.isdir(full)):
+                    found.append(full)
+        paths = found
+    return paths
+
+
+@op("MatchingFiles", stateful=True)
+def matching_files(ctx, pattern):
+    """tf.io.matching_files: every file matching any of the patterns, sorted."""
+    _host_only(ctx, "MatchingFiles")
+    patterns = _strings(ctx, pattern, "the patterns")
+    if patterns.ndim > 1:
+        raise ctx.error(f"Input pattern tensor must be scalar or vector, but had shape: {list(patterns.shape)}")
+    found = sorted(p for v in patterns.reshape(-1) for p in _glob(_local_path(ctx, v)))
+    return _bytes_array(found, (len(found),))

@@ -716,3 +716,86 @@ def test_constant_image_folds_and_compiles():
     with warnings.catch_warnings():
         warnings.simplefilter("error", EagerFallbackWarning)
         assert_matches_tf(fn, [np.float32(0.5)])
+
+
+# -- WebP ------------------------------------------------------------------------------------------------------
+
+
+def _webp_or_skip():
+    from PIL import features
+
+    if not features.check("webp"):
+        pytest.skip("Pillow was built without WebP support")
+
+
+def _webp_cases() -> dict[str, bytes]:
+    frames = [Image.fromarray(_image(6, 5, 4, noise=n)) for n in (10, 60, 90)]
+    buf = io.BytesIO()
+    frames[0].save(buf, "WEBP", save_all=True, append_images=frames[1:], lossless=True, duration=100)
+    return {
+        "rgb-lossless": _pil(_image(7, 9), "WEBP", lossless=True),
+        "rgb-lossy": _pil(_image(16, 11), "WEBP", quality=50),
+        "rgba-lossless": _pil(_image(5, 4, 4), "WEBP", lossless=True),
+        "rgba-lossy": _pil(_image(9, 8, 4), "WEBP", quality=80),
+        "animation": buf.getvalue(),
+    }
+
+
+@pytest.mark.parametrize("jit", [True, False])
+@pytest.mark.parametrize("case", ["rgb-lossless", "rgb-lossy", "rgba-lossless", "rgba-lossy", "animation"])
+def test_decode_webp(case, jit):
+    _webp_or_skip()
+    data = _webp_cases()[case]
+    channels = 3 if case.startswith("rgb-") else 4
+    for c in (0, channels):
+        assert_matches_tf(lambda x, c=c: tf.io.decode_webp(x, channels=c), [_s(data)], jit=jit)
+
+
+@pytest.mark.parametrize("jit", [True, False])
+@pytest.mark.parametrize("case", ["rgb-lossy", "rgba-lossless", "animation"])
+def test_other_decoders_take_webp(case, jit):
+    """TF's decode ops all sniff WebP: 4-D frames (DecodeAndCropJpeg does not crop), except DecodeImage with
+    expand_animations=False (the first frame)."""
+    _webp_or_skip()
+
+    def fn(x):
+        out = {
+            "image": tf.io.decode_image(x),
+            "first": tf.io.decode_image(x, expand_animations=False),
+            "png": tf.io.decode_png(x),
+            "jpeg": tf.io.decode_jpeg(x),
+            "crop": tf.image.decode_and_crop_jpeg(x, [0, 0, 1, 1]),
+        }
+        if case == "rgb-lossy":
+            out["gif"] = tf.io.decode_gif(x)
+        return out
+
+    assert_matches_tf(fn, [_s(_webp_cases()[case])], jit=jit)
+
+
+@pytest.mark.parametrize("jit", [True, False])
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_decode_webp_takes_png_and_jpeg(fmt, jit):
+    assert_matches_tf(lambda x: tf.io.decode_webp(x), [_s(_pil(_image(5, 6), fmt))], jit=jit)
+
+
+_WEBP_ERRORS = {
+    "channels": lambda x: tf.io.decode_webp(x, channels=4),
+    "one-channel": lambda x: tf.io.decode_image(x, channels=1),
+    "float": lambda x: tf.io.decode_image(x, dtype=tf.float32),
+    "uint16-png": lambda x: tf.io.decode_png(x, dtype=tf.uint16),
+    "bad-header": lambda x: tf.io.decode_image(tf.strings.substr(x, 0, 12) + b"junk" * 8),
+    "gif": lambda x: tf.io.decode_webp(tf.strings.join([tf.strings.substr(x, 0, 0), _pil(_image(2, 2), "GIF")])),
+}
+
+
+@pytest.mark.parametrize("case", list(_WEBP_ERRORS))
+def test_decode_webp_errors(case):
+    _webp_or_skip()
+    data = _webp_cases()["rgb-lossy"]
+    fn = _WEBP_ERRORS[case]
+    export_dir, tf_fn = save_function(fn, [_s(data)])
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        tf_fn(_s(data))
+    with pytest.raises(JaxsmError, match="channels|WebP|DecodeWebP"):
+        run_jaxsm(export_dir, [_s(data)])

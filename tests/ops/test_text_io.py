@@ -356,3 +356,183 @@ def test_read_file_missing_raises(tmp_path):
         r"cannot read .*absent",
         tf_error=tf.errors.NotFoundError,
     )
+
+
+# -- WAV, SerializeTensor/ParseTensor, DecodeCompressed, DecodeJSONExample, WriteFile, MatchingFiles -----------
+
+
+_AUDIO = np.array(
+    [[0.5, -0.25], [1.0, -1.0], [np.nan, 2.0], [np.inf, -np.inf], [1.5 / 32768, -2.5 / 32768], [0.3, 1e-9]],
+    np.float32,
+)
+
+
+@pytest.mark.parametrize("jit", [True, False])
+@pytest.mark.parametrize("audio", [_AUDIO, _AUDIO[:, :1], _AUDIO[:0]], ids=["stereo", "mono", "empty"])
+def test_encode_wav(audio, jit):
+    # as a vector: the harness reads a scalar string through NumPy's "S" dtype, which drops trailing NULs
+    assert_matches_tf(lambda a, r: tf.reshape(tf.audio.encode_wav(a, r), [1]), [audio, np.int32(16000)], jit=jit)
+
+
+def _wav(body_chunks: bytes, fmt: bytes, before_fmt: bytes = b"") -> bytes:
+    data = b"WAVE" + before_fmt + b"fmt " + len(fmt).to_bytes(4, "little") + fmt + body_chunks
+    return b"RIFF" + len(data).to_bytes(4, "little") + data
+
+
+def _fmt(channels=2, rate=8000, bits=16, extra=b"") -> bytes:
+    per_frame = (bits * channels + 7) // 8
+    return (
+        (1).to_bytes(2, "little")
+        + channels.to_bytes(2, "little")
+        + rate.to_bytes(4, "little")
+        + (rate * per_frame).to_bytes(4, "little")
+        + per_frame.to_bytes(2, "little")
+        + bits.to_bytes(2, "little")
+        + extra
+    )
+
+
+_PCM = np.array([[1, -2], [32767, -32768], [100, 200]], "<i2").tobytes()
+_WAVS = {
+    "plain": _wav(b"data" + len(_PCM).to_bytes(4, "little") + _PCM, _fmt()),
+    "junk-fmt18-list": _wav(
+        b"LIST\x04\x00\x00\x00abcd" + b"data" + len(_PCM).to_bytes(4, "little") + _PCM + b"tail\x00\x00\x00\x00",
+        _fmt(extra=b"\x00\x00"),
+        before_fmt=b"JUNK\x02\x00\x00\x00xy",
+    ),
+}
+
+
+@pytest.mark.parametrize("jit", [True, False])
+@pytest.mark.parametrize("wav", list(_WAVS), ids=str)
+@pytest.mark.parametrize("channels,samples", [(-1, -1), (1, 2), (3, 5), (0, 0)], ids=str)
+def test_decode_wav(wav, channels, samples, jit):
+    def fn(contents):
+        out = tf.audio.decode_wav(contents, desired_channels=channels, desired_samples=samples)
+        return {"audio": out.audio, "rate": out.sample_rate}
+
+    assert_matches_tf(fn, [np.array(_WAVS[wav], dtype=object)], jit=jit)
+
+
+@pytest.mark.parametrize(
+    "contents,match",
+    [
+        (_wav(b"data\x04\x00\x00\x00\x00\x00\x00\x00", _fmt(bits=8)), "16-bit"),
+        (_wav(b"data\x08\x00\x00\x00\x00\x00", _fmt()), "too short"),
+        (_wav(b"", _fmt()), "No data chunk"),
+        (b"RIFX" + _WAVS["plain"][4:], "RIFF"),
+        (_wav(b"", _fmt(), before_fmt=b"LIST\x00\x00\x00\x00"), "Unexpected field"),
+    ],
+    ids=["8-bit", "truncated", "no-data", "bad-magic", "chunk-before-fmt"],
+)
+def test_decode_wav_errors(contents, match):
+    _assert_both_raise(lambda c: tf.audio.decode_wav(c).audio, [np.array(contents, dtype=object)], match)
+
+
+@pytest.mark.parametrize("jit", [True, False])
+@pytest.mark.parametrize(
+    "value",
+    [
+        np.float32(1.5),
+        np.arange(6, dtype=np.int64).reshape(1, 2, 3) - 3,
+        np.array([True, False]),
+        np.array([1 + 2j, np.nan], np.complex64),
+        np.array([0.1, -np.inf], np.float16),
+        np.zeros((2, 0), np.float64),
+        _strings("a", "", "\xff longer text", shape=(3, 1)),
+    ],
+    ids=["scalar", "int64-rank3", "bool", "complex", "half", "empty", "strings"],
+)
+def test_serialize_parse_tensor(value, jit):
+    def fn(x):
+        s = tf.io.serialize_tensor(x)
+        return {"serialized": tf.reshape(s, [1]), "parsed": tf.io.parse_tensor(s, x.dtype)}
+
+    assert_matches_tf(fn, [value], jit=jit)
+
+
+def test_parse_tensor_errors():
+    serialized = tf.io.serialize_tensor(np.float32(1)).numpy()
+    fn = lambda s: tf.io.parse_tensor(s, tf.int32)  # noqa: E731
+    _assert_both_raise(fn, [np.array(serialized, dtype=object)], "Type mismatch")
+    _assert_both_raise(fn, [np.array(b"\xff\xff", dtype=object)], "Could not parse")
+
+
+def _zlib_cases():
+    import gzip
+    import zlib
+
+    text = b"hello world " * 300
+    z, g = zlib.compress(text), gzip.compress(b"abc")
+    return {
+        "zlib": (z, "ZLIB"),
+        "zlib-then-more": (z + zlib.compress(b"XYZ") + b"junk", "ZLIB"),
+        "zlib-truncated": (z[: len(z) // 2], "ZLIB"),
+        "zlib-no-checksum": (z[:-3], "ZLIB"),
+        "gzip-members": (g + gzip.compress(b"def"), "GZIP"),
+        "gzip-truncated": (g[:-4], "GZIP"),
+        "empty": (b"", "GZIP"),
+        "none": (b"raw \x00 bytes", ""),
+    }
+
+
+@pytest.mark.parametrize("jit", [True, False])
+@pytest.mark.parametrize("case", list(_zlib_cases()), ids=str)
+def test_decode_compressed(case, jit):
+    data, kind = _zlib_cases()[case]
+    assert_matches_tf(lambda x: tf.io.decode_compressed(x, kind), [_strings(data, data, shape=(2, 1))], jit=jit)
+
+
+@pytest.mark.parametrize("data,kind", [(b"junk", "ZLIB"), (b"\x1f\x8b\x08\x00", "ZLIB")], ids=["junk", "gzip-as-zlib"])
+def test_decode_compressed_errors(data, kind):
+    fn = lambda x: tf.io.decode_compressed(x, kind)  # noqa: E731
+    _assert_both_raise(fn, [_strings(data)], "inflate", tf_error=tf.errors.DataLossError)
+
+
+_JSON = [
+    '{"features": {"feature": {"z": {"int64List": {"value": ["1", 2, "-3"]}},'
+    ' "a": {"floatList": {"value": [1.5, "NaN", "-Infinity", 0.1]}},'
+    ' "m": {"bytesList": {"value": ["aGVsbG8=", ""]}}}}}',
+    "{}",
+    '{"features": {}}',
+    '{"features": {"feature": {"e": {}, "f": {"float_list": {}}}}}',
+]
+
+
+@pytest.mark.parametrize("jit", [True, False])
+def test_decode_json_example(jit):
+    assert_matches_tf(lambda x: tf.io.decode_json_example(x), [_strings(*_JSON, shape=(2, 2))], jit=jit)
+
+
+@pytest.mark.parametrize(
+    "text", ['{"x": 1}', "nope", '{"features": {"feature": {"a": {"int64List": {"value": ["x"]}}}}}'], ids=str
+)
+def test_decode_json_example_errors(text):
+    _assert_both_raise(lambda x: tf.io.decode_json_example(x), [_strings(text)], "parsing JSON")
+
+
+@pytest.mark.parametrize("jit", [True, False])
+def test_write_file(tmp_path, jit):
+    def fn(name, contents):
+        with tf.control_dependencies([tf.io.write_file(name, contents)]):
+            return tf.strings.length(contents)
+
+    contents = np.array(b"some \x00 bytes", dtype=object)
+    tf_path, jaxsm_path = tmp_path / "tf" / "deep" / "out.bin", tmp_path / "jaxsm" / "deep" / "out.bin"
+    export_dir, tf_fn = save_function(fn, [np.array(str(tf_path).encode(), dtype=object), contents])
+    tf_fn(str(tf_path), contents)
+    for _ in range(2):  # the file is written in every call
+        jaxsm_path.unlink(missing_ok=True)
+        run_jaxsm(export_dir, [np.array(str(jaxsm_path).encode(), dtype=object), contents], jit=jit)
+        assert jaxsm_path.read_bytes() == tf_path.read_bytes(), "written file"
+
+
+@pytest.mark.parametrize("jit", [True, False])
+def test_matching_files(tmp_path, jit):
+    for name in ["b.txt", "a.txt", ".hidden.txt", "x.dat", "sub/c.txt", "sub/d/e.txt", ".dir/f.txt"]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    root = str(tmp_path)
+    patterns = [f"{root}/*.txt", f"{root}/*/*.txt", f"{root}/[ab].t?t", f"{root}/sub", f"{root}/absent/*", f"{root}/*"]
+    assert_matches_tf(lambda p: tf.io.matching_files(p), [_strings(*patterns)], jit=jit)
+    assert_matches_tf(lambda p: tf.io.matching_files(p), [_strings(f"{root}/x.*", shape=())], jit=jit)

@@ -381,6 +381,8 @@ def _scan_loop(ctx, body, init, static, steps, dynamic):
             full[i] = v
         outs, new_state = _run_with_state(interp, body, full, state)
         new_dyn = [_fit(outs[i], old, ctx, f"loop variable {i}") for i, old in zip(dynamic, dyn)]
+        if set(new_state) != set(state):  # (they would be lost: the scan carries the state it started with)
+            raise ctx.error("the loop body creates state (variables, stacks), so it runs op by op", StaticValueError)
         return (
             new_dyn,
             {k: jnp.asarray(new_state[k], dtype=jnp.asarray(state[k]).dtype) for k in state},
@@ -420,7 +422,7 @@ def _while_loop(ctx, cond, body, init, carried):
         outs, new_state = _run_with_state(interp, body, full_vars(dyn), state)
         new_dyn = [_fit(outs[i], old, ctx, f"loop variable {i}") for i, old in zip(carried, dyn)]
         if set(new_state) != set(state):
-            raise ctx.error("the loop body creates variables; jaxsm needs every variable to exist before the loop")
+            raise ctx.error("the loop body creates state (variables, stacks), so it runs op by op", StaticValueError)
         return new_dyn, {k: jnp.asarray(new_state[k], dtype=jnp.asarray(state[k]).dtype) for k in state}
 
     dyn, state = lax.while_loop(cond_fn, body_fn, carry0)

@@ -39,6 +39,32 @@ def _require_items(ctx, lst: TensorList, element_shape=None):
     return jnp.zeros((lst.capacity or 0,) + shape, lst.element_dtype)
 
 
+def _static_length(lst: TensorList) -> int | None:
+    return int(lst.length) if isinstance(lst.length, int | np.integer) else None
+
+
+def check_index(ctx, index, size: int | None, action: str) -> None:
+    """TF raises for an element index outside [0, size) (list_kernels.h, tensor_array_ops.cc); an index known now
+    is checked here. A run-time one reads zeros and writes nothing there, never wrapping (see ``read``/``write``)."""
+    i = to_static(index)
+    if i is None or size is None:
+        return
+    bad = np.asarray(i).reshape(-1)
+    bad = bad[(bad < 0) | (bad >= size)]
+    if bad.size:
+        raise ctx.error(f"Trying to {action} element {int(bad[0])} in a list with {size} elements")
+
+
+def read(items, index):
+    """``items[index]`` with TF's bounds: an out-of-range or negative run-time index reads zeros."""
+    return jnp.asarray(items).at[jnp.asarray(index)].get(mode="fill", fill_value=0, wrap_negative_indices=False)
+
+
+def write(items, index, value):
+    """``items`` with ``items[index] = value``; an out-of-range or negative run-time index writes nothing."""
+    return jnp.asarray(items).at[jnp.asarray(index)].set(value, mode="drop", wrap_negative_indices=False)
+
+
 @op("TensorListReserve", static=(0, 1), stateful=True)
 def tensor_list_reserve(ctx, element_shape, num_elements):
     n = int(num_elements)
@@ -82,12 +108,14 @@ def tensor_list_set_item(ctx, lst, index, item):
             "(loops with a trip count known at trace time are unrolled to handle this)",
             StaticValueError,
         )
-    return TensorList(items.at[index].set(item), lst.length, lst.element_dtype, lst.element_shape, lst.capacity)
+    check_index(ctx, index, _static_length(lst), "modify")
+    return TensorList(write(items, index, item), lst.length, lst.element_dtype, lst.element_shape, lst.capacity)
 
 
 @op("TensorListGetItem", stateful=True)
 def tensor_list_get_item(ctx, lst, index, element_shape):
-    return _require_items(ctx, lst, element_shape)[index]
+    check_index(ctx, index, _static_length(lst), "access")
+    return read(_require_items(ctx, lst, element_shape), index)
 
 
 @op("TensorListStack", stateful=True)
@@ -97,7 +125,8 @@ def tensor_list_stack(ctx, lst, element_shape):
 
 @op("TensorListGather", stateful=True)
 def tensor_list_gather(ctx, lst, indices, element_shape):
-    return _require_items(ctx, lst, element_shape)[jnp.asarray(indices)]
+    check_index(ctx, indices, _static_length(lst), "gather")
+    return read(_require_items(ctx, lst, element_shape), indices)
 
 
 @op("TensorListScatter", "TensorListScatterV2", stateful=True)
@@ -109,6 +138,7 @@ def tensor_list_scatter(ctx, tensor, indices, element_shape, num_elements=None):
         if num_elements is not None and int(np.asarray(num_elements)) >= 0
         else (int(idx.max()) + 1 if idx.size else 0)
     )
+    check_index(ctx, idx, n, "scatter")
     items = jnp.zeros((n,) + t.shape[1:], t.dtype).at[idx].set(t)
     return TensorList(items, n, t.dtype, tuple(t.shape[1:]), n)
 
@@ -117,9 +147,8 @@ def tensor_list_scatter(ctx, tensor, indices, element_shape, num_elements=None):
 def tensor_list_scatter_into(ctx, lst, tensor, indices):
     t = jnp.asarray(tensor, lst.element_dtype)
     items = lst.items if lst.items is not None else jnp.zeros((lst.capacity,) + t.shape[1:], t.dtype)
-    return TensorList(
-        items.at[jnp.asarray(indices)].set(t), lst.length, lst.element_dtype, lst.element_shape, lst.capacity
-    )
+    check_index(ctx, indices, _static_length(lst), "scatter into")
+    return TensorList(write(items, indices, t), lst.length, lst.element_dtype, lst.element_shape, lst.capacity)
 
 
 @op("TensorListConcat", "TensorListConcatV2", stateful=True)

@@ -39,6 +39,7 @@ from jaxsm.graph.node import Node
 from jaxsm.graph.tensor_list import TensorList
 from jaxsm.graph.values import Resource, to_static
 from jaxsm.ops.array import strided_update
+from jaxsm.ops.lists import check_index, read, write
 from jaxsm.ops.registry import op
 from jaxsm.ops.variables import SCATTER_MODES, scatter_nd, scatter_rows
 
@@ -275,18 +276,25 @@ def tensor_array_write(ctx, handle, index, value, flow):
         items = grown if items is None else grown.at[: items.shape[0]].set(items)
     elif items is None:
         items = jnp.zeros((capacity,) + item.shape, flow.element_dtype)
+    check_index(ctx, index, int(items.shape[0]), "write")
     length = max(int(flow.length), int(i) + 1) if i is not None and isinstance(flow.length, int) else flow.length
-    return _with_items(flow, items.at[index].set(item), length)
+    return _with_items(flow, write(items, index, item), length)
+
+
+def _size(flow: TensorList) -> int | None:
+    return int(flow.length) if isinstance(flow.length, int | np.integer) else None
 
 
 @op("TensorArrayReadV3")
 def tensor_array_read(ctx, handle, index, flow):
-    return _items(ctx, flow)[index]
+    check_index(ctx, index, _size(flow), "read")
+    return read(_items(ctx, flow), index)
 
 
 @op("TensorArrayGatherV3")
 def tensor_array_gather(ctx, handle, indices, flow):
-    return _items(ctx, flow, _element_shape(ctx, "element_shape"))[jnp.asarray(indices)]
+    check_index(ctx, indices, _size(flow), "gather")
+    return read(_items(ctx, flow, _element_shape(ctx, "element_shape")), indices)
 
 
 @op("TensorArrayScatterV3")
@@ -297,7 +305,8 @@ def tensor_array_scatter(ctx, handle, indices, value, flow):
     if items is None:
         n = max(int(flow.capacity or 0), int(idx.max()) + 1 if idx is not None and idx.size else 0)
         items = jnp.zeros((n,) + value.shape[1:], flow.element_dtype)
-    return _with_items(flow, items.at[jnp.asarray(indices)].set(value))
+    check_index(ctx, indices, int(items.shape[0]), "scatter")
+    return _with_items(flow, write(items, indices, value))
 
 
 @op("TensorArrayConcatV3")

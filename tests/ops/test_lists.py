@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 tf = pytest.importorskip("tensorflow")
-from tests.tfcompare import assert_matches_tf  # noqa: E402
+from jaxsm.errors import JaxsmError  # noqa: E402
+from tests.tfcompare import assert_matches_tf, run_jaxsm, save_function  # noqa: E402
 
 raw = tf.raw_ops
 
@@ -52,3 +53,33 @@ def _from_tensor(x):
 @pytest.mark.parametrize("fn", [_ta_methods, _push_pop, _from_tensor], ids=["ta_methods", "push_pop", "from_tensor"])
 def test_tensor_lists(fn, jit):
     assert_matches_tf(fn, [np.arange(12, dtype=np.float32).reshape(6, 2)], jit=jit)
+
+
+@pytest.mark.parametrize("index", [-1, 3, 1])
+def test_list_indices_out_of_range(index):
+    """TensorList reads and writes outside [0, size) raise in TF, negative ones too: jaxsm raises for an index
+    known at trace time and never wraps a run-time one (reads give zeros, writes are dropped; gaps table)."""
+    R = tf.raw_ops
+    shape = tf.constant([], tf.int32)
+
+    def fn(x, i):
+        lst = R.TensorListFromTensor(tensor=x, element_shape=shape)
+        got = R.TensorListGetItem(input_handle=lst, index=i, element_shape=shape, element_dtype=tf.float32)
+        put = R.TensorListSetItem(input_handle=lst, index=i, item=tf.constant(9.0))
+        gathered = R.TensorListGather(
+            input_handle=lst, indices=tf.stack([i, 0]), element_shape=shape, element_dtype=tf.float32
+        )
+        return got, R.TensorListStack(input_handle=put, element_shape=shape, element_dtype=tf.float32), gathered
+
+    x = np.array([1.0, 2.0, 3.0], np.float32)
+    export_dir, tf_fn = save_function(fn, [x, np.int32(index)])
+    if index == 1:
+        assert_matches_tf(fn, [x, np.int32(index)])
+        return
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        tf_fn(x, np.int32(index))
+    with pytest.raises(JaxsmError, match=f"element {index}"):  # op by op: the index is known
+        run_jaxsm(export_dir, [x, np.int32(index)], jit=False)
+    got, put, gathered = run_jaxsm(export_dir, [x, np.int32(index)])  # compiled: a run-time index
+    assert float(got) == 0.0 and list(np.asarray(gathered)) == [0.0, 1.0], "out-of-range reads give zeros"
+    np.testing.assert_array_equal(np.asarray(put), x, err_msg="an out-of-range write changes nothing")

@@ -30,6 +30,7 @@ from jaxsm._proto import function_pb2, graph_pb2, meta_graph_pb2, node_def_pb2, 
 from jaxsm.compile import tuned_jit
 from jaxsm.composite import SparseTensor
 from jaxsm.errors import FunctionMatchError, GraphError, IncompleteSavedModelError, JaxsmError, VariableError
+from jaxsm.format.structure import TensorSpec
 from jaxsm.format.tensor import shape_from_proto, tensor_from_proto
 from jaxsm.graph.interpreter import Interpreter, with_run_time_asserts
 from jaxsm.graph.library import Body, Library, check_supported
@@ -853,6 +854,9 @@ class SignatureFunction(PrunedFunction):
                 self.inputs[i] = _InputSpec(k, _np_dtype(info.dtype), shape)
             i += len(_component_names(info, flat=True))
         self.method_name = signature_def.method_name
+        # As TF's restored signatures describe themselves (a sparse entry: None)
+        self.structured_input_signature = ((), {k: _spec(k, info) for k, info in inputs})
+        self.structured_outputs = {k: _spec(k, info) for k, info in sorted(signature_def.outputs.items())}
 
     def __call__(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         if args:
@@ -881,6 +885,13 @@ class SignatureFunction(PrunedFunction):
 
     def __repr__(self) -> str:
         return f"<jaxsm.tf1.SignatureFunction '{self.name}' inputs={self.input_keys}>"
+
+
+def _spec(key: str, info: meta_graph_pb2.TensorInfo) -> TensorSpec | None:
+    if info.WhichOneof("encoding") != "name":
+        return None
+    shape = None if info.tensor_shape.unknown_rank else shape_from_proto(info.tensor_shape)
+    return TensorSpec(shape, _np_dtype(info.dtype), key, info.dtype)
 
 
 def _component_names(info: meta_graph_pb2.TensorInfo, flat: bool = False) -> Any:
@@ -1042,8 +1053,14 @@ class TF1Model:
             )
             self._variables[var.key] = var
             by_node[n.name] = var
-        ordered = collections["variables"] or [n.name for n in self._nodes if n.name in by_node]
+        # TF's loaded model lists the global variables, then the local ones (tf.compat.v1.metrics' counters)
+        listed = collections["variables"] + [
+            n for n in collections["local_variables"] if n not in collections["variables"]
+        ]
+        ordered = listed or [n.name for n in self._nodes if n.name in by_node]
         self.variables: list[Variable] = [by_node[nm] for nm in ordered if nm in by_node]
+        # what a Saver checkpoint must hold (local variables are initialized by the init op instead)
+        self._saved = {id(v) for v in self.variables if v.name[:-2] not in collections["local_variables"]}
         self.trainable_variables: list[Variable] = [v for v in self.variables if v.trainable]
 
     def _state(self) -> dict[str, Any]:
@@ -1129,7 +1146,7 @@ class TF1Model:
             var._value = self._options.place(var.key, value)
 
     def _in_collections(self, var: Variable) -> bool:
-        return any(v is var for v in self.variables)
+        return id(var) in self._saved
 
     def restore(self, save_path: str | os.PathLike) -> None:
         """Restore every variable from another TF1 Saver checkpoint (a prefix like ``/tmp/model.ckpt-7``)."""

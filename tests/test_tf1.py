@@ -573,3 +573,40 @@ def test_sparse_signature_inputs_and_outputs(tmp_path):
         np.testing.assert_array_equal(np.asarray(getattr(out["doubled"], k)), getattr(expected["doubled"], k), k)
     with pytest.raises(FunctionMatchError, match="SparseTensor"):
         fn(sp=np.zeros((3, 4), np.float32))
+
+
+def test_local_variables_and_signature_specs(tmp_path):
+    """Local variables (tf.compat.v1.metrics' counters) are listed after the global ones, as TF's loaded model
+    lists them, and initialized by the init op, not read from the checkpoint; signatures describe their inputs
+    and outputs with TensorSpecs."""
+    export_dir = str(tmp_path / "m")
+    g = tf.Graph()
+    with g.as_default():
+        x = tf.compat.v1.placeholder(tf.float32, [None, 2], name="x")
+        w = tf.compat.v1.get_variable("w", initializer=tf.constant([[1.0], [2.0]]))
+        y = tf.matmul(x, w, name="y")
+        mean, update = tf.compat.v1.metrics.mean(y)
+        with tf.compat.v1.Session() as sess:
+            sess.run([tf.compat.v1.global_variables_initializer(), tf.compat.v1.local_variables_initializer()])
+            builder = tf.compat.v1.saved_model.Builder(export_dir)
+            sig = tf.compat.v1.saved_model.predict_signature_def({"x": x}, {"y": y})
+            builder.add_meta_graph_and_variables(
+                sess,
+                ["serve"],
+                signature_def_map={"serving_default": sig},
+                main_op=tf.compat.v1.local_variables_initializer(),
+            )
+            builder.save()
+    ref = tf.saved_model.load(export_dir)
+    got = jaxsm.load(export_dir)
+    assert [v.name for v in got.variables] == [v.name for v in ref.variables], "global then local variables"
+    step = got.prune(["x:0"], [update.name])
+    np.testing.assert_allclose(np.asarray(step(np.array([[1.0, 1.0]], np.float32))[0]), 3.0, err_msg="metric")
+    fn, tf_fn = got.signatures["serving_default"], ref.signatures["serving_default"]
+    (_, inputs), (_, tf_inputs) = fn.structured_input_signature, tf_fn.structured_input_signature
+    assert {k: (s.shape, s.dtype.name) for k, s in inputs.items()} == {
+        k: (tuple(s.shape.as_list()), s.dtype.name) for k, s in tf_inputs.items()
+    }, "input specs"
+    assert {k: s.shape for k, s in fn.structured_outputs.items()} == {
+        k: tuple(t.shape.as_list()) for k, t in tf_fn.structured_outputs.items()
+    }, "output shapes"

@@ -570,7 +570,11 @@ def _jit_keeping_host_outputs(fn: Callable, cache_prefix: str | None = None) -> 
             use_eigen = os.path.exists(eigen_marker)
         else:
             jitted_fn = jitted.pick(state, flat_inputs)
-            exp = jax.export.export(jitted_fn)(state, flat_inputs)
+            try:
+                exp = jax.export.export(jitted_fn)(state, flat_inputs)
+            except NotImplementedError:  # host callbacks (tf.timestamp) cannot be serialized: the jitted path
+                exported[shapes] = jitted
+                return jitted
             if host:  # host-side outputs are only known by tracing: not kept on disk, always the jitted path
                 exported[shapes] = jitted
                 return jitted

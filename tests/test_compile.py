@@ -178,3 +178,22 @@ def test_jax_transformations_after_a_plain_call(trace_cache, tmp_path):
         np.testing.assert_allclose(float(g[0, 0, 0, 0]), fd, rtol=2e-2, atol=1e-4)
     finally:
         jax.config.update("jax_compilation_cache_dir", before)
+
+
+def test_trace_cache_with_a_host_callback(tmp_path):
+    """tf.timestamp lowers to a host callback, which jax.export cannot serialize: with the persistent cache on,
+    such a function runs through the plain jit path instead of failing."""
+    tf = pytest.importorskip("tensorflow")
+    m = tf.Module()
+    m.f = tf.function(
+        lambda x: x + tf.cast(tf.timestamp() > 0, tf.float32), input_signature=[tf.TensorSpec([2], tf.float32)]
+    )
+    tf.saved_model.save(m, str(tmp_path / "m"))
+    before = jax.config.jax_compilation_cache_dir
+    jax.config.update("jax_compilation_cache_dir", str(tmp_path / "cache"))
+    try:
+        loaded = jaxsm.load(str(tmp_path / "m"))
+        for _ in range(2):
+            np.testing.assert_array_equal(np.asarray(loaded.f(np.ones(2, np.float32))), [2.0, 2.0])
+    finally:
+        jax.config.update("jax_compilation_cache_dir", before)

@@ -281,7 +281,8 @@ class Interpreter:
                     try:
                         if not args:  # Const and friends: already NumPy
                             raise Unfoldable("no inputs")
-                        out = fold_numpy(self.library.fold_cache, id(node), partial(opdef.fn, ctx), args, opdef.static)
+                        known = opdef.static + opdef.checked
+                        out = fold_numpy(self.library.fold_cache, id(node), partial(opdef.fn, ctx), args, known)
                     except Unfoldable:
                         with jax.ensure_compile_time_eval():
                             out = opdef.fn(ctx, *args)

@@ -7,7 +7,8 @@ values are known at trace time.
 
 Out-of-range gather/scatter indices: TF's CPU kernels raise, its GPU kernels return zeros / drop the update. A
 jitted function cannot raise on a run-time value, so jaxsm follows the GPU kernels (zeros / dropped), negative
-indices included (TF never wraps them).
+indices included (TF never wraps them). Indices whose values are known (constants, or any call outside jax.jit)
+raise as on TF's CPU (``check_indices``).
 """
 
 from __future__ import annotations
@@ -108,7 +109,16 @@ def concat_offset(ctx, concat_dim, *shapes):
 
 @op("Reshape", static=(1,))
 def reshape(ctx, x, shape):
-    return jnp.reshape(x, tuple(_ints(shape)))
+    return jnp.reshape(x, _reshape_sizes(np.shape(x), _ints(shape)))
+
+
+def _reshape_sizes(in_shape: tuple, sizes: list) -> tuple:
+    """TF's -1 next to a 0 in the new shape (reshape_op.h): the input's non-zero dimensions are divided by the
+    new shape's non-zero sizes, so [0, 3, 4] -> [0, -1, 4] is [0, 3, 4] (NumPy cannot infer it)."""
+    if -1 not in sizes or 0 not in sizes or any(is_dim(d) for d in [*in_shape, *sizes]):
+        return tuple(sizes)
+    known = math.prod(d for d in sizes if d > 0)
+    return tuple(math.prod(d for d in in_shape if d > 0) // known if d == -1 else d for d in sizes)
 
 
 @op("Squeeze")
@@ -205,6 +215,9 @@ def slice_(ctx, x, begin, size):
         if -1 in sizes:
             raise ctx.error("Slice with a run-time begin and size -1 has a run-time output shape", StaticValueError)
         return lax.dynamic_slice(x, list(jnp.asarray(begin)), sizes)
+    for i, (b, s, d) in enumerate(zip(_ints(begin), sizes, np.shape(x), strict=True)):
+        if not any(is_dim(v) for v in (b, s, d)) and not (0 <= b <= d and (s == -1 or 0 <= s <= d - b)):
+            raise ctx.error(f"begin[{i}] = {b}, size[{i}] = {s} do not fit in dimension {i} of size {d}")
     bounds = zip(_ints(begin), sizes, strict=True)
     return x[tuple(slice(b, None if s == -1 else b + s) for b, s in bounds)]
 
@@ -394,6 +407,11 @@ def mirror_pad(ctx, x, paddings):
     mode = ctx.attr("mode")
     if mode not in ("REFLECT", "SYMMETRIC"):
         raise ctx.error(f"unknown MirrorPad mode {mode!r}")
+    # TF (mirror_pad_op.cc): REFLECT pads less than the dimension, SYMMETRIC at most the dimension
+    limit = 0 if mode == "REFLECT" else 1
+    for i, (pair, d) in enumerate(zip(_pad_pairs(paddings), np.shape(x))):
+        if not is_dim(d) and (min(pair) < 0 or max(pair) > d - 1 + limit):
+            raise ctx.error(f"paddings {list(pair)} of dimension {i} (size {d}) are out of range for {mode}")
     return jnp.pad(x, _pad_pairs(paddings), mode=mode.lower())
 
 
@@ -420,9 +438,12 @@ def reverse_v2(ctx, x, axis):
     return lax.rev(x, sorted({a + x.ndim if a < 0 else a for a in _ints(axis)}))
 
 
-@op("ReverseSequence")
+@op("ReverseSequence", checked=(1,))
 def reverse_sequence(ctx, x, seq_lengths):
     seq_dim, batch_dim = _axis(ctx.attr("seq_dim"), x.ndim), _axis(ctx.attr("batch_dim", 0), x.ndim)
+    known = to_static(seq_lengths)
+    if known is not None and np.any((known < 0) | (known > x.shape[seq_dim])):
+        raise ctx.error(f"seq_lengths {known.tolist()} must be in [0, {x.shape[seq_dim]}] (the sequence dimension)")
     bshape = [1] * x.ndim
     bshape[batch_dim] = x.shape[batch_dim]
     lengths = jnp.reshape(jnp.asarray(seq_lengths), bshape)
@@ -478,14 +499,34 @@ def _wide(indices):
     return indices.astype(np.int32) if indices.dtype.itemsize < 4 else indices
 
 
-@op("Gather")
+def check_indices(ctx, indices, bounds) -> None:
+    """Raise where TF's CPU kernels raise (gather_op.cc, gather_nd_op.cc, scatter_nd_op.cc): an index whose
+    value is known (a constant, or any value outside jax.jit) outside ``[0, bound)``. ``bounds`` has one entry
+    per component of an index tuple (the last dimension of ``indices``); run-time indices in a compiled function
+    follow the rule in the module docstring instead."""
+    idx = to_static(indices)
+    bounds = list(bounds)
+    if idx is None or idx.size == 0 or not bounds or idx.dtype.kind not in "iu":
+        return
+    idx = idx.reshape(-1, len(bounds))
+    limit = np.asarray([b if not is_dim(b) else np.iinfo(np.int64).max for b in bounds], np.int64)
+    bad = np.any((idx < 0) | (idx >= limit), axis=1)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ctx.error(f"indices[{i}] = {idx[i].tolist()} is out of range for dimensions {bounds}")
+
+
+@op("Gather", checked=(1,))
 def gather(ctx, params, indices):
+    check_indices(ctx, indices, np.shape(params)[:1])
     return gather_v2(params, indices, 0, 0)
 
 
-@op("GatherV2", static=(2,))
+@op("GatherV2", static=(2,), checked=(1,))
 def gather_v2_op(ctx, params, indices, axis):
-    return gather_v2(params, indices, _ints(axis)[0], ctx.attr("batch_dims", 0))
+    axis = _axis(axis, np.ndim(params))
+    check_indices(ctx, indices, np.shape(params)[axis : axis + 1])
+    return gather_v2(params, indices, axis, ctx.attr("batch_dims", 0))
 
 
 def nd_index(indices, shape):
@@ -504,8 +545,13 @@ def gather_nd_values(params, indices):
     return params.at[index].get(mode="fill", fill_value=0)
 
 
-@op("GatherNd")
+def _nd_bounds(indices, shape) -> tuple:
+    return tuple(shape)[: np.shape(indices)[-1]] if np.ndim(indices) else ()
+
+
+@op("GatherNd", checked=(1,))
 def gather_nd(ctx, params, indices):
+    check_indices(ctx, indices, _nd_bounds(indices, np.shape(params)))
     return gather_nd_values(params, indices)
 
 
@@ -517,10 +563,14 @@ def _scatter_nd(tensor, indices, updates, how: str):
     return getattr(tensor.at[nd_index(indices, tensor.shape)], how)(updates, mode="drop")
 
 
-@op("ScatterNd", static=(2,))
+@op("ScatterNd", static=(2,), checked=(0,))
 def scatter_nd(ctx, indices, updates, shape):
-    # Duplicate indices add up, as in TF.
-    return _scatter_nd(jnp.zeros(tuple(_ints(shape)), updates.dtype), indices, updates, "add")
+    shape = tuple(_ints(shape))
+    check_indices(ctx, indices, _nd_bounds(indices, shape))
+    # Duplicate indices add up, as in TF; a bool add is a logical or.
+    if np.dtype(updates.dtype) == np.bool_:
+        return _scatter_nd(jnp.zeros(shape, np.int32), indices, updates, "add") != 0
+    return _scatter_nd(jnp.zeros(shape, updates.dtype), indices, updates, "add")
 
 
 _TENSOR_SCATTER = {
@@ -533,8 +583,9 @@ _TENSOR_SCATTER = {
 }
 
 
-@op(*_TENSOR_SCATTER)
+@op(*_TENSOR_SCATTER, checked=(1,))
 def tensor_scatter(ctx, tensor, indices, updates):
+    check_indices(ctx, indices, _nd_bounds(indices, np.shape(tensor)))
     return _scatter_nd(tensor, indices, updates, _TENSOR_SCATTER[ctx.node.op])
 
 
@@ -544,14 +595,28 @@ def inplace(ctx, x, i, v):
     return _scatter_nd(x, jnp.reshape(i, (-1, 1)), jnp.reshape(v, np.shape(i) + tuple(x.shape[1:])), how)
 
 
-@op("SparseToDense", static=(1,))
+@op("SparseToDense", static=(1,), checked=(0,))
 def sparse_to_dense(ctx, sparse_indices, output_shape, sparse_values, default_value):
     # 0-D and 1-D sparse_indices index a 1-D output; a scalar value fills every index.
     indices = jnp.asarray(sparse_indices)
     indices = jnp.reshape(indices, (-1, 1)) if indices.ndim < 2 else indices
+    _check_sparse_indices(ctx, to_static(sparse_indices), _ints(output_shape))
     values = jnp.broadcast_to(sparse_values, indices.shape[:1])
     dense = jnp.full(tuple(_ints(output_shape)), default_value, dtype=values.dtype)
     return _scatter_nd(dense, indices, values, "set")
+
+
+def _check_sparse_indices(ctx, known: np.ndarray | None, shape: list) -> None:
+    """SparseToDense's checks (sparse_to_dense_op.cc) on known indices: in bounds always, and with
+    validate_indices also in lexicographic order without repeats."""
+    if known is None or known.size == 0 or any(is_dim(d) for d in shape):
+        return
+    idx = known.reshape(-1, 1) if known.ndim < 2 else known
+    check_indices(ctx, idx, shape[: idx.shape[-1]])
+    if ctx.attr("validate_indices", True) and len(idx) > 1:
+        flat = np.ravel_multi_index(tuple(idx.T), shape[: idx.shape[-1]])
+        if np.any(np.diff(flat) <= 0):
+            raise ctx.error(f"sparse indices {idx.tolist()} are out of order or repeated")
 
 
 def _ragged_splits(ctx, types: list[str], partitions: list) -> list[np.ndarray]:
@@ -659,8 +724,11 @@ def sparse_fill_empty_rows(ctx, indices, values, dense_shape, default_value):
     return out_idx.astype(np.asarray(indices).dtype), out_values, empty, position
 
 
-@op("UnravelIndex", static=(1,))
+@op("UnravelIndex", static=(1,), checked=(0,))
 def unravel_index(ctx, indices, dims):
+    known, size = to_static(indices), math.prod(_ints(dims))
+    if known is not None and np.any((known < 0) | (known >= size)):
+        raise ctx.error(f"indices {known.tolist()} are out of bounds for dims {_ints(dims)}")
     indices = jnp.asarray(indices)
     return jnp.stack(jnp.unravel_index(indices, tuple(_ints(dims))), axis=0).astype(indices.dtype)
 
@@ -695,8 +763,14 @@ def dynamic_partition(ctx, data, partitions):
 @op("TopKV2", static=(1,))
 def top_k_v2(ctx, x, k):
     # Ties go to the lower index, as in TF. With sorted=False TF leaves the order unspecified; sorted is fine.
-    values, indices = lax.top_k(x, int(k))
-    return values, indices.astype(ctx.dtype("index_type", _INT32))
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        values, indices = lax.top_k(x, int(k))
+        return values, indices.astype(ctx.dtype("index_type", _INT32))
+    # TF compares with >: -0.0 ties with 0.0 (lax.top_k's total order puts 0.0 first) and a NaN is never
+    # greater, so it is taken last (TF's order among NaNs and the values equal to them is unspecified).
+    _, indices = lax.top_k(jnp.where(jnp.isnan(x), -jnp.inf, jnp.where(x == 0, 0, x)), int(k))
+    return jnp.take_along_axis(x, indices, axis=-1), indices.astype(ctx.dtype("index_type", _INT32))
 
 
 def _search(sorted_inputs, values, side: str, dtype):
@@ -769,6 +843,8 @@ def unique_v2(ctx, x, axis):
 @op("Where")
 def where(ctx, x):
     values = ctx.static(x, "the input of Where (its output shape depends on the values)")
+    if values.ndim == 0:
+        raise ctx.error("Where needs an input of rank 1 or more (TF rejects a scalar)")
     return np.argwhere(values).astype(np.int64)
 
 
@@ -780,13 +856,15 @@ def list_diff(ctx, x, y):
     return xv[keep], np.flatnonzero(keep).astype(ctx.dtype("out_idx", _INT32))
 
 
-@op("Bincount", static=(1,))
+@op("Bincount", static=(1,), checked=(0,))
 def bincount(ctx, arr, size, weights):
+    _check_bincount(ctx, arr)
     return _bincount(jnp.reshape(arr, -1), int(size), jnp.reshape(weights, -1), ctx.dtype("T"), False)
 
 
-@op("DenseBincount", static=(1,))
+@op("DenseBincount", static=(1,), checked=(0,))
 def dense_bincount(ctx, arr, size, weights):
+    _check_bincount(ctx, arr)
     return _bincount(jnp.asarray(arr), int(size), weights, ctx.dtype("T"), ctx.attr("binary_output", False))
 
 
@@ -804,6 +882,12 @@ def ragged_bincount(ctx, splits, values, size, weights):
     bins = jnp.where(values < 0, size, values)
     counts = jnp.zeros((rows, size), weights.dtype).at[row, bins].add(weights, mode="drop")
     return (counts > 0).astype(weights.dtype) if binary else counts
+
+
+def _check_bincount(ctx, arr) -> None:
+    known = to_static(arr)
+    if known is not None and known.size and known.min() < 0:
+        raise ctx.error(f"Input arr must be non-negative, got {known.min()}")
 
 
 def _bincount(arr, size: int, weights, dtype, binary: bool):
@@ -933,9 +1017,13 @@ def extract_image_patches(ctx, images):
 # -- diagonals and bands -------------------------------------------------------------------------------------
 
 
-@op("MatrixBandPart")
+@op("MatrixBandPart", checked=(1, 2))
 def matrix_band_part(ctx, x, num_lower, num_upper):
     rows, cols = x.shape[-2:]
+    for name, n, dim, what in (("num_lower", num_lower, rows, "rows"), ("num_upper", num_upper, cols, "columns")):
+        n = to_static(n)
+        if n is not None and not is_dim(dim) and n > dim:
+            raise ctx.error(f"{name} must be negative or at most the number of {what} ({dim}), got {n}")
     offset = np.arange(rows)[:, None] - np.arange(cols)[None, :]
     lower, upper = jnp.asarray(num_lower), jnp.asarray(num_upper)
     in_band = ((lower < 0) | (offset <= lower)) & ((upper < 0) | (-offset <= upper))

@@ -1,6 +1,6 @@
-"""Image ops: resizing (bilinear, nearest, bicubic, area, scale-and-translate), crop-and-resize, color
-adjustments, non-max suppression (padded and combined), box drawing; and the audio ops of speech-recognition
-exports (AudioSpectrogram, Mfcc).
+"""Image ops: resizing (bilinear, nearest, bicubic, area, scale-and-translate) and the gradients of the resizes
+and of crop-and-resize, crop-and-resize, glimpses, color adjustments, non-max suppression (padded, combined and
+with given overlaps), box drawing; and the audio ops of speech-recognition exports (AudioSpectrogram, Mfcc).
 
 Resize coordinates, weights and rounding reproduce TF's CPU kernels
 (tensorflow/core/kernels/image/resize_*_op.cc, scale_and_translate_op.cc, crop_and_resize_op.cc) in float32,
@@ -10,6 +10,7 @@ positions and weights are NumPy constants; only the pixel arithmetic is traced.
 
 from __future__ import annotations
 
+import zlib
 from functools import partial
 
 import jax
@@ -172,6 +173,15 @@ def resize_bicubic(ctx, images, size):
     return _interpolate_1d(rows, 2, *_bicubic_taps(images.shape[2], ow, align, half))
 
 
+@op("ResizeBicubicGrad")
+def resize_bicubic_grad(ctx, grads, original_image):
+    """The adjoint of ResizeBicubic with the same taps and weights (TF's ResizeBicubicGrad), in float32."""
+    size = np.array(grads.shape[1:3])
+    shape = jax.ShapeDtypeStruct(tuple(original_image.shape), _F32)
+    (dx,) = jax.linear_transpose(lambda x: resize_bicubic(ctx, x, size), shape)(jnp.asarray(grads, _F32))
+    return dx.astype(original_image.dtype)
+
+
 def _area_matrix(in_size: int, out_size: int, align: bool) -> tuple[np.ndarray, np.float32]:
     """[out, in] weights of TF's ResizeArea: output cell ``[y*scale, (y+1)*scale)`` covers input cells
     ``floor(y*scale) .. ceil((y+1)*scale)-1``, each weighted by its covered fraction (indices clamped to the
@@ -284,6 +294,16 @@ def scale_and_translate(ctx, images, size, scale, translation):
     return jnp.einsum("pw,bowc->bopc", wx, rows, precision=precision())
 
 
+@op("ScaleAndTranslateGrad", static=(2, 3))
+def scale_and_translate_grad(ctx, grads, original_image, scale, translation):
+    """The adjoint of ScaleAndTranslate (same kernel spans), as TF's ScaleAndTranslateGrad: float32."""
+    size = np.array(grads.shape[1:3])
+    shape = jax.ShapeDtypeStruct(tuple(original_image.shape), _F32)
+    forward = partial(scale_and_translate, ctx, size=size, scale=scale, translation=translation)
+    (dx,) = jax.linear_transpose(forward, shape)(jnp.asarray(grads, _F32))
+    return dx
+
+
 # -- crop and resize -----------------------------------------------------------------------------------------
 def _crop_coords(lo, hi, image_size: int, crop_size: int):
     """Sample positions of TF's CropAndResize along one axis: ``[n, crop_size]`` float32."""
@@ -294,10 +314,14 @@ def _crop_coords(lo, hi, image_size: int, crop_size: int):
     return (_F32(0.5) * (lo + hi) * _F32(image_size - 1))[:, None]
 
 
-@op("CropAndResize", static=(3,))
+@op("CropAndResize", static=(3,), checked=(2,))
 def crop_and_resize(ctx, images, boxes, box_ind, crop_size):
     """TF's CropAndResize (bilinear or nearest). Samples outside the image take ``extrapolation_value``. TF
-    raises for a box index outside the batch; a compiled function cannot, so such indices are clamped."""
+    raises for a box index outside the batch, as jaxsm does for known ones; a compiled function cannot, so
+    run-time indices are clamped."""
+    known = to_static(box_ind)
+    if known is not None and known.size and (known.min() < 0 or known.max() >= images.shape[0]):
+        raise ctx.error(f"box_index {known.tolist()} has values outside [0, {images.shape[0]})")
     ch, cw = (int(s) for s in np.asarray(crop_size).reshape(-1))
     method = ctx.attr("method", "bilinear")
     if method not in ("bilinear", "nearest"):
@@ -327,6 +351,26 @@ def crop_and_resize(ctx, images, boxes, box_ind, crop_size):
         bo = pick(bottom, left) + (pick(bottom, right) - pick(bottom, left)) * x_lerp
         out = t + (bo - t) * y_lerp
     return jnp.where(valid, out, _F32(extrapolation))
+
+
+@op("CropAndResizeGradImage", static=(3,))
+def crop_and_resize_grad_image(ctx, grads, boxes, box_ind, image_size):
+    """The gradient of CropAndResize w.r.t. the image: each crop sample's gradient goes to the pixels it read,
+    samples outside the image to none (TF's CropAndResizeBackpropImage)."""
+    shape = tuple(int(s) for s in np.asarray(image_size).reshape(-1))
+    crop = np.array(grads.shape[1:3])
+    _, vjp = jax.vjp(lambda x: crop_and_resize(ctx, x, boxes, box_ind, crop), jnp.zeros(shape, _F32))
+    return vjp(jnp.asarray(grads, _F32))[0].astype(ctx.dtype("T"))
+
+
+@op("CropAndResizeGradBoxes")
+def crop_and_resize_grad_boxes(ctx, grads, image, boxes, box_ind):
+    """The gradient of bilinear CropAndResize w.r.t. the boxes (TF's CropAndResizeBackpropBoxes): the
+    interpolation's slope between the sampled pixels times the sample position's derivative; samples outside
+    the image contribute nothing."""
+    crop = np.array(grads.shape[1:3])
+    _, vjp = jax.vjp(lambda b: crop_and_resize(ctx, image, b, box_ind, crop), jnp.asarray(boxes, _F32))
+    return vjp(jnp.asarray(grads, _F32))[0]
 
 
 def _round_half_away_jnp(x):
@@ -436,6 +480,62 @@ def adjust_saturation(ctx, images, scale):
     return (jnp.stack(rgb, axis=-1) + m[..., None]).astype(jnp.result_type(images))
 
 
+# -- glimpses -----------------------------------------------------------------------------------------------
+def _glimpse_start(offset, n_in: int, n_out: int, normalized: bool, centered: bool, v2: bool):
+    """The first input row (or column) of each glimpse, as Eigen's ExtractGlimpses computes it in float32 and
+    truncates toward zero (tensorflow/core/kernels/eigen_attention.h). V2 subtracts half the glimpse only for
+    normalized, centered offsets."""
+    o = offset.astype(_F32)
+    if normalized:
+        o = o * _F32(n_in)
+    if centered and (normalized or not v2):
+        o = o / _F32(2) + _F32(n_in / 2)
+    elif centered:
+        o = o + _F32(n_in / 2)
+    if not v2 or (normalized and centered):
+        o = o - _F32(n_out / 2)
+    return jnp.trunc(o).astype(jnp.int32)
+
+
+def _glimpse_noise(ctx, images, kind: str, shape):
+    """What fills a glimpse outside the image. TF draws from Eigen's unseeded generators, which cannot be
+    reproduced: here a fixed key per node (as jaxsm/ops/stateful_random.py), with TF's distributions: uniform in
+    [min, max] of the batch entry, or per channel normal(mean, std) clipped to the channel's [min, max]."""
+    if kind == "zero":
+        return jnp.zeros(shape, _F32)
+    key = jax.random.PRNGKey(zlib.crc32(ctx.node.name.encode()))
+    if kind == "uniform":
+        lo, hi = jnp.min(images, axis=(1, 2, 3), keepdims=True), jnp.max(images, axis=(1, 2, 3), keepdims=True)
+        return lo + jax.random.uniform(key, shape, _F32) * (hi - lo)
+    mean, std = jnp.mean(images, axis=(1, 2), keepdims=True), jnp.std(images, axis=(1, 2), keepdims=True)
+    lo, hi = jnp.min(images, axis=(1, 2), keepdims=True), jnp.max(images, axis=(1, 2), keepdims=True)
+    return jnp.clip(mean + jax.random.normal(key, shape, _F32) * std, lo, hi)
+
+
+@op("ExtractGlimpse", "ExtractGlimpseV2", static=(1,))
+def extract_glimpse(ctx, images, size, offsets):
+    """Windows of ``size`` at (y, x) ``offsets`` (tensorflow/core/kernels/image/attention_ops.cc); pixels outside
+    the image get noise: ``noise`` "zero", "uniform" or "gaussian" ("" follows ``uniform_noise``)."""
+    gh, gw = (int(v) for v in np.asarray(size).reshape(-1))
+    noise = ctx.attr("noise", "uniform")
+    kind = noise or ("uniform" if ctx.attr("uniform_noise", True) else "gaussian")
+    if kind not in ("zero", "uniform", "gaussian"):
+        raise ctx.error(f"noise must be zero, uniform or gaussian, got {noise!r}")
+    flags = dict(
+        normalized=bool(ctx.attr("normalized", True)),
+        centered=bool(ctx.attr("centered", True)),
+        v2=ctx.node.op == "ExtractGlimpseV2",
+    )
+    images, offsets = jnp.asarray(images, _F32), jnp.asarray(offsets)
+    _, h, w, c = images.shape
+    rows = _glimpse_start(offsets[:, 0], h, gh, **flags)[:, None] + np.arange(gh)
+    cols = _glimpse_start(offsets[:, 1], w, gw, **flags)[:, None] + np.arange(gw)
+    b = np.arange(images.shape[0])[:, None, None]
+    picked = images[b, jnp.clip(rows, 0, h - 1)[:, :, None], jnp.clip(cols, 0, w - 1)[:, None, :]]
+    inside = (((rows >= 0) & (rows < h))[:, :, None] & ((cols >= 0) & (cols < w))[:, None, :])[..., None]
+    return jnp.where(inside, picked, _glimpse_noise(ctx, images, kind, picked.shape))
+
+
 # -- non-max suppression -------------------------------------------------------------------------------------
 def _iou_matrix(boxes):
     """Pairwise IOU as TF's NMS computes it: corners in any order, 0 when either box has no area."""
@@ -456,14 +556,19 @@ def _nms_padded(boxes, scores, max_output_size: int, iou_threshold, score_thresh
     ``score_threshold`` by descending score (ties: lower index first); one is kept unless its IOU with a kept
     box exceeds ``iou_threshold``; at most ``max_output_size`` kept. Returns (indices padded with 0, kept
     scores padded with 0, count)."""
+    return _nms_padded_similarity(_iou_matrix(boxes), scores, max_output_size, iou_threshold, score_threshold)
+
+
+def _nms_padded_similarity(similarity, scores, max_output_size: int, threshold, score_threshold):
+    """:func:`_nms_padded` given the pairwise similarity (row: the candidate) instead of the boxes."""
     n = scores.shape[0]
     order = jnp.argsort(-jnp.asarray(scores), stable=True)
     sorted_scores = jnp.asarray(scores)[order]
-    iou = _iou_matrix(boxes)[order][:, order]
+    iou = jnp.asarray(similarity)[order][:, order]
 
     def body(k, carry):
         kept, count = carry
-        suppressed = jnp.any(kept & (iou[k] > iou_threshold))
+        suppressed = jnp.any(kept & (iou[k] > threshold))
         take = (sorted_scores[k] > score_threshold) & ~suppressed & (count < max_output_size)
         return kept.at[k].set(take), count + take.astype(jnp.int32)
 
@@ -473,6 +578,15 @@ def _nms_padded(boxes, scores, max_output_size: int, iou_threshold, score_thresh
     safe = jnp.minimum(positions, max(n - 1, 0))
     indices = jnp.where(valid, order[safe], 0).astype(jnp.int32)
     return indices, jnp.where(valid, sorted_scores[safe], 0), count
+
+
+@op("NonMaxSuppressionWithOverlaps", static=(2,))
+def non_max_suppression_with_overlaps(ctx, overlaps, scores, max_output_size, overlap_threshold, score_threshold):
+    """Greedy NMS that suppresses a candidate whose given overlap with a kept box exceeds the threshold."""
+    indices, _, count = _nms_padded_similarity(
+        overlaps, scores, int(max_output_size), overlap_threshold, score_threshold
+    )
+    return _selected(ctx, count, indices)[0]
 
 
 def _selected(ctx, count, *outs):

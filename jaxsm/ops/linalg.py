@@ -136,6 +136,14 @@ def self_adjoint_eig(ctx, x):
     return w.astype(jnp.result_type(x)), v
 
 
+@op("SelfAdjointEig")
+def self_adjoint_eig_v1(ctx, x):
+    """The pre-V2 op (removed in GraphDef 11): one [..., N+1, N] tensor, the ascending eigenvalues in row 0 and
+    the eigenvectors (as columns) below."""
+    v, w = lax.linalg.eigh(jnp.asarray(x), lower=True, symmetrize_input=False)
+    return jnp.concatenate([w.astype(v.dtype)[..., None, :], v], axis=-2)
+
+
 @op("Eig")
 def eig(ctx, x):
     """General eigendecomposition (JAX implements it on CPU only). The eigenvalue order is unspecified in TF
@@ -185,3 +193,35 @@ def tridiagonal_matmul(ctx, superdiag, maindiag, subdiag, rhs):
     below = jnp.concatenate([rhs[..., 1:, :], zero], axis=-2)
     above = jnp.concatenate([zero, rhs[..., :-1, :]], axis=-2)
     return main * rhs + sup * below + sub * above
+
+
+def _dense_from_bands(bands, lower: bool):
+    """The [..., M, M] triangular matrix of the K diagonals ``bands`` [..., K, M] as TF's BandedTriangularSolve
+    reads them (tensorflow/core/kernels/linalg/banded_triangular_solve_op.cc): entry (i, j) is band row |i - j|
+    (lower) or K-1-|i - j| (upper), column i; bands beyond K and the other triangle are zero."""
+    k, m = bands.shape[-2:]
+    row, col = np.arange(m)[:, None], np.arange(m)[None, :]
+    d = row - col if lower else col - row
+    inside = (d >= 0) & (d < k)
+    dense = bands[..., np.where(inside, d if lower else k - 1 - d, 0), np.broadcast_to(row, (m, m))]
+    return jnp.where(inside, dense, jnp.zeros((), bands.dtype))
+
+
+@op("BandedTriangularSolve")
+def banded_triangular_solve(ctx, matrix, rhs):
+    lower, adjoint = bool(ctx.attr("lower", True)), bool(ctx.attr("adjoint", False))
+    dense, rhs = _broadcast_batch(_dense_from_bands(jnp.asarray(matrix), lower), jnp.asarray(rhs))
+    return lax.linalg.triangular_solve(
+        dense, rhs, left_side=True, lower=lower, transpose_a=adjoint, conjugate_a=adjoint
+    )
+
+
+@op("MatrixLogarithm")
+def matrix_logarithm(ctx, x):
+    """The principal logarithm of complex matrices through the eigendecomposition, ``V log(L) V^-1`` (JAX's eig
+    runs on CPU only). TF uses Eigen's Schur-Parlett MatrixLogarithm: the two agree for diagonalizable,
+    well-conditioned matrices; for defective ones (a Jordan block) this is inaccurate."""
+    w, v = jnp.linalg.eig(jnp.asarray(x))
+    scaled = v * jnp.log(w)[..., None, :]
+    # V log(L) V^-1 as a solve: (V^-T (V log(L))^T)^T
+    return jnp.swapaxes(jnp.linalg.solve(jnp.swapaxes(v, -1, -2), jnp.swapaxes(scaled, -1, -2)), -1, -2).astype(x.dtype)

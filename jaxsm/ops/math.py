@@ -11,14 +11,17 @@ from __future__ import annotations
 import functools
 import math
 import operator
+import time
 
 import jax
 import jax.numpy as jnp
 import jax.scipy.special as jsp
 import numpy as np
 from jax import lax
+from jax.experimental import io_callback
 
 from jaxsm.graph.tensor_list import TensorList
+from jaxsm.graph.values import to_static
 from jaxsm.ops.registry import op, precision
 
 # Selu's constants as written in TF's kernel (relu_op_functor.h).
@@ -80,7 +83,7 @@ def _fresnel_cos(x):
 _UNARY = {
     "Abs": jnp.abs,
     "Neg": jnp.negative,
-    "Sign": jnp.sign,
+    "Sign": lambda x: jnp.where(x == 0, jnp.zeros((), x.dtype), jnp.sign(x)),  # TF's sign(-0.0) is +0.0
     "Square": jnp.square,
     "Sqrt": jnp.sqrt,
     "Rsqrt": lax.rsqrt,
@@ -353,10 +356,27 @@ def _broadcast_to(x, shape: tuple):
     return lax.broadcast_in_dim(x, shape, tuple(range(len(shape) - rank, len(shape))))
 
 
+_INT_DIVISIONS = frozenset({"Div", "FloorDiv", "FloorMod", "TruncateDiv", "TruncateMod", "Mod"})
+
+
+def _check_divisor(ctx, name: str, x, y) -> None:
+    """TF's CPU kernels reject an integer division by zero (cwise_ops_common.h) and an integer Pow with a
+    negative exponent (cwise_ops.h); a known divisor or exponent raises here, a run-time one cannot (gaps.py)."""
+    y = to_static(y)
+    if y is None or y.dtype.kind not in "iu" or not np.issubdtype(_dt(x), np.integer):
+        return
+    if name == "Pow" and np.any(y < 0):
+        raise ctx.error("Integers to negative integer powers are not allowed")
+    if name != "Pow" and np.any(y == 0):
+        raise ctx.error("Integer division by zero")
+
+
 def _register_binary(name: str, fn) -> None:
     direct = _LAX_BINARY.get(name)
 
     def lowering(ctx, x, y):
+        if name in _INT_DIVISIONS or name == "Pow":
+            _check_divisor(ctx, name, x, y)
         # As jax arrays also when folding static values, so NumPy's operator semantics never apply.
         x, y = jnp.asarray(x), jnp.asarray(y)
         common = _same_typed(x, y) if direct is not None else None
@@ -366,7 +386,7 @@ def _register_binary(name: str, fn) -> None:
         return fn(x, y)
 
     lowering.__name__ = f"binary_{name}"
-    op(name)(lowering)
+    op(name, checked=(1,) if name in _INT_DIVISIONS or name == "Pow" else ())(lowering)
 
 
 for _name, _fn in _BINARY.items():
@@ -395,10 +415,13 @@ def minimum(ctx, x, y):
     return jnp.minimum(jnp.asarray(x), jnp.asarray(y))
 
 
-@op("HistogramFixedWidth", static=(2,))
+@op("HistogramFixedWidth", static=(2,), checked=(0,))
 def histogram_fixed_width(ctx, values, value_range, nbins):
     # TF's histogram_op.cc: bin = floor((v - lo) / (hi - lo) * nbins), clamped to [0, nbins - 1].
     n = int(nbins)
+    known = to_static(values)
+    if known is not None and known.dtype.kind == "f" and np.isnan(known).any():
+        raise ctx.error("Histogram values must not contain NaN")
     lo, hi = value_range[0], value_range[1]
     v = jnp.asarray(values)
     idx = jnp.floor((v - lo) / (hi - lo) * n).astype(jnp.int32)
@@ -540,9 +563,29 @@ def cast(ctx, x):
 def bitcast(ctx, x):
     dst = ctx.dtype("type")
     if _is_complex(x) or dst.kind == "c":
-        raise ctx.error("Bitcast from or to complex types is not supported (XLA cannot bitcast complex)")
+        return _bitcast_complex(jnp.asarray(x), dst)
     # lax's shape rule is TF's: a wider source gains a trailing dim, a narrower one loses its last dim.
     return lax.bitcast_convert_type(x, dst)
+
+
+def _bitcast_complex(x, dst: np.dtype):
+    """Bitcast from or to a complex type (bitcast_op.cc) through bytes: XLA cannot bitcast complex values, but a
+    complex value is its real and imaginary halves side by side in memory. Same shape rule as lax's."""
+    src = _dt(x)
+    if src.kind == "c":
+        x = jnp.stack([jnp.real(x), jnp.imag(x)], axis=-1)
+        raw = lax.bitcast_convert_type(x, np.uint8).reshape(x.shape[:-1] + (src.itemsize,))
+    else:
+        raw = lax.bitcast_convert_type(x, np.uint8).reshape(x.shape + (src.itemsize,))
+    if src.itemsize < dst.itemsize:  # the last dimension (itemsize ratio) is consumed
+        raw = raw.reshape(raw.shape[:-2] + (dst.itemsize,))
+    elif src.itemsize > dst.itemsize:
+        raw = raw.reshape(raw.shape[:-1] + (src.itemsize // dst.itemsize, dst.itemsize))
+    if dst.kind != "c":
+        return lax.bitcast_convert_type(raw if dst.itemsize > 1 else raw[..., 0], dst)
+    half = np.dtype(f"float{dst.itemsize * 4}")
+    parts = lax.bitcast_convert_type(raw.reshape(raw.shape[:-1] + (2, dst.itemsize // 2)), half)
+    return lax.complex(parts[..., 0], parts[..., 1])
 
 
 @op("Range", static=(0, 1, 2))
@@ -603,13 +646,19 @@ def _register_reduction(name: str, fn) -> None:
 
 
 def _mean(x, axes, keep):
-    """TF's Mean: sum in the input dtype, then divide by the count (truncating for integers)."""
+    """TF's Mean: sum, then divide by the count (truncating for integers). Integers narrower than 64 bits are
+    summed in int64 (TF's mean of int8 [100, 100, 3] is 67, not an overflowed sum's), float16/bfloat16 sums are
+    rounded to the input dtype and divided by the count in that dtype (TF's mean of float16 [60000, 60000] is
+    inf, of 100000 float16 halves 0: the count itself is inf)."""
     if not axes:
         return x
     count = int(np.prod([np.shape(x)[a] for a in axes]))
     if _is_int(x):
-        s = jnp.sum(x, axis=axes, dtype=x.dtype, keepdims=keep)
-        return lax.div(s, jnp.full_like(s, count))
+        wide = np.int64 if _dt(x).itemsize < 8 and jax.config.jax_enable_x64 else _dt(x)
+        s = jnp.sum(x, axis=axes, dtype=wide, keepdims=keep)
+        return lax.div(s, jnp.full_like(s, max(count, 1))).astype(x.dtype)  # TF: 0 for an empty integer mean
+    if _dt(x).itemsize == 2:
+        return jnp.sum(x, axis=axes, dtype=x.dtype, keepdims=keep) / jnp.asarray(count, x.dtype)
     return jnp.mean(x, axis=axes, keepdims=keep).astype(x.dtype)
 
 
@@ -707,7 +756,23 @@ def cumprod(ctx, x, axis):
 
 @op("CumulativeLogsumexp", static=(1,))
 def cumulative_logsumexp(ctx, x, axis):
-    return _scan(ctx, x, axis, lambda v, a: lax.cumlogsumexp(v, axis=a), -np.inf)
+    return _scan(ctx, x, axis, _cumlogsumexp_tf_nan, -np.inf)
+
+
+def _cumlogsumexp_tf_nan(x, axis: int):
+    """TF's CPU scan (scan_ops.h) folds ``acc = max + log1p(exp(min - max))`` (``max`` if that is -inf) with
+    std::max/min, which keep ``acc`` when ``x`` is NaN: a NaN doubles the running sum (adds log 2), leaves -inf
+    alone and turns +inf into NaN from there on. Each element is scaled by 2^-(NaNs so far) and the scan by
+    2^(NaNs so far)."""
+    nan = jnp.isnan(x)
+    halvings = jnp.cumsum(nan, axis=axis).astype(x.dtype) * np.log(2).astype(x.dtype)
+    out = halvings + lax.cumlogsumexp(jnp.where(nan, -jnp.inf, x - halvings), axis=axis)
+    # acc before an element is +inf after a +inf: the running max before it
+    shift = [(0, 0, 0)] * x.ndim
+    shift[axis] = (1, -1, 0)
+    before = lax.pad(lax.cummax(jnp.where(nan, -jnp.inf, x), axis=axis), jnp.asarray(-jnp.inf, x.dtype), shift)
+    poisoned = lax.cummax((nan & (before == jnp.inf)).astype(np.int8), axis=axis) > 0
+    return jnp.where(poisoned, jnp.asarray(jnp.nan, x.dtype), out)
 
 
 # -- matrix products -----------------------------------------------------------------------------------------
@@ -775,3 +840,67 @@ def einsum(ctx, *inputs):
         if out is not None:
             return out
     return jnp.einsum(equation, *inputs, precision=precision())
+
+
+# -- special functions, device and debug ops -----------------------------------------------------------------
+@op("IgammaGradA")
+def igamma_grad_a(ctx, a, x):
+    return lax.igamma_grad_a(*jnp.broadcast_arrays(jnp.asarray(a), jnp.asarray(x)))
+
+
+@op("Fact")
+def fact(ctx):
+    """TF's Fact kernel returns this fixed string."""
+    return np.array(b"0! == 1", dtype=object)
+
+
+@op("Copy", "CopyHost")
+def copy(ctx, x):
+    """The debugger's copies: the value itself (the debug_ops_spec watches are not run)."""
+    return x
+
+
+@op("CheckPinned")
+def check_pinned(ctx, x):
+    """TF on CPU rejects every tensor: none is in GPU-pinned host memory, nor is any of jaxsm's."""
+    raise ctx.error("not pinned: the tensor is not in GPU-pinned host memory (TF on CPU raises the same)")
+
+
+@op("DeviceIndex")
+def device_index(ctx):
+    """The branch for the device running the op: jaxsm takes TF's CPU answer, the index of "CPU" in
+    device_names, or their number when absent (the default branch)."""
+    names = [n.decode() if isinstance(n, bytes) else n for n in ctx.attr("device_names", [])]
+    return np.int32(names.index("CPU") if "CPU" in names else len(names))
+
+
+@op("Timestamp", stateful=True)
+def timestamp(ctx):
+    """Seconds since the epoch when the op runs (a host callback, so a compiled function reads the clock on
+    every call, not once at trace time)."""
+    dtype = jax.dtypes.canonicalize_dtype(np.float64)
+    return io_callback(lambda: np.asarray(time.time(), dtype), jax.ShapeDtypeStruct((), dtype), ordered=True)
+
+
+@op("TileGrad", static=(1,))
+def tile_grad(ctx, x, multiples):
+    """The sum of the tiles of ``x`` (the gradient of Tile), shaped like one tile."""
+    reps = [int(m) for m in np.asarray(multiples).reshape(-1)]
+    if len(reps) != x.ndim or any(m <= 0 or n % m for n, m in zip(x.shape, reps, strict=True)):
+        raise ctx.error(f"multiples {reps} must divide the input shape {tuple(x.shape)}")
+    split = [d for n, m in zip(x.shape, reps, strict=True) for d in (m, n // m)]
+    return jnp.sum(jnp.reshape(x, split), axis=tuple(range(0, 2 * x.ndim, 2)), dtype=x.dtype)
+
+
+@op("ApproxTopK")
+def approx_top_k(ctx, x):
+    """The exact top (or bottom, ``is_max_k`` false) k along ``reduction_dimension``, ties to the lower index:
+    TF's CPU kernel (only max-k over the last dimension exists there) and XLA's fallback off TPU are exact."""
+    if not ctx.attr("aggregate_to_topk", True):
+        raise ctx.error("aggregate_to_topk=False (TPU-only partial reduction) is not supported")
+    k, axis = int(ctx.attr("k")), int(ctx.attr("reduction_dimension", -1)) % x.ndim
+    x = jnp.moveaxis(jnp.asarray(x), axis, -1)
+    keys = x if ctx.attr("is_max_k", True) else -x
+    _, indices = lax.top_k(jnp.where(keys == 0, jnp.zeros((), keys.dtype), keys), k)
+    values = jnp.take_along_axis(x, indices, axis=-1)
+    return jnp.moveaxis(values, -1, axis), jnp.moveaxis(indices.astype(np.int32), -1, axis)

@@ -1,5 +1,6 @@
-"""Neural-network ops: convolutions (and their input/filter gradients), pooling, batch normalization, softmax
-and cross entropy, LRN, top-k membership and data-format helpers.
+"""Neural-network ops: convolutions (and their input/filter gradients), dilation and its gradients, pooling (and
+its first- and second-order gradients), volume patches, batch normalization (fused and the pre-fused global
+one, with gradients), softmax and cross entropy, LRN, top-k membership and data-format helpers.
 
 Convolutions and matmuls ask for :func:`jaxsm.ops.registry.precision` (float32 in full, as TF-CPU computes them,
 unless the user set ``jax_default_matmul_precision``).
@@ -8,12 +9,14 @@ unless the user set ``jax_default_matmul_precision``).
 from __future__ import annotations
 
 import functools
+import itertools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from jaxsm.graph.values import to_static
 from jaxsm.ops.image import bilinear_resize
 from jaxsm.ops.registry import op, precision
 
@@ -244,7 +247,7 @@ def conv_backprop_input(ctx, input_sizes, w, dy):
     return _transpose_wrt(lambda x: _conv_nd(x, w, attrs), shape, jnp.result_type(dy), dy)
 
 
-@op("Conv2DBackpropInputV2")
+@op("Conv2DBackpropInputV2", "Conv3DBackpropInput")
 def conv_backprop_input_v2(ctx, x, w, dy):
     attrs = _conv_attrs(ctx, _nd(ctx))
     return _transpose_wrt(lambda v: _conv_nd(v, w, attrs), x.shape, jnp.result_type(dy), dy)
@@ -258,7 +261,7 @@ def conv_backprop_filter(ctx, x, filter_sizes, dy):
     )
 
 
-@op("Conv2DBackpropFilterV2")
+@op("Conv2DBackpropFilterV2", "Conv3DBackpropFilter")
 def conv_backprop_filter_v2(ctx, x, w, dy):
     attrs = _conv_attrs(ctx, _nd(ctx))
     return _transpose_wrt(lambda v: _conv_nd(x, v, attrs), w.shape, jnp.result_type(dy), dy)
@@ -306,6 +309,47 @@ def dilation2d(ctx, x, w):
     return out
 
 
+def _dilation_argmax(ctx, x, w):
+    """The filter tap TF's CPU Dilation2DBackprop* kernels pick per output (dilation_ops.cc): the first strict
+    maximum of input + filter over in-image taps, above the dtype's lowest finite value. Returns the tap's
+    (row, col) in the filter and in the input; where no tap qualifies (NaN, -inf) TF falls back to filter tap
+    (0, 0) and input position (max(row_start, 0), max(col_start, 0))."""
+    strides, rates = _spatial(ctx.attr("strides"), "NHWC", 2), _spatial(ctx.attr("rates"), "NHWC", 2)
+    (n, h, wd, _), (kh, kw, _) = x.shape, w.shape
+    pads = _resolve_pads(ctx.attr("padding"), (h, wd), (kh, kw), strides, rates)
+    oh = (h + sum(pads[0]) - (kh - 1) * rates[0] - 1) // strides[0] + 1
+    ow = (wd + sum(pads[1]) - (kw - 1) * rates[1] - 1) // strides[1] + 1
+    row0, col0 = np.arange(oh) * strides[0] - pads[0][0], np.arange(ow) * strides[1] - pads[1][0]
+    dtype = jnp.result_type(x)
+    lowest = jnp.finfo(dtype).min if jnp.issubdtype(dtype, jnp.inexact) else jnp.iinfo(dtype).min
+    best = jnp.full((n, oh, ow, x.shape[3]), lowest, dtype)
+    tap = jnp.full(best.shape, -1, jnp.int32)
+    for i, j in itertools.product(range(kh), range(kw)):
+        rows, cols = row0 + i * rates[0], col0 + j * rates[1]
+        inside = ((rows >= 0) & (rows < h))[:, None] & ((cols >= 0) & (cols < wd))[None, :]
+        val = jnp.asarray(x)[:, np.clip(rows, 0, h - 1)][:, :, np.clip(cols, 0, wd - 1)] + w[i, j]
+        better = inside[None, :, :, None] & (val > best)
+        best, tap = jnp.where(better, val, best), jnp.where(better, i * kw + j, tap)
+    found = tap >= 0
+    f_row, f_col = jnp.where(found, tap // kw, 0), jnp.where(found, tap % kw, 0)
+    in_row = jnp.where(found, row0[:, None, None] + f_row * rates[0], np.maximum(row0, 0)[:, None, None])
+    in_col = jnp.where(found, col0[:, None] + f_col * rates[1], np.maximum(col0, 0)[:, None])
+    return f_row, f_col, in_row, in_col
+
+
+@op("Dilation2DBackpropInput")
+def dilation2d_backprop_input(ctx, x, w, dy):
+    _, _, rows, cols = _dilation_argmax(ctx, x, w)
+    b, d = np.arange(x.shape[0])[:, None, None, None], np.arange(x.shape[3])
+    return jnp.zeros(x.shape, jnp.result_type(dy)).at[b, rows, cols, d].add(dy, mode="drop")
+
+
+@op("Dilation2DBackpropFilter")
+def dilation2d_backprop_filter(ctx, x, w, dy):
+    rows, cols, _, _ = _dilation_argmax(ctx, x, w)
+    return jnp.zeros(w.shape, jnp.result_type(dy)).at[rows, cols, np.arange(w.shape[2])].add(dy)
+
+
 # -- bias ----------------------------------------------------------------------------------------------------
 def _bias_axis(ctx, rank: int) -> int:
     # TF: NCHW always has channels in dimension 1, whatever the rank (3, 4 or 5).
@@ -349,7 +393,15 @@ def _pool_windows(ctx, x, ksize=None, strides=None):
 
 def _max_pool(ctx, x, ksize=None, strides=None):
     window, strides, pads = _pool_windows(ctx, x, ksize, strides)
-    return lax.reduce_window(x, np.array(_lowest(x.dtype), x.dtype), lax.max, window, strides, pads)
+    lowest = np.array(_lowest(x.dtype), x.dtype)
+    if jnp.issubdtype(x.dtype, jnp.floating) and x.ndim == 4:
+        # TF's 2-D CPU max starts at the finite lowest and keeps it over NaN and -inf (``x > acc`` never holds);
+        # its 3-D kernel lets a NaN through (MaxPool3D keeps XLA's NaN-propagating max). The window max keeps
+        # its -inf start: that is the form JAX differentiates (reduce_window_max).
+        finite = np.array(jnp.finfo(x.dtype).min, x.dtype)
+        x = jnp.where(jnp.isnan(x), finite, x)
+        return jnp.maximum(lax.reduce_window(x, lowest, lax.max, window, strides, pads), finite)
+    return lax.reduce_window(x, lowest, lax.max, window, strides, pads)
 
 
 @op("MaxPool", "MaxPool3D")
@@ -466,6 +518,87 @@ def max_pool_grad_with_argmax(ctx, x, grad, argmax):
     return _scatter_to_argmax(x.shape, index, grad)
 
 
+def _tap_slices(shape, window, strides, pads) -> list[tuple[slice, ...]]:
+    """For each window offset in row-major order, the strided slice of the padded input it reads per output."""
+    out = [(n + lo + hi - k) // s + 1 for n, k, s, (lo, hi) in zip(shape, window, strides, pads, strict=True)]
+    return [
+        tuple(slice(o, o + (n - 1) * s + 1, s) for o, n, s in zip(offsets, out, strides, strict=True))
+        for offsets in itertools.product(*(range(k) for k in window))
+    ]
+
+
+def _check_pool_shapes(ctx, x, out, grad, grad_like, windows) -> None:
+    expected = tuple((n + lo + hi - k) // s + 1 for n, k, s, (lo, hi) in zip(x.shape, *windows[:2], windows[2]))
+    if tuple(out.shape) != expected or tuple(grad.shape) != tuple(grad_like.shape):
+        raise ctx.error(
+            f"orig_output must have the pooled shape {expected} and grad that of {tuple(grad_like.shape)}, got "
+            f"{tuple(out.shape)} and {tuple(grad.shape)}"
+        )
+
+
+def _max_pool_grad_grad(ctx, x, out, grad, ksize=None, strides=None):
+    """TF's CPU MaxPoolGradGrad/MaxPool3DGradGrad (maxpooling_op.cc, pooling_ops_3d.cc): each output takes
+    ``grad`` at the first in-image element of its window that equals the given ``out``, 0 where none does."""
+    windows = _pool_windows(ctx, x, ksize, strides)
+    _check_pool_shapes(ctx, x, out, grad, x, windows)
+    pads = windows[2]
+    inside = np.pad(np.ones(x.shape, bool), pads)
+    xp, gp = jnp.pad(x, pads), jnp.pad(grad, pads)
+    result = jnp.zeros(out.shape, jnp.result_type(grad))
+    for sl in reversed(_tap_slices(x.shape, *windows)):
+        result = jnp.where((xp[sl] == out) & inside[sl], gp[sl], result)
+    return result
+
+
+@op("MaxPoolGradGrad", "MaxPool3DGradGrad")
+def max_pool_grad_grad(ctx, orig_input, orig_output, grad):
+    return _max_pool_grad_grad(ctx, orig_input, orig_output, grad)
+
+
+@op("MaxPoolGradGradV2", static=(3, 4))
+def max_pool_grad_grad_v2(ctx, orig_input, orig_output, grad, ksize, strides):
+    return _max_pool_grad_grad(ctx, orig_input, orig_output, grad, ksize.tolist(), strides.tolist())
+
+
+@op("MaxPool3DGrad")
+def max_pool3d_grad(ctx, orig_input, orig_output, grad):
+    """TF's CPU MaxPool3DGrad (pooling_ops_3d.cc): every in-image element of a window within 1e-5 of the given
+    ``orig_output`` (so every tie, never an infinite maximum: inf - inf is NaN) receives the window's ``grad``."""
+    windows = _pool_windows(ctx, orig_input)
+    _check_pool_shapes(ctx, orig_input, orig_output, grad, orig_output, windows)
+    pads = windows[2]
+    inside = np.pad(np.ones(orig_input.shape, bool), pads)
+    xp = jnp.pad(orig_input, pads)
+    tol = np.array(1e-5, xp.dtype)
+    acc = jnp.zeros(xp.shape, jnp.result_type(grad))
+    for sl in _tap_slices(orig_input.shape, *windows):
+        acc = acc.at[sl].add(jnp.where((jnp.abs(xp[sl] - orig_output) < tol) & inside[sl], grad, 0))
+    return acc[tuple(slice(lo, lo + n) for (lo, _), n in zip(pads, orig_input.shape, strict=True))]
+
+
+@op("MaxPoolGradGradWithArgmax")
+def max_pool_grad_grad_with_argmax(ctx, x, grad, argmax):
+    """Each output takes ``grad`` at its argmax (TF has only a GPU kernel: MaxPoolGradBackwardWithArgmax)."""
+    index = jnp.asarray(argmax)
+    if not ctx.attr("include_batch_in_index", False):
+        per_batch = int(np.prod(x.shape[1:]))
+        index = index + (np.arange(x.shape[0]) * per_batch)[:, None, None, None].astype(index.dtype)
+    return jnp.take(jnp.reshape(grad, (-1,)), index, mode="fill", fill_value=0)
+
+
+@op("ExtractVolumePatches")
+def extract_volume_patches(ctx, x):
+    """ExtractImagePatches in 3-D: each patch's values become features ordered (plane, row, col, channel)."""
+    window, strides = [int(k) for k in ctx.attr("ksizes")], [int(v) for v in ctx.attr("strides")]
+    padding = ctx.attr("padding")
+    if padding not in ("SAME", "VALID") or window[0] != 1 or window[4] != 1:
+        raise ctx.error(f"needs SAME or VALID padding and ksizes 1 on N and C, got {padding!r}, {window}")
+    pads = list(lax.padtype_to_pads(x.shape, window, strides, padding))
+    xp = jnp.pad(x, pads)
+    patches = jnp.stack([xp[sl] for sl in _tap_slices(x.shape, window, strides, pads)], axis=4)
+    return jnp.reshape(patches, (*patches.shape[:4], -1))
+
+
 # -- normalization -------------------------------------------------------------------------------------------
 def _batch_norm_setup(ctx, x, scale):
     """(epsilon, the statistics' dtype, the reduced axes, the channel broadcast shape) of a FusedBatchNorm* node."""
@@ -541,6 +674,33 @@ def fused_batch_norm_grad(ctx, dy, x, scale, mean, variance, *_reserve_space_3):
     return [dx.astype(x.dtype), dscale, doffset, empty, empty]
 
 
+@op("BatchNormWithGlobalNormalization")
+def batch_norm_with_global_normalization(ctx, t, m, v, beta, gamma):
+    """The pre-fused batch norm (removed in GraphDef 9; tensorflow/core/kernels/batch_norm_op.h):
+    ``(t - m) * rsqrt(v + eps) [* gamma] + beta`` over the last dimension."""
+    scale = lax.rsqrt(v + np.array(ctx.attr("variance_epsilon"), t.dtype))
+    if ctx.attr("scale_after_normalization"):
+        scale = scale * gamma
+    return (t - m) * scale + beta
+
+
+@op("BatchNormWithGlobalNormalizationGrad")
+def batch_norm_with_global_normalization_grad(ctx, t, m, v, gamma, backprop):
+    """dx, dm, dv, db, dg of BatchNormWithGlobalNormalization (batch_norm_op.h's BatchNormGrad); dg is zero
+    without scale_after_normalization."""
+    axes = tuple(range(t.ndim - 1))
+    eps = np.array(ctx.attr("variance_epsilon"), t.dtype)
+    scaled = bool(ctx.attr("scale_after_normalization"))
+    inv_std = lax.rsqrt(v + eps)
+    db = jnp.sum(backprop, axis=axes)
+    centered_sum = jnp.sum(backprop * (t - m), axis=axes)
+    factor = inv_std * gamma if scaled else inv_std
+    dg = centered_sum * inv_std if scaled else jnp.zeros_like(gamma)
+    dv_factor = inv_std * np.array(-0.5, t.dtype) / (v + eps)
+    dv = centered_sum * (dv_factor * gamma if scaled else dv_factor)
+    return backprop * factor, -db * factor, dv, db, dg
+
+
 def _lrn(ctx, x):
     """Local response normalization over the last dimension (tensorflow/core/kernels/lrn_op.cc):
     ``x / (bias + alpha * sum(x[d-r..d+r]^2)) ** beta``."""
@@ -591,11 +751,15 @@ def softmax_cross_entropy(ctx, features, labels):
     return loss, jnp.exp(shifted) / sum_exp - labels
 
 
-@op("SparseSoftmaxCrossEntropyWithLogits")
+@op("SparseSoftmaxCrossEntropyWithLogits", checked=(1,))
 def sparse_softmax_cross_entropy(ctx, features, labels):
-    """(loss, backprop) for integer labels. TF's CPU kernel raises on a label outside [0, classes); a compiled
-    function cannot raise, so such rows get NaN loss and backprop (TF's GPU behaviour)."""
+    """(loss, backprop) for integer labels. TF's CPU kernel raises on a label outside [0, classes), and so
+    does jaxsm for known labels; a compiled function cannot raise, so such rows get NaN loss and backprop (TF's
+    GPU behaviour)."""
     num_classes = features.shape[-1]
+    known = to_static(labels)
+    if known is not None and known.size and (known.min() < 0 or known.max() >= num_classes):
+        raise ctx.error(f"label values {known.tolist()} are outside the valid range [0, {num_classes})")
     shifted = features - jnp.max(features, axis=-1, keepdims=True)
     sum_exp = jnp.sum(jnp.exp(shifted), axis=-1, keepdims=True)
     labels = jnp.asarray(labels)

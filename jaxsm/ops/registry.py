@@ -8,7 +8,9 @@ tuple/list with one entry per flattened output.
 
 ``static`` names the input positions that must be known at trace time (shapes, axes, perms…); they arrive as
 NumPy arrays and a run-time value there is reported as a :class:`StaticValueError` naming the node.
-``stateful`` lowerings are never constant-folded (random ops, variable and state ops, calls).
+``stateful`` lowerings are never constant-folded (random ops, variable and state ops, calls). ``checked`` names
+inputs that may be run-time values but whose values, when known, the lowering validates (indices TF's kernels
+reject): folding passes them as NumPy too, so the check sees them.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class OpDef:
     static: tuple[int, ...]
     stateful: bool
     module: str
+    checked: tuple[int, ...] = ()
 
 
 OPS: dict[str, OpDef] = {}
@@ -63,7 +66,7 @@ NEVER_LOWERED = frozenset(
 )
 
 
-def op(*names: str, static: tuple[int, ...] = (), stateful: bool = False) -> Callable:
+def op(*names: str, static: tuple[int, ...] = (), stateful: bool = False, checked: tuple[int, ...] = ()) -> Callable:
     """Register ``fn`` as the lowering of each TF op type in ``names``."""
 
     def register(fn: Callable) -> Callable:
@@ -73,7 +76,7 @@ def op(*names: str, static: tuple[int, ...] = (), stateful: bool = False) -> Cal
                     f"op {name} registered twice: {OPS[name].module}.{OPS[name].fn.__name__} and "
                     f"{fn.__module__}.{fn.__name__}"
                 )
-            OPS[name] = OpDef(name, fn, tuple(static), stateful, fn.__module__)
+            OPS[name] = OpDef(name, fn, tuple(static), stateful, fn.__module__, tuple(checked))
         return fn
 
     return register

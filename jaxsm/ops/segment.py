@@ -6,7 +6,8 @@ static, and the ops without one (``output rows = last segment id + 1``) need sta
 Empty segments follow TF: sum 0, product 1, mean 0; the sorted ``SegmentMax``/``SegmentMin`` give 0 while
 ``UnsortedSegmentMax``/``Min`` and ``Segment{Max,Min}V2`` give the dtype's lowest/highest value. Negative ids
 drop their rows (as TF's unsorted ops do); ids ``>= num_segments`` make TF's CPU kernels raise, which a jitted
-function cannot, so their rows are dropped too. Out-of-range ``indices`` of the sparse ops gather zeros (see
+function cannot, so their rows are dropped too (ids known at trace time raise, as do unsorted or negative ids of
+the sorted ops). Out-of-range ``indices`` of the sparse ops gather zeros (see
 :mod:`jaxsm.ops.array`). NaNs in Max/Min follow TF's row-order fold (see ``_nan_order``).
 """
 
@@ -16,7 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsm.ops.array import gather_v2
+from jaxsm.graph.values import to_static
+from jaxsm.ops.array import check_indices, gather_v2
 from jaxsm.ops.registry import op
 
 _REDUCERS = {
@@ -29,8 +31,27 @@ _REDUCERS = {
 
 def _rows_from_ids(ctx, segment_ids) -> int:
     what = f"the segment_ids of {ctx.node.op} (the last id + 1 is the number of output rows)"
-    ids = ctx.static(segment_ids, what)
-    return int(ids.reshape(-1)[-1]) + 1 if ids.size else 0
+    ids = ctx.static(segment_ids, what).reshape(-1)
+    _check_sorted_ids(ctx, ids, None)
+    return int(ids[-1]) + 1 if ids.size else 0
+
+
+def _check_sorted_ids(ctx, ids: np.ndarray, num_segments: int | None) -> None:
+    """The sorted ops' id checks of TF's segment_reduction_ops_impl.h: ids start at 0 or more, never decrease
+    and stay below ``num_segments`` (when given)."""
+    if ids.size and ids[0] < 0:
+        raise ctx.error(f"segment id {ids[0]} is negative")
+    if np.any(np.diff(ids) < 0):
+        raise ctx.error(f"segment ids are not increasing: {ids.tolist()}")
+    if num_segments is not None and ids.size and ids[-1] >= num_segments:
+        raise ctx.error(f"segment id {ids[-1]} is not less than num_segments = {num_segments}")
+
+
+def _check_unsorted_ids(ctx, segment_ids, num_segments: int) -> None:
+    # Only known ids can raise (as TF's CPU kernel does); negative ids drop their rows in TF too.
+    ids = to_static(segment_ids)
+    if ids is not None and ids.size and ids.max() >= num_segments:
+        raise ctx.error(f"segment id {ids.max()} is out of range [0, {num_segments})")
 
 
 def _extreme(dtype, kind: str):
@@ -107,8 +128,9 @@ def segment_v2(ctx, data, segment_ids, num_segments):
     return _segment_extreme(ctx, data, segment_ids, num_segments, True)
 
 
-@op("UnsortedSegmentSum", "UnsortedSegmentProd", "UnsortedSegmentMax", "UnsortedSegmentMin", static=(2,))
+@op("UnsortedSegmentSum", "UnsortedSegmentProd", "UnsortedSegmentMax", "UnsortedSegmentMin", static=(2,), checked=(1,))
 def unsorted_segment(ctx, data, segment_ids, num_segments):
+    _check_unsorted_ids(ctx, segment_ids, int(num_segments))
     return _segment_extreme(ctx, data, segment_ids, num_segments, False)
 
 
@@ -118,8 +140,9 @@ def _segment_extreme(ctx, data, segment_ids, num_segments, sorted_ids: bool):
     return segment_reduce(kind, data, segment_ids, int(num_segments), sorted_ids, empty)
 
 
-@op("SparseSegmentSum", "SparseSegmentMean", "SparseSegmentSqrtN")
+@op("SparseSegmentSum", "SparseSegmentMean", "SparseSegmentSqrtN", checked=(1,))
 def sparse_segment(ctx, data, indices, segment_ids):
+    check_indices(ctx, indices, np.shape(data)[:1])
     rows = gather_v2(data, indices, 0)
     return segment_reduce(_kind(ctx), rows, segment_ids, _rows_from_ids(ctx, segment_ids), True)
 
@@ -129,7 +152,12 @@ def sparse_segment(ctx, data, indices, segment_ids):
     "SparseSegmentMeanWithNumSegments",
     "SparseSegmentSqrtNWithNumSegments",
     static=(3,),
+    checked=(1, 2),
 )
 def sparse_segment_with_num_segments(ctx, data, indices, segment_ids, num_segments):
+    check_indices(ctx, indices, np.shape(data)[:1])
+    ids = to_static(segment_ids)
+    if ids is not None:
+        _check_sorted_ids(ctx, ids.reshape(-1), int(num_segments))
     rows = gather_v2(data, indices, 0)
     return segment_reduce(_kind(ctx), rows, segment_ids, int(num_segments), True)

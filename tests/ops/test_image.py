@@ -276,3 +276,134 @@ def test_image_projective_transform_v2_uint8_one_transform():
         )
 
     assert_matches_tf(fn, [img, _PROJECTIVE[:1]])
+
+
+# -- gradient ops --------------------------------------------------------------------------------------------
+@JIT
+@pytest.mark.parametrize("mode", MODES, ids=str)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_resize_bicubic_grad(mode, dtype, jit):
+    image = _image((2, 5, 4, 3), dtype)
+    grads = np.random.RandomState(1).normal(size=(2, 7, 3, 3)).astype(np.float32)
+
+    def fn(image, grads):
+        return tf.raw_ops.ResizeBicubicGrad(grads=grads, original_image=image, **mode)
+
+    assert_matches_tf(fn, [image, grads], jit=jit, **TAPS)
+
+
+@JIT
+@pytest.mark.parametrize("kernel", ["lanczos3", "keyscubic"])
+@pytest.mark.parametrize("antialias", [True, False])
+def test_scale_and_translate_grad(kernel, antialias, jit):
+    image = _image((1, 6, 5, 2))
+    grads = np.random.RandomState(2).normal(size=(1, 4, 8, 2)).astype(np.float32)
+
+    def fn(image, grads):
+        return tf.raw_ops.ScaleAndTranslateGrad(
+            grads=grads,
+            original_image=image,
+            scale=[0.7, 1.6],
+            translation=[0.5, -1.0],
+            kernel_type=kernel,
+            antialias=antialias,
+        )
+
+    assert_matches_tf(fn, [image, grads], jit=jit, **TAPS)
+
+
+@JIT
+@pytest.mark.parametrize("method", ["bilinear", "nearest"])
+@pytest.mark.parametrize("crop", [(3, 4), (1, 1)])
+def test_crop_and_resize_grads(method, crop, jit):
+    """Boxes partly outside the image, flipped, and on exact pixel rows (where floor == ceil)."""
+    image = _image((2, 6, 5, 3))
+    boxes = np.array(
+        [[0.1, 0.2, 0.8, 0.9], [-0.2, 0.5, 0.5, 1.3], [0.9, 0.8, 0.2, 0.1], [0.2, 0.0, 0.6, 0.5]], np.float32
+    )
+    box_ind = np.array([0, 1, 1, 0], np.int32)
+    grads = np.random.RandomState(3).normal(size=(4, *crop, 3)).astype(np.float32)
+
+    def fn(image, boxes, box_ind, grads):
+        out = {
+            "image": tf.raw_ops.CropAndResizeGradImage(
+                grads=grads, boxes=boxes, box_ind=box_ind, image_size=[2, 6, 5, 3], T=tf.float32, method=method
+            )
+        }
+        if method == "bilinear":
+            out["boxes"] = tf.raw_ops.CropAndResizeGradBoxes(grads=grads, image=image, boxes=boxes, box_ind=box_ind)
+        return out
+
+    assert_matches_tf(fn, [image, boxes, box_ind, grads], jit=jit, rtol=1e-4, atol=1e-3)
+
+
+@JIT
+@pytest.mark.filterwarnings("ignore::jaxsm.errors.EagerFallbackWarning")
+@pytest.mark.parametrize("max_out,overlap,score", [(4, 0.5, -1.0), (10, 0.3, 0.2), (2, 0.9, 0.0), (0, 0.5, 0.0)])
+def test_non_max_suppression_with_overlaps(max_out, overlap, score, jit):
+    """An asymmetric overlap matrix (the candidate's row is read) and tied scores (lower index first)."""
+    rng = np.random.RandomState(4)
+    overlaps = rng.uniform(0, 1, (6, 6)).astype(np.float32)
+    scores = np.array([0.9, 0.5, 0.9, 0.1, 0.7, 0.3], np.float32)
+
+    def fn(overlaps, scores):
+        return tf.raw_ops.NonMaxSuppressionWithOverlaps(
+            overlaps=overlaps,
+            scores=scores,
+            max_output_size=max_out,
+            overlap_threshold=overlap,
+            score_threshold=score,
+        )
+
+    assert_matches_tf(fn, [overlaps, scores], jit=jit)
+
+
+GLIMPSE_OFFSETS = np.array([[0.9, -0.9], [0.1, 0.2], [-0.35, 0.6]], np.float32)
+
+
+@JIT
+@pytest.mark.parametrize("v2", [False, True])
+@pytest.mark.parametrize("normalized,centered", [(True, True), (True, False), (False, True), (False, False)])
+def test_extract_glimpse_zero_noise(normalized, centered, v2, jit):
+    """Offsets partly outside the image (rows and columns, negative ones truncated toward zero)."""
+    image = _image((3, 5, 6, 2))
+    offsets = GLIMPSE_OFFSETS if normalized else (GLIMPSE_OFFSETS * [[4], [6], [3]]).astype(np.float32)
+    op = tf.raw_ops.ExtractGlimpseV2 if v2 else tf.raw_ops.ExtractGlimpse
+
+    def fn(image, offsets):
+        return op(
+            input=image,
+            size=[3, 4],
+            offsets=offsets,
+            normalized=normalized,
+            centered=centered,
+            uniform_noise=False,
+            noise="zero",
+        )
+
+    assert_matches_tf(fn, [image, offsets], jit=jit)
+
+
+@pytest.mark.parametrize("noise", ["uniform", "gaussian"])
+def test_extract_glimpse_random_noise(noise):
+    """TF's noise comes from Eigen's unseeded generators: only the in-image pixels are compared; the noise must
+    lie in the image's value range."""
+    from tests.tfcompare import run_jaxsm, save_function
+
+    image = _image((3, 5, 6, 2))
+
+    def fn(image, offsets):
+        return tf.raw_ops.ExtractGlimpseV2(input=image, size=[4, 4], offsets=offsets, uniform_noise=False, noise=noise)
+
+    export_dir, tf_fn = save_function(fn, [image, GLIMPSE_OFFSETS])
+    expected = tf_fn(image, GLIMPSE_OFFSETS).numpy()
+    got = np.asarray(run_jaxsm(export_dir, [image, GLIMPSE_OFFSETS]))
+    zeros = np.asarray(
+        tf.raw_ops.ExtractGlimpseV2(
+            input=image + 1, size=[4, 4], offsets=GLIMPSE_OFFSETS, uniform_noise=False, noise="zero"
+        )
+    )
+    inside = zeros != 0
+    np.testing.assert_array_equal(got[inside], expected[inside], err_msg="in-image pixels")
+    assert (~inside).any(), "the test needs pixels outside the image"
+    assert got.min() >= image.min() and got.max() <= image.max(), "noise within the image's range"

@@ -249,3 +249,57 @@ def test_matrix_exponential_and_cross(dtype, jit):
 
     tol = _tol(dtype)
     assert_matches_tf(fn, [a, big, u, v], rtol=max(tol.get("rtol", 0), 1e-5), atol=tol.get("atol", 0), jit=jit)
+
+
+@JIT
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex128])
+@pytest.mark.parametrize("lower,adjoint", [(True, False), (False, False), (True, True), (False, True)])
+def test_banded_triangular_solve(lower, adjoint, dtype, jit):
+    """3 bands of a 5x5 matrix (the diagonal made dominant), a batch of 2 broadcast against one rhs."""
+    rng = np.random.default_rng(1)
+    bands = rng.normal(size=(2, 3, 5)).astype(dtype)
+    if np.dtype(dtype).kind == "c":
+        bands = bands + 1j * rng.normal(size=bands.shape)
+    bands[:, 0 if lower else 2] += 4
+    rhs = rng.normal(size=(1, 5, 2)).astype(dtype)
+
+    def fn(bands, rhs):
+        return tf.raw_ops.BandedTriangularSolve(matrix=bands, rhs=rhs, lower=lower, adjoint=adjoint)
+
+    assert_matches_tf(fn, [bands, rhs], rtol=1e-5, atol=1e-6, jit=jit)
+
+
+@JIT
+@pytest.mark.parametrize("dtype", [np.complex64, np.complex128])
+def test_matrix_logarithm(dtype, jit):
+    """Batches of well-conditioned matrices near the identity, one with a negative real eigenvalue (branch cut
+    side fixed by the imaginary part's sign)."""
+    a = np.eye(4) + 0.3 * _mat((2, 4, 4), dtype, seed=5)
+    b = np.diag([-2.0 + 1e-3j, 0.5, 3.0j, 1.0]).astype(dtype)
+    assert_matches_tf(lambda a, b: (tf.linalg.logm(a), tf.linalg.logm(b)), [a.astype(dtype), b], jit=jit, **_tol(dtype))
+
+
+@JIT
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_self_adjoint_eig_v1(dtype, jit):
+    """Removed in GraphDef 11: saved as SelfAdjointEigV2 and retyped; eigenvalues in row 0 match TF's, the
+    eigenvector columns below satisfy A v = e v (their signs are free)."""
+    from tests.ops.test_nn_grad import retype_nodes
+
+    a = _mat((2, 4, 4), dtype, seed=6)
+    a = a + np.swapaxes(a, -1, -2)
+    export_dir, tf_fn = save_function(lambda a: tf.raw_ops.SelfAdjointEigV2(input=a).e, [a])
+    expected = tf_fn(a).numpy()
+    retype_nodes(
+        export_dir,
+        "SelfAdjointEigV2",
+        "SelfAdjointEig",
+        {},
+        {"T": dict(type=tf.as_dtype(dtype).as_datatype_enum)},
+        {"e:0": "output:0"},
+    )
+    packed = np.asarray(run_jaxsm(export_dir, [a], jit=jit))
+    assert packed.shape == (2, 5, 4), "packed shape"
+    values, vectors = packed[:, 0], packed[:, 1:]
+    np.testing.assert_allclose(values, expected, **_tol(dtype), err_msg="eigenvalues")
+    np.testing.assert_allclose(a @ vectors, vectors * values[:, None, :], **_tol(dtype), err_msg="A v = e v")

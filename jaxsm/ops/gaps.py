@@ -32,7 +32,24 @@ KNOWN_GAPS: list[tuple[str, str, str]] = [
     (
         "CheckNumerics, Assert",
         "a failing check at run time",
-        "compiled functions cannot raise; values pass through (a statically false Assert raises at trace time)",
+        "checked after a compiled call (the conditions come back as one flag; a failure reruns the call op by op"
+        " to raise TF's message), also in run-time tf.cond branches; not inside the bodies of compiled loops, and"
+        " not when the function runs inside the user's own jax.jit/grad/vmap, where nothing can raise",
+    ),
+    (
+        "PrintV2 (tf.print)",
+        "a compiled call",
+        "prints nothing (a compiled function has no host side effects); a call that runs op by op prints",
+    ),
+    (
+        "TensorListGetItem/SetItem/Gather/Scatter*, TensorArrayRead/Write/Gather/ScatterV3",
+        "out-of-range or negative index known only at run time",
+        "TF raises; a compiled function reads zeros and drops the write (never wraps); known indices raise",
+    ),
+    (
+        "IdentityN with a saved custom gradient (tf.custom_gradient)",
+        "the gradient captures a tensor of another function than the one running (e.g. __forward_* copies)",
+        "jax.grad uses the derivative of the forward ops there instead of the saved gradient",
     ),
     (
         "String ops (StringLower, RegexReplace, StringSplitV2, ParseExampleV2, …), string lookup tables",
@@ -85,7 +102,7 @@ KNOWN_GAPS: list[tuple[str, str, str]] = [
     ),
     (
         "TF1 frames",
-        "gradient loops (StackV2/StackPushV2), Merge with more than two inputs",
+        "Merge with more than two inputs",
         "not rebuilt into structured control flow yet; reported with the node name when a function needs them",
     ),
     ("DepthToSpace, SpaceToDepth", "data_format NCHW_VECT_C", "quantized int8 layout, not implemented"),
@@ -120,14 +137,44 @@ KNOWN_GAPS: list[tuple[str, str, str]] = [
         " jaxsm reproduces the single-shard stream",
     ),
     (
-        "CTCGreedyDecoder, SparseFillEmptyRows",
-        "any",
-        "not lowered: the output size depends on the values",
+        "CTCGreedyDecoder, CTCBeamSearchDecoder",
+        "logits known only at run time",
+        "the decoded SparseTensor's size depends on the values: a call runs op by op (EagerFallbackWarning), in"
+        " NumPy; beam entries with exactly equal scores may be ordered differently from TF's heap",
     ),
     (
-        "CTCLoss, CTCLossV2, SparseReshape",
+        "CTCLoss, CTCLossV2",
+        "invalid labels known only at run time; float64 precision",
+        "TF raises for an empty label row, a label after a null label (>= num_classes - 1), a negative label,"
+        " unsorted indices or labels longer than the sequence; compiled, jaxsm cannot: it reads the labels up to the"
+        " first null label (a negative one gives an unspecified value) and computes the loss (inf if no path"
+        " fits). Labels known at trace time are checked. For float64 TF's log-sum-exp rounds through float32;"
+        " jaxsm's is exact (<= 1e-8 apart)."
+        " CTCLossV2 (cuDNN's op; TF has no CPU kernel) is CTCLoss with the blank moved from class 0 to the last",
+    ),
+    (
+        "ApproxTopK",
+        "NaN inputs; aggregate_to_topk=False",
+        "exact top-k as TF's CPU kernel, NaN ranked highest (TF's CPU kernel places a NaN unpredictably);"
+        " the TPU-only partial reduction (aggregate_to_topk=False) raises",
+    ),
+    (
+        "DeviceIndex, CheckPinned",
         "any",
-        "not lowered yet",
+        "jaxsm answers as TF on CPU whatever JAX's backend: DeviceIndex picks the CPU branch, CheckPinned raises"
+        " (nothing is in GPU-pinned host memory)",
+    ),
+    (
+        "MatrixLogarithm",
+        "defective matrices; GPU/TPU",
+        "computed from JAX's eigendecomposition (CPU only) where TF uses Eigen's Schur-Parlett algorithm: equal for"
+        " diagonalizable well-conditioned matrices, inaccurate for a Jordan block",
+    ),
+    (
+        "ExtractGlimpse, ExtractGlimpseV2",
+        "uniform or gaussian noise (the defaults) for pixels outside the image",
+        "TF draws that noise from Eigen's unseeded generators: jaxsm draws from the same distributions with a"
+        " fixed key per node, so calls repeat their noise; in-image pixels and noise='zero' are exact",
     ),
     (
         "MutableHashTable*, LookupTableInsertV2, LookupTableRemoveV2",
@@ -135,8 +182,134 @@ KNOWN_GAPS: list[tuple[str, str, str]] = [
         "tables that change at run time need dynamic-size state; only initialized (static) tables are supported",
     ),
     (
-        "Queues, iterators, datasets, WriteFile, summaries",
+        "Queues, iterators, datasets, summaries",
         "any",
         "input-pipeline and I/O ops run on the host, outside a jitted function",
+    ),
+    (
+        "RaggedRange, RaggedGather, RaggedTensorToSparse, RaggedFillEmptyRows, RaggedCross",
+        "row splits, indices or ranges known only at run time",
+        "the output size depends on the values: a call runs op by op (EagerFallbackWarning); the values themselves"
+        " may be run-time values (gathered at positions known at trace time)",
+    ),
+    (
+        "RaggedTensorToVariant, RaggedTensorFromVariant, RaggedTensorToVariantGradient (tf.map_fn over ragged)",
+        "any call that builds variants from run-time values",
+        "a variant holding ragged tensors is a host object (jaxsm/ops/ragged.py), like a string: such a call runs op"
+        " by op (EagerFallbackWarning), its loops as Python loops; jax.jit of jaxsm.functional raises",
+    ),
+    (
+        "TensorListPushBack (gradient of tf.map_fn over ragged rows)",
+        "elements of different shapes",
+        "the forward loop accumulates each ragged row for the gradient, but a TensorList is one array of"
+        " same-shaped elements: differentiating a map_fn over ragged rows is not supported",
+    ),
+    (
+        "Div, FloorDiv, TruncateDiv, Mod, FloorMod, TruncateMod (integers); Pow (integers)",
+        "a zero divisor or a negative exponent known only at run time",
+        "TF's CPU kernels raise; a compiled function cannot, so the result is XLA's: x / 0 is -1 (all bits set for"
+        " unsigned types; FloorDiv adjusts it by its sign rule), x % 0 is x, an integer to a negative power truncates"
+        " (1 for x = 1, +-1 for x = -1, else 0). A divisor or exponent known at trace time raises as TF does",
+    ),
+    (
+        "UnsortedSegment*, SparseSegment*WithNumSegments, ReverseSequence, UnravelIndex, Bincount, DenseBincount,"
+        " HistogramFixedWidth, Slice, MatrixBandPart, SparseToDense, SparseSoftmaxCrossEntropyWithLogits",
+        "invalid values known only at run time (segment id >= num_segments, seq_lengths beyond the dimension,"
+        " out-of-range flat index, negative bincount value, NaN histogram value, run-time begin + size beyond the"
+        " dimension, unsorted or repeated sparse indices, a label outside [0, classes))",
+        "TF's CPU kernels raise; a compiled function cannot: segment rows and bincount values are dropped, a"
+        " too-long sequence reads fill values (NaN for floats) past the end, UnravelIndex clamps the index, a NaN"
+        " histogram value counts in bin 0, a run-time Slice start is clamped (lax.dynamic_slice), a too-wide band"
+        " keeps everything, repeated sparse indices keep one value, a bad label gives a NaN row (TF's GPU rule)."
+        " The same values known at trace time raise; a node whose inputs are all known is"
+        " folded, which may apply the run-time rule instead",
+    ),
+    (
+        "Cast",
+        "float to uint32/uint64, or float16/float64/bfloat16 to int8/int16/uint8/uint16, out of range or NaN",
+        "TF's x86 result depends on the tensor's size (vectorized and scalar loops convert differently); jaxsm uses"
+        " XLA's saturating conversion there (see _float_to_int in jaxsm/ops/math.py for the pairs it matches)",
+    ),
+    (
+        "TopKV2 (and tf.sort/argsort of floats)",
+        "NaN in the input",
+        "TF compares with > so a NaN's position depends on its heap/sort algorithm; jaxsm ranks NaN below -inf"
+        " (taken last). -0.0 and 0.0 tie (lower index first) as in TF",
+    ),
+    (
+        "StackV2, StackPushV2, StackPopV2, StackCloseV2 (and v1 Stack*): tf.compat.v1 gradients of v1 while loops",
+        "any",
+        "a stack holds a run-time number of elements (one per forward-loop iteration), which a compiled loop cannot"
+        " carry: a function with stacks runs op by op (EagerFallbackWarning, loops as Python loops); its pure"
+        " function and jax.jit of jaxsm.functional raise StaticValueError. (The TF1 frame rewrite does rebuild"
+        " gradient loops; compiling them would need stacks turned into loop-carried TensorLists, as while_v2's)",
+    ),
+    (
+        "SparseApply* (TF1 ref variables), ResourceSparseApply*",
+        "out-of-range or negative index known only at run time",
+        "TF's CPU kernels raise; a compiled function cannot, so the entry is skipped (indices known at trace time"
+        " raise, as in TF)",
+    ),
+    (
+        "SparseTensorDenseMatMul, SparseTensorDenseAdd, SparseDenseCwise*, SparseReduceSum/Max, SparseBincount,"
+        " SparseSegment*Grad, SparseFillEmptyRowsGrad",
+        "out-of-range or negative index known only at run time; also SparseDenseCwiseDiv's zero divisor and"
+        " SparseBincount's negative rank-1 values",
+        "TF's CPU kernels raise; a compiled function cannot: the entry is dropped (a read gives 0; a zero divisor"
+        " gives inf/NaN). Known at trace time, or run op by op, they raise as in TF",
+    ),
+    (
+        "SparseTensorDenseMatMul, SparseReduceSum/Max, SparseConcat, SparseBincount",
+        "dense_shape known only at run time",
+        "it sets the output shape: the call runs op by op (EagerFallbackWarning); a constant dense_shape compiles",
+    ),
+    (
+        "SparseAdd, SparseSlice, SparseSplit, SparseReduce*Sparse, SparseSparseMaximum/Minimum, SparseAddGrad,"
+        " SparseSliceGrad, SparseSegment*GradV2, *CountSparseOutput, SetSize, *SetOperation, EditDistance",
+        "indices known only at run time (SparseAdd: also the values of entries in both operands; the count ops:"
+        " the values; set ops and EditDistance: every input)",
+        "the output size depends on them: the call runs op by op (EagerFallbackWarning), jax.jit of"
+        " jaxsm.functional raises; the values alone may be run-time values elsewhere",
+    ),
+    (
+        "SparseReorder, SparseSoftmax, SparseConcat, SparseReduceMax",
+        "duplicate indices",
+        "TF sorts with an unstable std::sort, so entries with equal indices come out in an unspecified order;"
+        " jaxsm keeps their input order",
+    ),
+    (
+        "SparseSegmentSumGrad, SparseSegmentMeanGrad, SparseSegmentSqrtNGrad",
+        "empty indices",
+        "TF 2.21 returns its output uninitialized (arbitrary values); jaxsm returns zeros",
+    ),
+    (
+        "UnicodeScript",
+        "any",
+        "not lowered: Python has no Unicode script property and TF's answers are ICU's UScriptCode values from its"
+        " bundled ICU (Unicode 13 data, codes up to 192): a faithful table is about 1,600 code point runs",
+    ),
+    (
+        "MaxPool3D",
+        "NaN in a window",
+        "TF's 3-D CPU kernel folds a window in order, so a NaN is replaced by any later value (and later padding);"
+        " jaxsm's max propagates the NaN. 2-D MaxPool matches TF (NaN skipped, all-NaN/-inf windows give -FLT_MAX)",
+    ),
+    (
+        "RandomGamma, RandomPoissonV2",
+        "stateful random ops: calls after the first; seed = seed2 = 0",
+        "the first call draws TF's numbers from the Philox stream its seed/seed2 attrs start; TF's kernel then moves"
+        " on, jaxsm (no hidden state under jit) repeats the first call's numbers. With both seeds 0 TF seeds at"
+        " random and jaxsm from the node name",
+    ),
+    (
+        "StatelessRandomPoisson, RandomPoissonV2",
+        "a NaN rate; a float16 output with a rate above float16's max",
+        "TF's CPU kernel never returns (its rejection loop cannot accept); jaxsm returns NaN (0 as an integer) and inf",
+    ),
+    (
+        "StatelessRandomGammaV2/V3, RandomGamma, StatelessRandomPoisson, RandomPoissonV2",
+        "jax_enable_x64 off",
+        "TF's samplers compute in double; with x64 off jaxsm computes in float32: same distribution, values close"
+        " to TF's but not bit-exact",
     ),
 ]

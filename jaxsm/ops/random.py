@@ -16,6 +16,8 @@ Uniform and integer outputs are bit-identical to TF; normals agree to float roun
 
 from __future__ import annotations
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -455,3 +457,182 @@ def stateful_uniform_int(ctx, handle, alg, shape, minval, maxval):
 def stateful_uniform_full_int(ctx, handle, alg, shape):
     dtype = ctx.dtype("dtype", np.dtype(np.uint64))
     return _stateful_draw(ctx, handle, alg, lambda k, c, xp: _uniform_full_int(k, c, _shape(shape), dtype, xp))
+
+
+# -- rejection samplers: one Philox stream per output ---------------------------------------------------------
+# TF's gamma and Poisson kernels draw a variable number of values per output, so output i reads its
+# own stream starting at Philox block ``counter + 256 * i`` (kReservedSamplesPerOutput). The loops here run
+# every output's rejection loop in lock step under lax.while_loop, each lane advancing its own block index.
+_RESERVED_BLOCKS_PER_OUTPUT = 256
+
+
+def _output_streams(counter, n: int):
+    """The first Philox counter of each of ``n`` outputs' streams."""
+    if n * _RESERVED_BLOCKS_PER_OUTPUT >= 2**32:
+        raise ValueError(f"{n} random values exceed the 2^24 outputs this lowering indexes")
+    i = jnp.arange(n, dtype=_U32)
+    return _skip([jnp.asarray(w) for w in counter], i * _U32(_RESERVED_BLOCKS_PER_OUTPUT), jnp.zeros_like(i))
+
+
+def _double():
+    """The dtype of TF's double-precision sampler arithmetic: float32 while jax_enable_x64 is off (jaxsm warns
+    about 64-bit tensors then; draws are close to TF's, not bit-exact)."""
+    return jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+
+
+def _uniform_pair(words):
+    """UniformDistribution<double>: two doubles per Philox block, each from a word pair (Uint64ToDouble)."""
+    if jax.config.jax_enable_x64:
+        return _uniform_float(words.reshape(-1), np.dtype(np.float64)).reshape(-1, 2)
+    pairs = words.reshape(-1, 2, 2)
+    return (pairs[..., 0] & 0xFFFFF).astype(jnp.float32) * 2.0**-20 + pairs[..., 1].astype(jnp.float32) * 2.0**-52
+
+
+def _normal_pair(words):
+    """NormalDistribution<double>: BoxMullerDouble, two normals (sin, cos) per Philox block."""
+    u = _uniform_pair(words)
+    u1, v1 = jnp.maximum(u[:, 0], 1e-7), 2 * np.pi * u[:, 1]
+    r = jnp.sqrt(-2.0 * jnp.log(u1))
+    return jnp.stack([jnp.sin(v1) * r, jnp.cos(v1) * r], axis=-1)
+
+
+class _SampleBuffer:
+    """TF's SampleBuffer (stateless_random_gamma_op.cc; the UNIFORM macro of random_poisson_op.cc) on every lane:
+    a distribution's last pair of results, handed out from the end (``results[1]`` first), refilled from the
+    lane's next Philox block when empty. The state is plain arrays, for a lax.while_loop carry."""
+
+    def __init__(self, dist, n: int):
+        self.dist = dist
+        self.init = (jnp.zeros((n, 2), _double()), jnp.zeros((n,), jnp.int32))
+
+    def draw(self, key, base, t, buf, active):
+        values, remaining = buf
+        refill = active & (remaining == 0)
+        values = jnp.where(refill[:, None], self.dist(_words(key, base, t)), values)
+        remaining = jnp.where(refill, 2, remaining) - active.astype(jnp.int32)
+        x = jnp.take_along_axis(values, jnp.clip(remaining, 0, 1)[:, None], axis=1)[:, 0]
+        return x, t + refill.astype(_U32), (values, remaining)
+
+
+@partial(jax.jit, static_argnums=3)  # compiled once per shape: op-by-op runs would retrace the loop each call
+def _gamma(key, counter, alpha, samples_per_alpha: int):
+    """StatelessRandomGammaFunctor<CPUDevice> (stateless_random_gamma_op.cc; RandomGammaOp in random_gamma_op.cc
+    is the same loop): output ``a * samples_per_alpha + s`` is sample s of alpha a, drawn in double by
+    Marsaglia-Tsang with a squeeze test (alpha < 1: from alpha + 1, times uniform^(1/alpha)); alpha == 1 is
+    -log1p(-u) of one uniform. Returns [samples_per_alpha, n_alphas]."""
+    a = jnp.repeat(jnp.asarray(alpha).reshape(-1).astype(_double()), samples_per_alpha)
+    n = int(a.shape[0])
+    base = _output_streams(counter, n)
+    small = a < 1
+    d = a + jnp.where(small, 2.0 / 3, -1.0 / 3)
+    c = 1.0 / 3 / jnp.sqrt(d)
+    normal, uniform = _SampleBuffer(_normal_pair, n), _SampleBuffer(_uniform_pair, n)
+
+    def attempt(state):
+        t, nbuf, ubuf, done, res = state
+        x, t, nbuf = normal.draw(key, base, t, nbuf, ~done)
+        v = 1 + c * x
+        ok = ~done & ~(v <= 0)  # a NaN v (NaN or very negative alpha) goes on to the tests, as in TF
+        v = v * v * v
+        u, t, ubuf = uniform.draw(key, base, t, ubuf, ok)
+        # The squeeze first, then the exact log test, in TF's order of operations.
+        accept = ok & ((u < 1 - 0.0331 * (x * x) * (x * x)) | (jnp.log(u) < 0.5 * x * x + d * (1 - v + jnp.log(v))))
+        b, t, ubuf = uniform.draw(key, base, t, ubuf, accept & small)
+        out = jnp.where(small, d * v * b ** (1 / a), d * v)
+        return t, nbuf, ubuf, done | accept, jnp.where(accept, out, res)
+
+    exponential = a == 1
+    init = (jnp.zeros((n,), _U32), normal.init, uniform.init, exponential, jnp.zeros((n,), _double()))
+    res = lax.while_loop(lambda s: jnp.any(~s[3]), attempt, init)[4]
+    u = _uniform_pair(_words(key, base, jnp.zeros((n,), _U32)))[:, 1]
+    res = jnp.where(exponential, -jnp.log1p(-u), res)
+    return res.reshape(-1, samples_per_alpha).T
+
+
+def _gamma_op(ctx, shape, key_counter, alpha):
+    shape = _shape(shape)
+    alpha_shape = np.shape(alpha)
+    if len(alpha_shape) > len(shape) or shape[len(shape) - len(alpha_shape) :] != alpha_shape:
+        raise ctx.error(f"shape {list(shape)} must end with alpha's shape {list(alpha_shape)}")
+    dtype = ctx.dtype("dtype")
+    n = int(np.prod(shape))
+    if n == 0:
+        return jnp.zeros(shape, dtype)
+    out = _gamma(*key_counter, alpha, n // int(np.prod(alpha_shape)))
+    return out.astype(dtype).reshape(shape)
+
+
+@op("StatelessRandomGammaV2", static=(0,))
+def stateless_random_gamma_v2(ctx, shape, seed, alpha):
+    return _gamma_op(ctx, shape, _v1_key_counter(ctx, seed), alpha)
+
+
+@op("StatelessRandomGammaV3", static=(0, 3))
+def stateless_random_gamma_v3(ctx, shape, key, counter, alg, alpha):
+    return _gamma_op(ctx, shape, _v2_key_counter(ctx, key, counter, alg), alpha)
+
+
+@op("RandomGammaGrad")
+def random_gamma_grad(ctx, alpha, sample):
+    # d sample / d alpha at fixed CDF (Eigen's gamma_sample_der_alpha); XLA's RandomGammaGrad is the same series.
+    alpha, sample = jnp.broadcast_arrays(jnp.asarray(alpha), jnp.asarray(sample))
+    return lax.random_gamma_grad(alpha, sample)
+
+
+@partial(jax.jit, static_argnums=3)
+def _poisson(key, counter, rate, samples_per_rate: int):
+    """PoissonFunctor<CPUDevice> (random_poisson_op.cc), in double for every rate dtype: for rate < 10 Knuth's
+    product of uniforms, else Hormann's transformed rejection (PTRS) from pairs of uniforms; rate +inf gives
+    +inf. Output ``r * samples_per_rate + s`` is sample s of rate r; returns [samples_per_rate, n_rates]."""
+    lam = jnp.repeat(jnp.asarray(rate).reshape(-1).astype(_double()), samples_per_rate)
+    n = int(lam.shape[0])
+    base = _output_streams(counter, n)
+    knuth = lam < 10
+    exp_neg_rate, log_rate = jnp.exp(-lam), jnp.log(lam)
+    b = 0.931 + 2.53 * jnp.sqrt(lam)
+    a = -0.059 + 0.02483 * b
+    inv_alpha = 1.1239 + 1.1328 / (b - 3.4)
+    uniform = _SampleBuffer(_uniform_pair, n)
+
+    def attempt(state):
+        t, ubuf, prod, x, done, res = state
+        u, t, ubuf = uniform.draw(key, base, t, ubuf, ~done)
+        prod = jnp.where(knuth, prod * u, prod)
+        knuth_stop = knuth & ~done & (prod <= exp_neg_rate)
+        v, t, ubuf = uniform.draw(key, base, t, ubuf, ~done & ~knuth)
+        u = u - 0.5
+        us = 0.5 - jnp.abs(u)
+        k = jnp.floor((2 * a / us + b) * u + lam + 0.43)
+        squeeze = (us >= 0.07) & (v <= 0.9277 - 3.6224 / (b - 2))
+        reject = (k < 0) | ((us < 0.013) & (v > us))
+        s = jnp.log(v * inv_alpha / (a / (us * us) + b))
+        bound = -lam + k * log_rate - lax.lgamma(k + 1)
+        ptrs_stop = ~knuth & ~done & (squeeze | (~reject & (s <= bound)))
+        res = jnp.where(knuth_stop, x, jnp.where(ptrs_stop, k, res))
+        x = jnp.where(knuth, x + 1, x)
+        return t, ubuf, prod, x, done | knuth_stop | ptrs_stop, res
+
+    # TF never stops on a NaN rate; here its output is NaN.
+    special = jnp.isnan(lam) | (lam == np.inf)
+    zeros = jnp.zeros((n,), _double())
+    init = (jnp.zeros((n,), _U32), uniform.init, zeros + 1, zeros, special, jnp.where(special, lam, zeros))
+    res = lax.while_loop(lambda s: jnp.any(~s[4]), attempt, init)[5]
+    return res.reshape(-1, samples_per_rate).T
+
+
+def _poisson_samples(key_counter, rate, shape, samples_per_rate: int, dtype: np.dtype):
+    if 0 in shape:
+        return jnp.zeros(shape, dtype)
+    res = _poisson(*key_counter, rate, samples_per_rate)
+    if np.issubdtype(dtype, np.integer):  # an infinite rate gives NumTraits<int>::infinity(), which is 0
+        res = jnp.where(jnp.isinf(res), 0, res)
+    return res.astype(dtype).reshape(shape)
+
+
+@op("StatelessRandomPoisson", static=(0,))
+def stateless_random_poisson(ctx, shape, seed, lam):
+    shape, rate_shape = _shape(shape), np.shape(lam)
+    if len(rate_shape) > len(shape) or shape[len(shape) - len(rate_shape) :] != rate_shape:
+        raise ctx.error(f"shape {list(shape)} must end with lam's shape {list(rate_shape)}")
+    samples_per_rate = int(np.prod(shape[: len(shape) - len(rate_shape)]))
+    return _poisson_samples(_v1_key_counter(ctx, seed), lam, shape, samples_per_rate, ctx.dtype("dtype"))

@@ -11,13 +11,32 @@ import zlib
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from jaxsm.ops import random as philox
 from jaxsm.ops.registry import op
+
+_U64_MASK = 0xFFFFFFFFFFFFFFFF
 
 
 def _key(ctx) -> jax.Array:
     tag = f"{ctx.attr('seed', 0)}/{ctx.attr('seed2', 0)}/{ctx.node.name}".encode()
     return jax.random.PRNGKey(zlib.crc32(tag))
+
+
+def _philox_key_counter(ctx) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The Philox key and counter of the kernel's first call: GuardedPhiloxRandom seeds PhiloxRandom(seed, seed2)
+    (seed -> key, seed2 -> the counter's high words). With both attrs 0 TF seeds at random; jaxsm then uses a
+    seed from the node name."""
+    seed, seed2 = ctx.attr("seed", 0), ctx.attr("seed2", 0)
+    if seed == 0 and seed2 == 0:
+        seed = zlib.crc32(ctx.node.name.encode())
+    seed, seed2 = seed & _U64_MASK, seed2 & _U64_MASK
+
+    def word(v: int) -> np.ndarray:
+        return np.array([v & 0xFFFFFFFF], np.uint32)
+
+    return [word(seed), word(seed >> 32)], [word(0), word(0), word(seed2), word(seed2 >> 32)]
 
 
 def _shape(shape) -> tuple[int, ...]:
@@ -56,3 +75,19 @@ def multinomial(ctx, logits, num_samples):
     keys = jax.random.split(_key(ctx), logits.shape[0])
     draw = jax.vmap(lambda k, row: jax.random.categorical(k, row, shape=(n,)))
     return draw(keys, jnp.asarray(logits)).astype(ctx.dtype("output_dtype"))
+
+
+@op("RandomGamma", static=(0,), stateful=True)
+def random_gamma(ctx, shape, alpha):
+    shape = _shape(shape) + tuple(np.shape(alpha))
+    samples_per_alpha = int(np.prod(shape[: len(shape) - np.ndim(alpha)]))
+    if 0 in shape:
+        return jnp.zeros(shape, ctx.dtype("T"))
+    return philox._gamma(*_philox_key_counter(ctx), alpha, samples_per_alpha).astype(ctx.dtype("T")).reshape(shape)
+
+
+@op("RandomPoissonV2", static=(0,), stateful=True)
+def random_poisson_v2(ctx, shape, rate):
+    samples, dtype = _shape(shape), ctx.dtype("dtype", np.dtype(np.int64))
+    shape = samples + tuple(np.shape(rate))
+    return philox._poisson_samples(_philox_key_counter(ctx), rate, shape, int(np.prod(samples)), dtype)

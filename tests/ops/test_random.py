@@ -279,3 +279,100 @@ def test_legacy_stateful_ops_draw_and_advance(tmp_path):
             tol = dict(rtol=0) if k in ("uniform", "int", "full") else NORMAL_TOL[np.float32]
             np.testing.assert_allclose(np.asarray(have[k]), want[k].numpy(), **tol, err_msg=f"{k}, call {call}")
         np.testing.assert_array_equal(got.state.numpy(), ref.state.numpy(), err_msg=f"state after call {call}")
+
+
+# -- gamma and Poisson: rejection loops, one Philox stream per output ----------------------------------------
+# Both samplers run in double whatever the dtype, so draws agree with TF's to the last bits of log/sin/cos.
+GAMMA_ALPHA = np.array([[0.3, 1.0, 2.5], [7.0, 0.01, 1e-3]])  # below 1, exactly 1 (exponential), above 1, tiny
+
+
+# Both jit paths for one dtype; the while loops are slow to compile, so one path each for the others.
+@pytest.mark.parametrize(
+    "dtype,jit", [(np.float32, True), (np.float32, False), (np.float64, True), (np.float16, False)], ids=str
+)
+def test_stateless_gamma(dtype, jit):
+    tdt = tf.as_dtype(dtype)
+
+    def fn(alpha, seed):
+        key, counter = R.StatelessRandomGetKeyCounter(seed=seed)
+        return {
+            "v2": R.StatelessRandomGammaV2(shape=[40, 2, 3], seed=seed, alpha=alpha),
+            "v2_rank0_alpha": R.StatelessRandomGammaV2(shape=[5], seed=seed, alpha=alpha[1, 2]),
+            "v2_empty": R.StatelessRandomGammaV2(shape=[0, 3], seed=seed, alpha=alpha[0]),
+            "v3": R.StatelessRandomGammaV3(shape=[7, 2, 3], key=key, counter=counter, alg=1, alpha=alpha),
+            "public": tf.random.stateless_gamma([3, 2, 3], seed=seed, alpha=alpha, beta=2.0, dtype=tdt),
+        }
+
+    tol = dict(rtol=1e-12) if dtype == np.float64 else dict(rtol=1e-6)
+    assert_matches_tf(fn, [GAMMA_ALPHA.astype(dtype), np.array([3, -4], np.int64)], jit=jit, **tol)
+
+
+def test_stateless_gamma_special_alphas():
+    # NaN and alpha < -2/3 make NaN candidates that TF's loop accepts (no hang); 0 and -0.5 go through b^(1/alpha).
+    alpha = np.array([np.nan, -1.0, -0.5, 0.0, np.inf, 2.0], np.float64)
+
+    def fn(alpha, seed):
+        return R.StatelessRandomGammaV2(shape=[5, 6], seed=seed, alpha=alpha)
+
+    assert_matches_tf(fn, [alpha, np.array([1, 2], np.int32)], rtol=1e-12)
+
+
+def test_stateless_gamma_shape_must_end_with_alphas():
+    def fn(alpha, seed):
+        return R.StatelessRandomGammaV2(shape=[4, 2], seed=seed, alpha=alpha)
+
+    export_dir, _ = save_function(fn, [np.ones(2, np.float32), np.array([1, 2], np.int32)], shapes=[[None], [2]])
+    with pytest.raises(LoweringError, match="must end with alpha's shape"):
+        run_jaxsm(export_dir, [np.ones(3, np.float32), np.array([1, 2], np.int32)])
+
+
+@JIT
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=str)
+def test_random_gamma_grad(dtype, jit):
+    alpha = np.array([[0.5, 1.0, 3.0], [20.0, 0.01, 2.0]], dtype)
+    sample = np.array([[0.2, 1.0, 4.0], [18.0, 1e-30, 1e-3]], dtype)
+
+    def fn(alpha, sample):
+        return R.RandomGammaGrad(alpha=alpha, sample=sample), R.RandomGammaGrad(alpha=alpha[0], sample=sample[:, :1])
+
+    assert_matches_tf(fn, [alpha, sample], jit=jit, rtol=2e-5 if dtype == np.float32 else 1e-10)
+
+
+POISSON_RATES = [0.0, -1.0, np.inf, -np.inf, 3.0, 9.99, 10.0, 0.5, 35.0, 1000.0]  # Knuth below 10, PTRS above
+
+
+@pytest.mark.parametrize(
+    "rate_dtype,jit",
+    [
+        (np.float32, True),
+        (np.float32, False),
+        (np.float64, True),
+        (np.float16, False),
+        (np.int32, True),
+        (np.int64, False),
+    ],
+    ids=str,
+)
+def test_stateless_poisson(rate_dtype, jit):
+    rate = np.array([r for r in POISSON_RATES if np.isfinite(r) or rate_dtype().dtype.kind == "f"], rate_dtype)
+
+    def fn(rate, seed):
+        out = {
+            dt.name: R.StatelessRandomPoisson(shape=[30, rate.shape[0]], seed=seed, lam=rate, dtype=dt)
+            for dt in (tf.float16, tf.float32, tf.float64, tf.int32, tf.int64)
+        }
+        out["rank0_rate"] = R.StatelessRandomPoisson(shape=[4], seed=seed, lam=rate[4], dtype=tf.int32)
+        out["empty"] = R.StatelessRandomPoisson(shape=[0, 2], seed=seed, lam=rate[:2], dtype=tf.int64)
+        out["public"] = tf.random.stateless_poisson([3, 2, 4], seed=seed, lam=tf.reshape(rate[:8], [2, 4]))
+        return out
+
+    assert_matches_tf(fn, [rate, np.array([-9, 2**40], np.int64)], jit=jit, rtol=0)
+
+
+def test_stateless_poisson_shape_must_end_with_rates():
+    def fn(rate, seed):
+        return R.StatelessRandomPoisson(shape=[4, 2], seed=seed, lam=rate, dtype=tf.int32)
+
+    export_dir, _ = save_function(fn, [np.ones(2, np.float32), np.array([1, 2], np.int32)], shapes=[[None], [2]])
+    with pytest.raises(LoweringError, match="must end with lam's shape"):
+        run_jaxsm(export_dir, [np.ones(3, np.float32), np.array([1, 2], np.int32)])

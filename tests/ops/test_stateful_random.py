@@ -59,3 +59,50 @@ def test_multinomial_peaked_logits():
     from tests.tfcompare import assert_matches_tf
 
     assert_matches_tf(fn, [logits])
+
+
+def test_random_gamma_and_poisson_first_call(tmp_path):
+    """RandomGamma/RandomPoissonV2 with seed attrs: the first call draws TF's numbers (GuardedPhiloxRandom seeded
+    from seed/seed2); later calls repeat them (a documented gap: TF's kernel moves on)."""
+    import jaxsm
+
+    alpha = np.array([[0.3, 1.0], [4.0, 1e-3]], np.float32)
+    rate = np.array([0.0, 2.5, 30.0, np.inf], np.float64)
+
+    class M(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([2, 2], tf.float32), tf.TensorSpec([4], tf.float64)])
+        def f(self, alpha, rate):
+            R = tf.raw_ops
+            return {
+                "gamma": tf.random.gamma([30], alpha, seed=7),
+                "gamma_raw": R.RandomGamma(shape=[3, 2], alpha=tf.cast(alpha, tf.float64), seed=-5, seed2=2**40),
+                "gamma_empty": R.RandomGamma(shape=[0], alpha=alpha, seed=1, seed2=1),
+                "poisson": tf.random.poisson([20], rate, dtype=tf.int32, seed=3),
+                "poisson_raw": R.RandomPoissonV2(shape=[2], rate=rate, seed=9, seed2=-1, dtype=tf.float16),
+            }
+
+    m = M()
+    tf.saved_model.save(m, str(tmp_path))
+    got_fn = jaxsm.load(str(tmp_path)).f
+    want = {k: v.numpy() for k, v in m.f(alpha, rate).items()}
+    for call in range(2):
+        got = got_fn(alpha, rate)
+        for k in want:
+            np.testing.assert_allclose(np.asarray(got[k], np.float64), want[k], rtol=1e-6, err_msg=f"{k}, call {call}")
+
+
+def test_random_gamma_unseeded_distribution(tmp_path):
+    # seed = seed2 = 0: TF seeds at random, so only the distribution can be compared.
+    import jaxsm
+
+    class M(tf.Module):
+        @tf.function(input_signature=[])
+        def f(self):
+            return tf.random.gamma([4000], [0.5, 3.0], dtype=tf.float64), tf.random.poisson([4000], [4.0, 50.0])
+
+    tf.saved_model.save(M(), str(tmp_path))
+    g, p = (np.asarray(v) for v in jaxsm.load(str(tmp_path)).f())
+    assert g.shape == (4000, 2) and g.dtype == np.float64 and p.dtype == np.float32
+    np.testing.assert_allclose(g.mean(0), [0.5, 3.0], rtol=0.08, err_msg="gamma mean")
+    np.testing.assert_allclose(p.mean(0), [4.0, 50.0], rtol=0.05, err_msg="poisson mean")
+    np.testing.assert_allclose(p.var(0), [4.0, 50.0], rtol=0.15, err_msg="poisson variance")

@@ -1,8 +1,11 @@
 """TF's stateful random ops (RandomUniform, …): Keras Dropout/GaussianNoise in training mode use them.
 
-A jitted function has no hidden RNG state, so each node draws from a fixed key derived from its ``seed``/``seed2``
-attrs and node name: results are deterministic per node and repeated calls give the same numbers, where TF gives
-fresh ones (listed in jaxsm/ops/gaps.py). Inference graphs never execute them (Dropout with training=False).
+A jitted function has no hidden RNG state, so each node draws the numbers of its kernel's first call in TF:
+Philox keyed by the ``seed`` attr, its counter's high words ``seed2`` (GuardedPhiloxRandom), through the same
+distributions as the stateless ops (jaxsm/ops/random.py). Repeated calls give the same numbers where TF moves
+on, and with both attrs 0 (TF seeds at random) the seed comes from the node name (listed in
+jaxsm/ops/gaps.py). RandomShuffle and Multinomial draw from a jax.random key instead. Inference graphs never
+execute them (Dropout with training=False).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxsm.graph.values import to_static
 from jaxsm.ops import random as philox
 from jaxsm.ops.registry import op
 
@@ -45,23 +49,24 @@ def _shape(shape) -> tuple[int, ...]:
 
 @op("RandomUniform", static=(0,), stateful=True)
 def random_uniform(ctx, shape):
-    return jax.random.uniform(_key(ctx), _shape(shape), ctx.dtype("dtype"))
+    return philox._uniform(*_philox_key_counter(ctx), _shape(shape), ctx.dtype("dtype"), jnp)
 
 
 @op("RandomStandardNormal", static=(0,), stateful=True)
 def random_standard_normal(ctx, shape):
-    return jax.random.normal(_key(ctx), _shape(shape), ctx.dtype("dtype"))
+    return philox._normal(*_philox_key_counter(ctx), _shape(shape), ctx.dtype("dtype"), jnp)
 
 
 @op("TruncatedNormal", static=(0,), stateful=True)
 def truncated_normal(ctx, shape):
-    return jax.random.truncated_normal(_key(ctx), -2.0, 2.0, _shape(shape), ctx.dtype("dtype"))
+    return philox._truncated_normal(*_philox_key_counter(ctx), _shape(shape), ctx.dtype("dtype"), jnp)
 
 
 @op("RandomUniformInt", static=(0,), stateful=True)
 def random_uniform_int(ctx, shape, minval, maxval):
     dtype = ctx.dtype("Tout")
-    return jax.random.randint(_key(ctx), _shape(shape), jnp.asarray(minval, dtype), jnp.asarray(maxval, dtype), dtype)
+    lo, hi = (np.asarray(v, dtype) if to_static(v) is not None else jnp.asarray(v, dtype) for v in (minval, maxval))
+    return philox._uniform_int(ctx, *_philox_key_counter(ctx), _shape(shape), lo, hi, jnp)
 
 
 @op("RandomShuffle", stateful=True)

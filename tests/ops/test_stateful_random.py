@@ -1,5 +1,5 @@
-"""Stateful random ops: TF's values cannot be reproduced (hidden process-wide RNG state), so these tests check
-what can be checked against TF: shapes, dtypes, ranges and rough moments; and that Dropout at inference loads."""
+"""Stateful random ops: a seeded op's first call in TF is reproduced exactly (later calls move on in TF, not in
+jaxsm); otherwise these tests check shapes, dtypes, ranges and rough moments; and that Dropout at inference loads."""
 
 import numpy as np
 import pytest
@@ -32,6 +32,34 @@ def test_distributions(tmp_path):
     assert np.abs(t).max() <= 2.0
     assert i.min() >= 3 and i.max() < 9
     assert sorted(s.tolist()) == list(range(10))
+
+
+@pytest.mark.parametrize("jit", [True, False])
+def test_first_call_matches_tf(jit, tmp_path):
+    """With seed attrs (a global seed, op seeds), TF's kernels start Philox at key = seed, counter = (0, seed2):
+    jaxsm draws those numbers, the uniform/normal/truncated/int distributions of the stateless ops."""
+    from tests.tfcompare import run_jaxsm
+
+    tf.random.set_seed(3)
+    m = tf.Module()
+    m.f = tf.function(
+        lambda: {
+            "uniform": tf.random.uniform([5, 3], seed=7),
+            "normal64": tf.random.normal([7], seed=11, dtype=tf.float64),
+            "truncated": tf.random.truncated_normal([9], seed=2),
+            "int64": tf.random.uniform([6], 0, 100, dtype=tf.int64, seed=4),
+            "int32": tf.random.uniform([5], -5, 5, dtype=tf.int32, seed=9),
+            "half": tf.random.uniform([3], dtype=tf.float16, seed=8),
+        },
+        input_signature=[],
+    )
+    tf.saved_model.save(m, str(tmp_path))
+    want = {k: v.numpy() for k, v in tf.saved_model.load(str(tmp_path)).f().items()}  # a fresh kernel: first call
+    got = run_jaxsm(str(tmp_path), [], jit=jit)
+    for k, w in want.items():
+        g = np.asarray(got[k])
+        assert g.dtype == w.dtype, k
+        np.testing.assert_array_equal(g, w, err_msg=k)
 
 
 def test_tf_print_and_string_format_load_and_run(tmp_path):

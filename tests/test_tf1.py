@@ -11,6 +11,7 @@ import jaxsm
 from jaxsm._proto import graph_pb2
 from jaxsm.errors import EagerFallbackWarning, FunctionMatchError, GraphError, TagsNotFoundError
 from jaxsm.tf1 import TF1Model, lower_control_flow
+from tests.tfcompare import assert_close
 
 tf = pytest.importorskip("tensorflow")
 tf1 = tf.compat.v1
@@ -47,13 +48,6 @@ def save(sess, export_dir, signatures: dict, tags=("serve",), **kwargs):
     builder.add_meta_graph_and_variables(sess, list(tags), signature_def_map=signatures, **kwargs)
     builder.save()
     return str(export_dir)
-
-
-def assert_close(got, expected, what, rtol=1e-5, atol=1e-6):
-    got, expected = np.asarray(got), np.asarray(expected)
-    assert got.shape == expected.shape, f"{what}: shape {got.shape} != TF's {expected.shape}"
-    assert got.dtype == expected.dtype, f"{what}: dtype {got.dtype} != TF's {expected.dtype}"
-    np.testing.assert_allclose(got, expected, rtol=rtol, atol=atol, err_msg=what)
 
 
 # tf.compat.v1.layers needs Keras 2 (tf_keras); these build the same variables and ops it did.

@@ -48,6 +48,14 @@ def save_function(
     return export_dir, m.f
 
 
+def assert_close(got: Any, want: Any, what: str, rtol: float = 1e-5, atol: float = 1e-6) -> None:
+    """``got`` has TF's shape and dtype and its values within the tolerances; messages name ``what``."""
+    got, want = np.asarray(got), np.asarray(want)
+    assert got.shape == want.shape, f"{what}: shape {got.shape} != TF's {want.shape}"
+    assert got.dtype == want.dtype, f"{what}: dtype {got.dtype} != TF's {want.dtype}"
+    np.testing.assert_allclose(got, want, rtol=rtol, atol=atol, err_msg=what)
+
+
 def run_jaxsm(export_dir: str, inputs: Sequence[np.ndarray], jit: bool = True) -> Any:
     import jaxsm
 

@@ -13,6 +13,7 @@ import pytest
 
 import jaxsm
 from jaxsm.errors import EagerFallbackWarning, JaxsmError, StaticValueError
+from tests.tfcompare import assert_close
 
 tf = pytest.importorskip("tensorflow")
 tf1 = tf.compat.v1
@@ -38,13 +39,6 @@ def save(sess, export_dir) -> str:
     builder.add_meta_graph_and_variables(sess, ["train"])
     builder.save()
     return str(export_dir)
-
-
-def assert_close(got, want, what, rtol=1e-5, atol=1e-6):
-    got, want = np.asarray(got), np.asarray(want)
-    assert got.shape == want.shape, f"{what}: shape {got.shape} != TF's {want.shape}"
-    assert got.dtype == want.dtype, f"{what}: dtype {got.dtype} != TF's {want.dtype}"
-    np.testing.assert_allclose(got, want, rtol=rtol, atol=atol, err_msg=what)
 
 
 class Stepper:

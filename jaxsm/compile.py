@@ -39,11 +39,11 @@ from jaxsm.errors import AssertFailedError, EagerFallbackWarning, StaticValueErr
 
 LARGE_DOT_ROWS = 4096
 
-# True while a function runs op by op (the fallback below): every value is concrete, so control flow can run
-# as Python (a While becomes a Python loop whose variables may change shape, as in TF eager).
 # Key of a compiled call's updated state holding whether its run-time Asserts held (jaxsm/ops/core.py).
 RUN_TIME_ASSERTS = "__jaxsm_run_time_asserts__"
 
+# True while a function runs op by op (the fallback below): every value is concrete, so control flow can run
+# as Python (a While becomes a Python loop whose variables may change shape, as in TF eager).
 OP_BY_OP: contextvars.ContextVar[bool] = contextvars.ContextVar("jaxsm_op_by_op", default=False)
 
 # YNNPACK off: XLA:CPU then runs convolutions and dots with Eigen.

@@ -45,6 +45,7 @@ from jaxsm.format.structure import TensorSpec
 from jaxsm.format.tensor import tensor_from_proto
 from jaxsm.graph.interpreter import pure_function
 from jaxsm.graph.library import Library, check_supported
+from jaxsm.graph.rng import initial_counters
 from jaxsm.graph.values import Resource
 
 _X64_WARNED = False
@@ -389,10 +390,13 @@ class ConcreteFunction:
         resources = self._resources()
         for r in resources:
             state.update(r.state)
+        rng_keys = self._context.rng_keys(self.name)
+        state.update({k: self._context.rng_state[k] for k in rng_keys})
         outputs, updated = self._jitted(state, flat_inputs)
         for v in variables:
             if v.key in updated:
                 v._value = updated[v.key]
+        self._context.rng_state.update({k: updated[k] for k in rng_keys if k in updated})
         for r in resources:
             r.state.update({k: v for k, v in updated.items() if k in r.state or k.startswith(r.handle.key + "/")})
         return outputs
@@ -848,6 +852,9 @@ class _LoadContext:
         self._concrete: dict[str, ConcreteFunction] = {}
         self._checked: set[str] = set()
         self._graph_consts: dict[str, Any] | None = None
+        # the Philox counters of stateful random kernels (jaxsm/graph/rng.py), shared by the functions
+        self.rng_state: dict[str, Any] = {}
+        self._rng_keys: dict[str, list[str]] = {}
         proto = self.files.proto_path
         stat = proto.stat() if proto is not None else None
         # identifies this SavedModel for jaxsm's trace cache (see _jit_keeping_host_outputs)
@@ -860,6 +867,16 @@ class _LoadContext:
                 proto = saved_object_graph_pb2.SavedConcreteFunction()
             self._concrete[name] = ConcreteFunction(self, name, proto)
         return self._concrete[name]
+
+    def rng_keys(self, fname: str) -> list[str]:
+        """The random-counter state keys function ``fname`` uses (seeding the counters on first use)."""
+        keys = self._rng_keys.get(fname)
+        if keys is None:
+            counters = initial_counters(self.library.reachable_nodes([fname]))
+            for k, v in counters.items():
+                self.rng_state.setdefault(k, v)
+            keys = self._rng_keys[fname] = list(counters)
+        return keys
 
     def check_ops(self, fname: str) -> None:
         if fname not in self._checked:

@@ -35,6 +35,7 @@ from jaxsm.format.tensor import shape_from_proto, tensor_from_proto
 from jaxsm.graph.interpreter import Interpreter, with_run_time_asserts
 from jaxsm.graph.library import Body, Library, check_supported
 from jaxsm.graph.node import Node
+from jaxsm.graph.rng import initial_counters
 from jaxsm.graph.values import Resource
 from jaxsm.objects import LoadOptions, Signatures, Variable, _warn_x64_once, check_fits_32_bits
 from jaxsm.ops.tf1 import MERGE_BRANCHES_ATTR, variable_key
@@ -991,7 +992,11 @@ class TF1Model:
         self._node_names = {n.name for n in self._nodes}
         self._original_names = {n.name for n in meta_graph.graph_def.node}
         self._table_nodes = {(n.attr("shared_name", "") or n.name): n for n in self._nodes if n.op in _TABLE_OPS}
-        self._resources: dict[str, Any] = {}
+        # state kept across calls besides variables: tables, stacks, the Philox counters of stateful random
+        # kernels (jaxsm/graph/rng.py), which move on with every run as in a TF1 Session
+        self._resources: dict[str, Any] = initial_counters(
+            [*self._nodes, *self._library.reachable_nodes(self._library.functions)]
+        )
         self._bodies: dict[tuple, Body] = {}
         self.graph = GraphView(meta_graph.graph_def, op_list)
         self.tensorflow_version = meta_graph.meta_info_def.tensorflow_version

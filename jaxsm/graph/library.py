@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -285,12 +285,11 @@ class Library:
                     names.append(v.name)
         return names
 
-    def scan_ops(self, roots: Iterable[str]) -> dict[str, tuple[int, str]]:
-        """Op types used by the functions ``roots`` and everything they call: ``{op: (count, example path)}``."""
-        counts: Counter[str] = Counter()
-        example: dict[str, str] = {}
+    def reachable_nodes(self, roots: Iterable[str]) -> Iterator[Node]:
+        """The nodes of the functions ``roots`` and of every function they call (each function once), except
+        the nodes that call a library function directly (their functions' nodes come instead)."""
         seen: set[str] = set()
-        stack = [r for r in roots]
+        stack = list(roots)
         while stack:
             fname = stack.pop()
             if fname in seen:
@@ -301,9 +300,16 @@ class Library:
                 if node.op in self.functions:
                     stack.append(node.op)
                     continue
-                counts[node.op] += 1
-                example.setdefault(node.op, f"{fname}/{node.name}")
+                yield node
                 stack.extend(self.called_functions(node))
+
+    def scan_ops(self, roots: Iterable[str]) -> dict[str, tuple[int, str]]:
+        """Op types used by the functions ``roots`` and everything they call: ``{op: (count, example path)}``."""
+        counts: Counter[str] = Counter()
+        example: dict[str, str] = {}
+        for node in self.reachable_nodes(roots):
+            counts[node.op] += 1
+            example.setdefault(node.op, f"{node.function}/{node.name}")
         return {o: (counts[o], example[o]) for o in sorted(counts)}
 
     def scan_graph_ops(self, graph_def: graph_pb2.GraphDef) -> dict[str, tuple[int, str]]:

@@ -107,13 +107,13 @@ KNOWN_GAPS: list[tuple[str, str, str]] = [
     ),
     ("DepthToSpace, SpaceToDepth", "data_format NCHW_VECT_C", "quantized int8 layout, not implemented"),
     (
-        "RandomUniform, RandomStandardNormal, TruncatedNormal, RandomUniformInt, RandomShuffle, Multinomial",
+        "RandomUniform, RandomStandardNormal, TruncatedNormal, RandomUniformInt, RandomGamma, RandomPoissonV2,"
+        " RandomShuffle, Multinomial",
         "stateful random ops",
-        "a jitted function has no hidden RNG state: each node draws the numbers of TF's first call of its kernel"
-        " (exact for seeded uniform/normal/truncated/int ops; RandomShuffle and Multinomial from a jax.random key),"
-        " so repeated calls give the same numbers (TF gives fresh ones); with seed = seed2 = 0 TF seeds at random,"
-        " jaxsm from the node name. Stateless random ops match TF, and so does tf.random.Generator (its state is a"
-        " variable: RngReadAndSkip, Stateful*)",
+        "seeded uniform/normal/truncated/int/gamma/Poisson ops draw TF's numbers call after call (the loaded object"
+        " keeps each kernel's Philox counter, TF2 and TF1); a pure function (jaxsm.functional, Function.pure)"
+        " has no counter and draws the first call's numbers every time; with seed = seed2 = 0 TF seeds at random,"
+        " jaxsm from the node name; RandomShuffle and Multinomial draw from a jax.random key, not TF's stream",
     ),
     (
         "RngReadAndSkip, RngSkip, Stateful* (tf.random.Generator)",
@@ -295,13 +295,6 @@ KNOWN_GAPS: list[tuple[str, str, str]] = [
         "NaN in a window",
         "TF's 3-D CPU kernel folds a window in order, so a NaN is replaced by any later value (and later padding);"
         " jaxsm's max propagates the NaN. 2-D MaxPool matches TF (NaN skipped, all-NaN/-inf windows give -FLT_MAX)",
-    ),
-    (
-        "RandomGamma, RandomPoissonV2",
-        "stateful random ops: calls after the first; seed = seed2 = 0",
-        "the first call draws TF's numbers from the Philox stream its seed/seed2 attrs start; TF's kernel then moves"
-        " on, jaxsm (no hidden state under jit) repeats the first call's numbers. With both seeds 0 TF seeds at"
-        " random and jaxsm from the node name",
     ),
     (
         "StatelessRandomPoisson, RandomPoissonV2",

@@ -182,7 +182,8 @@ def _box_muller(words, dtype: np.dtype):
         u = _uniform_float(words, np.dtype(np.float32)).reshape(-1, 2)
         u1 = jnp.maximum(u[:, 0], np.float32(1e-7))
         # TF computes 2.0f * M_PI * u in double and rounds to float (with x64 off this rounds twice).
-        v1 = (u[:, 1].astype(jnp.float64) * (2 * np.pi)).astype(jnp.float32)
+        wide = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32  # (no truncation warning)
+        v1 = (u[:, 1].astype(wide) * (2 * np.pi)).astype(jnp.float32)
         two = np.float32(-2.0)
     u2 = jnp.sqrt(two * jnp.log(u1))
     return jnp.stack([jnp.sin(v1) * u2, jnp.cos(v1) * u2], axis=-1).reshape(-1)

@@ -1,26 +1,27 @@
 """TF's stateful random ops (RandomUniform, …): Keras Dropout/GaussianNoise in training mode use them.
 
-A jitted function has no hidden RNG state, so each node draws the numbers of its kernel's first call in TF:
-Philox keyed by the ``seed`` attr, its counter's high words ``seed2`` (GuardedPhiloxRandom), through the same
-distributions as the stateless ops (jaxsm/ops/random.py). Repeated calls give the same numbers where TF moves
-on, and with both attrs 0 (TF seeds at random) the seed comes from the node name (listed in
-jaxsm/ops/gaps.py). RandomShuffle and Multinomial draw from a jax.random key instead. Inference graphs never
-execute them (Dropout with training=False).
+A seeded node draws TF's numbers: Philox keyed by the ``seed`` attr, the counter its kernel has reached --
+``[0, 0, seed2]`` at the first call, moved on by outputs * 256 samples per call (GuardedPhiloxRandom). The counter
+is an entry of the variable state that the loaded object keeps between calls (jaxsm/graph/rng.py); the values
+go through the same distributions as the stateless ops (jaxsm/ops/random.py). With both attrs 0 (TF seeds at
+random) the seed comes from the node name; RandomShuffle and Multinomial draw from a jax.random key (both
+listed in jaxsm/ops/gaps.py).
 """
 
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxsm.graph import rng
 from jaxsm.graph.values import to_static
 from jaxsm.ops import random as philox
 from jaxsm.ops.registry import op
-
-_U64_MASK = 0xFFFFFFFFFFFFFFFF
 
 
 def _key(ctx) -> jax.Array:
@@ -28,45 +29,67 @@ def _key(ctx) -> jax.Array:
     return jax.random.PRNGKey(zlib.crc32(tag))
 
 
-def _philox_key_counter(ctx) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """The Philox key and counter of the kernel's first call: GuardedPhiloxRandom seeds PhiloxRandom(seed, seed2)
-    (seed -> key, seed2 -> the counter's high words). With both attrs 0 TF seeds at random; jaxsm then uses a
-    seed from the node name."""
-    seed, seed2 = ctx.attr("seed", 0), ctx.attr("seed2", 0)
-    if seed == 0 and seed2 == 0:
-        seed = zlib.crc32(ctx.node.name.encode())
-    seed, seed2 = seed & _U64_MASK, seed2 & _U64_MASK
+def _philox_key_counter(ctx) -> tuple[list[Any], list[Any]]:
+    """The Philox key and counter of this call of the node's kernel: keyed by the ``seed`` attr, the counter from
+    the node's entry in the state (moved on by :func:`_reserve`), or the first call's when the state has none."""
+    seed, _ = rng.seeds(ctx.node)
+    key = [np.array([seed & 0xFFFFFFFF], np.uint32), np.array([seed >> 32], np.uint32)]
+    counter = ctx.interp.state.get(rng.counter_key(ctx.node))
+    if counter is None:
+        counter = rng.first_counter(ctx.node)
+    return key, [counter[i : i + 1] for i in range(4)]
 
-    def word(v: int) -> np.ndarray:
-        return np.array([v & 0xFFFFFFFF], np.uint32)
 
-    return [word(seed), word(seed >> 32)], [word(0), word(0), word(seed2), word(seed2 >> 32)]
+def _reserve(ctx, n_outputs: int) -> None:
+    """GuardedPhiloxRandom::ReserveRandomOutputs: move the node's counter on past this call's samples."""
+    k = rng.counter_key(ctx.node)
+    counter = ctx.interp.state.get(k)
+    if counter is None:
+        return
+    n = n_outputs * rng.SAMPLES_PER_OUTPUT[ctx.node.op]
+    words = [jnp.asarray(counter[i : i + 1], np.uint32) for i in range(4)]
+    lo, hi = np.array([n & 0xFFFFFFFF], np.uint32), np.array([n >> 32], np.uint32)
+    ctx.interp.state[k] = jnp.concatenate(philox._skip(words, lo, hi))
+
+
+def _draw(ctx, n_outputs: int, draw: Callable[[list[Any], list[Any]], Any]) -> Any:
+    key, counter = _philox_key_counter(ctx)
+    out = draw(key, counter)
+    _reserve(ctx, n_outputs)
+    return out
 
 
 def _shape(shape) -> tuple[int, ...]:
     return tuple(int(d) for d in shape.reshape(-1))
 
 
+def _size(shape: tuple[int, ...]) -> int:
+    return int(np.prod(shape, dtype=np.int64))
+
+
 @op("RandomUniform", static=(0,), stateful=True)
 def random_uniform(ctx, shape):
-    return philox._uniform(*_philox_key_counter(ctx), _shape(shape), ctx.dtype("dtype"), jnp)
+    shape, dtype = _shape(shape), ctx.dtype("dtype")
+    return _draw(ctx, _size(shape), lambda k, c: philox._uniform(k, c, shape, dtype, jnp))
 
 
 @op("RandomStandardNormal", static=(0,), stateful=True)
 def random_standard_normal(ctx, shape):
-    return philox._normal(*_philox_key_counter(ctx), _shape(shape), ctx.dtype("dtype"), jnp)
+    shape, dtype = _shape(shape), ctx.dtype("dtype")
+    return _draw(ctx, _size(shape), lambda k, c: philox._normal(k, c, shape, dtype, jnp))
 
 
 @op("TruncatedNormal", static=(0,), stateful=True)
 def truncated_normal(ctx, shape):
-    return philox._truncated_normal(*_philox_key_counter(ctx), _shape(shape), ctx.dtype("dtype"), jnp)
+    shape, dtype = _shape(shape), ctx.dtype("dtype")
+    return _draw(ctx, _size(shape), lambda k, c: philox._truncated_normal(k, c, shape, dtype, jnp))
 
 
 @op("RandomUniformInt", static=(0,), stateful=True)
 def random_uniform_int(ctx, shape, minval, maxval):
-    dtype = ctx.dtype("Tout")
+    shape, dtype = _shape(shape), ctx.dtype("Tout")
     lo, hi = (np.asarray(v, dtype) if to_static(v) is not None else jnp.asarray(v, dtype) for v in (minval, maxval))
-    return philox._uniform_int(ctx, *_philox_key_counter(ctx), _shape(shape), lo, hi, jnp)
+    return _draw(ctx, _size(shape), lambda k, c: philox._uniform_int(ctx, k, c, shape, lo, hi, jnp))
 
 
 @op("RandomShuffle", stateful=True)
@@ -88,11 +111,13 @@ def random_gamma(ctx, shape, alpha):
     samples_per_alpha = int(np.prod(shape[: len(shape) - np.ndim(alpha)]))
     if 0 in shape:
         return jnp.zeros(shape, ctx.dtype("T"))
-    return philox._gamma(*_philox_key_counter(ctx), alpha, samples_per_alpha).astype(ctx.dtype("T")).reshape(shape)
+    out = _draw(ctx, _size(shape), lambda k, c: philox._gamma(k, c, alpha, samples_per_alpha))
+    return out.astype(ctx.dtype("T")).reshape(shape)
 
 
 @op("RandomPoissonV2", static=(0,), stateful=True)
 def random_poisson_v2(ctx, shape, rate):
     samples, dtype = _shape(shape), ctx.dtype("dtype", np.dtype(np.int64))
     shape = samples + tuple(np.shape(rate))
-    return philox._poisson_samples(_philox_key_counter(ctx), rate, shape, int(np.prod(samples)), dtype)
+    per_rate = _size(samples)
+    return _draw(ctx, _size(shape), lambda k, c: philox._poisson_samples((k, c), rate, shape, per_rate, dtype))

@@ -1,6 +1,10 @@
-"""Stateful random ops: a seeded op's first call in TF is reproduced exactly (later calls move on in TF, not in
-jaxsm); otherwise these tests check shapes, dtypes, ranges and rough moments; and that Dropout at inference loads."""
+"""Stateful random ops: a seeded op's calls in TF are reproduced exactly (the kernel's Philox counter moves on every
+call: jaxsm/graph/rng.py); otherwise these tests check shapes, dtypes, ranges and rough moments; and that Dropout
+at inference loads."""
 
+import contextlib
+
+import jax
 import numpy as np
 import pytest
 
@@ -89,9 +93,9 @@ def test_multinomial_peaked_logits():
     assert_matches_tf(fn, [logits])
 
 
-def test_random_gamma_and_poisson_first_call(tmp_path):
-    """RandomGamma/RandomPoissonV2 with seed attrs: the first call draws TF's numbers (GuardedPhiloxRandom seeded
-    from seed/seed2); later calls repeat them (a documented gap: TF's kernel moves on)."""
+def test_random_gamma_and_poisson_calls(tmp_path):
+    """RandomGamma/RandomPoissonV2 with seed attrs draw TF's numbers (GuardedPhiloxRandom seeded from seed/seed2),
+    and later calls move on by outputs * 256 samples as TF's kernels do."""
     import jaxsm
 
     alpha = np.array([[0.3, 1.0], [4.0, 1e-3]], np.float32)
@@ -109,14 +113,67 @@ def test_random_gamma_and_poisson_first_call(tmp_path):
                 "poisson_raw": R.RandomPoissonV2(shape=[2], rate=rate, seed=9, seed2=-1, dtype=tf.float16),
             }
 
-    m = M()
-    tf.saved_model.save(m, str(tmp_path))
-    got_fn = jaxsm.load(str(tmp_path)).f
-    want = {k: v.numpy() for k, v in m.f(alpha, rate).items()}
-    for call in range(2):
-        got = got_fn(alpha, rate)
+    tf.saved_model.save(M(), str(tmp_path))
+    want_fn, got_fn = tf.saved_model.load(str(tmp_path)).f, jaxsm.load(str(tmp_path)).f
+    for call in range(3):
+        want, got = want_fn(alpha, rate), got_fn(alpha, rate)
         for k in want:
-            np.testing.assert_allclose(np.asarray(got[k], np.float64), want[k], rtol=1e-6, err_msg=f"{k}, call {call}")
+            w = want[k].numpy()
+            np.testing.assert_allclose(np.asarray(got[k], np.float64), w, rtol=1e-6, err_msg=f"{k}, call {call}")
+
+
+@pytest.mark.parametrize("jit", [True, False])
+def test_later_calls_move_on_like_tf(jit, tmp_path):
+    """Each call of a seeded kernel moves its Philox counter on by outputs * 256 (ReserveRandomOutputs), also
+    per iteration of a loop; jaxsm keeps the counters in the loaded object's state: every call matches TF."""
+    import jaxsm
+
+    tf.random.set_seed(4)
+
+    class M(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([], tf.float32)])
+        def f(self, x):
+            acc = tf.zeros([2])
+            for _ in tf.range(3):
+                acc += tf.random.normal([2], seed=5)
+            return {
+                "loop": acc,
+                "uniform": tf.random.uniform([5], seed=1) + x,
+                "truncated": tf.random.truncated_normal([3], seed=2),
+                "int64": tf.random.uniform([4], 0, 50, dtype=tf.int64, seed=3),
+                "both_zero": tf.raw_ops.RandomUniform(shape=[2], dtype=tf.float32, seed=0, seed2=0) * 0,
+            }
+
+        @tf.function(input_signature=[])
+        def g(self):
+            return tf.random.uniform([3], seed=1)
+
+    tf.saved_model.save(M(), str(tmp_path))
+    want_model, got_model = tf.saved_model.load(str(tmp_path)), jaxsm.load(str(tmp_path))
+    seen = set()
+    with contextlib.nullcontext() if jit else jax.disable_jit():
+        for call in range(3):
+            want, got = want_model.f(np.float32(call)), got_model.f(np.float32(call))
+            for k in want:
+                np.testing.assert_allclose(np.asarray(got[k]), want[k].numpy(), rtol=1e-6, err_msg=f"{k}, call {call}")
+            seen.add(tuple(np.asarray(got["uniform"]) - call))
+            # another function's kernel has its own counter
+            np.testing.assert_array_equal(np.asarray(got_model.g()), want_model.g().numpy())
+    assert len(seen) == 3
+
+
+def test_pure_functions_draw_the_first_call(tmp_path):
+    """A pure function (jaxsm.functional) has no hidden counter: each call draws the kernel's first numbers."""
+    import jaxsm
+
+    m = tf.Module()
+    m.f = tf.function(lambda: tf.random.uniform([3], seed=1, dtype=tf.float32), input_signature=[])
+    tf.random.set_seed(2)
+    tf.saved_model.save(m, str(tmp_path))
+    first = tf.saved_model.load(str(tmp_path)).f().numpy()
+    apply, params = jaxsm.functional(jaxsm.load(str(tmp_path)).f)
+    for _ in range(2):
+        np.testing.assert_array_equal(np.asarray(apply(params)), first)
 
 
 def test_random_gamma_unseeded_distribution(tmp_path):
@@ -134,3 +191,32 @@ def test_random_gamma_unseeded_distribution(tmp_path):
     np.testing.assert_allclose(g.mean(0), [0.5, 3.0], rtol=0.08, err_msg="gamma mean")
     np.testing.assert_allclose(p.mean(0), [4.0, 50.0], rtol=0.05, err_msg="poisson mean")
     np.testing.assert_allclose(p.var(0), [4.0, 50.0], rtol=0.15, err_msg="poisson variance")
+
+
+def test_tf1_session_runs_move_on(tmp_path):
+    """In a TF1 Session the kernels live as long as the session: each run (and each loop iteration) moves on."""
+    import jaxsm
+
+    tf1 = tf.compat.v1
+    path = str(tmp_path / "m")
+    with tf.Graph().as_default():
+        tf1.set_random_seed(5)
+        x = tf1.placeholder(tf.float32, [None], name="x")
+        u = tf1.random_uniform([3], seed=1) + tf.reduce_sum(x)
+        _, acc = tf1.while_loop(
+            lambda i, a: i < 3, lambda i, a: (i + 1, a + tf1.random_normal([2], seed=2)), [0, tf.zeros([2])]
+        )
+        with tf1.Session() as sess:
+            builder = tf1.saved_model.Builder(path)
+            sig = tf1.saved_model.predict_signature_def({"x": x}, {"u": u, "acc": acc})
+            builder.add_meta_graph_and_variables(sess, ["serve"], signature_def_map={"serving_default": sig})
+            builder.save()
+    feed = np.zeros(2, np.float32)
+    with tf1.Session(graph=tf.Graph()) as sess:
+        outputs = tf1.saved_model.load(sess, ["serve"], path).signature_def["serving_default"].outputs
+        want = [sess.run({k: v.name for k, v in outputs.items()}, {"x:0": feed}) for _ in range(3)]
+    f = jaxsm.load(path).signatures["serving_default"]
+    for call, w in enumerate(want):
+        got = f(x=feed)
+        for k in w:
+            np.testing.assert_allclose(np.asarray(got[k]), w[k], rtol=1e-6, err_msg=f"{k}, call {call}")

@@ -220,3 +220,22 @@ def test_tf1_session_runs_move_on(tmp_path):
         got = f(x=feed)
         for k in w:
             np.testing.assert_allclose(np.asarray(got[k]), w[k], rtol=1e-6, err_msg=f"{k}, call {call}")
+
+
+def test_tf_keras_dropout_in_training_matches_tf_call_after_call(tmp_path):
+    """tf_keras' Dropout(seed=...) in training mode: the masks of successive calls are TF's."""
+    import jaxsm
+
+    tf_keras = pytest.importorskip("tf_keras")
+    tf.random.set_seed(1)
+    i = tf_keras.Input((6,))
+    m = tf_keras.Model(i, tf_keras.layers.Dropout(0.5, seed=3)(tf_keras.layers.Dense(6)(i)))
+    m.save(str(tmp_path), save_format="tf")
+    x = np.ones((3, 6), np.float32)
+    want_model, got_model = tf.saved_model.load(str(tmp_path)), jaxsm.load(str(tmp_path))
+    masks = set()
+    for call in range(3):
+        want = want_model(x, training=True).numpy()
+        np.testing.assert_allclose(np.asarray(got_model(x, training=True)), want, rtol=1e-6, err_msg=f"call {call}")
+        masks.add(tuple((want == 0).reshape(-1)))
+    assert len(masks) == 3

@@ -396,7 +396,10 @@ class ConcreteFunction:
         for v in variables:
             if v.key in updated:
                 v._value = updated[v.key]
-        self._context.rng_state.update({k: updated[k] for k in rng_keys if k in updated})
+        # (not under the caller's jit/vmap: there the counters stay, and the draws repeat)
+        self._context.rng_state.update(
+            {k: updated[k] for k in rng_keys if k in updated and not isinstance(updated[k], jax.core.Tracer)}
+        )
         for r in resources:
             r.state.update({k: v for k, v in updated.items() if k in r.state or k.startswith(r.handle.key + "/")})
         return outputs

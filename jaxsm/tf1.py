@@ -1078,8 +1078,8 @@ class TF1Model:
             var = self._variables.get(k)
             if var is not None:
                 var._value = value
-            elif isinstance(value, (np.ndarray, jax.Array)):
-                self._resources[k] = value
+            elif isinstance(value, (np.ndarray, jax.Array)) and not isinstance(value, jax.core.Tracer):
+                self._resources[k] = value  # (not under the caller's jit/vmap: a tracer would outlive it)
 
     def _restore_keys(self) -> dict[str, tuple[str, str]]:
         """state key -> (checkpoint key, shape-and-slice spec), from the SaverDef's RestoreV2 nodes."""

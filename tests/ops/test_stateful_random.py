@@ -239,3 +239,20 @@ def test_tf_keras_dropout_in_training_matches_tf_call_after_call(tmp_path):
         np.testing.assert_allclose(np.asarray(got_model(x, training=True)), want, rtol=1e-6, err_msg=f"call {call}")
         masks.add(tuple((want == 0).reshape(-1)))
     assert len(masks) == 3
+
+
+def test_a_call_under_the_callers_jit_keeps_the_counter(tmp_path):
+    """Under the caller's jax.jit the counter cannot be kept (it is a tracer there): it stays where it was, and
+    later calls go on from it instead of failing on a leaked tracer."""
+    import jaxsm
+
+    m = tf.Module()
+    m.f = tf.function(lambda x: tf.random.uniform([3], seed=1) + x, input_signature=[tf.TensorSpec([], tf.float32)])
+    tf.random.set_seed(2)
+    tf.saved_model.save(m, str(tmp_path))
+    want_fn = tf.saved_model.load(str(tmp_path)).f
+    want = [want_fn(np.float32(0)).numpy() for _ in range(2)]
+    got = jaxsm.load(str(tmp_path))
+    np.testing.assert_array_equal(np.asarray(jax.jit(got.f)(np.float32(0))), want[0])
+    for w in want:
+        np.testing.assert_array_equal(np.asarray(got.f(np.float32(0))), w)

@@ -141,3 +141,43 @@ def test_check_numerics(tmp_path):
         want = re.search(r"log of x : Tensor had [^\n]* values", str(tf_error.value)).group(0)
         with pytest.raises(AssertFailedError, match=re.escape(want)):
             loaded.f(bad)
+
+
+class _LoopChecks(tf.Module):
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32)])
+    def scan(self, x):  # a loop with a trip count known when tracing: lax.scan
+        total = tf.constant(0.0)
+        for i in tf.range(tf.shape(x)[0]):
+            tf.debugging.assert_less(x[i], 10.0, message="each step")
+            total += x[i]
+        return total
+
+    @tf.function(input_signature=[tf.TensorSpec([], tf.float32)])
+    def until(self, x):  # a trip count known only at run time: lax.while_loop, the Assert deep in the body
+        def body(v, n):
+            v = tf.cond(v > 1.0, lambda: v / 2.0, lambda: v)
+            with tf.control_dependencies([tf.Assert(n < 5, ["too many halvings", n])]):
+                return tf.identity(v), n + 1
+
+        return tf.while_loop(lambda v, n: v > 1.0, body, [x, 0])
+
+
+@pytest.mark.parametrize("jit", [True, False])
+def test_asserts_inside_compiled_loops(jit, tmp_path):
+    """An Assert in a loop body holds in every iteration or the call raises TF's message: the compiled loop
+    carries whether all of them held."""
+    path = str(tmp_path / "m")
+    tf.saved_model.save(_LoopChecks(), path)
+    ref, m = tf.saved_model.load(path), jaxsm.load(path)
+    for x in (np.array([1.0, 2.0, 3.0], np.float32), np.float32(12.0)):
+        fn = "scan" if np.ndim(x) else "until"
+        got = getattr(m, fn)(x) if jit else jax.disable_jit()(getattr(m, fn))(x)
+        want = getattr(ref, fn)(x)
+        np.testing.assert_allclose(np.asarray(jax.tree.leaves(got)), np.asarray(tf.nest.flatten(want)), err_msg=fn)
+    for fn, x in (("scan", np.array([1.0, 20.0, 3.0], np.float32)), ("until", np.float32(100.0))):
+        with pytest.raises(tf.errors.InvalidArgumentError) as tf_error:
+            getattr(ref, fn)(x)
+        with pytest.raises(AssertFailedError) as ours:
+            getattr(m, fn)(x) if jit else jax.disable_jit()(getattr(m, fn))(x)
+        want = next(line for line in str(tf_error.value).splitlines() if "assertion failed" in line or "each" in line)
+        assert want.strip() in str(ours.value), f"{fn}: TF's message {want!r} in {str(ours.value)!r}"

@@ -370,26 +370,29 @@ def _scan_loop(ctx, body, init, static, steps, dynamic):
     xs = {i: np.stack([steps[t][i] for t in range(trips)]) for i in order}
     vars0 = _materialize_lists(ctx, body, [_as_jax(v) if i in dynamic else v for i, v in enumerate(init)])
     resized = _resizing_lists(ctx, body, vars0, dynamic, order, trips)
-    carry0 = ([vars0[i] for i in dynamic], dict(interp.state))
+    carry0 = ([vars0[i] for i in dynamic], dict(interp.state), jnp.asarray(True))
+    asserts = _LoopAsserts(interp)
 
     def step(carry, x):
-        dyn, state = carry
+        dyn, state, held = carry
         full = list(vars0)
         for i in order:
             full[i] = x[i]
         for i, v in zip(dynamic, dyn):
             full[i] = v
-        outs, new_state = _run_with_state(interp, body, full, state)
+        outs, new_state = _run_with_state(interp, body, full, state, asserts.fresh())
         new_dyn = [_fit(outs[i], old, ctx, f"loop variable {i}") for i, old in zip(dynamic, dyn)]
         if set(new_state) != set(state):  # (they would be lost: the scan carries the state it started with)
             raise ctx.error("the loop body creates state (variables, stacks), so it runs op by op", StaticValueError)
         return (
             new_dyn,
             {k: jnp.asarray(new_state[k], dtype=jnp.asarray(state[k]).dtype) for k in state},
+            asserts.held(held),
         ), None
 
-    (dyn, state), _ = lax.scan(step, carry0, xs, length=trips)
+    (dyn, state, held), _ = lax.scan(step, carry0, xs, length=trips)
     interp.state.update(state)
+    asserts.report(held)
     result = list(init)
     for i in order:
         result[i] = steps[-1][i]
@@ -404,7 +407,8 @@ def _scan_loop(ctx, body, init, static, steps, dynamic):
 def _while_loop(ctx, cond, body, init, carried):
     interp = ctx.interp
     vars0 = _materialize_lists(ctx, body, [_as_jax(v) if i in carried else v for i, v in enumerate(init)])
-    carry0 = ([vars0[i] for i in carried], dict(interp.state))
+    carry0 = ([vars0[i] for i in carried], dict(interp.state), jnp.asarray(True))
+    asserts = _LoopAsserts(interp)
 
     def full_vars(dyn):
         full = list(vars0)
@@ -413,21 +417,49 @@ def _while_loop(ctx, cond, body, init, carried):
         return full
 
     def cond_fn(carry):
-        dyn, state = carry
+        dyn, state, _ = carry
         outs, _ = _run_with_state(interp, cond, full_vars(dyn), state)
         return jnp.asarray(outs[0]).astype(bool).reshape(())
 
     def body_fn(carry):
-        dyn, state = carry
-        outs, new_state = _run_with_state(interp, body, full_vars(dyn), state)
+        dyn, state, held = carry
+        outs, new_state = _run_with_state(interp, body, full_vars(dyn), state, asserts.fresh())
         new_dyn = [_fit(outs[i], old, ctx, f"loop variable {i}") for i, old in zip(carried, dyn)]
         if set(new_state) != set(state):
             raise ctx.error("the loop body creates state (variables, stacks), so it runs op by op", StaticValueError)
-        return new_dyn, {k: jnp.asarray(new_state[k], dtype=jnp.asarray(state[k]).dtype) for k in state}
+        state = {k: jnp.asarray(new_state[k], dtype=jnp.asarray(state[k]).dtype) for k in state}
+        return new_dyn, state, asserts.held(held)
 
-    dyn, state = lax.while_loop(cond_fn, body_fn, carry0)
+    dyn, state, held = lax.while_loop(cond_fn, body_fn, carry0)
     interp.state.update(state)
+    asserts.report(held)
     return full_vars(dyn)
+
+
+class _LoopAsserts:
+    """The run-time Asserts of a compiled loop's body: their conditions cannot leave the body, so the loop carries
+    whether all of them held in every iteration and reports that to the caller's list (jaxsm/ops/core.py). A
+    body without Asserts reports nothing (the flag stays a constant that XLA drops)."""
+
+    def __init__(self, interp: Any):
+        self.tracked = interp.run_time_asserts is not None
+        self.caller = interp
+        self.current: list[Any] | None = None
+        self.seen = False
+
+    def fresh(self) -> list[Any] | None:
+        self.current = [] if self.tracked else None
+        return self.current
+
+    def held(self, held: Any) -> Any:
+        if not self.current:
+            return held
+        self.seen = True
+        return held & _all_held(self.current)
+
+    def report(self, held: Any) -> None:
+        if self.seen and self.caller.run_time_asserts is not None:
+            self.caller.run_time_asserts.append(held)
 
 
 @op("For", stateful=True)

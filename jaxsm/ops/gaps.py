@@ -33,8 +33,9 @@ KNOWN_GAPS: list[tuple[str, str, str]] = [
         "CheckNumerics, Assert",
         "a failing check at run time",
         "checked after a compiled call (the conditions come back as one flag; a failure reruns the call op by op"
-        " to raise TF's message), also in run-time tf.cond branches; not inside the bodies of compiled loops, and"
-        " not when the function runs inside the user's own jax.jit/grad/vmap, where nothing can raise",
+        " to raise TF's message), also in run-time tf.cond branches and compiled loop bodies; not in a while loop's"
+        " condition function, and not when the function runs inside the user's own jax.jit/grad/vmap, where"
+        " nothing can raise",
     ),
     (
         "PrintV2 (tf.print)",

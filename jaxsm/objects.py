@@ -45,7 +45,7 @@ from jaxsm.format.structure import TensorSpec
 from jaxsm.format.tensor import tensor_from_proto
 from jaxsm.graph.interpreter import pure_function
 from jaxsm.graph.library import Library, check_supported
-from jaxsm.graph.rng import initial_counters
+from jaxsm.graph.rng import SAMPLES_PER_OUTPUT, initial_counters
 from jaxsm.graph.values import Resource
 
 _X64_WARNED = False
@@ -854,6 +854,7 @@ class _LoadContext:
         self.nodes: list[Any] = [None] * len(self.graph.nodes)
         self._concrete: dict[str, ConcreteFunction] = {}
         self._checked: set[str] = set()
+        self._ops: dict[str, dict[str, tuple[int, str]]] = {}
         self._graph_consts: dict[str, Any] | None = None
         # the Philox counters of stateful random kernels (jaxsm/graph/rng.py), shared by the functions
         self.rng_state: dict[str, Any] = {}
@@ -871,11 +872,20 @@ class _LoadContext:
             self._concrete[name] = ConcreteFunction(self, name, proto)
         return self._concrete[name]
 
+    def ops_of(self, fname: str) -> dict[str, tuple[int, str]]:
+        """The op types function ``fname`` and the functions it calls use (Library.scan_ops, kept)."""
+        found = self._ops.get(fname)
+        if found is None:
+            found = self._ops[fname] = self.library.scan_ops([fname])
+        return found
+
     def rng_keys(self, fname: str) -> list[str]:
         """The random-counter state keys function ``fname`` uses (seeding the counters on first use)."""
         keys = self._rng_keys.get(fname)
         if keys is None:
-            counters = initial_counters(self.library.reachable_nodes([fname]))
+            counters = {}
+            if not SAMPLES_PER_OUTPUT.keys().isdisjoint(self.ops_of(fname)):
+                counters = initial_counters(self.library.reachable_nodes([fname], SAMPLES_PER_OUTPUT))
             for k, v in counters.items():
                 self.rng_state.setdefault(k, v)
             keys = self._rng_keys[fname] = list(counters)
@@ -883,7 +893,7 @@ class _LoadContext:
 
     def check_ops(self, fname: str) -> None:
         if fname not in self._checked:
-            check_supported(self.library.scan_ops([fname]), f"function '{fname}'")
+            check_supported(self.ops_of(fname), f"function '{fname}'")
             self._checked.add(fname)
 
     def check_all_ops(self) -> None:

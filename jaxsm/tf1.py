@@ -35,7 +35,7 @@ from jaxsm.format.tensor import shape_from_proto, tensor_from_proto
 from jaxsm.graph.interpreter import Interpreter, with_run_time_asserts
 from jaxsm.graph.library import Body, Library, check_supported
 from jaxsm.graph.node import Node
-from jaxsm.graph.rng import initial_counters
+from jaxsm.graph.rng import SAMPLES_PER_OUTPUT, initial_counters
 from jaxsm.graph.values import Resource
 from jaxsm.objects import LoadOptions, Signatures, Variable, _warn_x64_once, check_fits_32_bits
 from jaxsm.ops.tf1 import MERGE_BRANCHES_ATTR, variable_key
@@ -995,7 +995,7 @@ class TF1Model:
         # state kept across calls besides variables: tables, stacks, the Philox counters of stateful random
         # kernels (jaxsm/graph/rng.py), which move on with every run as in a TF1 Session
         self._resources: dict[str, Any] = initial_counters(
-            [*self._nodes, *self._library.reachable_nodes(self._library.functions)]
+            [*self._nodes, *self._library.reachable_nodes(self._library.functions, SAMPLES_PER_OUTPUT)]
         )
         self._bodies: dict[tuple, Body] = {}
         self.graph = GraphView(meta_graph.graph_def, op_list)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Container, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from jaxsm._proto import function_pb2, graph_pb2, op_def_pb2
+from jaxsm._proto import function_pb2, graph_pb2, node_def_pb2, op_def_pb2
 from jaxsm.errors import GraphError, UnsupportedOpError
-from jaxsm.graph.node import FuncAttr, Node
+from jaxsm.graph.node import Node, func_attr_names
 from jaxsm.graph.op_outputs import OP_OUTPUTS
 
 # A resolved data input: (node index in Body.nodes, or -1 for a body input; output or input index).
@@ -271,23 +271,16 @@ class Library:
         )
 
     # -- reachability -------------------------------------------------------------------------------------
-    def called_functions(self, node: Node) -> list[str]:
+    def called_functions(self, node: Node | node_def_pb2.NodeDef) -> list[str]:
         """Names of library functions a node calls (``f``, ``then_branch``, ``body``, ``branches``…)."""
         names = [node.op] if node.op in self.functions else []
-        for attr in node.attr_names():
-            try:
-                value = node.attr(attr)
-            except Exception:
-                continue
-            vals = value if isinstance(value, list) else [value]
-            for v in vals:
-                if isinstance(v, FuncAttr) and v.name in self.functions:
-                    names.append(v.name)
-        return names
+        # (from the raw attrs: decoding every attr of every node, constants included, doubled a scan's time)
+        attrs = node.attr if isinstance(node, node_def_pb2.NodeDef) else node._attr_proto
+        return names + [f for f in func_attr_names(attrs) if f in self.functions]
 
-    def reachable_nodes(self, roots: Iterable[str]) -> Iterator[Node]:
-        """The nodes of the functions ``roots`` and of every function they call (each function once), except
-        the nodes that call a library function directly (their functions' nodes come instead)."""
+    def reachable_node_defs(self, roots: Iterable[str]) -> Iterator[tuple[str, node_def_pb2.NodeDef]]:
+        """``(function name, NodeDef)`` of the nodes of the functions ``roots`` and of every function they call
+        (each function once), except the nodes that call a library function directly (its nodes come instead)."""
         seen: set[str] = set()
         stack = list(roots)
         while stack:
@@ -296,20 +289,25 @@ class Library:
                 continue
             seen.add(fname)
             for nd in self.function_def(fname).node_def:
-                node = Node(nd, fname)
-                if node.op in self.functions:
-                    stack.append(node.op)
+                if nd.op in self.functions:
+                    stack.append(nd.op)
                     continue
-                yield node
-                stack.extend(self.called_functions(node))
+                yield fname, nd
+                stack.extend(self.called_functions(nd))
+
+    def reachable_nodes(self, roots: Iterable[str], ops: Container[str] | None = None) -> Iterator[Node]:
+        """:meth:`reachable_node_defs` as Nodes (only those of types ``ops`` if given)."""
+        for fname, nd in self.reachable_node_defs(roots):
+            if ops is None or nd.op in ops:
+                yield Node(nd, fname)
 
     def scan_ops(self, roots: Iterable[str]) -> dict[str, tuple[int, str]]:
         """Op types used by the functions ``roots`` and everything they call: ``{op: (count, example path)}``."""
         counts: Counter[str] = Counter()
         example: dict[str, str] = {}
-        for node in self.reachable_nodes(roots):
-            counts[node.op] += 1
-            example.setdefault(node.op, f"{node.function}/{node.name}")
+        for fname, nd in self.reachable_node_defs(roots):
+            counts[nd.op] += 1
+            example.setdefault(nd.op, f"{fname}/{nd.name}")
         return {o: (counts[o], example[o]) for o in sorted(counts)}
 
     def scan_graph_ops(self, graph_def: graph_pb2.GraphDef) -> dict[str, tuple[int, str]]:
@@ -318,13 +316,12 @@ class Library:
         example: dict[str, str] = {}
         called: list[str] = []
         for nd in graph_def.node:
-            node = Node(nd)
-            if node.op in self.functions:
-                called.append(node.op)
+            if nd.op in self.functions:
+                called.append(nd.op)
                 continue
-            counts[node.op] += 1
-            example.setdefault(node.op, node.name)
-            called.extend(self.called_functions(node))
+            counts[nd.op] += 1
+            example.setdefault(nd.op, nd.name)
+            called.extend(self.called_functions(nd))
         for o, (c, ex) in self.scan_ops(called).items():
             counts[o] += c
             example.setdefault(o, ex)

@@ -60,6 +60,19 @@ def decode_attr(value: attr_value_pb2.AttrValue) -> Any:
     return None
 
 
+def func_attr_names(attrs: Any) -> list[str]:
+    """The function names in a NodeDef's function-valued attributes (``attrs``: its attr map), read without
+    decoding the other attributes."""
+    names = []
+    for value in attrs.values():
+        kind = value.WhichOneof("value")
+        if kind == "func":
+            names.append(value.func.name)
+        elif kind == "list":
+            names.extend(f.name for f in value.list.func)
+    return names
+
+
 class Node:
     """One NodeDef: name, op type, data input refs, control inputs, and typed attribute getters."""
 
@@ -114,6 +127,9 @@ class Node:
 
     def attr_names(self) -> list[str]:
         return list(self._attr_proto.keys())
+
+    def func_attr_names(self) -> list[str]:
+        return func_attr_names(self._attr_proto)
 
     def __repr__(self) -> str:
         return f"Node({self.name!r}, op={self.op!r})"

@@ -369,7 +369,7 @@ def op_report(meta_graph: meta_graph_pb2.MetaGraphDef) -> dict[str, tuple[int, s
 
 
 def _cmd_ops(args: argparse.Namespace) -> int:
-    from jaxsm.ops import OPS, supported_ops
+    from jaxsm.ops import load_all, supported_ops
 
     if args.list or not args.dir:
         for name in supported_ops():
@@ -380,7 +380,7 @@ def _cmd_ops(args: argparse.Namespace) -> int:
     missing = 0
     width = max((len(o) for o in report), default=10)
     for o, (count, example) in report.items():
-        ok = o in OPS
+        ok = o in load_all()
         missing += not ok
         print(f"{o:<{width}}  {'supported  ' if ok else 'UNSUPPORTED'}  {count:>5}  {'' if ok else example}".rstrip())
     print(f"{len(report)} op types, {len(report) - missing} supported, {missing} unsupported")

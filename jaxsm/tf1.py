@@ -136,7 +136,6 @@ def lower_control_flow(graph_def: graph_pb2.GraphDef) -> LoweredGraph:
     Returns:
       A :class:`LoweredGraph`; node names outside loops are unchanged, so feeds and fetches still apply.
     """
-    import jaxsm.ops  # noqa: F401  (the op registry decides which nodes are stateful)
 
     problems: dict[str, str] = {}
     functions: list[function_pb2.FunctionDef] = []
@@ -436,7 +435,7 @@ def _annotate_conds(nodes, functions: set[str], problems) -> list[node_def_pb2.N
     """Give each cond Merge its predicate and each stateful node inside a branch its guard (see
     :func:`lower_control_flow`). A tensor's *condition* is the set of (predicate, branch) pairs under which TF
     would compute it (not dead); a Merge removes the one pair in which its two inputs differ."""
-    from jaxsm.ops import OPS
+    from jaxsm.ops.registry import lookup  # (the registry decides which nodes are stateful)
 
     by_name = {n.name: n for n in nodes}
 
@@ -476,7 +475,7 @@ def _annotate_conds(nodes, functions: set[str], problems) -> list[node_def_pb2.N
             continue
         c_in = frozenset().union(*(cond_of(i) for i in n.input)) if n.input else frozenset()
         cond[n.name] = c_in
-        opdef = OPS.get(n.op)
+        opdef = lookup(n.op)
         stateful = n.op in functions or (opdef is not None and opdef.stateful)
         if c_in and stateful and n.op not in _SWITCH:
             g = _copy(n)

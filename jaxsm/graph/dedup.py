@@ -64,9 +64,9 @@ _SHAPE_PATH = frozenset({"StridedSlice", "Cast", "Identity", "Squeeze", "Reshape
 
 def _arg_position(op_type: str, name: str) -> int | None:
     """Position of input ``name`` in a lowering's signature (the (Resource)SparseApply* ops use TF's names)."""
-    from jaxsm.ops import OPS
+    from jaxsm.ops.registry import lookup
 
-    opdef = OPS.get(op_type)
+    opdef = lookup(op_type)
     if opdef is None:
         return None
     params = list(inspect.signature(opdef.fn).parameters)[1:]  # after ctx

@@ -243,12 +243,12 @@ class Interpreter:
 
     def run_node(self, node: Node, args: list[Any]) -> list[Any]:
         """Lower one node: dispatch to a library function or the op registry, with static folding."""
-        from jaxsm.ops import OPS
+        from jaxsm.ops.registry import lookup
         from jaxsm.ops.strings import HOST_OPS, on_strings
 
         if node.op in self.library.functions:
             return self.call(node.op, args, node)
-        opdef = OPS.get(node.op)
+        opdef = lookup(node.op)
         if opdef is None:
             raise UnsupportedOpError(
                 f"op {node.op} has no JAX lowering (node {node.where()})", {node.op: (1, node.name)}

@@ -350,7 +350,7 @@ DYNAMIC = -2
 def output_dependencies(library: Library, body: Body) -> list[set[int]]:
     """For each output of ``body``: the body inputs its value depends on (DYNAMIC when it also depends on
     variable state, stateful ops or nested calls). Used to find loop variables computable at trace time."""
-    from jaxsm.ops import OPS
+    from jaxsm.ops.registry import lookup
 
     cached = library._deps.get(id(body))
     if cached is not None:
@@ -358,7 +358,7 @@ def output_dependencies(library: Library, body: Body) -> list[set[int]]:
     deps: list[set[int]] = []
     for k, node in enumerate(body.nodes):
         d: set[int] = set()
-        opdef = OPS.get(node.op)
+        opdef = lookup(node.op)
         if opdef is None or opdef.stateful or node.op in library.functions:
             d.add(DYNAMIC)
         for src, idx in body.node_inputs[k]:

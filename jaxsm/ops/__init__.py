@@ -1,12 +1,7 @@
-"""TF op lowerings, one module per op family; importing this package registers them all."""
+"""TF op lowerings, one module per op family (``@op`` in jaxsm/ops/registry.py). A family's module is imported
+when a graph first needs one of its ops (``lookup``: a first call imports only what the model uses); ``load_all``
+imports them all."""
 
-import importlib
-import pkgutil
+from jaxsm.ops.registry import NEVER_LOWERED, OPS, load_all, lookup, op, supported_ops
 
-from jaxsm.ops.registry import NEVER_LOWERED, OPS, op, supported_ops
-
-for _mod in pkgutil.iter_modules(__path__):
-    if _mod.name != "registry" and not _mod.name.startswith("_"):
-        importlib.import_module(f"{__name__}.{_mod.name}")
-
-__all__ = ["OPS", "NEVER_LOWERED", "op", "supported_ops"]
+__all__ = ["OPS", "NEVER_LOWERED", "load_all", "lookup", "op", "supported_ops"]

@@ -109,12 +109,12 @@ KNOWN_GAPS: list[tuple[str, str, str]] = [
     ("DepthToSpace, SpaceToDepth", "data_format NCHW_VECT_C", "quantized int8 layout, not implemented"),
     (
         "RandomUniform, RandomStandardNormal, TruncatedNormal, RandomUniformInt, RandomGamma, RandomPoissonV2,"
-        " RandomShuffle, Multinomial",
+        " RandomShuffle, Multinomial, ParameterizedTruncatedNormal",
         "stateful random ops",
-        "seeded uniform/normal/truncated/int/gamma/Poisson ops draw TF's numbers call after call (the loaded object"
-        " keeps each kernel's Philox counter, TF2 and TF1); a pure function (jaxsm.functional, Function.pure)"
-        " has no counter and draws the first call's numbers every time; with seed = seed2 = 0 TF seeds at random,"
-        " jaxsm from the node name; RandomShuffle and Multinomial draw from a jax.random key, not TF's stream",
+        "seeded ops draw TF's numbers call after call (the loaded object keeps each kernel's Philox counter, TF2"
+        " and TF1); a pure function (jaxsm.functional, Function.pure) and a call inside the user's jax.jit have no"
+        " counter to move on and draw the numbers of the counter's current position; with seed = seed2 = 0 TF"
+        " seeds at random, jaxsm from the node name",
     ),
     (
         "RngReadAndSkip, RngSkip, Stateful* (tf.random.Generator)",
@@ -307,5 +307,209 @@ KNOWN_GAPS: list[tuple[str, str, str]] = [
         "jax_enable_x64 off",
         "TF's samplers compute in double; with x64 off jaxsm computes in float32: same distribution, values close"
         " to TF's but not bit-exact",
+    ),
+    (
+        "StatelessRandomBinomial, StatefulRandomBinomial",
+        "a NaN count; a NaN probability with an integer output",
+        "TF's CPU kernel never returns on a NaN count (its loops cannot stop); jaxsm returns NaN (cast to the"
+        " output dtype). TF casts a NaN probability's NaN to an integer with C's undefined conversion (x86: the"
+        " most negative integer); jaxsm with XLA's",
+    ),
+    (
+        "StatelessParameterizedTruncatedNormal, ParameterizedTruncatedNormal",
+        "large outputs; invalid parameters known only at run time",
+        "TF's CPU kernel splits large outputs over its thread pool, each shard drawing its own stream from a skip, so"
+        " its values depend on the thread count; jaxsm reproduces the single-shard stream, TF's for small tensors (400"
+        " outputs match, 1600 do not)."
+        " Run-time stddev <= 0, minval >= maxval or two infinite bounds: TF raises, jaxsm gives NaN for that batch"
+        " (known values raise); so does a batch whose sampler rejects 1000 candidates in a row (TF: internal error)",
+    ),
+    (
+        "Multinomial",
+        "large batches (batch x classes x samples beyond one CPU work shard)",
+        "as StatelessMultinomial: jaxsm reproduces the first call's single-shard stream",
+    ),
+    (
+        "SampleDistortedBoundingBox(V2), UniformCandidateSampler, LogUniformCandidateSampler,"
+        " LearnedUnigramCandidateSampler, ThreadUnsafeUnigramCandidateSampler,"
+        " FixedUnigramCandidateSampler",
+        "stateful random ops: calls after the first; seed = seed2 = 0",
+        "every call draws the kernel's first-call numbers (TF moves its Philox counter on, and the learned unigram"
+        " samplers count the true classes seen); with both seed attrs 0 TF seeds at random and jaxsm from the node"
+        " name",
+    ),
+    (
+        "StatelessSampleDistortedBoundingBox, SampleDistortedBoundingBox(V2)",
+        "image size, boxes, min_object_covered or seed known only at run time",
+        "the attempt loop (rejection sampling in C float arithmetic) runs on the host in NumPy: such a call runs op"
+        " by op (EagerFallbackWarning); jax.jit of jaxsm.functional raises",
+    ),
+    (
+        "RandomIndexShuffle",
+        "index > max_index known only at run time; jax_enable_x64 off",
+        "TF raises (known values raise in jaxsm too); jaxsm walks the cipher cycle until a value <= max_index or"
+        " back to the index. With x64 off indices are 32-bit and the block size comes from a float32 log2: exact for"
+        " max_index < 2^24",
+    ),
+    (
+        "(loader) restored functions",
+        "a call that assigns variables or tables inside the user's jax.jit/grad/vmap",
+        "raises VariableError (a traced value cannot be kept in the loaded object); jaxsm.functional(fn) gives a"
+        " pure apply that returns the updated variables. Functions that only read variables work under jit/grad/vmap",
+    ),
+    (
+        "(loader) ConcreteFunction.inputs / .outputs",
+        "captured variables and resources",
+        "TensorSpecs named as TF's graph tensors ('x:0', 'Identity:0'); TF also lists the captured resource"
+        " handles after the call's inputs ('unknown:0'), jaxsm does not",
+    ),
+    (
+        "(loader) restored Variable",
+        "declared with None dimensions (shape=tf.TensorShape(None))",
+        "assign checks the declared shape as TF does, but .shape is the current value's shape where TF gives the"
+        " declared one; no aggregation, synchronization or device attributes",
+    ),
+    (
+        "LookupTableFindV2, LookupTableInsertV2, LookupTableRemoveV2 (DenseHashTable)",
+        "the table's empty_key or deleted_key used as a key",
+        "TF raises InvalidArgumentError; jaxsm returns the default value (find) or stores the key (insert). The"
+        " restored contents leave out the buckets holding these keys, as TF's table does",
+    ),
+    (
+        "QuantizeV2, Dequantize (qint32, MIN_COMBINED or MIN_FIRST)",
+        "scale of a 32-bit type",
+        "TF divides by 2**32 - 1 in double and rounds to float; jaxsm divides in float32, where that is 2**32: a"
+        " scale can differ by one float32 ulp (8- and 16-bit types are exact)",
+    ),
+    (
+        "QuantizeV2, Dequantize, QuantizeAndDequantizeV2/V3/V4, BesselK0, BesselK1",
+        "subnormal scales or results (SCALED quint8 with a range below 0; K0/K1 of x > ~87 in float32)",
+        "TF's CPU threads flush subnormals to zero; jaxsm computes with them (tiny values instead of 0)",
+    ),
+    (
+        "QuantizeAndDequantizeV2/V3/V4, QuantizeV2",
+        "range_given with input_min > input_max known only at run time",
+        "TF raises; a compiled function cannot, so jaxsm quantizes with the given (inverted) range. Known ranges"
+        " (Const inputs, the usual export) raise as in TF",
+    ),
+    (
+        "TF1 SignatureDefs (tf.compat.v1 SavedModels)",
+        "a signature whose outputs need a placeholder that is not one of its inputs",
+        "TF refuses to load the whole SavedModel (UnliftableError); jaxsm loads it and raises GraphError/"
+        "LoweringError only when that signature is called (TF1Model.prune raises at once, as TF's prune does)",
+    ),
+    (
+        "VariableV2 (TF1 ref variables)",
+        "TF1Model.variables",
+        "listed with the resource variables; TF 2.x's load_v1_in_v2 lifts and lists only resource variables, so"
+        " a model from TF 1.x (all ref variables) shows none there",
+    ),
+    (
+        "TF1 graphs: a variable read and an assignment to it with no dependency between them, in one call",
+        "e.g. a signature returning moving_mean next to the batch-norm update that assigns it",
+        "TF's executor may run them in either order (the read, ready at once, usually first); jaxsm runs one"
+        " topological order, which can read the updated value",
+    ),
+    (
+        "MatMul, BatchMatMulV2 (bfloat16; Keras' mixed_bfloat16 Dense/EinsumDense)",
+        "TF's CPU kernel",
+        "jaxsm accumulates in float32 and rounds once; TF's Eigen bfloat16 contraction rounds differently for"
+        " small inner dimensions (measured: 1-2 bfloat16 ulps of the result at K=4..64, none at K=300)",
+    ),
+    (
+        "ComputeAccidentalHits",
+        "true or sampled classes known only at run time",
+        "the number of hits depends on the values: such a call runs op by op (EagerFallbackWarning)",
+    ),
+    (
+        "MatrixInverse, MatrixSolve",
+        "a singular matrix known only at run time",
+        "TF's CPU kernels raise (an exactly zero LU pivot); a compiled function cannot, so the result is LAPACK's"
+        " inf/NaN. A matrix known at trace time is checked and raises as in TF. (Cholesky of a non-positive-definite"
+        " matrix does not raise in TF either: both fill the lower triangle with NaN)",
+    ),
+    (
+        "Sum, Mean (float16), Cumsum and other reductions and scans (float16/bfloat16)",
+        "long or cancelling inputs",
+        "TF's CPU kernels accumulate in the 16-bit type there (Cumsum one element after another), XLA in float32,"
+        " so jaxsm is nearer the exact value: 900 float16 values with +-60000 in them sum to 1656 in TF, 1826 in"
+        " jaxsm (exact 1814); a 300-long bfloat16 cumsum drifts by ~1%. bfloat16 Sum and Mean match TF (it sums"
+        " them in float32 and rounds once)",
+    ),
+    (
+        "Log, Pow, Sqrt, Rsqrt, Reciprocal, Sign, Exp of complex numbers",
+        "parts beyond sqrt(max float), infinite parts, complex64 subnormals; complex64 Sqrt/Pow of x - 0j (x < 0)",
+        "TF's Eigen/libstdc++ formulas overflow where XLA's scale (log(1e308+1e308j): TF's real part NaN, jaxsm"
+        " 709.5; 1/(inf+1j): TF NaN, jaxsm 0) and XLA flushes complex64 subnormals to 0. TF's complex64 Sqrt"
+        " keeps the sign of a zero imaginary part in its vectorized loop but not in its scalar tail (the last"
+        " size % 4 elements): jaxsm always keeps it (sqrt(-1 - 0j) = -1j). Branch cuts and signed zeros otherwise"
+        " match",
+    ),
+    (
+        "NonMaxSuppressionV5",
+        "soft_nms_sigma > 0: candidates whose rescored values tie or nearly tie",
+        "TF rescores lazily from a priority queue, jaxsm rescores every candidate after each pick: the same boxes,"
+        " but the products round in another order, so near-equal scores may be picked in another order",
+    ),
+    (
+        "CropAndResize",
+        "boxes known only at run time",
+        "sample positions are computed by XLA, which may fuse a multiply-add: a position exactly on .5 (method"
+        " nearest) or on the image edge can land on the other side (another pixel, or extrapolation_value). Boxes"
+        " known at trace time are computed in float32 exactly as TF's C++",
+    ),
+    (
+        "RegexReplace, RegexFullMatch (and the Static* forms)",
+        "case-insensitive (?i) matching of non-ASCII letters; \\s against a vertical tab",
+        "RE2's \\w, \\d, \\s, \\b are ASCII and jaxsm compiles with re.ASCII, which also makes (?i) fold ASCII"
+        " letters only (RE2 folds Unicode); Python's \\s also matches \\v, RE2's does not",
+    ),
+    (
+        "FixedUnigramCandidateSampler",
+        "vocab_file attr",
+        "not supported (TF reads the CSV file when the kernel is built); the unigrams attr is",
+    ),
+    (
+        "XlaSvd, XlaSelfAdjointEig",
+        "signs of singular/eigen vectors; max_iter, epsilon",
+        "XLA computes them by Jacobi sweeps; jaxsm by the backend's SVD/eigh (values agree to rounding, vectors"
+        " up to sign, or phase for complex); max_iter and epsilon are ignored",
+    ),
+    (
+        "XlaRemoveDynamicDimensionSize",
+        "after XlaSetDynamicDimensionSize",
+        "jaxsm's dimensions are static: XlaSetDynamicDimensionSize slices (its size must be known at trace time),"
+        " so removing the dynamic size keeps the slice where XLA exposes the padded tensor again",
+    ),
+    (
+        "XlaSpmdFullToShardShape, XlaSpmdShardToFullShape",
+        "a manual sharding over several devices",
+        "jaxsm runs on one device, where both are the identity; shardings that split the tensor raise",
+    ),
+    (
+        "BesselK0, BesselK0e, BesselK1, BesselK1e",
+        "0 < x < 2",
+        "the log term cancels part of the series there, so XLA's exp/log and jax's i0/i1 (a few ulp from Eigen's)"
+        " leave results up to ~20 ulp from TF's (J0/J1/Y0/Y1 and x >= 2: a few ulp)",
+    ),
+    (
+        "Abort",
+        "reached at run time",
+        "TF ends the process (exit code 0 with exit_without_error); jaxsm raises AssertFailedError with error_msg."
+        " Inside compiled loop bodies or the user's own jax.jit nothing can raise, and the op is a no-op",
+    ),
+    (
+        "QuantizeV2 (quint8, MIN_FIRST)",
+        "TF with oneDNN (its default on x86)",
+        "oneDNN's kernel, which TF picks for some graphs and eager calls, rounds x * scale - min * scale half to"
+        " even; TF's own kernel (TF_ENABLE_ONEDNN_OPTS=0) and jaxsm round x * scale and min * scale apart: some"
+        " inputs land one level apart",
+    ),
+    (
+        "QuantizeV2, Dequantize (float outputs)",
+        "NVIDIA GPUs",
+        "XLA's float32 division there is not correctly rounded (H100: 7 / 3 is one ulp off), so output ranges and"
+        " dequantized values can differ from TF-CPU by an ulp, and MIN_FIRST's snapped minimum by one step where"
+        " min / step is a half-integer (checked on an H100: the quantized integers all matched)",
     ),
 ]

@@ -308,7 +308,12 @@ def scale_and_translate_grad(ctx, grads, original_image, scale, translation):
 def _crop_coords(lo, hi, image_size: int, crop_size: int):
     """Sample positions of TF's CropAndResize along one axis: ``[n, crop_size]`` float32."""
     if crop_size > 1:
-        step = (hi - lo) * _F32(image_size - 1) / _F32(crop_size - 1)
+        # XLA folds (d * a) / b into d * (a / b), which can move a sample at an exact .5 (nearest rounds it) or
+        # an image edge to the other side: known boxes are computed in NumPy, as TF's float32 C++, others
+        # behind a barrier
+        divisor = _F32(crop_size - 1)
+        divisor = divisor if isinstance(lo, np.ndarray) else jax.lax.optimization_barrier(divisor)
+        step = (hi - lo) * _F32(image_size - 1) / divisor
         return lo[:, None] * _F32(image_size - 1) + np.arange(crop_size, dtype=_F32) * step[:, None]
     # TF multiplies by a double 0.5 here; float32 differs only in the last bit of the sample position.
     return (_F32(0.5) * (lo + hi) * _F32(image_size - 1))[:, None]
@@ -328,7 +333,8 @@ def crop_and_resize(ctx, images, boxes, box_ind, crop_size):
         raise ctx.error(f"unknown method {method!r}")
     extrapolation = float(ctx.attr("extrapolation_value", 0.0))
     _, h, w, _ = images.shape
-    boxes = jnp.asarray(boxes).astype(_F32)
+    known_boxes = to_static(boxes)
+    boxes = jnp.asarray(boxes).astype(_F32) if known_boxes is None else np.asarray(known_boxes, _F32)
     in_y = _crop_coords(boxes[:, 0], boxes[:, 2], h, ch)
     in_x = _crop_coords(boxes[:, 1], boxes[:, 3], w, cw)
     inside_y = (in_y >= 0) & (in_y <= h - 1)
@@ -623,11 +629,41 @@ def non_max_suppression_v4(ctx, boxes, scores, max_output_size, iou_threshold, s
     return indices, count
 
 
+def _soft_nms_padded(boxes, scores, max_output_size: int, score_threshold, sigma: float):
+    """TF's soft NMS (non_max_suppression_op.cc, DoNonMaxSuppressionOp with soft_nms_sigma > 0): take the highest
+    current score above ``score_threshold`` (ties: lower index), then scale every other score by
+    exp(-iou^2 / (2 sigma)); TF ignores iou_threshold here. TF rescores lazily from a priority queue, which picks
+    the same boxes (the products round in another order). Returns (indices, their scores at selection, count),
+    padded with 0."""
+    iou = _iou_matrix(boxes)
+    scale = _F32(-0.5 / sigma)
+
+    def body(k, carry):
+        current, alive, indices, kept, count = carry
+        i = jnp.argmax(jnp.where(alive, current, -jnp.inf))
+        take = alive[i]
+        indices = indices.at[k].set(jnp.where(take, i, 0).astype(jnp.int32))
+        kept = kept.at[k].set(jnp.where(take, current[i], 0))
+        weight = jnp.exp(scale * iou[i] * iou[i])
+        current = jnp.where(take, current * weight, current)
+        alive = alive & (current > score_threshold) & (jnp.arange(alive.shape[0]) != i)
+        return current, alive, indices, kept, count + take.astype(jnp.int32)
+
+    s = jnp.asarray(scores).astype(_F32)
+    init = (s, s > score_threshold, jnp.zeros(max_output_size, jnp.int32), jnp.zeros(max_output_size, _F32), 0)
+    _, _, indices, kept, count = lax.fori_loop(0, max_output_size, body, init)
+    return indices, kept, jnp.int32(count)
+
+
 @op("NonMaxSuppressionV5", static=(2, 5))
 def non_max_suppression_v5(ctx, boxes, scores, max_output_size, iou_threshold, score_threshold, soft_nms_sigma):
-    if float(soft_nms_sigma) != 0.0:
-        raise ctx.error("soft NMS (soft_nms_sigma > 0) re-queues rescored boxes; only hard NMS is supported")
-    indices, kept_scores, count = _nms_padded(boxes, scores, int(max_output_size), iou_threshold, score_threshold)
+    sigma, size = float(soft_nms_sigma), int(max_output_size)
+    if sigma < 0:
+        raise ctx.error(f"soft_nms_sigma must be non-negative, got {sigma}")
+    if sigma > 0:
+        indices, kept_scores, count = _soft_nms_padded(boxes, scores, size, score_threshold, sigma)
+    else:
+        indices, kept_scores, count = _nms_padded(boxes, scores, size, iou_threshold, score_threshold)
     kept_scores = kept_scores.astype(jnp.result_type(scores))
     if not ctx.attr("pad_to_max_output_size", False):
         indices, kept_scores = _selected(ctx, count, indices, kept_scores)

@@ -13,6 +13,7 @@ import jax.scipy.linalg as jsl
 import numpy as np
 from jax import lax
 
+from jaxsm.graph.values import to_static
 from jaxsm.ops.registry import op
 
 
@@ -32,8 +33,20 @@ def cholesky(ctx, x):
     return lax.linalg.cholesky(jnp.asarray(x), symmetrize_input=False)
 
 
+def _check_invertible(ctx, x) -> None:
+    """TF's MatrixInverse and MatrixSolve raise when partial-pivoting LU meets an exactly zero pivot
+    (linalg/matrix_inverse_op.cc, matrix_solve_op.cc); a matrix known at trace time is checked the same way."""
+    known = to_static(x)
+    if known is None or not np.size(known):
+        return
+    packed = np.asarray(lax.linalg.lu(jnp.asarray(known))[0])
+    if np.any(np.diagonal(packed, axis1=-2, axis2=-1) == 0):
+        raise ctx.error("Input is not invertible.")
+
+
 @op("MatrixInverse")
 def matrix_inverse(ctx, x):
+    _check_invertible(ctx, x)
     x = jnp.asarray(x)
     return jnp.linalg.inv(_adjoint(x) if ctx.attr("adjoint", False) else x)
 
@@ -63,6 +76,7 @@ def log_matrix_determinant(ctx, x):
 
 @op("MatrixSolve")
 def matrix_solve(ctx, matrix, rhs):
+    _check_invertible(ctx, matrix)
     matrix = jnp.asarray(matrix)
     if ctx.attr("adjoint", False):
         matrix = _adjoint(matrix)
@@ -225,3 +239,16 @@ def matrix_logarithm(ctx, x):
     scaled = v * jnp.log(w)[..., None, :]
     # V log(L) V^-1 as a solve: (V^-T (V log(L))^T)^T
     return jnp.swapaxes(jnp.linalg.solve(jnp.swapaxes(v, -1, -2), jnp.swapaxes(scaled, -1, -2)), -1, -2).astype(x.dtype)
+
+
+@op("CholeskyGrad")
+def cholesky_grad(ctx, l, grad):
+    """dL/dA from L = cholesky(A) and dL (tensorflow/core/kernels/linalg/cholesky_grad.cc): only the lower
+    triangles of both are read, and the result is symmetrized, Phi(L^H dL) sandwiched by L^-1 (Murray, 2016)."""
+    l, grad = jnp.tril(jnp.asarray(l)), jnp.tril(jnp.asarray(grad))
+    eye = jnp.broadcast_to(jnp.eye(l.shape[-1], dtype=l.dtype), l.shape)
+    l_inv = lax.linalg.triangular_solve(l, eye, left_side=True, lower=True)
+    hi = lax.Precision.HIGHEST
+    middle = jnp.tril(jnp.matmul(_adjoint(l), grad, precision=hi)) * (1 - 0.5 * eye)  # Phi: half the diagonal
+    grad_a = jnp.matmul(jnp.matmul(_adjoint(l_inv), middle, precision=hi), l_inv, precision=hi)
+    return 0.5 * (grad_a + _adjoint(grad_a))

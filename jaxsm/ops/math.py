@@ -80,13 +80,43 @@ def _fresnel_cos(x):
     return jsp.fresnel(x)[1]
 
 
+def _abs(x):
+    if not jnp.iscomplexobj(x):
+        return jnp.abs(x)
+    # hypot(nan, inf) is inf in C (TF); XLA's complex abs gives NaN
+    infinite = jnp.isinf(jnp.real(x)) | jnp.isinf(jnp.imag(x))
+    return jnp.where(infinite, jnp.asarray(jnp.inf, jnp.real(x).dtype), jnp.abs(x))
+
+
+def _sqrt(x):
+    if not jnp.iscomplexobj(x):
+        return jnp.sqrt(x)
+    # C's csqrt (TF's std::sqrt) keeps the sign of a zero imaginary part: sqrt(-1 - 0j) = -1j; XLA gives +1j
+    r = jnp.sqrt(x)
+    return lax.complex(jnp.real(r), jnp.copysign(jnp.imag(r), jnp.imag(x)))
+
+
+def _rsqrt(x):
+    if not jnp.iscomplexobj(x):
+        return lax.rsqrt(x)
+    # On the negative real axis Eigen's complex rsqrt gives -1j/sqrt|x| for both signs of zero (it tests y < 0)
+    r = lax.rsqrt(x)
+    cut = (jnp.real(x) < 0) & (jnp.imag(x) == 0)
+    return jnp.where(cut, lax.complex(jnp.zeros_like(jnp.real(r)), -jnp.abs(jnp.imag(r))), r)
+
+
+def _lgamma(x):
+    # lgamma(1) = lgamma(2) = 0 exactly in TF (std::lgamma); XLA's float32 lgamma gives 4.8e-7 at 1
+    return jnp.where((x == 1) | (x == 2), jnp.zeros((), x.dtype), lax.lgamma(x))
+
+
 _UNARY = {
-    "Abs": jnp.abs,
+    "Abs": _abs,
     "Neg": jnp.negative,
     "Sign": lambda x: jnp.where(x == 0, jnp.zeros((), x.dtype), jnp.sign(x)),  # TF's sign(-0.0) is +0.0
     "Square": jnp.square,
-    "Sqrt": jnp.sqrt,
-    "Rsqrt": lax.rsqrt,
+    "Sqrt": _sqrt,
+    "Rsqrt": _rsqrt,
     "Exp": jnp.exp,
     "Expm1": jnp.expm1,
     "Log": jnp.log,
@@ -114,7 +144,7 @@ _UNARY = {
     "Erfc": lax.erfc,
     "Erfinv": lax.erf_inv,
     "Ndtri": jsp.ndtri,
-    "Lgamma": lax.lgamma,
+    "Lgamma": _lgamma,
     "Digamma": lax.digamma,
     "IsNan": jnp.isnan,
     "IsInf": jnp.isinf,
@@ -126,7 +156,7 @@ _UNARY = {
     "Imag": jnp.imag,
     "Conj": _conj,
     "Angle": jnp.angle,
-    "ComplexAbs": jnp.abs,
+    "ComplexAbs": _abs,
     "Softplus": _softplus,
     "Softsign": lambda x: x / (1 + jnp.abs(x)),
     "Relu": lambda x: jnp.maximum(x, 0),
@@ -284,6 +314,38 @@ def _complex(re, im):
     return lax.complex(*jnp.broadcast_arrays(re, im))
 
 
+# The domains of Eigen's Cephes-based special functions (unsupported/Eigen/src/SpecialFunctions, which TF's
+# cwise_op_igammas.cc, cwise_op_zeta.cc, cwise_op_betainc.cc run): where jax.scipy answers differently at
+# the edges (a pole, inf, an argument outside the domain), these give Eigen's value.
+def _nan_where(cond, v):
+    return jnp.where(cond, jnp.asarray(jnp.nan, v.dtype), v)
+
+
+def _igamma_tf(a, x):
+    """Eigen's igamma: 0 at x == 0 (whatever a), NaN for a <= 0, x < 0 or a NaN, 0 for a = +inf."""
+    a, x = jnp.broadcast_arrays(a, x)
+    v = jnp.where(jnp.isposinf(a), jnp.zeros((), a.dtype), jsp.gammainc(a, x))
+    v = _nan_where((x < 0) | (a <= 0) | jnp.isnan(a) | jnp.isnan(x), v)
+    return jnp.where(x == 0, jnp.zeros((), v.dtype), v)
+
+
+def _igammac_tf(a, x):
+    """Eigen's igammac: NaN for a <= 0, x < 0 or a NaN, 1 for a = +inf and finite x."""
+    a, x = jnp.broadcast_arrays(a, x)
+    v = jnp.where(jnp.isposinf(a) & jnp.isfinite(x), jnp.ones((), a.dtype), jsp.gammaincc(a, x))
+    return _nan_where((x < 0) | (a <= 0) | jnp.isnan(a) | jnp.isnan(x), v)
+
+
+def _zeta_tf(x, q):
+    """Eigen's zeta (Hurwitz): NaN for x < 1, 0 for q = +inf; x = +inf sums q^-inf: 0 for q > 1, 1 at q = 1,
+    inf below (Eigen's q <= 0 integer rule, inf for an even x, takes inf as even)."""
+    x, q = jnp.broadcast_arrays(x, q)
+    v = jnp.where(jnp.isposinf(q) & (x > 1), jnp.zeros((), x.dtype), jsp.zeta(x, q))
+    at_inf = jnp.where(q > 1, 0.0, jnp.where(q == 1, 1.0, jnp.inf)).astype(x.dtype)
+    v = jnp.where(jnp.isposinf(x), _nan_where(jnp.isnan(q), at_inf), v)
+    return _nan_where(x < 1, v)
+
+
 _BINARY = {
     "Add": jnp.add,
     "AddV2": jnp.add,
@@ -317,9 +379,9 @@ _BINARY = {
     "LogicalOr": jnp.logical_or,
     "Complex": _complex,
     "NextAfter": jnp.nextafter,
-    "Zeta": jsp.zeta,
-    "Igamma": jsp.gammainc,
-    "Igammac": jsp.gammaincc,
+    "Zeta": _zeta_tf,
+    "Igamma": _igamma_tf,
+    "Igammac": _igammac_tf,
 }
 
 
@@ -432,13 +494,25 @@ def histogram_fixed_width(ctx, values, value_range, nbins):
 @op("Polygamma")
 def polygamma(ctx, a, x):
     # jax's polygamma wants an integer order; TF takes a float order (integral values are the defined ones).
+    # Eigen's polygamma (scipy's formula, through Eigen's zeta): NaN for a negative or non-integral order
     a, x = jnp.broadcast_arrays(a, x)
-    return jnp.where(a == 0, lax.digamma(x), lax.polygamma(a, x))
+    n = a + 1
+    value = jnp.where(a % 2 == 0, -1, 1).astype(a.dtype) * jnp.exp(lax.lgamma(n)) * _zeta_tf(n, x)
+    value = _nan_where((jnp.floor(a) != a) | (a < 0), value)
+    return jnp.where(a == 0, lax.digamma(x), value)
 
 
 @op("Betainc")
 def betainc(ctx, a, b, x):
-    return jsp.betainc(a, b, x)
+    # Eigen's incbet: NaN for a <= 0 or b <= 0 first, then 0 at x == 0 and 1 at x == 1 (even for a NaN a or b),
+    # NaN for an infinite a or b inside (0, 1)
+    a, b, x = jnp.broadcast_arrays(a, b, x)
+    # jax's float32 betainc is off by ~1e-5 relative (0.2999985 for I_0.3(1, 1)): compute wider where possible
+    wide = jnp.float64 if jax.config.jax_enable_x64 else x.dtype
+    v = jsp.betainc(a.astype(wide), b.astype(wide), x.astype(wide)).astype(x.dtype)
+    v = _nan_where(jnp.isinf(a) | jnp.isinf(b), v)
+    v = jnp.where(x == 0, jnp.zeros((), x.dtype), jnp.where(x == 1, jnp.ones((), x.dtype), v))
+    return _nan_where((a <= 0) | (b <= 0) | (x < 0) | (x > 1), v)
 
 
 def _broadcastable(a: tuple, b: tuple) -> bool:
@@ -645,6 +719,20 @@ def _register_reduction(name: str, fn) -> None:
     op(name, static=(1,))(lowering)
 
 
+def _sum(x, axes, keep):
+    """TF's Sum. TF's reduction kernels (core/kernels/reduction_ops.h) sum bfloat16 in float32 and round once; an
+    XLA sum in bfloat16 rounds every partial sum (a few ulps off over 64 elements)."""
+    if _dt(x) == jnp.bfloat16:
+        return jnp.sum(_bfloat16_operand(x), axis=axes, dtype=jnp.float32, keepdims=keep).astype(x.dtype)
+    return jnp.sum(x, axis=axes, dtype=x.dtype, keepdims=keep)
+
+
+def _bfloat16_operand(x):
+    # Without it, XLA (which allows excess precision) skips rounding the bfloat16 op that feeds a float32 sum:
+    # TF sums the rounded values (sum(square(x)) is 1 ulp off otherwise).
+    return lax.reduce_precision(x, exponent_bits=8, mantissa_bits=7)
+
+
 def _mean(x, axes, keep):
     """TF's Mean: sum, then divide by the count (truncating for integers). Integers narrower than 64 bits are
     summed in int64 (TF's mean of int8 [100, 100, 3] is 67, not an overflowed sum's), float16/bfloat16 sums are
@@ -657,6 +745,11 @@ def _mean(x, axes, keep):
         wide = np.int64 if _dt(x).itemsize < 8 and jax.config.jax_enable_x64 else _dt(x)
         s = jnp.sum(x, axis=axes, dtype=wide, keepdims=keep)
         return lax.div(s, jnp.full_like(s, max(count, 1))).astype(x.dtype)  # TF: 0 for an empty integer mean
+    if _dt(x) == jnp.bfloat16:  # TF sums bfloat16 in float32 and divides there (see _sum): one rounding
+        total = jnp.sum(_bfloat16_operand(x), axis=axes, dtype=jnp.float32, keepdims=keep)
+        # XLA:CPU divides by a (broadcast) scalar as a product with its reciprocal, 1 float32 ulp off, which flips
+        # ties of the bfloat16 rounding; a divisor of the full shape it divides exactly, as TF does
+        return lax.div(total, lax.optimization_barrier(jnp.full(total.shape, count, jnp.float32))).astype(x.dtype)
     if _dt(x).itemsize == 2:
         return jnp.sum(x, axis=axes, dtype=x.dtype, keepdims=keep) / jnp.asarray(count, x.dtype)
     return jnp.mean(x, axis=axes, keepdims=keep).astype(x.dtype)
@@ -690,7 +783,7 @@ def _euclidean_norm(x, axes, keep):
 
 
 _REDUCTIONS = {
-    "Sum": lambda x, axes, keep: jnp.sum(x, axis=axes, dtype=x.dtype, keepdims=keep),
+    "Sum": lambda x, axes, keep: _sum(x, axes, keep),
     "Prod": lambda x, axes, keep: jnp.prod(x, axis=axes, dtype=x.dtype, keepdims=keep),
     "Mean": _mean,
     "Max": _extreme(jnp.max, _lowest),

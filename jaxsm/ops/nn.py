@@ -884,3 +884,50 @@ def fake_quant_with_min_max_vars(ctx, x, lo, hi):
 def fake_quant_with_min_max_vars_per_channel(ctx, x, lo, hi):
     # min/max have the last dimension's size and broadcast along it.
     return _fake_quant(x, lo, hi, int(ctx.attr("num_bits", 8)), bool(ctx.attr("narrow_range", False)))
+
+
+# -- isotonic regression ------------------------------------------------------------------------------------
+
+
+def _pava_row(y):
+    """One row of TF's pool-adjacent-violators solver (tensorflow/core/kernels/isotonic_regression_op.cc): pools
+    on a stack, the newest merged into the one before while its mean is strictly larger (a non-increasing fit),
+    sums accumulated in TF's order. Returns (fit, segment ids)."""
+    n = y.shape[0]
+    sums, means, starts = jnp.zeros_like(y), jnp.zeros_like(y), jnp.zeros(n, np.int32)
+
+    def push(col, carry):
+        sums, means, starts, top = carry
+        sums, means, starts = sums.at[top].set(y[col]), means.at[top].set(y[col]), starts.at[top].set(col)
+
+        def violated(c):
+            sums, means, _, top = c
+            return (top > 0) & (means[jnp.maximum(top, 1)] > means[jnp.maximum(top - 1, 0)])
+
+        def merge(c):
+            sums, means, starts, top = c
+            total = sums[top - 1] + sums[top]
+            mean = total / (col + 1 - starts[top - 1]).astype(y.dtype)
+            return sums.at[top - 1].set(total), means.at[top - 1].set(mean), starts, top - 1
+
+        sums, means, starts, top = lax.while_loop(violated, merge, (sums, means, starts, top))
+        return sums, means, starts, top + 1
+
+    _, means, starts, top = lax.fori_loop(0, n, push, (sums, means, starts, jnp.int32(0)))
+    cols = jnp.arange(n, dtype=np.int32)
+    live = jnp.arange(n) < top
+    segments = jnp.sum(live[None, :] & (starts[None, :] <= cols[:, None]), axis=1).astype(np.int32) - 1
+    return means[segments], segments
+
+
+@op("IsotonicRegression")
+def isotonic_regression(ctx, x):
+    """Non-increasing least-squares fit along the last axis (tf.nn.isotonic_regression negates for increasing);
+    8/16-bit integers fit in float32, 32/64-bit ones in float64 (``output_dtype``)."""
+    x = jnp.asarray(x)
+    y = x.astype(ctx.dtype("output_dtype", np.dtype(np.float32)))
+    if y.size == 0:
+        return y, jnp.zeros(x.shape, np.int32)
+    y = y.reshape(-1, x.shape[-1] if x.ndim else 1)
+    fit, segments = jax.vmap(_pava_row)(y)
+    return fit.reshape(x.shape), segments.reshape(x.shape)

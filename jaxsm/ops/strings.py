@@ -264,7 +264,13 @@ def _case(ctx, x, upper: bool):
     if encoding not in ("", "utf-8", "UTF-8"):
         raise ctx.error(f"encoding {encoding!r} is not supported (TF accepts '' and 'utf-8')")
     if encoding:  # Unicode case mapping
-        return _map(ctx, x, lambda s: (s.decode().upper() if upper else s.decode().lower()).encode())
+
+        def convert(s: bytes) -> bytes:
+            # TF hands ICU a C string (it ends at a NUL); ICU replaces invalid UTF-8 with U+FFFD, as Python does
+            text = s.split(b"\0", 1)[0].decode("utf-8", errors="replace")
+            return (text.upper() if upper else text.lower()).encode()
+
+        return _map(ctx, x, convert)
     return _map(ctx, x, lambda s: s.upper() if upper else s.lower())  # ASCII letters only
 
 
@@ -286,8 +292,8 @@ def string_strip(ctx, x):
 @op("StringLength")
 def string_length(ctx, x):
     unit = ctx.attr("unit", "BYTE")
-    if unit == "UTF8_CHAR":
-        return _map(ctx, x, lambda s: len(s.decode("utf-8", errors="replace")), np.int32)
+    if unit == "UTF8_CHAR":  # TF counts the bytes that are not UTF-8 continuation bytes, valid UTF-8 or not
+        return _map(ctx, x, lambda s: sum(not _is_trail_byte(b) for b in s), np.int32)
     return _map(ctx, x, len, np.int32)
 
 
@@ -324,19 +330,46 @@ def reduce_join(ctx, x, axes):
     return out
 
 
-def _python_rewrite(rewrite: bytes) -> bytes:
-    r"""RE2's rewrite string (\0..\9 for groups, \\ for a backslash) in Python's re.sub syntax."""
-    return re.sub(rb"\\(\d)", rb"\\g<\1>", rewrite)
+def _re2_compile(ctx, pattern: bytes) -> re.Pattern:
+    """A pattern compiled to run as TF's RE2 does: on UTF-8 text (decoded, invalid bytes as lone surrogates, so
+    ``.`` and empty matches step by character), with ASCII-only ``\\w``, ``\\d``, ``\\s``, ``\\b``."""
+    try:
+        return re.compile(pattern.decode("utf-8"), re.ASCII)
+    except (re.error, UnicodeDecodeError) as e:
+        raise ctx.error(f"invalid regular expression {pattern!r}: {e}") from None
+
+
+def _utf8_text(s: bytes) -> str:
+    return s.decode("utf-8", errors="surrogateescape")
+
+
+def _re2_global_replace(compiled: re.Pattern, text: str, rewrite: str) -> str:
+    """RE2::GlobalReplace: like re.sub, except that an empty match where the previous match ended is skipped
+    (Python 3.7+ replaces it too: x* on "xxa" gives "--a-" where RE2 gives "-a-")."""
+    out, at, last_end = [], 0, -1
+    while at <= len(text):
+        m = compiled.search(text, at)
+        if m is None:
+            break
+        out.append(text[at : m.start()])
+        if m.start() == m.end() == last_end:
+            out.append(text[at : at + 1])
+            at += 1
+            continue
+        out.append(m.expand(rewrite))
+        at = last_end = m.end()
+    return "".join(out) + text[at:]
 
 
 def _regex_replace(ctx, x, pattern: bytes, rewrite: bytes):
-    try:
-        compiled = re.compile(pattern)
-    except re.error as e:
-        raise ctx.error(f"invalid regular expression {pattern!r}: {e}") from None
-    count = 0 if ctx.attr("replace_global", True) else 1
-    repl = _python_rewrite(rewrite)
-    return _map(ctx, x, lambda s: compiled.sub(repl, s, count=count))
+    compiled = _re2_compile(ctx, pattern)
+    # RE2's rewrite string: \0..\9 for groups, \\ for a backslash
+    repl = re.sub(r"\\(\d)", r"\\g<\1>", rewrite.decode("utf-8", errors="surrogateescape"))
+    if ctx.attr("replace_global", True):
+        replace = lambda t: _re2_global_replace(compiled, t, repl)  # noqa: E731
+    else:
+        replace = lambda t: compiled.sub(repl, t, count=1)  # noqa: E731
+    return _map(ctx, x, lambda s: replace(_utf8_text(s)).encode("utf-8", errors="surrogateescape"))
 
 
 def _as_bytes(v: Any) -> bytes:
@@ -357,11 +390,8 @@ def regex_replace(ctx, x, pattern, rewrite):
 
 
 def _full_match(ctx, x, pattern: bytes):
-    try:
-        compiled = re.compile(pattern)
-    except re.error as e:
-        raise ctx.error(f"invalid regular expression {pattern!r}: {e}") from None
-    return _map(ctx, x, lambda s: compiled.fullmatch(s) is not None, bool)
+    compiled = _re2_compile(ctx, pattern)
+    return _map(ctx, x, lambda s: compiled.fullmatch(_utf8_text(s)) is not None, bool)
 
 
 @op("StaticRegexFullMatch")
@@ -374,6 +404,43 @@ def regex_full_match(ctx, x, pattern):
     return _full_match(ctx, x, _as_bytes(_strings(ctx, pattern, "the pattern")))
 
 
+def _is_trail_byte(b: int) -> bool:
+    return b & 0xC0 == 0x80
+
+
+def _shift_utf8(s: bytes, chars: int, at: int, forward: bool) -> tuple[int, bool]:
+    """TF's Forward/BackNUTF8CharPositions (kernels/string_util.h): move ``at`` by up to ``chars`` characters,
+    a character being a byte and its continuation bytes; whether all ``chars`` moves were made (never for a
+    negative count)."""
+    moved = 0
+    while moved < chars and (at < len(s) if forward else at > 0):
+        at += 1 if forward else -1
+        while 0 < at < len(s) and _is_trail_byte(s[at]):
+            at += 1 if forward else -1
+        moved += 1
+    return at, moved == chars
+
+
+def _substr_utf8(s: bytes, pos: int, length: int) -> bytes | None:
+    """Substr's UTF8_CHAR unit (substr_op.cc UpdatePosAndLenForUtf8); None where TF raises."""
+    if pos >= 0:
+        start, ok = _shift_utf8(s, pos, 0, forward=True)
+        end = _shift_utf8(s, length, start, forward=True)[0]
+        return s[start:end] if ok else None
+    skip = max(-pos - length, 0)  # characters after the substring's end
+    end, ok_end = _shift_utf8(s, skip, len(s), forward=False)
+    start, ok_start = _shift_utf8(s, -pos - skip, end, forward=False)
+    return s[start:end] if ok_end and ok_start else None
+
+
+def _substr_bytes(s: bytes, pos: int, length: int) -> bytes | None:
+    """Substr's BYTE unit; None where TF raises. A negative length is a huge unsigned one: the rest."""
+    pos = pos + len(s) if pos < 0 else pos
+    if not 0 <= pos <= len(s):
+        return None
+    return s[pos:] if length < 0 else s[pos : pos + length]
+
+
 @op("Substr")
 def substr(ctx, x, pos, length):
     """Substrings by byte (or UTF-8 character) position; a negative position counts from the end. TF raises for
@@ -381,17 +448,18 @@ def substr(ctx, x, pos, length):
     s = _strings(ctx, x)
     p = np.asarray(ctx.static(pos, "pos"))
     n = np.asarray(ctx.static(length, "len"))
+    if p.shape != n.shape:
+        raise ctx.error(f"pos and len should have the same shape, got {p.shape} vs. {n.shape}")
+    if p.ndim and p.shape != s.shape and len(np.broadcast_shapes(s.shape, p.shape)) > 2:
+        raise ctx.error("TF's Substr broadcasts pos/len against the input in at most 2 dimensions")
     s, p, n = np.broadcast_arrays(s, p, n)
-    utf8 = ctx.attr("unit", "BYTE") == "UTF8_CHAR"
+    cut = _substr_utf8 if ctx.attr("unit", "BYTE") == "UTF8_CHAR" else _substr_bytes
     out = []
     for v, i, k in zip(s.reshape(-1), p.reshape(-1), n.reshape(-1), strict=True):
-        text = v.decode("utf-8") if utf8 else v
-        i, k = int(i), int(k)
-        if not -len(text) <= i <= len(text):
-            raise ctx.error(f"position {i} is out of range for a string of length {len(text)}")
-        i = i + len(text) if i < 0 else i
-        piece = text[i : i + max(k, 0)]
-        out.append(piece.encode() if utf8 else piece)
+        piece = cut(v, int(i), int(k))
+        if piece is None:
+            raise ctx.error(f"pos {int(i)} out of range for string {v!r}")
+        out.append(piece)
     return _bytes_array(out, s.shape)
 
 
@@ -408,28 +476,35 @@ def _number_format(ctx, kind: str) -> str:
     if scientific and shortest:
         raise ctx.error("cannot select both scientific and shortest notation")
     fmt = "%" + fill + (str(width) if width > -1 else "") + (f".{precision}" if precision > -1 else "")
-    if kind in "iu":
+    if kind == "u":  # printf's %u ignores the sign flags
+        return fmt.replace("+", "").replace(" ", "") + "d"
+    if kind == "i":
         return fmt + "d"
-    if kind == "b":
-        return fmt + "s"
-    conv = fmt + ("g" if shortest else "e" if scientific else "f")
-    return f"({conv},{conv})" if kind == "c" else conv
+    return fmt + ("g" if shortest else "e" if scientific else "f")
+
+
+def _printf_float(fmt: str, value: Any) -> str:
+    # C's printf pads inf and nan with spaces even with the '0' flag
+    return (fmt if np.isfinite(value) else fmt.replace("%0", "%", 1)) % float(value)
 
 
 @op("AsString")
 def as_string(ctx, x):
-    """Numbers formatted as TF's as_string_op.cc does (printf: %d, %f / %e / %g with the precision; bools as
-    true/false), padded to ``width`` with ``fill``."""
-    if is_strings(x):
-        return _strings(ctx, x)
+    """Numbers formatted as TF's as_string_op.cc does (printf: %d, %f / %e / %g with the precision), padded to
+    ``width`` with ``fill``; bools as true/false, unpadded."""
+    if is_strings(x):  # printf %s: only width and the '-' flag apply
+        width, left = ctx.attr("width", -1), _as_bytes(ctx.attr("fill", b"")) == b"-"
+        return _map(ctx, x, lambda s: s.ljust(width) if left else s.rjust(width))
     v = np.asarray(ctx.static(x, "the values"))
+    if v.dtype.kind not in "biufc":  # bfloat16 (ml_dtypes), printed through float as TF does
+        v = v.astype(np.float32)
     fmt = _number_format(ctx, v.dtype.kind)
-    if v.dtype.kind == "b":
-        flat = [(fmt % ("true" if e else "false")).encode() for e in v.reshape(-1)]
+    if v.dtype.kind == "b":  # TF ignores width and fill for bools
+        flat = [b"true" if e else b"false" for e in v.reshape(-1)]
     elif v.dtype.kind == "c":
-        flat = [(fmt % (float(e.real), float(e.imag))).encode() for e in v.reshape(-1)]
+        flat = [f"({_printf_float(fmt, e.real)},{_printf_float(fmt, e.imag)})".encode() for e in v.reshape(-1)]
     elif v.dtype.kind == "f":
-        flat = [(fmt % float(e)).encode() for e in v.reshape(-1)]
+        flat = [_printf_float(fmt, e).encode() for e in v.reshape(-1)]
     else:
         flat = [(fmt % int(e)).encode() for e in v.reshape(-1)]
     return _bytes_array(flat, v.shape)
@@ -469,8 +544,19 @@ def string_split_v2(ctx, x, sep):
         raise ctx.error(f"input must be a vector, got shape {s.shape}")
     separator = _as_bytes(_strings(ctx, sep, "the separator"))
     maxsplit = ctx.attr("maxsplit", -1)
-    rows = [v.split(None if not separator else separator, maxsplit) for v in s]
+    rows = [_split_v2(v, separator, maxsplit) for v in s]
     return _sparse(rows)
+
+
+def _split_v2(s: bytes, sep: bytes, maxsplit: int) -> list[bytes]:
+    """string_split_op.cc SplitV2: as Python's split, except that a whitespace split that reaches ``maxsplit``
+    ends with the rest of the string after the whitespace following the last piece, even when it is empty."""
+    if sep or maxsplit <= 0:
+        return s.split(sep or None, maxsplit) if maxsplit else [s]
+    pieces = s.split(None, maxsplit)
+    if len(pieces) == maxsplit:
+        pieces.append(b"")
+    return pieces
 
 
 @op("StringSplit")

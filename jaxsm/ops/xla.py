@@ -18,7 +18,8 @@ from jax._src.lax import windowed_reductions
 
 from jaxsm import dtypes
 from jaxsm.errors import JaxsmError
-from jaxsm.ops.registry import op
+from jaxsm.ops import control_flow
+from jaxsm.ops.registry import op, precision
 
 # -- protobuf wire format -----------------------------------------------------------------------------------
 
@@ -404,3 +405,144 @@ def xla_call_module(ctx, *args):
         _get_vjp=None,
     )
     return list(exported.call(*args))
+
+
+# -- sharding annotations, barriers, precision --------------------------------------------------------------
+
+
+@op("XlaSharding")
+def xla_sharding(ctx, x):
+    return x
+
+
+def _tile_count(ctx, attr: str) -> int:
+    """How many devices an OpSharding (xla_data.proto: tile_assignment_dimensions = 3, replicate_on_last_tile_dim
+    = 5, last_tile_dims = 6) splits a tensor's data over; trailing subgroup (replicated/manual) dims do not
+    count. 1 for replicated or maximal shardings."""
+    fields = _proto_ints(ctx.attr(attr, b""))
+    tiles = fields.get(3, [])
+    subgroups = len(fields.get(6, [])) + (1 if _one(fields.get(5, [])) else 0)
+    return int(np.prod(tiles[: len(tiles) - subgroups]))
+
+
+@op("XlaSpmdFullToShardShape", "XlaSpmdShardToFullShape")
+def xla_spmd_shape(ctx, x):
+    """On one device the shard is the whole tensor; a sharding over several devices cannot run here."""
+    if ctx.attr("full_shape", None) is not None and tuple(ctx.attr("full_shape")) != tuple(np.shape(x)):
+        raise ctx.error(f"shard shape {np.shape(x)} differs from full_shape {tuple(ctx.attr('full_shape'))}")
+    if _tile_count(ctx, "manual_sharding") > 1:
+        raise ctx.error("the manual sharding splits the tensor over several devices; jaxsm runs on one")
+    return x
+
+
+@op("XlaOptimizationBarrier")
+def xla_optimization_barrier(ctx, *xs):
+    return list(lax.optimization_barrier(tuple(jnp.asarray(x) for x in xs)))
+
+
+@op("XlaReducePrecision")
+def xla_reduce_precision(ctx, x):
+    return lax.reduce_precision(x, int(ctx.attr("exponent_bits")), int(ctx.attr("mantissa_bits")))
+
+
+@op("XlaEinsum")
+def xla_einsum(ctx, a, b):
+    return jnp.einsum(ctx.attr("equation"), a, b, precision=precision())
+
+
+# -- control flow -------------------------------------------------------------------------------------------
+
+
+@op("XlaIf", stateful=True)
+def xla_if(ctx, cond, *args):
+    """TF's If under another name (then_branch/else_branch attrs alike)."""
+    return control_flow.if_(ctx, cond, *args)
+
+
+@op("XlaWhile", stateful=True)
+def xla_while(ctx, *args):
+    """TF's While under another name (cond/body attrs alike)."""
+    return control_flow.while_(ctx, *args)
+
+
+# -- linear algebra -----------------------------------------------------------------------------------------
+
+
+@op("XlaSvd")
+def xla_svd(ctx, a):
+    """(s, u, v): full u and v, ``a = u @ diag(s) @ adjoint(v)[:k]``, s descending. XLA computes it by one-sided
+    Jacobi (max_iter, epsilon); jaxsm by the backend's SVD, so vectors may differ in sign (see gaps.py)."""
+    u, s, vh = jnp.linalg.svd(jnp.asarray(a), full_matrices=True)
+    return s.astype(jnp.result_type(a)), u, jnp.conj(jnp.swapaxes(vh, -1, -2))
+
+
+@op("XlaSelfAdjointEig")
+def xla_self_adjoint_eig(ctx, a):
+    """(w ascending, v) from the ``lower`` (or upper) triangle; Jacobi in XLA, so signs may differ."""
+    v, w = lax.linalg.eigh(jnp.asarray(a), lower=bool(ctx.attr("lower", True)), symmetrize_input=False)
+    return w.astype(jnp.result_type(a)), v
+
+
+# -- dynamic dimensions, tiling -----------------------------------------------------------------------------
+
+
+@op("XlaSetDynamicDimensionSize", static=(1, 2))
+def xla_set_dynamic_dimension_size(ctx, x, dim_index, size):
+    """The first ``size`` entries of dimension ``dim_index``: what every consumer (and the function's output)
+    sees of an XLA dynamic dimension. ``size`` must be known at trace time (a data-dependent shape)."""
+    dim, n = int(dim_index), int(size)
+    if not 0 <= dim < np.ndim(x) or not 0 <= n <= np.shape(x)[dim]:
+        raise ctx.error(f"dimension {dim} of shape {np.shape(x)} cannot have dynamic size {n}")
+    return lax.slice_in_dim(x, 0, n, axis=dim)
+
+
+@op("XlaRemoveDynamicDimensionSize")
+def xla_remove_dynamic_dimension_size(ctx, x, dim_index):
+    """Identity: jaxsm's dimensions are static (the padding XLA would expose again is gone, see gaps.py)."""
+    return x
+
+
+def _nd_paddings(ctx, rank: int) -> list[int]:
+    paddings = [int(p) for p in ctx.attr("paddings", [])] or [0] * rank
+    if len(paddings) != rank or min(paddings) < 0:
+        raise ctx.error(f"paddings {paddings} must have one non-negative entry per dimension ({rank})")
+    return paddings
+
+
+@op("XlaSplitND")
+def xla_split_nd(ctx, x):
+    """Pad the end of each dimension, then cut into num_splits[d] equal tiles per dimension, row-major
+    (tensorflow/core/tpu/kernels/sharding_util_ops.cc)."""
+    x = jnp.asarray(x)
+    splits = [int(n) for n in ctx.attr("num_splits")]
+    paddings = _nd_paddings(ctx, x.ndim)
+    if len(splits) != x.ndim or any((d + p) % n for d, p, n in zip(x.shape, paddings, splits, strict=True)):
+        raise ctx.error(f"shape {x.shape} padded by {paddings} is not evenly divisible by num_splits {splits}")
+    x = jnp.pad(x, [(0, p) for p in paddings])
+    tile = [d // n for d, n in zip(x.shape, splits, strict=True)]
+    return [
+        lax.slice(x, [i * t for i, t in zip(idx, tile)], [(i + 1) * t for i, t in zip(idx, tile)])
+        for idx in np.ndindex(*splits)
+    ]
+
+
+@op("XlaConcatND")
+def xla_concat_nd(ctx, *tiles):
+    """The inverse of XlaSplitND: tiles in row-major order merged, then ``paddings`` stripped from the ends."""
+    concats = [int(n) for n in ctx.attr("num_concats")]
+    if len(tiles) != int(np.prod(concats)):
+        raise ctx.error(f"{len(tiles)} inputs do not make a {concats} grid of tiles")
+    merged = _concat_grid([jnp.asarray(t) for t in tiles], concats, 0)
+    paddings = _nd_paddings(ctx, merged.ndim)
+    if any(p > d for p, d in zip(paddings, merged.shape, strict=True)):
+        raise ctx.error(f"paddings {paddings} exceed the merged shape {merged.shape}")
+    return merged[tuple(slice(0, d - p) for d, p in zip(merged.shape, paddings, strict=True))]
+
+
+def _concat_grid(tiles: list, concats: list[int], axis: int):
+    """Row-major ``tiles`` of a grid with ``concats`` tiles per dimension (from ``axis`` on), concatenated."""
+    if axis == len(concats):
+        return tiles[0]
+    n = len(tiles) // concats[axis]
+    rows = [_concat_grid(tiles[i * n : (i + 1) * n], concats, axis + 1) for i in range(concats[axis])]
+    return jnp.concatenate(rows, axis=axis)

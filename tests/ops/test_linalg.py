@@ -303,3 +303,17 @@ def test_self_adjoint_eig_v1(dtype, jit):
     values, vectors = packed[:, 0], packed[:, 1:]
     np.testing.assert_allclose(values, expected, **_tol(dtype), err_msg="eigenvalues")
     np.testing.assert_allclose(a @ vectors, vectors * values[:, None, :], **_tol(dtype), err_msg="A v = e v")
+
+
+@JIT
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(3, 3), (2, 4, 4), (0, 0)], ids=str)
+def test_cholesky_grad(shape, dtype, jit):
+    """The TF1 gradient kernel: reads the lower triangles of l and grad only (upper ones are garbage here)."""
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal(shape).astype(dtype)
+    spd = a @ np.swapaxes(a, -1, -2) + shape[-1] * np.eye(shape[-1], dtype=dtype)
+    l = np.linalg.cholesky(spd).astype(dtype) + np.triu(np.full(shape, 7.0, dtype), 1)
+    grad = rng.standard_normal(shape).astype(dtype)
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    assert_matches_tf(lambda l, g: tf.raw_ops.CholeskyGrad(l=l, grad=g), [l, grad], rtol=tol, atol=tol, jit=jit)

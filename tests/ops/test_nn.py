@@ -887,3 +887,35 @@ def test_common_ops_trace_to_primitives():
     jaxpr = jax.make_jaxpr(apply)(params, x)
     nested = [e.params.get("name") for e in jaxpr.jaxpr.eqns if e.primitive.name in ("pjit", "jit")]
     assert nested == [], f"jnp wrappers traced: {nested}"
+
+
+_ISOTONIC = np.array(
+    [[1.0, 3.0, 2.0, 2.0, 5.0, 4.0], [6.0, 5.0, 5.0, 7.0, 0.5, 0.5], [np.nan, 1.0, 2.0, 0.0, -1.0, 3.0]]
+)
+
+
+@JIT
+@pytest.mark.parametrize(
+    "x",
+    [
+        _ISOTONIC.astype(np.float32),
+        _ISOTONIC[:2].astype(np.float64).reshape(2, 1, 6) / 3,
+        _ISOTONIC[:2].astype(np.float16),
+        _ISOTONIC[:2].astype(np.int8),
+        _ISOTONIC[:2].astype(np.int32) * 1000,
+        np.float32(2.5),
+        np.zeros((2, 0), np.float32),
+    ],
+    ids=["f32_nan", "f64_rank3", "f16", "int8", "int32", "rank0", "empty"],
+)
+def test_isotonic_regression(x, jit):
+    """Raw op (non-increasing fit, ties pooled only when strictly violated) and tf.nn's increasing variant."""
+    out_dtype = {np.int8: tf.float32, np.int32: tf.float64}.get(x.dtype.type, tf.as_dtype(x.dtype))
+
+    def fn(x):
+        fit, seg = tf.raw_ops.IsotonicRegression(input=x, output_dtype=out_dtype)
+        if x.dtype.is_floating and x.shape.rank:
+            return fit, seg, tf.nn.isotonic_regression(x, decreasing=False, axis=0)
+        return fit, seg
+
+    assert_matches_tf(fn, [x], rtol=1e-6 if x.dtype != np.float16 else 1e-3, jit=jit)

@@ -108,3 +108,37 @@ def test_approx_top_k(dtype, jit):
     expected = [-low.values.numpy(), low.indices.numpy(), cols.values.numpy().T, cols.indices.numpy().T]
     for name, g, e in zip(["min values", "min indices", "axis-0 values", "axis-0 indices"], got, expected):
         np.testing.assert_array_equal(np.asarray(g), e, err_msg=name)
+
+
+_BESSEL_OPS = ["BesselJ0", "BesselJ1", "BesselY0", "BesselY1", "BesselK0", "BesselK0e", "BesselK1", "BesselK1e"]
+_BESSEL_X = np.concatenate(
+    [np.linspace(-30, 30, 241), np.geomspace(1e-6, 150, 60), [0.0, -0.0, 2.0, 5.0, np.inf, -np.inf, np.nan]]
+)
+
+
+@pytest.mark.parametrize("jit", [True, False])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_bessel_functions(dtype, jit):
+    """Eigen's float and double Cephes algorithms (both sides of each branch point, zeros of J/Y, the poles and
+    NaN/inf). J/Y within a few ulp; K's log-term branch (x < 2) within ~20 ulp (gaps.py)."""
+    x = _BESSEL_X.astype(dtype)
+    fn = lambda x: {name: getattr(R, name)(x=x) for name in _BESSEL_OPS}  # noqa: E731
+    jy_tol, k_tol = (1e-6, 3e-6) if dtype == np.float32 else (1.2e-15, 3e-15)
+    export_dir, tf_fn = save_function(fn, [x])
+    want, got = tf_fn(x), run_jaxsm(export_dir, [x], jit=jit)
+    for name in _BESSEL_OPS:
+        tol = jy_tol if name[6] in "JY" else k_tol
+        w, g = want[name].numpy(), np.asarray(got[name])
+        assert g.dtype == w.dtype and g.shape == w.shape, name
+        np.testing.assert_allclose(g, w, rtol=tol, atol=0, equal_nan=True, err_msg=name)
+
+
+@pytest.mark.parametrize("jit", [True, False])
+@pytest.mark.parametrize(
+    "x", [np.float32(3.5), np.linspace(0.1, 9, 12).reshape(2, 3, 2).astype(np.float16), np.zeros((0, 2))], ids=str
+)
+def test_bessel_shapes_and_half(x, jit):
+    def fn(x):
+        return [R.BesselJ1(x=x), R.BesselY0(x=x), R.BesselK1e(x=x)]
+
+    assert_matches_tf(fn, [x], rtol=1e-3 if x.dtype == np.float16 else 3e-6, jit=jit)

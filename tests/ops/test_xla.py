@@ -226,3 +226,140 @@ def test_xla_call_module(jit):
     from tests.tfcompare import assert_matches_tf
 
     assert_matches_tf(fn, [_f(2, 3), _f(3, 4)], rtol=1e-5, jit=jit)
+
+
+# -- sharding annotations, precision, control flow, linalg, tiling --------------------------------------------
+
+from tensorflow.compiler.tf2xla.ops import gen_xla_ops as X  # noqa: E402
+
+_REPLICATED = xla_data_pb2.OpSharding(type=xla_data_pb2.OpSharding.REPLICATED).SerializeToString()
+_ONE_TILE = xla_data_pb2.OpSharding(
+    type=xla_data_pb2.OpSharding.OTHER, tile_assignment_dimensions=[1, 1], tile_assignment_devices=[0]
+).SerializeToString()
+_TWO_TILES = xla_data_pb2.OpSharding(
+    type=xla_data_pb2.OpSharding.OTHER, tile_assignment_dimensions=[2, 1], tile_assignment_devices=[0, 1]
+).SerializeToString()
+
+
+@JIT
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sharding_barrier_reduce_precision_einsum(dtype, jit):
+    def fn(x, y):
+        full = X.xla_spmd_shard_to_full_shape(
+            X.xla_spmd_full_to_shard_shape(x, manual_sharding=_ONE_TILE), manual_sharding=_REPLICATED, full_shape=[3, 4]
+        )
+        return (
+            X.xla_sharding(x, sharding=_TWO_TILES),
+            *X.xla_optimization_barrier([x, y]),
+            X.xla_reduce_precision(x * 1e4, exponent_bits=5, mantissa_bits=3),  # overflows float16's range to inf
+            X.xla_reduce_precision(x / 7, exponent_bits=8, mantissa_bits=7),
+            X.xla_einsum(tf.cast(x, tf.float32), tf.cast(y, tf.float32), equation="ij,kj->ik"),  # no float64
+            full,
+        )
+
+    x = _f(3, 4, dtype=dtype)
+    x[0, :2] = [np.nan, -np.inf]
+    assert_xla_matches_tf(fn, [x, _f(5, 4, dtype=dtype)], rtol=1e-6 if dtype == np.float32 else 1e-12, jit=jit)
+
+
+def test_spmd_over_several_devices_raises():
+    from jaxsm.errors import JaxsmError
+
+    export_dir, _ = save_function(lambda x: X.xla_spmd_full_to_shard_shape(x, manual_sharding=_TWO_TILES), [_f(4, 2)])
+    with pytest.raises(JaxsmError, match="several devices"):
+        run_jaxsm(export_dir, [_f(4, 2)])
+
+
+@JIT
+def test_xla_if_and_while(jit):
+    i32 = tf.TensorSpec((), tf.int32)
+    f32 = tf.TensorSpec((2,), tf.float32)
+    then_b = tf.function(lambda i, v: (i + 1, v * 2.0)).get_concrete_function(i32, f32)
+    else_b = tf.function(lambda i, v: (i - 1, v - 1.0)).get_concrete_function(i32, f32)
+    cond = tf.function(lambda i, v: i < 5).get_concrete_function(i32, f32)
+    body = tf.function(lambda i, v: (i + 1, v * 1.5)).get_concrete_function(i32, f32)
+
+    def fn(i, v):
+        branch = X.xla_if(i > 2, [i, v], then_b, else_b, Tout=[tf.int32, tf.float32])
+        loop = X.xla_while([i, v], cond, body)
+        return (*branch, *loop)
+
+    def reference(i, v):  # TF compiles XlaIf only with an output_shapes attr its op def lacks
+        branch = tf.cond(i > 2, lambda: then_b(i, v), lambda: else_b(i, v))
+        return (*branch, *tf.while_loop(lambda i, v: i < 5, lambda i, v: body(i, v), [i, v]))
+
+    v = np.array([1.0, -2.0], np.float32)
+    export_dir, _ = save_function(fn, [np.int32(0), v])
+    for i in (np.int32(1), np.int32(4)):
+        got = run_jaxsm(export_dir, [i, v], jit=jit)
+        for k, (g, e) in enumerate(zip(got, reference(tf.constant(i), tf.constant(v)), strict=True)):
+            np.testing.assert_allclose(np.asarray(g), e.numpy(), rtol=1e-6, err_msg=f"out[{k}] for i={i}")
+
+
+@JIT
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_xla_svd_and_self_adjoint_eig(dtype, jit):
+    """Values as XLA's; vectors up to sign (XLA uses Jacobi), so TF's are checked through invariants."""
+    a = _f(3, 4, dtype=dtype)
+    sym = a @ a.T + np.diag([0.0, 5.0, 9.0]).astype(dtype)
+    sym_upper = np.triu(sym) + np.tril(np.full_like(sym, 100.0), -1)  # only the upper triangle is read
+
+    def fn(a, sym, sym_upper):
+        s, u, v = X.xla_svd(a, max_iter=100, epsilon=1e-6, precision_config="")
+        w, ev = X.xla_self_adjoint_eig(sym, lower=True, max_iter=100, epsilon=1e-6)
+        w_up, _ = X.xla_self_adjoint_eig(sym_upper, lower=False, max_iter=100, epsilon=1e-6)
+        return s, u, v, w, ev, w_up
+
+    export_dir, _ = save_function(fn, [a, sym, sym_upper])
+    s, u, v, w, ev, w_up = (np.asarray(t) for t in run_jaxsm(export_dir, [a, sym, sym_upper], jit=jit))
+    # Each op in its own XLA cluster: in one, XLA gives the lower=False eig the lower=True eig's triangle.
+    tf_s, tf_u, tf_v, tf_w, tf_ev, _ = (t.numpy() for t in tf.function(fn, jit_compile=True)(a, sym, sym))
+    tf_w_up = tf.function(
+        lambda m: X.xla_self_adjoint_eig(m, lower=False, max_iter=100, epsilon=1e-6)[0], jit_compile=True
+    )(sym_upper).numpy()
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    vtol = 1e-4 if dtype == np.float32 else 1e-6  # XLA's Jacobi stops at epsilon-level orthogonality
+    for name, got, want in [("s", s, tf_s), ("w", w, tf_w), ("w_upper", w_up, tf_w_up)]:
+        assert got.dtype == want.dtype and got.shape == want.shape, name
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol, err_msg=name)
+    assert u.shape == tf_u.shape and v.shape == tf_v.shape and ev.shape == tf_ev.shape
+    np.testing.assert_allclose(u[:, :3] * s @ v[:, :3].T, a, atol=vtol, err_msg="u diag(s) v^T")
+    np.testing.assert_allclose(np.abs(u.T @ tf_u), np.eye(3), atol=vtol, err_msg="u columns up to sign")
+    np.testing.assert_allclose(np.abs(ev.T @ tf_ev), np.eye(3), atol=vtol, err_msg="v columns up to sign")
+
+
+@JIT
+def test_dynamic_dimension_size(jit):
+    def fn(x):
+        cut = X.xla_set_dynamic_dimension_size(x, 1, 2)
+        return cut, tf.reduce_sum(cut, 1), X.xla_remove_dynamic_dimension_size(x, 0)
+
+    assert_xla_matches_tf(fn, [_f(3, 4)], jit=jit)
+
+
+def _split_nd_reference(x, splits, paddings):
+    x = np.pad(x, [(0, p) for p in paddings or [0] * x.ndim])
+    tiles = [x]
+    for axis, n in enumerate(splits):
+        tiles = [part for t in tiles for part in np.split(t, n, axis=axis)]
+    return tiles
+
+
+@JIT
+@pytest.mark.parametrize(
+    "shape, splits, paddings", [((3, 3), [2, 2], [1, 1]), ((4, 6, 2), [2, 3, 1], []), ((5,), [1], [0])]
+)
+def test_xla_split_and_concat_nd(shape, splits, paddings, jit):
+    """TF has TPU kernels only: checked against the documented semantics, and concat(split(x)) == x."""
+    x = np.arange(np.prod(shape), dtype=np.int32).reshape(shape)
+    n = int(np.prod(splits))
+
+    def fn(x):
+        tiles = tf.raw_ops.XlaSplitND(input=x, N=n, num_splits=splits, paddings=paddings)
+        return tiles, tf.raw_ops.XlaConcatND(inputs=tiles, num_concats=splits, paddings=paddings)
+
+    export_dir, _ = save_function(fn, [x])
+    tiles, merged = run_jaxsm(export_dir, [x], jit=jit)
+    for i, (got, want) in enumerate(zip(tiles, _split_nd_reference(x, splits, paddings), strict=True)):
+        np.testing.assert_array_equal(np.asarray(got), want, err_msg=f"tile {i}")
+    np.testing.assert_array_equal(np.asarray(merged), x, err_msg="merged")

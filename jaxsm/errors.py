@@ -65,6 +65,18 @@ class StaticValueError(LoweringError):
     """An op needs a value at trace time (e.g. a shape) that is only known at run time."""
 
 
+class CallArgumentError(JaxsmError, TypeError):
+    """A restored function was called with arguments it does not take: too many, missing or unexpected names (TF
+    raises TypeError)."""
+
+
+class SignatureNotFoundError(JaxsmError, KeyError):
+    """``loaded.signatures[key]`` names no signature of the SavedModel (TF raises KeyError)."""
+
+    def __str__(self) -> str:  # KeyError quotes its argument; keep the message readable
+        return str(self.args[0]) if self.args else ""
+
+
 class FunctionMatchError(JaxsmError, ValueError):
     """No concrete function of a polymorphic function matches the call (TF raises ValueError)."""
 

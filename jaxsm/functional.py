@@ -101,7 +101,8 @@ def functional(fn: ConcreteFunction | RestoredFunction) -> tuple[Callable[..., A
 
     Arguments:
       fn: a restored ``tf.function`` (``model.f``), a concrete function, or a signature
-        (``model.signatures["serving_default"]``).
+        (``model.signatures["serving_default"]``), also of a TF1 SavedModel (or its ``prune(...)``), whose
+        ``params`` are flat, keyed by variable name.
 
     Returns:
       ``(apply, params)``. ``apply(params, *args, **kwargs)`` returns the outputs in TF's structure, computed
@@ -109,6 +110,10 @@ def functional(fn: ConcreteFunction | RestoredFunction) -> tuple[Callable[..., A
       BatchNorm update…), ``apply`` returns ``(outputs, new_params)`` instead; ``apply.assigns`` says which.
       ``params`` is a nested dict keyed by object path; see :func:`split_trainable`.
     """
+    from jaxsm.tf1 import PrunedFunction
+
+    if isinstance(fn, PrunedFunction):
+        return _functional_v1(fn)
     cfs = fn.concrete_functions if isinstance(fn, RestoredFunction) else [fn]
     variables = variables_of(fn)
     params = _nest({v.key: v.value() for v in variables if v.initialized})
@@ -131,13 +136,34 @@ def functional(fn: ConcreteFunction | RestoredFunction) -> tuple[Callable[..., A
     return apply, params
 
 
+def _functional_v1(fn: Any) -> tuple[Callable[..., Any], dict[str, Any]]:
+    """:func:`functional` of a TF1 signature or pruned function (``jaxsm/tf1.py``). Its params are flat, keyed by
+    variable name: TF1 names such as ``w`` and ``w/Adam`` do not nest."""
+    params = {v.key: v.value() for v in fn._variables() if v.initialized}
+    # TF1's ref-variable optimizer updates (ApplyAdam, SparseApplyFtrl, …) assign too
+    assigns = any(assigns_state(n.op) or n.op.startswith(("Apply", "SparseApply")) for n in fn._all_nodes())
+    pure = fn.pure()
+
+    def apply(params: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        state = {**fn._model._state(), **params}  # tables and unused variables are constants, not params
+        outputs, updated = pure(state, fn.convert(fn.bind(args, kwargs)))
+        result = fn.pack(outputs)
+        if assigns:
+            return result, {k: updated.get(k, v) for k, v in params.items()}
+        return result
+
+    apply.assigns = assigns  # type: ignore[attr-defined]
+    return apply, params
+
+
 def split_trainable(fn: ConcreteFunction | RestoredFunction, params: dict[str, Any]) -> tuple[dict, dict]:
     """``(trainable, non_trainable)`` parts of ``params`` (merge them back with :func:`merge`)."""
     trainable_keys = {v.key for v in variables_of(fn) if v.trainable}
     flat = _flatten(params)
+    nest = _nest if any(isinstance(v, dict) for v in params.values()) else dict  # TF1 params stay flat
     return (
-        _nest({k: v for k, v in flat.items() if k in trainable_keys}),
-        _nest({k: v for k, v in flat.items() if k not in trainable_keys}),
+        nest({k: v for k, v in flat.items() if k in trainable_keys}),
+        nest({k: v for k, v in flat.items() if k not in trainable_keys}),
     )
 
 
@@ -146,6 +172,8 @@ def merge(*parts: dict[str, Any]) -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for p in parts:
         flat.update(_flatten(p))
+    if not any(isinstance(v, dict) for p in parts for v in p.values()):
+        return flat  # flat params (TF1's) stay flat; nested ones with only top-level keys are the same
     return _nest(flat)
 
 

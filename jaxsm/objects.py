@@ -33,10 +33,12 @@ from jaxsm.compile import (
     tuned_jit,
 )
 from jaxsm.errors import (
+    CallArgumentError,
     FunctionMatchError,
     IncompleteSavedModelError,
     Int64RangeError,
     JaxsmError,
+    SignatureNotFoundError,
     StaticValueError,
     VariableError,
 )
@@ -45,7 +47,7 @@ from jaxsm.format.structure import TensorSpec
 from jaxsm.format.tensor import tensor_from_proto
 from jaxsm.graph.interpreter import pure_function
 from jaxsm.graph.library import Library, check_supported
-from jaxsm.graph.rng import SAMPLES_PER_OUTPUT, initial_counters
+from jaxsm.graph.rng import COUNTED_OPS, initial_counters
 from jaxsm.graph.values import Resource
 
 _X64_WARNED = False
@@ -105,6 +107,12 @@ class LoadOptions:
         return jax.device_put(value, target)
 
 
+# dtype kind of a variable -> kinds of Python values (NumPy's view of them) that TF converts to it
+_PYTHON_VALUE_INTO = {"b": "b", "i": "bi", "u": "i", "f": "bif", "c": "bifc", "V": "bif"}
+# the same when TF only hints the dtype (a restored function without input_signature)
+_PYTHON_VALUE_HINTED = {"b": "b", "i": "i", "u": "i", "f": "if", "c": "ifc", "V": "if"}
+
+
 class Variable:
     """A restored ``tf.Variable``: its value is a ``jax.Array`` that functions read and assign."""
 
@@ -122,11 +130,17 @@ class Variable:
     @property
     def _value(self) -> jax.Array | None:
         if self._array is None and self._pending is not None:
-            self._array, self._pending = self._pending(), None
+            with jax.ensure_compile_time_eval():  # a first read inside the user's jax.jit must not keep a tracer
+                self._array, self._pending = self._pending(), None
         return self._array
 
     @_value.setter
     def _value(self, value: jax.Array | None) -> None:
+        if isinstance(value, jax.core.Tracer):  # kept, it would poison every later call with a leaked tracer
+            raise VariableError(
+                f"variable '{self.name}' ({self._key}) would be assigned inside jax.jit/grad/vmap, where a restored "
+                "function cannot keep state: use jaxsm.functional(fn), whose apply returns the updated variables"
+            )
         self._array, self._pending = value, None
 
     @property
@@ -136,6 +150,8 @@ class Variable:
 
     @property
     def shape(self) -> tuple:
+        if self._shape is None and self._pending is not None:  # declared of unknown rank: the checkpointed value's
+            return tuple(self.value().shape)
         return tuple(self._array.shape) if self._array is not None else tuple(self._shape or ())
 
     @property
@@ -164,20 +180,43 @@ class Variable:
     def __jax_array__(self):
         return self.value()
 
-    def assign(self, value: Any) -> Variable:
-        new = jnp.asarray(value, dtype=self._dtype if jax.config.jax_enable_x64 else None)
-        if self._value is not None and new.shape != self._value.shape:
+    def _converted(self, value: Any) -> Any:
+        """``value`` as this variable's dtype, as ``tf.Variable.assign`` converts it: arrays are cast, Python values
+        only where TF converts them (a float never becomes an int, an int never a bool)."""
+        value = value.value() if isinstance(value, Variable) else _as_input(value)
+        if self._dtype.kind == "O":
+            strings = dtypes.as_strings(value)
+            if strings is None:
+                raise VariableError(f"cannot assign {value!r} to the string variable '{self.name}'")
+            return strings
+        if not isinstance(value, (np.ndarray, np.generic, jax.Array)):
+            arr = np.asarray(value)
+            if arr.dtype.kind not in _PYTHON_VALUE_INTO.get(self._dtype.kind, ""):
+                raise VariableError(f"cannot convert {value!r} to the {self._dtype.name} variable '{self.name}'")
+            value = arr.astype(self._dtype)
+        return jnp.asarray(value).astype(jax.dtypes.canonicalize_dtype(self._dtype))
+
+    def assign(self, value: Any, use_locking: Any = None, name: Any = None, read_value: bool = True) -> Variable | None:
+        new = self._converted(value)
+        declared = self._shape
+        if declared is not None and not (
+            len(declared) == new.ndim and all(d is None or d < 0 or d == n for d, n in zip(declared, new.shape))
+        ):  # the declared shape, as TF checks it: None dimensions (shape=tf.TensorShape(None)) take any size
             raise VariableError(
-                f"cannot assign a value of shape {new.shape} to variable '{self.name}' of shape {self._value.shape}"
+                f"cannot assign a value of shape {new.shape} to variable '{self.name}' of shape {declared}"
             )
-        self._value = new.astype(self._value.dtype) if self._value is not None else new
-        return self
+        self._value = new
+        return self if read_value else None
 
-    def assign_add(self, delta: Any) -> Variable:
-        return self.assign(self.value() + jnp.asarray(delta))
+    def assign_add(
+        self, delta: Any, use_locking: Any = None, name: Any = None, read_value: bool = True
+    ) -> Variable | None:
+        return self.assign(self.value() + self._converted(delta), read_value=read_value)
 
-    def assign_sub(self, delta: Any) -> Variable:
-        return self.assign(self.value() - jnp.asarray(delta))
+    def assign_sub(
+        self, delta: Any, use_locking: Any = None, name: Any = None, read_value: bool = True
+    ) -> Variable | None:
+        return self.assign(self.value() - self._converted(delta), read_value=read_value)
 
     # arithmetic and comparisons, as tf.Variable supports them (operators act on the current value)
     def __float__(self):
@@ -263,7 +302,9 @@ class UserObject:
     def __call__(self, *args, **kwargs):
         fn = self._jaxsm_children.get("__call__")
         if fn is None:
-            raise TypeError(f"this restored object ({self._jaxsm_identifier}) is not callable: it has no __call__")
+            raise CallArgumentError(
+                f"this restored object ({self._jaxsm_identifier}) is not callable: it has no __call__"
+            )
         return fn(*args, **kwargs)
 
     def _walk_variables(self) -> list[Variable]:
@@ -291,7 +332,11 @@ class UserObject:
         return out
 
     def __getattr__(self, name: str):
-        # Only reached when no child of that name exists: tf.Module-style collections.
+        # Reached for children whose names are not identifiers (Keras' "layer-0", TF has them as attributes for
+        # getattr), and otherwise for tf.Module-style collections.
+        children = self.__dict__.get("_jaxsm_children", {})
+        if name in children:
+            return children[name]
         if name == "variables":
             return self._walk_variables()
         if name == "trainable_variables":
@@ -314,7 +359,7 @@ class Signatures(Mapping):
         try:
             return self._functions[key]
         except KeyError:
-            raise KeyError(f"no signature '{key}'; available: {sorted(self._functions)}") from None
+            raise SignatureNotFoundError(f"no signature '{key}'; available: {sorted(self._functions)}") from None
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._functions)
@@ -348,6 +393,7 @@ class ConcreteFunction:
         self._num_positional: int | None = None
         self._is_signature = False
         self._lock = threading.Lock()
+        self._updates_state: bool | None = None
 
     # -- inputs -----------------------------------------------------------------------------------------
     @property
@@ -359,6 +405,29 @@ class ConcreteFunction:
             elif isinstance(s, structure.TypeSpec):
                 specs.extend(composite.component_specs(s))
         return specs
+
+    @property
+    def inputs(self) -> list[TensorSpec]:
+        """TF's ``inputs``: the flat tensor inputs, named like the function's placeholders (``'x:0'``); the
+        captured variables and resources TF lists after them are left out."""
+        fdef = self._context.library.functions.get(self.name)
+        names = [a.name for a in fdef.signature.input_arg] if fdef is not None else []
+        specs = self.inputs_spec
+        return [s._replace(name=f"{n}:0") for s, n in zip(specs, names)] + specs[len(names) :]
+
+    @property
+    def outputs(self) -> list[TensorSpec]:
+        """TF's ``outputs``: the flat tensor outputs, named after the graph tensors returned (``'Identity:0'``)."""
+        specs = []
+        for s in structure.flatten(self.structured_outputs):
+            if isinstance(s, TensorSpec):
+                specs.append(s)
+            elif isinstance(s, structure.TypeSpec):
+                specs.extend(composite.component_specs(s))
+        fdef = self._context.library.functions.get(self.name)
+        refs = [fdef.ret[a.name].split(":") for a in fdef.signature.output_arg] if fdef is not None else []
+        names = [f"{r[0]}:{r[-1] if len(r) > 1 else 0}" for r in refs]
+        return [s._replace(name=n) for s, n in zip(specs, names)] + specs[len(names) :]
 
     def _bind_captures(self) -> list[Any]:
         if self._captures is None:
@@ -420,16 +489,29 @@ class ConcreteFunction:
                 return type(s)(fill(v) for v in s)
             return s
 
-        if self.structured_outputs is None:
+        if self.structured_outputs is None and not self._proto.HasField("output_signature"):
             return flat[0] if len(flat) == 1 else flat
-        return fill(self.structured_outputs)
+        return fill(self.structured_outputs)  # (a function that returns nothing gives None, as TF's)
 
     def call_flat(self, flat_inputs: Sequence[Any]) -> list[Any]:
         """Run on flattened tensor inputs (in ``inputs_spec`` order); returns the flat outputs."""
-        return self._run_flat([_as_input(x) for x in flat_inputs])
+        with self._state_lock():
+            return self._run_flat([_as_input(x) for x in flat_inputs])
+
+    def _state_lock(self) -> contextlib.AbstractContextManager:
+        """Calls that update state (variables, tables, random counters) run one at a time per loaded model: two
+        threads would each read the old values and one's update would be lost, where TF's kernels update in place.
+        Calls that only read variables run concurrently."""
+        if self._updates_state is None:
+            from jaxsm.functional import _assigns
+
+            self._updates_state = bool(self._resources() or self._context.rng_keys(self.name)) or _assigns(self)
+        return self._context.state_lock if self._updates_state else contextlib.nullcontext()
 
     def __call__(self, *args, **kwargs):
-        return self._pack_outputs(self._run_flat(self.bind(args, kwargs)))
+        flat = self.bind(args, kwargs)
+        with self._state_lock():
+            return self._pack_outputs(self._run_flat(flat))
 
     def bind(self, args: tuple, kwargs: dict) -> list[Any]:
         """The flat tensor inputs for a call with ``args``/``kwargs`` (TF's rules); raises when they don't fit."""
@@ -439,7 +521,7 @@ class ConcreteFunction:
         names = self._arg_keywords or [s.name if isinstance(s, TensorSpec) else None for s in sig_args]
         bound = list(args)
         if len(bound) > len(sig_args):
-            raise TypeError(f"{self.name} takes {len(sig_args)} positional arguments, got {len(bound)}")
+            raise CallArgumentError(f"{self.name} takes {len(sig_args)} positional arguments, got {len(bound)}")
         rest = dict(kwargs)
         for i in range(len(bound), len(sig_args)):
             nm = names[i] if i < len(names) else None
@@ -448,7 +530,7 @@ class ConcreteFunction:
             elif not isinstance(sig_args[i], TensorSpec) and not _has_tensors(sig_args[i]):
                 bound.append(sig_args[i])
             else:
-                raise TypeError(f"{self.name}: missing argument {nm or i}")
+                raise CallArgumentError(f"{self.name}: missing argument {nm or i}")
         kw = {}
         for k, spec in sig_kwargs.items():
             if k in rest:
@@ -456,9 +538,9 @@ class ConcreteFunction:
             elif not _has_tensors(spec):
                 kw[k] = spec
             else:
-                raise TypeError(f"{self.name}: missing keyword argument '{k}'")
+                raise CallArgumentError(f"{self.name}: missing keyword argument '{k}'")
         if rest:
-            raise TypeError(f"{self.name}: unexpected arguments {sorted(rest)}")
+            raise CallArgumentError(f"{self.name}: unexpected arguments {sorted(rest)}")
         flat = _match((tuple(bound), kw), (sig_args, sig_kwargs), convert=True, cast_arrays=True)
         if flat is None:
             raise FunctionMatchError(
@@ -472,7 +554,7 @@ class ConcreteFunction:
         kw = dict(kwargs)
         if args:
             if len(args) > 1 or len(sig_kwargs) != 1 or kw:
-                raise TypeError(
+                raise CallArgumentError(
                     f"signature functions take keyword arguments ({sorted(sig_kwargs)}); one positional argument "
                     "is allowed only when the signature has exactly one input"
                 )
@@ -480,8 +562,10 @@ class ConcreteFunction:
         missing = sorted(set(sig_kwargs) - set(kw))
         extra = sorted(set(kw) - set(sig_kwargs))
         if missing or extra:
-            raise TypeError(f"signature expects inputs {sorted(sig_kwargs)}; missing {missing}, unexpected {extra}")
-        flat = _match(((), kw), ((), sig_kwargs), convert=True, cast_arrays=True)
+            raise CallArgumentError(
+                f"signature expects inputs {sorted(sig_kwargs)}; missing {missing}, unexpected {extra}"
+            )
+        flat = _match(((), kw), ((), sig_kwargs), convert=True, cast_arrays=True, any_sizes=True)
         if flat is None:
             raise FunctionMatchError(
                 f"inputs do not match the signature: {_describe(kw)} vs {structure.format_value(sig_kwargs)}"
@@ -652,7 +736,7 @@ class RestoredFunction:
         defaults = list(fas.defaults or [])
         default_of = dict(zip(names[len(names) - len(defaults) :], defaults)) if defaults else {}
         if len(args) > len(names) and not fas.varargs:
-            raise TypeError(f"function takes {len(names)} positional arguments but {len(args)} were given")
+            raise CallArgumentError(f"function takes {len(names)} positional arguments but {len(args)} were given")
         bound = list(args)
         rest = dict(kwargs)
         for nm in names[len(args) :]:
@@ -661,7 +745,7 @@ class RestoredFunction:
             elif nm in default_of:
                 bound.append(default_of[nm])
             else:
-                raise TypeError(f"missing required argument '{nm}'")
+                raise CallArgumentError(f"missing required argument '{nm}'")
         kwonly = {}
         for nm in fas.kwonlyargs or []:
             if nm in rest:
@@ -669,13 +753,14 @@ class RestoredFunction:
             elif fas.kwonlydefaults and nm in fas.kwonlydefaults:
                 kwonly[nm] = fas.kwonlydefaults[nm]
         if rest and not fas.varkw:
-            raise TypeError(f"unexpected keyword arguments {sorted(rest)}")
+            raise CallArgumentError(f"unexpected keyword arguments {sorted(rest)}")
         kwonly.update(rest)
         return tuple(bound), kwonly
 
     def __call__(self, *args, **kwargs):
         cf, flat = self.dispatch(args, kwargs)
-        return cf._pack_outputs(cf._run_flat(flat))
+        with cf._state_lock():
+            return cf._pack_outputs(cf._run_flat(flat))
 
     def dispatch(self, args: tuple, kwargs: dict) -> tuple[ConcreteFunction, list[Any]]:
         """The concrete function a call runs and its flat inputs: TF's rule, first match wins, first without
@@ -752,17 +837,24 @@ def _dtype_matches(got: np.dtype, want: np.dtype) -> bool:
     return False
 
 
-def _match(value: Any, spec: Any, convert: bool, specs_ok: bool = False, cast_arrays: bool = False) -> list[Any] | None:
+def _match(
+    value: Any, spec: Any, convert: bool, specs_ok: bool = False, cast_arrays: bool = False, any_sizes: bool = False
+) -> list[Any] | None:
     """Flat tensor inputs when ``value`` fits ``spec`` (structure, dtype, compatible shape), else None.
 
-    ``cast_arrays``: NumPy arrays are converted to the spec's dtype when NumPy calls that a same-kind cast (e.g.
-    float64 -> float32), as TF does for signatures and functions with an ``input_signature``.
+    ``cast_arrays``: NumPy numbers are cast to the spec's dtype (any number to any number) and Python values
+    converted as ``tf.Variable.assign`` converts them, as TF does for signatures and functions with an
+    ``input_signature``.
+    ``any_sizes``: only the rank must match, as TF feeds a signature's graph tensors of any size (a Keras 3 model
+    saved by ``tf.saved_model.save`` after a call on 2 examples has a (2, n) signature that serves any batch).
     """
     out: list[Any] = []
 
     def go(v, s) -> bool:
         if isinstance(s, TensorSpec):
             v = _as_input(v)
+            if any_sizes and s.shape is not None:
+                s = s._replace(shape=(None,) * len(s.shape))
             if specs_ok and isinstance(v, TensorSpec):
                 ok = v.dtype == s.dtype and s.is_compatible_with_shape(
                     tuple(d if d is not None else -1 for d in (v.shape or ()))
@@ -776,7 +868,7 @@ def _match(value: Any, spec: Any, convert: bool, specs_ok: bool = False, cast_ar
                 out.append(arr)
                 return True
             if isinstance(v, (np.ndarray, np.generic)) and cast_arrays and s.dtype is not None:
-                arr = v if v.dtype == s.dtype or not np.can_cast(v.dtype, s.dtype, "same_kind") else v.astype(s.dtype)
+                arr = _cast_numpy(v, s.dtype)
             elif isinstance(v, (np.ndarray, jax.Array, np.generic)):
                 arr = v
             elif convert and isinstance(v, (bool, int, float, complex, list, tuple)) and s.dtype is not None:
@@ -784,10 +876,10 @@ def _match(value: Any, spec: Any, convert: bool, specs_ok: bool = False, cast_ar
                     arr = np.asarray(v)
                 except Exception:
                     return False
-                # Python numbers convert like TF: ints to any numeric dtype, floats only to floating types.
-                if arr.dtype == object or (arr.dtype.kind == "f" and s.dtype.kind not in "fc"):
-                    return False
-                if (arr.dtype.kind == "b") != (s.dtype.kind == "b"):
+                # Python numbers convert like TF: with an input_signature as tf.Variable.assign converts them, else
+                # like a dtype hint (ints to ints and floats, floats only to floating types, bools only to bools)
+                kinds = (_PYTHON_VALUE_INTO if cast_arrays else _PYTHON_VALUE_HINTED).get(s.dtype.kind, "")
+                if arr.dtype.kind not in kinds:
                     return False
                 arr = arr.astype(s.dtype)
             else:
@@ -810,19 +902,35 @@ def _match(value: Any, spec: Any, convert: bool, specs_ok: bool = False, cast_ar
                 return False
             return all(go(v[k], s[k]) for k in sorted(s))
         if isinstance(s, (list, tuple)):
-            if not isinstance(v, (list, tuple)) or len(v) != len(s):
+            if not _same_sequence_type(v, s) or len(v) != len(s):
                 return False
             return all(go(a, b) for a, b in zip(v, s))
         if isinstance(v, (np.ndarray, jax.Array)):
             return False
-        if isinstance(v, bool) or isinstance(s, bool):  # True == 1 in Python, but TF traces them apart
-            return type(v) is type(s) and v == s
-        try:
+        try:  # TF's loader compares Python values with ==, so 1 matches a trace made with True (and 1.0)
             return bool(v == s)
         except (TypeError, ValueError):
             return False
 
     return out if go(value, spec) else None
+
+
+def _cast_numpy(v: np.ndarray | np.generic, dtype: np.dtype) -> np.ndarray | np.generic:
+    """A NumPy input of a signature or a function with an input_signature, converted as TF converts it: any
+    number to any number (NumPy's cast: floats truncate, ints wrap, complex drops its imaginary part)."""
+    numeric = "biufcV"
+    if v.dtype == dtype or v.dtype.kind not in numeric or np.dtype(dtype).kind not in numeric:
+        return v
+    return (np.real(v) if v.dtype.kind == "c" and np.dtype(dtype).kind != "c" else v).astype(dtype)
+
+
+def _same_sequence_type(value: Any, spec: list | tuple) -> bool:
+    """TF's ``nest`` type check when a call is matched to a trace: a list for a list, a tuple (or a namedtuple)
+    for a tuple, and for a namedtuple one of the same name and fields."""
+    if hasattr(spec, "_fields"):
+        same = hasattr(value, "_fields") and type(value).__name__ == type(spec).__name__
+        return same and value._fields == spec._fields
+    return isinstance(value, list if isinstance(spec, list) else tuple)
 
 
 def _describe(value: Any) -> str:
@@ -859,6 +967,7 @@ class _LoadContext:
         # the Philox counters of stateful random kernels (jaxsm/graph/rng.py), shared by the functions
         self.rng_state: dict[str, Any] = {}
         self._rng_keys: dict[str, list[str]] = {}
+        self.state_lock = threading.RLock()  # held by calls that update state (ConcreteFunction._state_lock)
         proto = self.files.proto_path
         stat = proto.stat() if proto is not None else None
         # identifies this SavedModel for jaxsm's trace cache (see _jit_keeping_host_outputs)
@@ -884,8 +993,8 @@ class _LoadContext:
         keys = self._rng_keys.get(fname)
         if keys is None:
             counters = {}
-            if not SAMPLES_PER_OUTPUT.keys().isdisjoint(self.ops_of(fname)):
-                counters = initial_counters(self.library.reachable_nodes([fname], SAMPLES_PER_OUTPUT))
+            if not COUNTED_OPS.isdisjoint(self.ops_of(fname)):
+                counters = initial_counters(self.library.reachable_nodes([fname], COUNTED_OPS))
             for k, v in counters.items():
                 self.rng_state.setdefault(k, v)
             keys = self._rng_keys[fname] = list(counters)
@@ -899,8 +1008,14 @@ class _LoadContext:
     def check_all_ops(self) -> None:
         """One UnsupportedOpError for every missing op reachable from exposed functions (principle 4)."""
         names = list(self._concrete)
+        found = self.library.scan_ops(names)
+        if any(_reads_tf_data(o) for o in found):
+            # tf-keras saves each adapted preprocessing layer's adapt_step, which pulls batches from a tf.data
+            # iterator: TF loads it, and only calling it needs tf.data (check_ops raises then)
+            names = [n for n in names if not any(_reads_tf_data(o) for o in self.library.scan_ops([n]))]
+            found = self.library.scan_ops(names)
         if names:
-            check_supported(self.library.scan_ops(names), f"the SavedModel at {self.export_dir}")
+            check_supported(found, f"the SavedModel at {self.export_dir}")
             self._checked.update(names)
 
     def capture(self, node_id: int) -> Any:
@@ -923,6 +1038,12 @@ class _LoadContext:
         if node is None or "value" not in node.attr:
             raise JaxsmError(f"constant '{op_name}' is not a Const node of the SavedModel's graph")
         return tensor_from_proto(node.attr["value"].tensor)
+
+
+def _reads_tf_data(op_type: str) -> bool:
+    """Whether ``op_type`` pulls a batch from a tf.data iterator that the function is given (jaxsm has no tf.data;
+    a function that builds its own dataset still fails the load, as every other missing op does)."""
+    return op_type.startswith("IteratorGetNext")
 
 
 @dataclass
@@ -953,6 +1074,7 @@ class RestoredResource:
         self.device = device
         self.handle = Resource(key, "resource")
         self.state: dict[str, Any] = {}
+        self._dense: tuple[list[np.ndarray], tuple | None] | None = None
 
     def _restore(self, ctx: _LoadContext, children: dict[str, Any]) -> None:
         from jaxsm.graph.interpreter import Interpreter
@@ -961,6 +1083,7 @@ class RestoredResource:
         if not isinstance(create, RestoredFunction) or not create.concrete_functions:
             return
         cf = create.concrete_functions[0]
+        self._dense = _dense_table_layout(ctx.library, cf.name)
         made = Interpreter(ctx.library).call(cf.name, cf._bind_captures())
         if made and isinstance(made[0], Resource):
             self.handle = Resource(self.key, made[0].kind, made[0].dtypes)
@@ -980,11 +1103,35 @@ class RestoredResource:
         from jaxsm.ops.tf1 import table_state
 
         if reader.has_tensor(key + "-keys") and reader.has_tensor(key + "-values"):
-            keys, values = reader.get_tensor(key + "-keys"), reader.get_tensor(key + "-values")
-            self.state.update(table_state(self.handle, np.asarray(keys), np.asarray(values)))
+            keys, values = np.asarray(reader.get_tensor(key + "-keys")), np.asarray(reader.get_tensor(key + "-values"))
+            if self._dense is not None:  # a DenseHashTable saves every bucket: the free ones hold its free keys
+                free, value_shape = self._dense
+                rows = keys.reshape(len(keys), -1)
+                used = ~np.any([np.all(rows == np.reshape(f, -1), axis=1) for f in free], axis=0)
+                keys, values = rows[used], values[used]
+                if value_shape is not None:
+                    values = values.reshape((len(keys),) + tuple(value_shape))
+            self.state.update(table_state(self.handle, keys, values))
 
     def __repr__(self) -> str:
         return f"<RestoredResource {self.key}>"
+
+
+def _dense_table_layout(library: Library, fname: str) -> tuple[list[np.ndarray], tuple | None] | None:
+    """The empty and deleted keys and the value shape of the DenseHashTable that function ``fname`` creates (the
+    Const inputs and ``value_shape`` of its MutableDenseHashTableV2 node); None for other resources."""
+    from jaxsm.format.tensor import shape_from_proto
+
+    fdef = library.functions.get(fname)
+    nodes = {n.name: n for n in fdef.node_def} if fdef is not None else {}
+    for node in nodes.values():
+        if node.op == "MutableDenseHashTableV2":
+            consts = [nodes.get(ref.split(":")[0]) for ref in node.input[:2]]
+            if all(c is not None and c.op == "Const" for c in consts):
+                return [tensor_from_proto(c.attr["value"].tensor) for c in consts], shape_from_proto(
+                    node.attr["value_shape"].shape
+                )
+    return None
 
 
 def _read_variable(reader, ckpt_key: str, path: str, options: LoadOptions) -> jax.Array:
@@ -1098,7 +1245,7 @@ def load_object_graph(export_dir: str, meta_graph: meta_graph_pb2.MetaGraphDef, 
             var = Variable(
                 key,
                 name if ":" in name else name + ":0",  # TF's restored variables are named like tensors
-                tuple(d.size if d.size >= 0 else None for d in v.shape.dim),
+                None if v.shape.unknown_rank else tuple(d.size if d.size >= 0 else None for d in v.shape.dim),
                 dtypes.to_numpy(v.dtype),
                 v.trainable,
             )

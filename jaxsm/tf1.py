@@ -26,18 +26,18 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsm import dtypes
-from jaxsm._proto import function_pb2, graph_pb2, meta_graph_pb2, node_def_pb2, variable_pb2
+from jaxsm._proto import function_pb2, graph_pb2, meta_graph_pb2, node_def_pb2, struct_pb2, variable_pb2
 from jaxsm.compile import tuned_jit
-from jaxsm.composite import SparseTensor
+from jaxsm.composite import SparseTensor, from_components, to_components
 from jaxsm.errors import FunctionMatchError, GraphError, IncompleteSavedModelError, JaxsmError, VariableError
-from jaxsm.format.structure import TensorSpec
+from jaxsm.format.structure import TensorSpec, TypeSpec, decode
 from jaxsm.format.tensor import shape_from_proto, tensor_from_proto
 from jaxsm.graph.interpreter import Interpreter, with_run_time_asserts
 from jaxsm.graph.library import Body, Library, check_supported
 from jaxsm.graph.node import Node
-from jaxsm.graph.rng import SAMPLES_PER_OUTPUT, initial_counters
+from jaxsm.graph.rng import COUNTED_OPS, initial_counters
 from jaxsm.graph.values import Resource
-from jaxsm.objects import LoadOptions, Signatures, Variable, _warn_x64_once, check_fits_32_bits
+from jaxsm.objects import LoadOptions, Signatures, Variable, _dtype_matches, _warn_x64_once, check_fits_32_bits
 from jaxsm.ops.tf1 import MERGE_BRANCHES_ATTR, variable_key
 
 # Attribute the rewrite puts on a stateful node inside a cond branch with a run-time predicate: the branch
@@ -516,6 +516,8 @@ class TF1Interpreter(Interpreter):
     ):
         super().__init__(library, state)
         self.table_nodes = dict(table_nodes or {})
+        # set for a function that pops no stack: its StackV2s take no values (jaxsm/ops/tf1.py)
+        self.discard_stacks = False
 
     def run_node(self, node: Node, args: list[Any]) -> list[Any]:
         if not node.has_attr(GUARD_ATTR):
@@ -757,6 +759,9 @@ class PrunedFunction:
     def __init__(self, model: TF1Model, feeds: list[str], fetches: Any, name: str = "pruned"):
         self._model = model
         self.name = name
+        twice = sorted({f for f in feeds if [_ref_name(g) for g in feeds].count(_ref_name(f)) > 1})
+        if twice:  # TF's prune (and so TF's load, for a signature) fails here: one tensor cannot take two values
+            raise GraphError(f"'{name}' feeds the tensor(s) {twice} more than once")
         self._feeds = feeds
         self._structure = fetches
         self._tensors: list[str] = []
@@ -772,8 +777,12 @@ class PrunedFunction:
         body, library, tables = self._body, self._model._library, self._model._table_nodes
         output_nodes = [body.nodes[src] if src >= 0 else None for src, _ in body.outputs]
 
+        # stacks nothing here pops (only a gradient loop does) take no values (jaxsm/ops/tf1.py: _discarded)
+        discard_stacks = not any(n.op in ("StackPopV2", "StackPop") for n in self._all_nodes())
+
         def fn(state: dict[str, Any], flat_feeds: Sequence[Any]) -> tuple[list[Any], dict[str, Any]]:
             interp = TF1Interpreter(library, state, tables)
+            interp.discard_stacks = discard_stacks
             interp.run_time_asserts = []
             # A fetched variable (a VariableV2 ref or a VarHandleOp handle) returns its value.
             outputs = [
@@ -790,8 +799,7 @@ class PrunedFunction:
         with self._lock:
             if self._jitted is None:
                 self._jitted = tuned_jit(self.pure(), repr(self.name))
-        feeds = [self._convert(spec, x) for spec, x in zip(self.inputs, flat_feeds, strict=True)]
-        outputs, updated = self._jitted(self._model._state(), feeds)
+        outputs, updated = self._jitted(self._model._state(), self.convert(flat_feeds))
         self._model._write_back(updated)
         return outputs
 
@@ -803,10 +811,12 @@ class PrunedFunction:
             if strings is None:
                 raise FunctionMatchError(f"{self.name}: input '{spec.name}' expects strings, got {type(x).__name__}")
             x = strings
-        elif not isinstance(x, (np.ndarray, jax.Array)):
-            x = np.asarray(x, dtype=spec.dtype if spec.dtype is not None else None)
+        elif not isinstance(x, jax.Array):
+            x = _from_python(x, spec, self.name)
         if spec.dtype is not None and np.dtype(x.dtype) != spec.dtype:
-            if not (np.dtype(x.dtype).kind == spec.dtype.kind and not jax.config.jax_enable_x64):
+            # without x64, JAX holds no 64-bit arrays: a 32-bit input stands for a 64-bit one and back
+            got = np.dtype(x.dtype)
+            if not (_dtype_matches(got, spec.dtype) or _dtype_matches(spec.dtype, got)):
                 raise FunctionMatchError(
                     f"{self.name}: input '{spec.name}' expects {spec.dtype.name}, got {np.dtype(x.dtype).name}"
                 )
@@ -817,74 +827,158 @@ class PrunedFunction:
         check_fits_32_bits(x, f"{self.name}: input '{spec.name}'")
         return x
 
-    def __call__(self, *args: Any) -> Any:
-        if len(args) != len(self._feeds):
+    def bind(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> list[Any]:
+        """The flat feeds of a call (one positional value per feed)."""
+        if kwargs or len(args) != len(self._feeds):
             raise TypeError(f"{self.name} takes {len(self._feeds)} inputs ({self._feeds}), got {len(args)}")
-        return _pack_fetches(self._structure, iter(self.call_flat(list(args))))
+        return list(args)
+
+    def pack(self, flat_outputs: Sequence[Any]) -> Any:
+        """The flat tensor fetches in the call's result structure."""
+        return _pack_fetches(self._structure, iter(flat_outputs))
+
+    def convert(self, flat_feeds: Sequence[Any]) -> list[Any]:
+        """The flat feeds checked and converted to the inputs' dtypes, as a call converts them."""
+        return [self._convert(spec, x) for spec, x in zip(self.inputs, flat_feeds, strict=True)]
+
+    def _all_nodes(self) -> list[Node]:
+        """The nodes this function runs, with those of its loop bodies and other called functions."""
+        lib = self._model._library
+        called = [name for n in self._body.nodes for name in lib.called_functions(n)]
+        return [*self._body.nodes, *lib.reachable_nodes(called)]
+
+    def _variables(self) -> list[Variable]:
+        """The model's variables this function reads or writes, in model order."""
+        keys = {variable_key(n) for n in self._all_nodes() if n.op in _VARIABLE_OPS}
+        return [v for v in self._model._variables.values() if v.key in keys]
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.pack(self.call_flat(self.bind(args, kwargs)))
 
     def __repr__(self) -> str:
         return f"<jaxsm.tf1.PrunedFunction {self.name} feeds={self._feeds}>"
 
 
 class SignatureFunction(PrunedFunction):
-    """A SignatureDef as a function: keyword arguments by input key (one positional argument when the
-    signature has
-    exactly one input); returns a dict of outputs by output key."""
+    """A SignatureDef as a function: inputs by keyword, or positionally in sorted key order (as TF binds them);
+    returns a dict of outputs by output key."""
 
     def __init__(self, model: TF1Model, key: str, signature_def: meta_graph_pb2.SignatureDef):
         inputs = sorted(signature_def.inputs.items())
-        for k, info in list(inputs) + list(signature_def.outputs.items()):
-            if info.WhichOneof("encoding") not in ("name", "coo_sparse"):
-                raise JaxsmError(
-                    f"signature '{key}': '{k}' is a composite (ragged/extension type) tensor, which jaxsm does "
-                    "not support in TF1 signatures"
-                )
+        # A sparse tensor (sparse_placeholder; TensorInfo.coo_sparse) or a ragged one (composite_tensor) is fed and
+        # fetched as its components. TF's restored signature takes one argument per component ('sp' becomes
+        # sp_indices, sp_values, sp_dense_shape; a ragged 'r' r_component_0, …: load_v1_in_v2.py); jaxsm also takes
+        # a jaxsm/TF SparseTensor or RaggedTensor whole under its key.
+        self._composites = {
+            k: _composite_spec(key, k, info)
+            for k, info in [*inputs, *signature_def.outputs.items()]
+            if info.WhichOneof("encoding") == "composite_tensor"
+        }
+        self._sparse = {
+            k for k, info in [*inputs, *signature_def.outputs.items()] if info.WhichOneof("encoding") == "coo_sparse"
+        }
         self.input_keys = [k for k, _ in inputs]
-        # A sparse tensor (sparse_placeholder; TensorInfo.coo_sparse) is fed and fetched as its three components,
-        # in jaxsm.SparseTensor's order.
-        self._sparse_inputs = {k for k, info in inputs if info.WhichOneof("encoding") == "coo_sparse"}
-        self._sparse_outputs = {k for k, info in signature_def.outputs.items() if info.WhichOneof("encoding") != "name"}
+        self._arg_names = {k: _arg_names(k, info) for k, info in inputs}
         fetches = {k: _component_names(info) for k, info in signature_def.outputs.items()}
         feeds = [name for _, info in inputs for name in _component_names(info, flat=True)]
         super().__init__(model, feeds, fetches, name=key)
-        i = 0
-        for k, info in inputs:
-            if k not in self._sparse_inputs:
-                shape = None if info.tensor_shape.unknown_rank else shape_from_proto(info.tensor_shape)
-                self.inputs[i] = _InputSpec(k, _np_dtype(info.dtype), shape)
-            i += len(_component_names(info, flat=True))
-        self.method_name = signature_def.method_name
-        # As TF's restored signatures describe themselves (a sparse entry: None)
-        self.structured_input_signature = ((), {k: _spec(k, info) for k, info in inputs})
-        self.structured_outputs = {k: _spec(k, info) for k, info in sorted(signature_def.outputs.items())}
-
-    def __call__(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        if args:
-            if len(args) > 1 or len(self.input_keys) != 1 or kwargs:
-                raise TypeError(
-                    f"signature '{self.name}' takes keyword arguments {self.input_keys}; one positional "
-                    "argument is allowed only when the signature has exactly one input"
-                )
-            kwargs = {self.input_keys[0]: args[0]}
-        missing = sorted(set(self.input_keys) - set(kwargs))
-        extra = sorted(set(kwargs) - set(self.input_keys))
-        if missing or extra:
-            raise TypeError(
-                f"signature '{self.name}' expects inputs {self.input_keys}; missing {missing}, unexpected {extra}"
-            )
-        flat = []
-        for k in self.input_keys:
-            if k not in self._sparse_inputs:
-                flat.append(kwargs[k])
-            elif all(hasattr(kwargs[k], a) for a in ("indices", "values", "dense_shape")):
-                flat += [kwargs[k].indices, kwargs[k].values, kwargs[k].dense_shape]
+        infos = [i for _, info in inputs for i in _component_infos(info)]
+        names = [n for k in self.input_keys for n in self._arg_names[k]]
+        specs = {}  # as TF's restored signatures describe themselves: one TensorSpec per argument
+        for i, (name, info) in enumerate(zip(names, infos, strict=True)):
+            if info is None:  # a sparse component: its tensor's dtype and shape in the graph
+                t = model.graph.get_tensor_by_name(_ref_name(feeds[i]))
+                self.inputs[i] = _InputSpec(name, t.dtype, None)
+                specs[name] = TensorSpec(t.shape, t.dtype, name, dtypes.from_numpy(t.dtype))
             else:
-                raise FunctionMatchError(f"signature '{self.name}': input '{k}' expects a SparseTensor")
-        out = _pack_fetches(self._structure, iter(self.call_flat(flat)))
-        return {k: SparseTensor(*v) if k in self._sparse_outputs else v for k, v in out.items()}
+                shape = None if info.tensor_shape.unknown_rank else shape_from_proto(info.tensor_shape)
+                self.inputs[i] = _InputSpec(name, _np_dtype(info.dtype), shape)
+                specs[name] = TensorSpec(shape, _np_dtype(info.dtype), name, info.dtype)
+        self.method_name = signature_def.method_name
+        self.structured_input_signature = ((), specs)
+        self.structured_outputs = {
+            k: self._composites.get(k) or _spec(k, info) for k, info in sorted(signature_def.outputs.items())
+        }
+
+    def _components(self, key: str, value: Any) -> list[Any]:
+        """A composite input passed whole, as its components."""
+        if key in self._sparse:
+            parts = [getattr(value, a, None) for a in ("indices", "values", "dense_shape")]
+            parts = None if any(p is None for p in parts) else parts
+        else:
+            parts = to_components(value, self._composites[key])
+        if parts is None:
+            kind = "SparseTensor" if key in self._sparse else "RaggedTensor"
+            raise FunctionMatchError(f"signature '{self.name}': input '{key}' expects a {kind}")
+        return parts
+
+    def bind(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> list[Any]:
+        kwargs = dict(kwargs)
+        for k in self.input_keys:
+            if k in kwargs and self._arg_names[k] != [k]:
+                kwargs.update(zip(self._arg_names[k], self._components(k, kwargs.pop(k)), strict=True))
+        names = [n for k in self.input_keys for n in self._arg_names[k]]
+        # TF binds positional arguments in that (sorted) order, like a Python signature (h, x)
+        given = sorted(set(names[: len(args)]) & set(kwargs))
+        if len(args) > len(names) or given:
+            raise TypeError(
+                f"signature '{self.name}' takes the inputs {names} (positionally in that order, or by "
+                f"keyword); got {len(args)} positional arguments and keywords {sorted(kwargs)}"
+            )
+        kwargs = {**dict(zip(names, args, strict=False)), **kwargs}
+        missing = sorted(set(names) - set(kwargs))
+        extra = sorted(set(kwargs) - set(names))
+        if missing or extra:
+            raise TypeError(f"signature '{self.name}' expects inputs {names}; missing {missing}, unexpected {extra}")
+        return [kwargs[n] for n in names]
+
+    def pack(self, flat_outputs: Sequence[Any]) -> dict[str, Any]:
+        out = _pack_fetches(self._structure, iter(flat_outputs))
+        for k, v in out.items():
+            if k in self._sparse:
+                out[k] = SparseTensor(*v)
+            elif k in self._composites:
+                out[k] = from_components(self._composites[k], list(v))
+        return out
 
     def __repr__(self) -> str:
         return f"<jaxsm.tf1.SignatureFunction '{self.name}' inputs={self.input_keys}>"
+
+
+def _kind(dt: np.dtype) -> str:
+    """'b', 'i' (signed or unsigned), 'f' (bfloat16 and other ml_dtypes floats too), 'c', or '' for the rest."""
+    for kind, base in (("b", np.bool_), ("i", np.integer), ("f", np.floating), ("c", np.complexfloating)):
+        if jnp.issubdtype(dt, base):
+            return kind
+    return ""
+
+
+# Conversions TF's signature call makes (``convert_to_tensor(value, dtype)``) when the value is no tensor yet: a
+# Python value keeps its kind's rules (bools and ints go anywhere numeric, floats only to floats and complex), a
+# NumPy array is cast to any numeric type (TF truncates floats into ints there too).
+_PYTHON_CASTS = {"b": "bifc", "i": "ifc", "f": "fc", "c": "c"}
+_NUMPY_CASTS = {"b": "bifc", "i": "ifc", "f": "ifc", "c": "c"}
+
+
+def _from_python(x: Any, spec: _InputSpec, fn_name: str) -> np.ndarray:
+    """A Python value or NumPy array (or scalar) converted for an input of ``spec.dtype`` as TF converts it
+    (``_PYTHON_CASTS``/``_NUMPY_CASTS``; integers wrap); anything else is refused."""
+    numpy = isinstance(x, (np.ndarray, np.generic))
+    try:
+        arr = np.asarray(x)
+    except (TypeError, ValueError) as e:
+        raise FunctionMatchError(f"{fn_name}: input '{spec.name}' cannot be converted to a tensor: {e}") from None
+    if spec.dtype is None or arr.dtype == spec.dtype or (not numpy and hasattr(x, "__array__")):
+        return arr  # a tensor of another library keeps its dtype (TF does not cast tensors)
+    got, want = _kind(arr.dtype), _kind(spec.dtype)
+    if not got or want not in (_NUMPY_CASTS if numpy else _PYTHON_CASTS)[got]:
+        if numpy:
+            return arr  # refused below, naming both dtypes
+        raise FunctionMatchError(
+            f"{fn_name}: input '{spec.name}' expects {spec.dtype.name}, cannot convert {x!r} to it"
+        )
+    with np.errstate(all="ignore"):
+        return arr.astype(spec.dtype)
 
 
 def _spec(key: str, info: meta_graph_pb2.TensorInfo) -> TensorSpec | None:
@@ -895,12 +989,45 @@ def _spec(key: str, info: meta_graph_pb2.TensorInfo) -> TensorSpec | None:
 
 
 def _component_names(info: meta_graph_pb2.TensorInfo, flat: bool = False) -> Any:
-    """A TensorInfo's tensor name, or a sparse tensor's (indices, values, dense_shape) tensor names."""
+    """A TensorInfo's tensor name, or a sparse tensor's (indices, values, dense_shape) tensor names, or a
+    composite's component tensor names."""
     if info.WhichOneof("encoding") == "name":
         return [info.name] if flat else info.name
-    coo = info.coo_sparse
-    names = (coo.indices_tensor_name, coo.values_tensor_name, coo.dense_shape_tensor_name)
+    if info.WhichOneof("encoding") == "composite_tensor":
+        names = tuple(c.name for c in info.composite_tensor.components)
+    else:
+        coo = info.coo_sparse
+        names = (coo.indices_tensor_name, coo.values_tensor_name, coo.dense_shape_tensor_name)
     return list(names) if flat else names
+
+
+def _component_infos(info: meta_graph_pb2.TensorInfo) -> list[meta_graph_pb2.TensorInfo | None]:
+    """The TensorInfo of each component (None for a coo_sparse one, which has no TensorInfo)."""
+    if info.WhichOneof("encoding") == "name":
+        return [info]
+    if info.WhichOneof("encoding") == "composite_tensor":
+        return list(info.composite_tensor.components)
+    return [None, None, None]
+
+
+def _arg_names(key: str, info: meta_graph_pb2.TensorInfo) -> list[str]:
+    """The argument names TF's restored signature gives an input's components (``load_v1_in_v2.py``)."""
+    if info.WhichOneof("encoding") == "name":
+        return [key]
+    if info.WhichOneof("encoding") == "coo_sparse":
+        return [f"{key}_indices", f"{key}_values", f"{key}_dense_shape"]
+    return [f"{key}_component_{n}" for n in range(len(info.composite_tensor.components))]
+
+
+def _composite_spec(signature: str, key: str, info: meta_graph_pb2.TensorInfo) -> TypeSpec:
+    """The TypeSpec of a composite_tensor TensorInfo; only ragged and sparse tensors are supported."""
+    spec = decode(struct_pb2.StructuredValue(type_spec_value=info.composite_tensor.type_spec))
+    if spec.type_spec_class not in ("RAGGED_TENSOR_SPEC", "SPARSE_TENSOR_SPEC"):
+        raise JaxsmError(
+            f"signature '{signature}': '{key}' is a {spec.class_name or spec.type_spec_class} tensor; jaxsm "
+            "supports ragged and sparse composite tensors in TF1 signatures"
+        )
+    return spec
 
 
 def _flatten_fetches(fetches: Any, tensors: list[str], targets: list[str]) -> None:
@@ -994,7 +1121,7 @@ class TF1Model:
         # state kept across calls besides variables: tables, stacks, the Philox counters of stateful random
         # kernels (jaxsm/graph/rng.py), which move on with every run as in a TF1 Session
         self._resources: dict[str, Any] = initial_counters(
-            [*self._nodes, *self._library.reachable_nodes(self._library.functions, SAMPLES_PER_OUTPUT)]
+            [*self._nodes, *self._library.reachable_nodes(self._library.functions, COUNTED_OPS)]
         )
         self._bodies: dict[tuple, Body] = {}
         self.graph = GraphView(meta_graph.graph_def, op_list)
@@ -1140,7 +1267,8 @@ class TF1Model:
         for key, var in self._variables.items():
             ckpt_key, spec = keys.get(key, (key, ""))
             if not reader.has_tensor(ckpt_key):
-                if missing_ok or key not in keys and not self._in_collections(var):
+                # a variable the Saver does not restore stays uninitialized, as in TF (reading it raises)
+                if missing_ok or key not in keys and (keys or not self._in_collections(var)):
                     continue
                 raise VariableError(
                     f"variable '{var.name}' (checkpoint key '{ckpt_key}') is not in the checkpoint "
@@ -1187,6 +1315,8 @@ class TF1Model:
             node = _split(ref)[0]
             if node not in self._original_names:
                 raise GraphElementError(f"'{ref}' names no operation of the graph")
+            if ":" in ref:
+                self.graph.get_tensor_by_name(_ref_name(ref))  # GraphElementError past the op's outputs, as in TF
             if node not in self._node_names:
                 raise GraphError(
                     f"'{ref}' is inside a TF1 while loop; only tensors outside loops can be fed or fetched"
@@ -1238,6 +1368,9 @@ class TF1Model:
             if not isinstance(f, str) or ":" not in f:
                 raise GraphElementError(f"feeds must be tensor names like 'x:0', got {f!r}")
         fn = PrunedFunction(self, feeds, _names(fetches))
+        unfed = sorted(n.name for n in fn._body.nodes if n.op == "Placeholder")
+        if unfed:  # TF's prune refuses to lift them (UnliftableError); signatures only fail when called
+            raise GraphError(f"the fetches depend on placeholders {unfed}, which are not fed; add them to feeds")
         self._check_ops({fn.name: fn})
         return fn
 

@@ -3,7 +3,8 @@
 A seeded ``RandomUniform`` node in TF owns a ``GuardedPhiloxRandom`` (tensorflow/core/util/guarded_philox_random.h)
 created with its kernel: Philox keyed by the ``seed`` attr, counter ``[0, 0, seed2]``. Each call reserves
 ``outputs * 256`` 128-bit samples (``ReserveRandomOutputs(n, 256)``): it draws from the counter and moves it on
-by that much, so a loaded SavedModel gives fresh numbers on every call, the same on every load.
+by that much (other kernels reserve other amounts: each lowering says how many), so a loaded SavedModel gives
+fresh numbers on every call, the same on every load.
 
 jaxsm keeps that counter as an entry of the variable state (key ``COUNTER_PREFIX + function/node``, a uint32[4]
 array): the loaded object seeds it from the attrs and writes it back after each call, like a variable, so
@@ -23,16 +24,22 @@ from jaxsm.graph.node import Node
 COUNTER_PREFIX = "__jaxsm_rng__/"
 _U64_MASK = 0xFFFFFFFFFFFFFFFF
 
-# Stateful ops that draw from a GuardedPhiloxRandom -> 128-bit samples reserved per output (random_op.cc,
-# random_poisson_op.cc: ReserveRandomOutputs(num_outputs, 256)).
-SAMPLES_PER_OUTPUT = {
-    "RandomUniform": 256,
-    "RandomStandardNormal": 256,
-    "TruncatedNormal": 256,
-    "RandomUniformInt": 256,
-    "RandomGamma": 256,
-    "RandomPoissonV2": 256,
-}
+# Stateful ops whose GuardedPhiloxRandom jaxsm keeps (jaxsm/ops/stateful_random.py, ParameterizedTruncatedNormal
+# in random.py). The host-drawn samplers (candidate samplers, SampleDistortedBoundingBox) are not among them: a
+# counter known only at run time would make them run op by op; they draw the first call's numbers (gaps.py).
+COUNTED_OPS = frozenset(
+    {
+        "RandomUniform",
+        "RandomStandardNormal",
+        "TruncatedNormal",
+        "RandomUniformInt",
+        "RandomGamma",
+        "RandomPoissonV2",
+        "RandomShuffle",
+        "Multinomial",
+        "ParameterizedTruncatedNormal",
+    }
+)
 
 
 def counter_key(node: Node) -> str:
@@ -55,4 +62,4 @@ def first_counter(node: Node) -> np.ndarray:
 
 def initial_counters(nodes: Iterable[Node]) -> dict[str, np.ndarray]:
     """State entries for the stateful random nodes among ``nodes``, as their kernels start."""
-    return {counter_key(n): first_counter(n) for n in nodes if n.op in SAMPLES_PER_OUTPUT}
+    return {counter_key(n): first_counter(n) for n in nodes if n.op in COUNTED_OPS}

@@ -57,12 +57,18 @@ def check_index(ctx, index, size: int | None, action: str) -> None:
 
 def read(items, index):
     """``items[index]`` with TF's bounds: an out-of-range or negative run-time index reads zeros."""
-    return jnp.asarray(items).at[jnp.asarray(index)].get(mode="fill", fill_value=0, wrap_negative_indices=False)
+    items, index = jnp.asarray(items), jnp.asarray(index)
+    if items.shape[0] == 0:  # every index is out of range (JAX refuses to index a size-0 axis at all)
+        return jnp.zeros(index.shape + items.shape[1:], items.dtype)
+    return items.at[index].get(mode="fill", fill_value=0, wrap_negative_indices=False)
 
 
 def write(items, index, value):
     """``items`` with ``items[index] = value``; an out-of-range or negative run-time index writes nothing."""
-    return jnp.asarray(items).at[jnp.asarray(index)].set(value, mode="drop", wrap_negative_indices=False)
+    items = jnp.asarray(items)
+    if items.shape[0] == 0:  # as in read: nothing can be written (a loop body traced for zero iterations)
+        return items
+    return items.at[jnp.asarray(index)].set(value, mode="drop", wrap_negative_indices=False)
 
 
 @op("TensorListReserve", static=(0, 1), stateful=True)

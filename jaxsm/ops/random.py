@@ -12,6 +12,12 @@ state in a variable: its ops (RngReadAndSkip, the older Stateful* ops) draw the 
 it as TF does, so calls continue TF's sequence.
 Uniform and integer outputs are bit-identical to TF; normals agree to float rounding (TF uses glibc's
 ``sincosf``/``logf``, XLA its own approximations, which can differ in the last bit).
+
+The same streams drive the rejection samplers (gamma, Poisson, binomial, parameterized truncated normal), the
+shuffles (StatelessShuffle, and RandomIndexShuffle's Simon cipher, which needs no Philox), the image
+bounding-box samplers and the candidate samplers of sampled_softmax_loss/nce_loss; the stateful kernels among
+them (seed/seed2 attrs) draw from the counter their kernel has reached (stateful_random._philox_key_counter; the
+host-drawn samplers, bounding boxes and candidates, from the first call's).
 """
 
 from __future__ import annotations
@@ -368,8 +374,14 @@ def _multinomial(ctx, logits, num_samples, key_counter, xp):
     taken in order from one Philox stream (two words each). TF skips ahead per shard of rows when it splits a
     large batch over threads; this reproduces the unsplit stream, TF's result whenever the kernel runs on one
     shard (batch * cost below ~10000, e.g. a few rows of a few classes)."""
+    if np.ndim(logits) != 2:
+        raise ctx.error(f"logits should be a matrix, got shape {list(np.shape(logits))}")
+    if np.ndim(num_samples):
+        raise ctx.error(f"num_samples should be a scalar, got shape {list(np.shape(num_samples))}")
     n = int(ctx.static(num_samples, "num_samples"))
     batch, classes = logits.shape
+    if n < 0 or classes == 0:
+        raise ctx.error(f"need num_samples >= 0 and num_classes > 0, got {n} and {classes}")
     key, counter = key_counter
     x = jnp.asarray(logits).astype(jnp.float64)
     finite = jnp.isfinite(x)
@@ -637,3 +649,740 @@ def stateless_random_poisson(ctx, shape, seed, lam):
         raise ctx.error(f"shape {list(shape)} must end with lam's shape {list(rate_shape)}")
     samples_per_rate = int(np.prod(shape[: len(shape) - len(rate_shape)]))
     return _poisson_samples(_v1_key_counter(ctx, seed), lam, shape, samples_per_rate, ctx.dtype("dtype"))
+
+
+# -- binomial (random_binomial_op.cc) -------------------------------------------------------------------------
+# Output i's stream starts at Philox block counter + 256 * i when it uses BTRS, counter + 42 * i when it uses
+# inversion (TF's reserve for a mean below 10), so streams of neighbouring outputs may overlap, as in TF.
+_BINOMIAL_INVERSION_BLOCKS = 42
+_STIRLING_TAIL = np.array(
+    [0.0810614667953272, 0.0413406959554092, 0.0276779256849983, 0.02079067210376509, 0.0166446911898211]
+    + [0.0138761288230707, 0.0118967099458917, 0.0104112652619720, 0.00925546218271273, 0.00833056343336287]
+)
+
+
+def _stirling_tail(k):
+    """stirling_approx_tail: a table for k <= 9 (indexed by int(k)), else the series."""
+    kp1sq = (k + 1) * (k + 1)
+    series = (1.0 / 12 - (1.0 / 360 - 1.0 / 1260 / kp1sq) / kp1sq) / (k + 1)
+    return jnp.where(k <= 9, jnp.asarray(_STIRLING_TAIL, k.dtype)[jnp.clip(k, 0, 9).astype(jnp.int32)], series)
+
+
+@partial(jax.jit, static_argnums=4)
+def _binomial(key, counter, counts, probs, samples_per_batch: int):
+    """RandomBinomialFunctor<CPUDevice> (random_binomial_op.cc): output ``b * samples_per_batch + s`` is sample
+    s of (counts[b], probs[b]). With q = min(p, 1 - p) (in the parameters' dtype), count * q >= 10 draws by
+    Hormann's BTRS from pairs of uniforms, else by inversion (summing geometric variates); p > 1/2 returns count
+    minus the draw for 1 - p. Count <= 0 or p <= 0 gives 0, p >= 1 the count, a NaN p NaN. Returns
+    [samples_per_batch, n_batches] in double."""
+    count_t = jnp.repeat(counts.reshape(-1), samples_per_batch)
+    prob_t = jnp.repeat(probs.reshape(-1), samples_per_batch)
+    low = prob_t <= 0.5
+    q_t = jnp.where(low, prob_t, 1 - prob_t)
+    btrs = count_t * q_t >= 10
+    n, p = count_t.astype(_double()), q_t.astype(_double())
+    lanes = int(n.shape[0])
+    if lanes * _RESERVED_BLOCKS_PER_OUTPUT >= 2**32:
+        raise ValueError(f"{lanes} random values exceed the 2^24 outputs this lowering indexes")
+    i = jnp.arange(lanes, dtype=_U32)
+    base = _skip(
+        [jnp.asarray(w) for w in counter],
+        i * jnp.where(btrs, _U32(_RESERVED_BLOCKS_PER_OUTPUT), _U32(_BINOMIAL_INVERSION_BLOCKS)),
+        jnp.zeros_like(i),
+    )
+    stddev = jnp.sqrt(n * p * (1 - p))
+    b = 1.15 + 2.53 * stddev
+    a = -0.0873 + 0.0248 * b + 0.01 * p
+    c, v_r, r = n * p + 0.5, 0.92 - 4.2 / b, p / (1 - p)
+    alpha = (2.83 + 5.1 / b) * stddev
+    m = jnp.floor((n + 1) * p)
+    log_q = jnp.log1p(-p)
+
+    def attempt(state):
+        # Every lane's loop runs in step: iteration `it` reads one uniform double pair (one Philox block) as
+        # UNIFORM hands them out: BTRS takes u = pair[1], v = pair[0] of block it; inversion takes one uniform
+        # per iteration, pair[1] then pair[0] of block it // 2.
+        it, geom_sum, done, res = state
+        pair = _uniform_pair(_words(key, base, jnp.where(btrs, it, it // 2).astype(_U32)))
+        u, v = jnp.where(btrs | (it % 2 == 0), pair[:, 1], pair[:, 0]), pair[:, 0]
+        geom_sum = jnp.where(done, geom_sum, geom_sum + jnp.ceil(jnp.log(u) / log_q))
+        inversion_stop = ~done & ~btrs & (geom_sum > n)
+        u = u - 0.5
+        us = 0.5 - jnp.abs(u)
+        k = jnp.floor((2 * a / us + b) * u + c)
+        s = jnp.log(v * alpha / (a / (us * us) + b))
+        bound = (
+            (m + 0.5) * jnp.log((m + 1) / (r * (n - m + 1)))
+            + (n + 1) * jnp.log((n - m + 1) / (n - k + 1))
+            + (k + 0.5) * jnp.log(r * (n - k + 1) / (k + 1))
+            + _stirling_tail(m)
+            + _stirling_tail(n - m)
+            - _stirling_tail(k)
+            - _stirling_tail(n - k)
+        )
+        squeeze = (us >= 0.07) & (v <= v_r)
+        btrs_stop = ~done & btrs & (squeeze | ((k >= 0) & (k <= n) & (s <= bound)))
+        res = jnp.where(inversion_stop, it.astype(res.dtype), jnp.where(btrs_stop, k, res))
+        return it + 1, geom_sum, done | inversion_stop | btrs_stop, res
+
+    dcount = count_t.astype(_double())
+    zero, one, nan_p = (dcount <= 0) | (prob_t <= 0), prob_t >= 1, ~(low | (prob_t > 0.5))
+    # TF loops forever on a NaN count; it gives NaN here.
+    fixed = zero | one | nan_p | jnp.isnan(dcount)
+    zeros = jnp.zeros((lanes,), _double())
+    init = (jnp.zeros((), jnp.int32), zeros, fixed, zeros)
+    res = lax.while_loop(lambda s: jnp.any(~s[2]), attempt, init)[3]
+    res = jnp.where(low, res, dcount - res)
+    res = jnp.where(zero, 0.0, jnp.where(one, dcount, jnp.where(nan_p | jnp.isnan(dcount), np.nan, res)))
+    return res.reshape(-1, samples_per_batch).T
+
+
+def _batch_shape(ctx, shape: tuple[int, ...], params, names: str) -> tuple[int, ...]:
+    """The parameters' broadcast (BCast) shape, which the output shape must end with (random_binomial_op.cc,
+    parameterized_truncated_normal_op.cc)."""
+    try:
+        batch_shape = np.broadcast_shapes(*(np.shape(p) for p in params))
+    except ValueError:
+        shapes = " vs. ".join(str(list(np.shape(p))) for p in params)
+        raise ctx.error(f"{names} must have compatible batch dimensions: {shapes}") from None
+    if len(batch_shape) > len(shape) or shape[len(shape) - len(batch_shape) :] != batch_shape:
+        raise ctx.error(f"shape {list(shape)} must end with the broadcast shape {list(batch_shape)}")
+    return batch_shape
+
+
+def _binomial_op(ctx, shape, key_counter, counts, probs) -> tuple[jax.Array, int, int]:
+    """Checks as RandomBinomialOp does, then draws; returns (samples, n_batches, samples_per_batch)."""
+    shape = _shape(shape)
+    batch_shape = _batch_shape(ctx, shape, (counts, probs), "counts and probs")
+    n_batches = int(np.prod(batch_shape))
+    samples_per_batch = int(np.prod(shape[: len(shape) - len(batch_shape)]))
+    dtype = ctx.dtype("dtype", np.dtype(np.int64))
+    if n_batches * samples_per_batch == 0:
+        return jnp.zeros(shape, dtype), n_batches, samples_per_batch
+    counts, probs = (jnp.broadcast_to(jnp.asarray(x), batch_shape) for x in (counts, probs))
+    out = _binomial(*key_counter, counts, probs, samples_per_batch)
+    return out.astype(dtype).reshape(shape), n_batches, samples_per_batch
+
+
+@op("StatelessRandomBinomial", static=(0,))
+def stateless_random_binomial(ctx, shape, seed, counts, probs):
+    return _binomial_op(ctx, shape, _v1_key_counter(ctx, seed), counts, probs)[0]
+
+
+@op("StatefulRandomBinomial", static=(1, 2), stateful=True)
+def stateful_random_binomial(ctx, handle, alg, shape, counts, probs):
+    if int(alg) != _RNG_ALG_PHILOX:
+        raise ctx.error(f"Unsupported algorithm id: {int(alg)}")
+    state = _generator_state(ctx, handle, alg)
+    key_counter = _v2_key_counter(ctx, state[2:3], state[0:2], alg)
+    out, n_batches, samples_per_batch = _binomial_op(ctx, shape, key_counter, counts, probs)
+    # RandomBinomialOp's reserve, in its integer arithmetic, times 256 blocks.
+    _advance(ctx, handle, state, np.asarray(n_batches * 200 * (samples_per_batch + 3) // 4, np.uint64))
+    return out
+
+
+# -- parameterized truncated normal (parameterized_truncated_normal_op.cc) -----------------------------------
+# TF's CPU kernel splits the outputs over threads when the tensor is large, each shard starting at its own
+# counter skip and then drawing sequentially; the lowering reproduces the single-shard stream (small tensors).
+_PTN_MAX_ITERATIONS = 1000
+
+
+def _ptn_candidates(w0, w1, mean, stddev, minval, maxval, dtype):
+    """One round of TruncatedNormalFunctor's samplers for one batch's parameters: the Philox blocks w0 (and w1,
+    the uniform sampler's acceptance draws) give up to 4 candidates. Returns (valid, accepted, values, blocks
+    used), candidates in TF's order; an invalid batch (TF: "Invalid parameters") gives no valid candidate."""
+    t = partial(jnp.asarray, dtype=dtype)
+    valid = (stddev > 0) & (minval < maxval) & (jnp.isfinite(minval) | jnp.isfinite(maxval))
+    flip = (jnp.isinf(minval) & (minval < 0)) | (maxval < mean)
+    minval, maxval, stddev = (
+        jnp.where(flip, maxval, minval),
+        jnp.where(flip, minval, maxval),
+        jnp.where(flip, -stddev, stddev),
+    )
+    norm_min, norm_max = (minval - mean) / stddev, (maxval - mean) / stddev
+    sqrt_factor = jnp.sqrt(norm_min * norm_min + t(4))
+    cutoff = t(2) * jnp.exp(t(0.5) + (norm_min * (norm_min - sqrt_factor)) / t(4)) / (norm_min + sqrt_factor)
+    inside = t(1.3)
+    use_randn = ((norm_min < -inside) & (norm_max >= 0)) | ((norm_max > inside) & (norm_min <= 0))
+    use_uniform = ~use_randn & (norm_max - norm_min < cutoff)
+    normals = _box_muller(w0, dtype).astype(dtype)
+    randn_ok = (normals >= norm_min) & (normals <= norm_max)
+    rand, u = _uniform_float(w0, dtype), _uniform_float(w1, dtype)
+    z = rand * (norm_max - norm_min) + norm_min
+    plus = jnp.where(norm_min < 0, t(0), norm_min * norm_min)
+    uniform_ok = u <= jnp.exp((plus - z * z) / t(2))
+    alpha = (norm_min + jnp.sqrt(norm_min * norm_min + t(4))) / t(2)
+    pairs = rand.reshape(-1, 2)
+    ze = -jnp.log(pairs[:, 0]) / alpha + norm_min
+    x = jnp.where(norm_min < alpha, alpha - ze, norm_min - alpha)
+    exp_ok = (pairs[:, 1] <= jnp.exp(-x * x / t(2))) & (ze < norm_max)
+    k = normals.shape[0]
+    exp_ok, ze = (jnp.pad(a, (0, k - a.shape[0])) for a in (exp_ok, ze))
+    ok = jnp.where(use_randn, randn_ok, jnp.where(use_uniform, uniform_ok, exp_ok))
+    norm = jnp.where(use_randn, normals, jnp.where(use_uniform, z, ze))
+    return valid, ok & valid, norm * stddev + mean, jnp.where(use_uniform, 2, 1)
+
+
+@partial(jax.jit, static_argnums=(3, 4))
+def _ptn_stream(key, counter, params, batch_len: int, n: int):
+    """TruncatedNormalFunctor(V2)<CPUDevice> on one shard: outputs 0..n-1 in order, batch ``i // batch_len``
+    using params[:, batch]; each round draws one or two Philox blocks and keeps the accepted candidates that
+    the batch still needs (a new batch starts on a fresh block). A batch with invalid parameters gives NaN (TF
+    raises), as does one whose sampler rejects 1000 candidates in a row (TF raises an internal error)."""
+    dtype = params.dtype
+    counter = [jnp.asarray(w) for w in counter]
+
+    def round_(state):
+        t, pos, misses, out = state
+        b = pos // batch_len
+        w = _words(key, counter, jnp.stack([t, t + 1]), xp=jnp)
+        valid, ok, values, blocks = _ptn_candidates(w[0], w[1], *params[:, b], dtype)
+        need = jnp.minimum((b + 1) * batch_len, n) - pos
+        rank = jnp.cumsum(ok)
+        write = ok & (rank <= need)
+        out = out.at[jnp.where(write, pos + rank - 1, n)].set(values, mode="drop")
+        last_ok = jnp.max(jnp.where(ok, jnp.arange(ok.shape[0]) + 1, 0))
+        misses = jnp.where(last_ok > 0, ok.shape[0] - last_ok, misses + ok.shape[0])
+        give_up = ~valid | (misses >= _PTN_MAX_ITERATIONS)
+        out = jnp.where(give_up & (jnp.arange(n) >= pos) & (jnp.arange(n) < pos + need), jnp.nan, out)
+        pos = jnp.where(give_up, pos + need, pos + jnp.sum(write, dtype=jnp.int32))
+        return t + blocks.astype(_U32), pos, jnp.where(give_up, 0, misses).astype(jnp.int32), out
+
+    init = (jnp.zeros((), _U32), jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32), jnp.zeros((n,), dtype))
+    return lax.while_loop(lambda s: s[1] < n, round_, init)[3]
+
+
+def _check_ptn_params(ctx, params, n_used: int) -> None:
+    """OP_REQUIRES "Invalid parameters" for the batches the kernel visits, when their values are known."""
+    known = [to_static(p) for p in params]
+    if n_used == 0 or any(k is None for k in known):
+        return
+    mean, stddev, minval, maxval = np.broadcast_arrays(*known)
+    with np.errstate(invalid="ignore"):
+        bad = ~((stddev > 0) & (minval < maxval) & (np.isfinite(minval) | np.isfinite(maxval)))
+    if np.any(bad):
+        raise ctx.error("Invalid parameters: need stddevs > 0, minvals < maxvals and a finite bound")
+
+
+@op("StatelessParameterizedTruncatedNormal", static=(0,))
+def stateless_parameterized_truncated_normal(ctx, shape, seed, means, stddevs, minvals, maxvals):
+    params = (means, stddevs, minvals, maxvals)
+    shape, dtype = _shape(shape), ctx.dtype("dtype")
+    batch_shape = _batch_shape(ctx, shape, params, "means, stddevs, minvals, maxvals")
+    n, n_batches = int(np.prod(shape)), int(np.prod(batch_shape))
+    _check_ptn_params(ctx, params, n)
+    if n == 0:
+        return jnp.zeros(shape, dtype)
+    flat = jnp.stack([jnp.broadcast_to(jnp.asarray(p, dtype), batch_shape).reshape(-1) for p in params])
+    # Outputs are drawn batch by batch but laid out [samples, batches].
+    out = _ptn_stream(*_v1_key_counter(ctx, seed), flat, n // n_batches, n)
+    return out.reshape(n_batches, -1).T.reshape(shape)
+
+
+def _ptn_v1_batches(ctx, shape: tuple[int, ...], params) -> tuple[int, np.ndarray]:
+    """ParameterizedTruncatedNormalOp's batching: (outputs per batch, each batch's parameter index)."""
+    if not shape:
+        raise ctx.error("Shape tensor must not be empty")
+    if any(np.ndim(p) > 1 for p in params):
+        raise ctx.error(f"means, stdevs, minvals, maxvals must be scalars or vectors: {[np.shape(p) for p in params]}")
+    if all(np.size(p) == 1 for p in params[:2]) and all(np.ndim(p) == 0 for p in params[2:]):
+        return 100, np.zeros(max(1, -(-int(np.prod(shape)) // 100)), np.int32)
+    for name, p in zip(("means", "stdevs", "minvals", "maxvals"), params, strict=True):
+        if np.ndim(p) and np.size(p) not in (1, shape[0]):
+            raise ctx.error(f"Input {name} should have length 1 or shape[0], got shape: {list(np.shape(p))}")
+    return int(np.prod(shape[1:])), np.arange(shape[0])
+
+
+@op("ParameterizedTruncatedNormal", static=(0,), stateful=True)
+def parameterized_truncated_normal(ctx, shape, means, stdevs, minvals, maxvals):
+    """ParameterizedTruncatedNormalOp's first call: shape[0] batches, parameters scalars or vectors of length 1
+    or shape[0]; when every parameter is one value the kernel regroups the outputs into batches of 100."""
+    from jaxsm.ops.stateful_random import _philox_key_counter, reserve  # that module imports this one
+
+    params = (means, stdevs, minvals, maxvals)
+    shape, dtype = _shape(shape), ctx.dtype("dtype")
+    n = int(np.prod(shape))
+    batch_len, index = _ptn_v1_batches(ctx, shape, params)
+    _check_ptn_params(ctx, params, n)
+    key, counter = _philox_key_counter(ctx)
+    reserve(ctx, len(index) * 2 * 1000 * (batch_len + 3) // 4)  # kMaxIterations = 1000 tries per sample
+    if n == 0:
+        return jnp.zeros(shape, dtype)
+    flat = jnp.stack([jnp.asarray(p, dtype).reshape(-1)[index % np.size(p)] for p in params])
+    return _ptn_stream(key, counter, flat, batch_len, n).reshape(shape)
+
+
+# -- shuffles --------------------------------------------------------------------------------------------------
+
+
+def _shuffle_permutation(key, counter, n: int, xp):
+    """ShuffleRange (shuffle_common.h) on 0..n-1: step i swaps i with i + word_i % (n - i), word_i the i-th
+    32-bit word of the Philox stream (SingleSampleAdapter hands out a block's words in order)."""
+    words = _words(key, counter, xp.arange(-(-(n - 1) // 4), dtype=_U32), xp=xp).reshape(-1)
+    if xp is np:  # known key/counter: a host loop, not an XLA loop of n steps
+        perm, words = np.arange(n), np.asarray(words)
+        for i in range(n - 1):
+            j = i + int(words[i] % np.uint32(n - i))
+            perm[i], perm[j] = perm[j], perm[i]
+        return perm
+
+    def step(i, perm):
+        j = i + (words[i] % (n - i).astype(_U32)).astype(jnp.int32)
+        return perm.at[i].set(perm[j]).at[j].set(perm[i])
+
+    return lax.fori_loop(0, n - 1, step, jnp.arange(n, dtype=jnp.int32))
+
+
+def _random_shuffle(key, counter, x, xp):
+    """RandomShuffle (shuffle_common.h): ``x`` with its first axis permuted as TF's kernel does from the Philox
+    stream at key/counter; tensors of at most one element or one row come back unchanged (no draws)."""
+    if np.size(x) <= 1 or np.shape(x)[0] <= 1:
+        return x
+    return jnp.take(jnp.asarray(x), _shuffle_permutation(key, counter, int(np.shape(x)[0]), xp), axis=0)
+
+
+@op("StatelessShuffle", static=(3,))
+def stateless_shuffle(ctx, value, key, counter, alg):
+    k, c = _v2_key_counter(ctx, key, counter, alg)
+    return _random_shuffle(k, c, value, _xp(key, counter))
+
+
+# RandomIndexShuffle (random_index_shuffle.cc): a Simon-like Feistel cipher on blocks of 2W bits, W <= 32, so
+# both halves live in uint32 words.
+_SIMON_C, _SIMON_Z = 0xFFFFFFFC, 0x192C0EF5  # the constants' low 32 bits (W <= 32 keeps no more)
+
+
+def _rotl(x, r: int, w, mask):
+    return ((x << _U32(r)) | (x >> (w - _U32(r)))) & mask
+
+
+def _rotr(x, r: int, w, mask):
+    return ((x >> _U32(r)) | (x << (w - _U32(r)))) & mask
+
+
+def _simon_round_keys(seed, rounds: int, w, mask) -> list:
+    """simon_key_schedule: the 3 seed words (truncated to W bits) and one derived key per further round."""
+    rk = [s & mask for s in seed]
+    z = jnp.asarray(_SIMON_Z, _U32) & mask
+    for i in range(3, rounds):
+        rk.append(
+            (_U32(_SIMON_C) & mask)
+            ^ (z & _U32(1))
+            ^ rk[i - 3]
+            ^ _rotr(rk[i - 1], 3, w, mask)
+            ^ _rotr(rk[i - 1], 4, w, mask)
+        )
+        z = z >> _U32(1)
+    return rk
+
+
+def _index_shuffle(index, seed, max_index, rounds: int):
+    """index_shuffle: cycle-walk the cipher from ``index`` until the value is <= max_index, with a block of
+    max(ceil(log2(max_index)) rounded up to even, 16) bits; max_index 0 gives 0. All uint64 (or uint32) arrays
+    of one shape; ``seed`` is 3 uint32 arrays. TF rejects an index above max_index; one known only at run time
+    walks until a value <= max_index or back to itself."""
+    wide = np.dtype(index.dtype)
+    bits = jnp.ceil(jnp.log2(max_index.astype(jnp.float64 if jax.config.jax_enable_x64 else jnp.float32)))
+    block = jnp.maximum(bits + bits % 2, 16).astype(_U32)
+    w = block // _U32(2)
+    mask = jnp.where(w >= 32, _U32(0xFFFFFFFF), (_U32(1) << w) - _U32(1))
+    rk = _simon_round_keys(seed, rounds, w, mask)
+
+    def feistel(f):
+        return (_rotl(f, 1, w, mask) & _rotl(f, 8, w, mask)) ^ _rotl(f, 2, w, mask)
+
+    def encrypt(v):
+        left, right = ((v >> w.astype(wide)) & mask.astype(wide)).astype(_U32), (v & mask.astype(wide)).astype(_U32)
+        for i in range(0, rounds, 2):
+            left = left ^ feistel(right) ^ rk[i]
+            right = right ^ feistel(left) ^ rk[i + 1]
+        return (left.astype(wide) << w.astype(wide)) | right.astype(wide)
+
+    def walk(state):
+        v, done = state
+        v = jnp.where(done, v, encrypt(v))
+        return v, done | (v <= max_index) | (v == index)
+
+    zero = max_index == 0
+    return lax.while_loop(lambda s: ~jnp.all(s[1]), walk, (jnp.where(zero, 0, index).astype(index.dtype), zero))[0]
+
+
+def _index_shuffle_shape(ctx, index, seed, max_index) -> tuple[int, ...]:
+    """RandomIndexShuffleOp's checks; the output is a scalar when every input is one value, else [n]."""
+    n = max(np.size(index), np.size(max_index), np.size(seed) // 3)
+    if np.ndim(index) > 1 or (np.ndim(index) == 1 and np.size(index) != n):
+        raise ctx.error("Index must be a scalar or vector.")
+    if np.shape(seed) not in ((3,), (n, 3)):
+        raise ctx.error(f"Seed must be a vector of size [3] or a matrix of size [{n}, 3], got {list(np.shape(seed))}")
+    if np.ndim(max_index) > 1 or (np.ndim(max_index) == 1 and np.size(max_index) != n):
+        raise ctx.error(
+            f"Maxval must be a scalar or a vector of the same size as index, got {list(np.shape(max_index))}"
+        )
+    known = [to_static(v) for v in (index, max_index)]
+    if all(k is not None for k in known) and np.any(known[0] > known[1]):
+        raise ctx.error(f"max_index must be >= index, got index {known[0]} and max_index {known[1]}")
+    return () if np.ndim(index) == 0 and np.ndim(seed) == 1 and np.ndim(max_index) == 0 else (n,)
+
+
+@op("RandomIndexShuffle")
+def random_index_shuffle(ctx, index, seed, max_index):
+    rounds = int(ctx.attr("rounds", 4))
+    if rounds < 4 or rounds % 2:
+        raise ctx.error(f"rounds must be an even number >= 4, got {rounds}")
+    shape = _index_shuffle_shape(ctx, index, seed, max_index)
+    # TF widens every index to uint64 (sign-extending int32); with x64 off 32 bits must do.
+    wide = np.dtype(np.uint64) if jax.config.jax_enable_x64 else np.dtype(_U32)
+    index, max_index = (jnp.broadcast_to(jnp.asarray(x).astype(wide), shape) for x in (index, max_index))
+    seed = jnp.broadcast_to(jnp.asarray(seed).astype(_U32), shape + (3,))
+    return _index_shuffle(index, [seed[..., i] for i in range(3)], max_index, rounds).astype(ctx.dtype("dtype"))
+
+
+# -- image bounding-box samplers (image/sample_distorted_bounding_box_op.cc) --------------------------------
+# The attempt loop draws a data-dependent number of words (rejection sampling, early exits), so it runs on the
+# host in NumPy float32/int arithmetic, C's rounding included; its inputs must be known (else op by op).
+
+
+class _SimplePhilox:
+    """SimplePhilox over a SingleSampleAdapter: the 32-bit words of the Philox stream at key/counter, in order."""
+
+    _CHUNK = 16  # Philox blocks computed at a time
+
+    def __init__(self, key, counter):
+        self.key, self.counter = key, counter
+        self.words: list[int] = []
+        self.next_block = 0
+
+    def rand32(self) -> int:
+        if not self.words:
+            blocks = np.arange(self.next_block, self.next_block + self._CHUNK, dtype=_U32)
+            self.words = [int(w) for w in _words(self.key, self.counter, blocks, xp=np).reshape(-1)][::-1]
+            self.next_block += self._CHUNK
+        return self.words.pop()
+
+    def rand64(self) -> int:
+        lo = self.rand32()  # the first word is the low half
+        return (self.rand32() << 32) | lo
+
+    def rand_double(self) -> float:
+        """Uint64ToDouble of two words: 20 mantissa bits from the first, 32 from the second."""
+        hi, lo = self.rand32(), self.rand32()
+        return float(np.uint64(((0x3FF00000 | (hi & 0xFFFFF)) << 32) | lo).view(np.float64)) - 1.0
+
+    def rand_float(self) -> np.float32:
+        return np.float32(np.uint32((self.rand32() & 0x7FFFFF) | 0x3F800000).view(np.float32) - np.float32(1))
+
+    def uniform(self, n: int, bits: int = 32) -> int:
+        """ExactUniformInt (exact_uniform_int.h) on 32-bit words (Uniform) or word pairs (Uniform64): a mask for
+        powers of two, else reject draws below 2^bits mod n."""
+        draw = self.rand32 if bits == 32 else self.rand64
+        if n & (n - 1) == 0:
+            return draw() & (n - 1)
+        rem = ((1 << bits) - 1) % n + 1
+        while (r := draw()) < rem:
+            pass
+        return r % n
+
+
+def _lrintf(x: np.float32) -> int:
+    return int(np.rint(x))  # round half to even, as lrintf in the default rounding mode
+
+
+def _random_crop(width: int, height: int, area_range, aspect_ratio: np.float32, rng: _SimplePhilox):
+    """GenerateRandomCrop: a crop (min_x, min_y, max_x, max_y) of aspect ratio ~``aspect_ratio`` and relative
+    area in ``area_range``, or None; float32 arithmetic as TF's."""
+    f32 = np.float32
+    min_rel, max_rel = f32(area_range[0]), f32(area_range[1])
+    if max_rel <= 0 or aspect_ratio <= 0 or width <= 0 or height <= 0 or min_rel > max_rel:
+        return None
+    min_area, max_area = min_rel * f32(width) * f32(height), max_rel * f32(width) * f32(height)
+    h, max_h = _lrintf(np.sqrt(min_area / aspect_ratio)), _lrintf(np.sqrt(max_area / aspect_ratio))
+    if _lrintf(f32(max_h) * aspect_ratio) > width:
+        # TF's correction for rounding, in double with a float epsilon.
+        max_h = int((width + 0.5 - float(f32(1e-7))) / float(aspect_ratio))
+        if _lrintf(f32(max_h) * aspect_ratio) > width:
+            max_h -= 1
+    max_h = min(max_h, height)
+    h = min(h, max_h)
+    if h < max_h:
+        h += rng.uniform(max_h - h + 1)
+    w = _lrintf(f32(h) * aspect_ratio)
+    area = f32(w * h)
+    if area < min_area:
+        h += 1
+        w = _lrintf(f32(h) * aspect_ratio)
+        area = f32(w * h)
+    if area > max_area:
+        h -= 1
+        w = _lrintf(f32(h) * aspect_ratio)
+        area = f32(w * h)
+    if area < min_area or area > max_area or w > width or h > height or w <= 0 or h <= 0:
+        return None
+    y = rng.uniform(height - h) if h < height else 0
+    x = rng.uniform(width - w) if w < width else 0
+    return x, y, x + w, y + h
+
+
+def _rect_area(r) -> np.float32:
+    return np.float32((r[2] - r[0]) * (r[3] - r[1]))
+
+
+def _covers(crop, min_covered: np.float32, boxes) -> bool:
+    """SatisfiesOverlapConstraints: the crop has a pixel and covers enough of one box of at least a pixel."""
+    if _rect_area(crop) < 1:
+        return False
+    for box in boxes:
+        if _rect_area(box) < 1:
+            continue
+        lo_x, lo_y, hi_x, hi_y = max(crop[0], box[0]), max(crop[1], box[1]), min(crop[2], box[2]), min(crop[3], box[3])
+        inter = (0, 0, 0, 0) if lo_x > hi_x or lo_y > hi_y else (lo_x, lo_y, hi_x, hi_y)
+        if _rect_area(inter) / _rect_area(box) >= min_covered:
+            return True
+    return False
+
+
+def _sample_distorted_bounding_box(ctx, image_size, bounding_boxes, min_object_covered, key_counter):
+    """SampleDistortedBoundingBoxBaseOp::DoCompute: up to max_attempts random crops (aspect ratio from
+    RandFloat, then GenerateRandomCrop) until one covers enough of a box; else the whole image. Returns
+    (begin, size, bboxes) as TF's kernel writes them."""
+    aspect, area = ctx.attr("aspect_ratio_range", [0.75, 1.33]), ctx.attr("area_range", [0.05, 1.0])
+    attempts, use_image = int(ctx.attr("max_attempts", 100)), bool(ctx.attr("use_image_if_no_bounding_boxes", False))
+    if len(aspect) != 2 or not (aspect[0] > 0 and aspect[1] > 0):
+        raise ctx.error(f"Aspect ratio range must be 2 positive values, got {list(aspect)}")
+    if len(area) != 2 or not (0 < area[0] <= 1 and 0 < area[1] <= 1):
+        raise ctx.error(f"Area range must be 2 values in (0, 1], got {list(area)}")
+    if attempts <= 0:
+        raise ctx.error(f"Max attempts must be positive: {attempts}")
+    size = ctx.static(image_size, "image_size")
+    dtype = np.dtype(size.dtype)
+    if size.shape != (3,):
+        raise ctx.error(f"image_size must contain 3 elements, got shape {list(size.shape)}")
+    height, width = (int(v) & 0xFFFFFFFFFFFFFFFF for v in size[:2])
+    if height >= 2**31 - 1 or width >= 2**31 - 1:
+        raise ctx.error("image height and width must be in [0, int32 max)")
+    boxes = np.asarray(ctx.static(bounding_boxes, "bounding_boxes"), np.float32)
+    if boxes.ndim != 3 or boxes.shape[-1] != 4:
+        raise ctx.error(f"input boxes must be 3-dimensional [batch, num_boxes, 4], got {list(boxes.shape)}")
+    min_covered = np.float32(min_object_covered)
+    if not min_covered >= 0:
+        raise ctx.error(f"Min object covered must be non-negative: {min_covered}")
+    boxes = boxes.reshape(-1, 4)
+    if not np.all((boxes >= 0) & (boxes <= 1)):
+        raise ctx.error("All bounding box coordinates must be in [0.0, 1.0]")
+    f32 = np.float32
+    rects = [tuple(int(b[i] * f32(n)) for i, n in ((1, width), (0, height), (3, width), (2, height))) for b in boxes]
+    image = (0, 0, width, height)
+    if not rects:
+        if not use_image:
+            raise ctx.error("No bounding boxes provided as input; enable use_image_if_no_bounding_boxes")
+        rects = [image]
+    rng, crop = _SimplePhilox(*key_counter), None
+    lo, hi = f32(aspect[0]), f32(aspect[1])
+    for _ in range(attempts):
+        ratio = rng.rand_float() * (hi - lo) + lo
+        candidate = _random_crop(width, height, area, ratio, rng)
+        if candidate is not None and _covers(candidate, min_covered, rects):
+            crop = candidate
+            break
+    crop = crop or image
+    begin = np.array([crop[1], crop[0], 0]).astype(dtype)
+    extent = np.array([crop[3] - crop[1], crop[2] - crop[0], -1]).astype(dtype)
+    bbox = np.array([crop[1] / f32(height), crop[0] / f32(width), crop[3] / f32(height), crop[2] / f32(width)])
+    return begin, extent, bbox.astype(np.float32).reshape(1, 1, 4)
+
+
+@op("StatelessSampleDistortedBoundingBox", static=(0, 1, 2, 3))
+def stateless_sample_distorted_bounding_box(ctx, image_size, bounding_boxes, min_object_covered, seed):
+    seed = ctx.static(seed, "seed")
+    if np.shape(seed) != (2,):
+        raise ctx.error(f"seed must have shape [2], not {list(np.shape(seed))}")
+    key_counter = _seed_to_key_counter(seed, np)
+    return _sample_distorted_bounding_box(ctx, image_size, bounding_boxes, min_object_covered, key_counter)
+
+
+def _stateful_bounding_box(ctx, image_size, bounding_boxes, min_object_covered):
+    from jaxsm.ops.stateful_random import _philox_key_counter  # that module imports this one
+
+    key, counter = _philox_key_counter(ctx)
+    counter = [ctx.static(c, "the kernel's Philox counter") for c in counter]
+    return _sample_distorted_bounding_box(ctx, image_size, bounding_boxes, min_object_covered, (key, counter))
+
+
+@op("SampleDistortedBoundingBoxV2", static=(0, 1, 2), stateful=True)
+def sample_distorted_bounding_box_v2(ctx, image_size, bounding_boxes, min_object_covered):
+    if np.ndim(min_object_covered):
+        raise ctx.error(f"min_object_covered must be 0-D, got shape {list(np.shape(min_object_covered))}")
+    return _stateful_bounding_box(ctx, image_size, bounding_boxes, min_object_covered)
+
+
+@op("SampleDistortedBoundingBox", static=(0, 1), stateful=True)
+def sample_distorted_bounding_box(ctx, image_size, bounding_boxes):
+    return _stateful_bounding_box(ctx, image_size, bounding_boxes, ctx.attr("min_object_covered", 0.1))
+
+
+# -- candidate samplers (candidate_sampler_ops.cc, range_sampler.cc) ------------------------------------------
+# The sampled candidates depend only on the seed attrs, so they are drawn on the host at trace time (the first
+# call's draws); the true classes' expected counts are computed from the run-time classes.
+
+
+def _sample_candidates(ctx, sample, n: int, unique: bool) -> tuple[np.ndarray, int]:
+    """RangeSampler::SampleBatchGetExpectedCountAvoid's draws: ``n`` samples (distinct ones if ``unique``,
+    redrawing repeats) and the number of tries it took."""
+    from jaxsm.ops.stateful_random import _philox_key_counter  # that module imports this one
+
+    key, counter = _philox_key_counter(ctx)
+    rng = _SimplePhilox(key, [ctx.static(c, "the kernel's Philox counter") for c in counter])
+    if not unique:
+        return np.array([sample(rng) for _ in range(n)], np.int64), n
+    picked: dict[int, None] = {}
+    tries = 0
+    while len(picked) < n:
+        tries += 1
+        picked.setdefault(sample(rng))
+    return np.array(list(picked), np.int64), tries
+
+
+def _expected_count(p, n: int, tries: int, xp):
+    """ExpectedCountHelper in float32: p * n, or 1 - (1 - p)^tries when unique sampling needed retries."""
+    p = xp.asarray(p, np.float32)
+    if tries == n:
+        return p * np.float32(n)
+    return -xp.expm1(np.float32(tries) * xp.log1p(-p))
+
+
+def _candidate_sampler(ctx, true_classes, range_max: int, sample, probability):
+    """BaseCandidateSamplerOp::Compute: returns (sampled_candidates, true_expected_count,
+    sampled_expected_count); ``probability(values, xp)`` is the sampler's float32 Probability."""
+    num_true, n, unique = int(ctx.attr("num_true")), int(ctx.attr("num_sampled")), bool(ctx.attr("unique"))
+    if np.ndim(true_classes) != 2 or np.shape(true_classes)[1] != num_true:
+        raise ctx.error(f"true_classes must be a [batch, {num_true}] matrix, got shape {list(np.shape(true_classes))}")
+    if unique and n > range_max:
+        raise ctx.error("Sampler's range is too small.")
+    known = to_static(true_classes)
+    if known is not None and np.any((known < 0) | (known >= range_max)):
+        raise ctx.error(
+            f"`true_candidate` out of range [0, {range_max}), received {known[(known < 0) | (known >= range_max)][0]}"
+        )
+    sampled, tries = _sample_candidates(ctx, sample, n, unique)
+    true_expected = _expected_count(probability(jnp.asarray(true_classes), jnp), n, tries, jnp)
+    return sampled, true_expected, _expected_count(probability(sampled, np), n, tries, np)
+
+
+def _range_max(ctx) -> int:
+    range_max = int(ctx.attr("range_max"))
+    if range_max <= 0:
+        raise ctx.error("range_max must be positive")
+    return range_max
+
+
+@op("UniformCandidateSampler", stateful=True)
+def uniform_candidate_sampler(ctx, true_classes):
+    range_max = _range_max(ctx)
+    inv_range = np.float32(1.0 / range_max)
+    return _candidate_sampler(
+        ctx, true_classes, range_max, lambda rng: rng.uniform(range_max, 64), lambda v, xp: xp.full(v.shape, inv_range)
+    )
+
+
+@op("LogUniformCandidateSampler", stateful=True)
+def log_uniform_candidate_sampler(ctx, true_classes):
+    range_max = _range_max(ctx)
+    log_range = np.log1p(np.float64(range_max))
+
+    def sample(rng: _SimplePhilox) -> int:
+        return (int(np.exp(rng.rand_double() * log_range)) - 1) % range_max
+
+    def probability(v, xp):
+        v = v.astype(np.float64 if xp is np or jax.config.jax_enable_x64 else np.float32)
+        return (xp.log((v + 2.0) / (v + 1.0)) / log_range).astype(np.float32)
+
+    return _candidate_sampler(ctx, true_classes, range_max, sample, probability)
+
+
+@op("LearnedUnigramCandidateSampler", "ThreadUnsafeUnigramCandidateSampler", stateful=True)
+def learned_unigram_candidate_sampler(ctx, true_classes):
+    """UnigramSampler's first call: its WeightedPicker starts with every weight 1, so a pick is a uniform
+    32-bit draw and each class has probability 1 / range (the kernel then counts the true classes)."""
+    range_max = _range_max(ctx)
+    if range_max >= 2**31 - 1:
+        raise ctx.error(f"range_max must be less than {2**31 - 1} for unigram samplers, got {range_max}")
+    p = np.float32(1) / np.float32(range_max)
+    return _candidate_sampler(
+        ctx, true_classes, range_max, lambda rng: rng.uniform(range_max), lambda v, xp: xp.full(v.shape, p)
+    )
+
+
+def _alias_table(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """DistributionSampler's constructor (tsl/lib/random/distribution_sampler.cc): Walker's alias table, built
+    with TF's float/double mix and stack order. Returns (prob float32, alt int)."""
+    n = len(weights)
+    total = sum(float(w) for w in weights)
+    pr = [float(np.float32(w) * np.float32(n)) / total for w in weights]
+    alt = [-1] * n
+    low, high = [i for i in range(n) if pr[i] < 1.0], [i for i in range(n) if pr[i] >= 1.0]
+    while high and low:
+        lo, hi = low.pop(), high.pop()
+        alt[lo] = hi
+        pr[hi] = pr[hi] - (1.0 - pr[lo])
+        (low if pr[hi] < 1.0 else high).append(hi)
+    for i in high + low:  # rounding leftovers keep their own bucket
+        pr[i], alt[i] = 1.0, i
+    return np.array(pr, np.float32), np.array(alt)
+
+
+def _fixed_unigram_weights(ctx) -> np.ndarray:
+    """FixedUnigramSampler's weights from the ``unigrams`` attr: this shard's reserved ids weigh 0, its other
+    ids unigram^distortion (float powf)."""
+    unigrams = [np.float32(u) for u in ctx.attr("unigrams", [])]
+    if ctx.attr("vocab_file", ""):
+        raise ctx.error("vocab_file is not supported (the unigrams attr is); jaxsm does not read the file")
+    if not unigrams:
+        raise ctx.error("Must provide either vocab_file or unigrams.")
+    shards, shard = int(ctx.attr("num_shards", 1)), int(ctx.attr("shard", 0))
+    distortion = np.float32(ctx.attr("distortion", 1.0))
+    weights = [np.float32(0) for i in range(int(ctx.attr("num_reserved_ids", 0))) if i % shards == shard]
+    # TF numbers the unigrams from the count of reserved ids kept, not from num_reserved_ids.
+    weights += [np.power(u, distortion) for i, u in enumerate(unigrams, len(weights)) if i % shards == shard]
+    return np.array(weights, np.float32)
+
+
+@op("FixedUnigramCandidateSampler", stateful=True)
+def fixed_unigram_candidate_sampler(ctx, true_classes):
+    """A draw is DistributionSampler::Sample: a RandFloat, then a uniform bucket of the alias table."""
+    range_max, weights = _range_max(ctx), _fixed_unigram_weights(ctx)
+    if len(weights) != range_max:
+        raise ctx.error(f"range is {range_max} must be equal to weights size {len(weights)}")
+    total, (prob, alt) = sum(float(w) for w in weights), _alias_table(weights)
+
+    def sample(rng: _SimplePhilox) -> int:
+        r, i = rng.rand_float(), rng.uniform(range_max)
+        return i if r < prob[i] else int(alt[i])
+
+    def probability(v, xp):
+        wide = np.float64 if xp is np or jax.config.jax_enable_x64 else np.float32
+        return (xp.asarray(weights)[v].astype(wide) / total).astype(np.float32)
+
+    return _candidate_sampler(ctx, true_classes, range_max, sample, probability)
+
+
+@op("AllCandidateSampler", stateful=True)
+def all_candidate_sampler(ctx, true_classes):
+    """AllSampler: every class 0..num_sampled-1, expected counts 1 (no draws)."""
+    n, num_true = int(ctx.attr("num_sampled")), int(ctx.attr("num_true"))
+    if np.ndim(true_classes) != 2 or np.shape(true_classes)[1] != num_true:
+        raise ctx.error(f"true_classes must be a [batch, {num_true}] matrix, got shape {list(np.shape(true_classes))}")
+    return np.arange(n, dtype=np.int64), jnp.ones(np.shape(true_classes), jnp.float32), np.ones(n, np.float32)
+
+
+@op("ComputeAccidentalHits", static=(0, 1))
+def compute_accidental_hits(ctx, true_classes, sampled_candidates):
+    """ComputeAccidentalHitsOp: (row, position in sampled, -FLT_MAX) for each true class that was also sampled
+    (the last position of a repeated candidate); the count depends on the values, so it runs on the host."""
+    num_true = int(ctx.attr("num_true"))
+    if true_classes.ndim != 2 or true_classes.shape[1] != num_true:
+        raise ctx.error("true_candidates must be a batch_size * num_true matrix")
+    if sampled_candidates.ndim != 1:
+        raise ctx.error("sampled_candidates must be a vector, which is typically an output from CandidateSampler")
+    position = {int(c): i for i, c in enumerate(sampled_candidates)}
+    hits = [(i, position[int(c)]) for i, row in enumerate(true_classes) for c in row if int(c) in position]
+    rows, ids = np.array([h[0] for h in hits], np.int32), np.array([h[1] for h in hits], np.int64)
+    return rows, ids, np.full(len(hits), -np.finfo(np.float32).max, np.float32)

@@ -373,8 +373,17 @@ def _stack(ctx, handle: Resource) -> StackState:
     return stack
 
 
+def _discarded(handle: Any) -> bool:
+    """Whether ``handle`` is a stack of a function that pops none (jaxsm.tf1.PrunedFunction: a forward pass of a
+    graph with gradients, e.g. a serving signature of a model saved from its training session): its pushes are
+    dead writes, dropped, so that the function still compiles."""
+    return isinstance(handle, Resource) and handle.key.endswith("/discarded")
+
+
 @op("StackV2", "Stack", static=(0,), stateful=True)
 def stack_v2(ctx, max_size=None):
+    if getattr(ctx.interp, "discard_stacks", False):
+        return Resource(f"{ctx.node.name}/discarded", STACK_KIND)
     _only_op_by_op(ctx)
     # Each run makes a new stack (TF numbers them too), e.g. one per outer-loop iteration for a nested loop.
     handle = Resource(f"{ctx.node.name}/stack_{next(_stack_ids)}", STACK_KIND)
@@ -385,6 +394,8 @@ def stack_v2(ctx, max_size=None):
 
 @op("StackPushV2", "StackPush", stateful=True)
 def stack_push(ctx, handle, elem):
+    if _discarded(handle):
+        return elem
     stack = _stack(ctx, handle)
     if ctx.attr("T") != stack.elem_type:
         raise ctx.error(f"Must have type {dtypes.name(stack.elem_type)} but got {dtypes.name(ctx.attr('T'))}")
@@ -405,6 +416,8 @@ def stack_pop(ctx, handle):
 
 @op("StackCloseV2", "StackClose", stateful=True)
 def stack_close(ctx, handle):
+    if _discarded(handle):
+        return []
     ctx.interp.state[handle.key] = replace(_stack(ctx, handle), elements=(), closed=True)
     return []
 
@@ -545,11 +558,11 @@ def lookup_table_find(ctx, table, keys, default_value):
     if table_keys.dtype == object or table_values.dtype == object:
         return _host_lookup(ctx, table_keys, table_values, keys, default_value)
     query = jnp.asarray(keys, table_keys.dtype)
-    n = table_keys.shape[0]
+    n, value_shape = table_keys.shape[0], tuple(table_values.shape[1:])  # (MutableHashTableOfTensors: vectors)
     if n == 0:
-        return jnp.broadcast_to(jnp.asarray(default_value, table_values.dtype), query.shape)
+        return jnp.broadcast_to(jnp.asarray(default_value, table_values.dtype), query.shape + value_shape)
     pos = jnp.clip(jnp.searchsorted(table_keys, query), 0, n - 1)
-    found = table_keys[pos] == query
+    found = (table_keys[pos] == query).reshape(query.shape + (1,) * len(value_shape))
     return jnp.where(found, table_values[pos], jnp.asarray(default_value, table_values.dtype))
 
 
@@ -558,11 +571,13 @@ def _host_lookup(ctx, table_keys, table_values, keys, default_value):
     query = np.asarray(ctx.static(keys, "the lookup keys (a table with strings is searched on the host)"))
     flat = query.astype(table_keys.dtype).reshape(-1)
     default = np.asarray(ctx.static(default_value, "the default value"), table_values.dtype)
+    value_shape = tuple(table_values.shape[1:])
     if table_keys.shape[0] == 0:
-        return np.broadcast_to(default, query.shape).copy()
+        return np.broadcast_to(default, query.shape + value_shape).copy()
     pos = np.clip(np.searchsorted(table_keys, flat), 0, table_keys.shape[0] - 1)
-    found = np.asarray(table_keys[pos] == flat, dtype=bool)
-    return np.where(found, np.asarray(table_values)[pos], default).astype(table_values.dtype).reshape(query.shape)
+    found = np.asarray(table_keys[pos] == flat, dtype=bool).reshape((-1,) + (1,) * len(value_shape))
+    out = np.where(found, np.asarray(table_values)[pos], default).astype(table_values.dtype)
+    return out.reshape(query.shape + value_shape)
 
 
 @op("LookupTableSizeV2", "LookupTableSize", stateful=True)

@@ -256,3 +256,35 @@ def test_a_call_under_the_callers_jit_keeps_the_counter(tmp_path):
     np.testing.assert_array_equal(np.asarray(jax.jit(got.f)(np.float32(0))), want[0])
     for w in want:
         np.testing.assert_array_equal(np.asarray(got.f(np.float32(0))), w)
+
+
+def test_shuffle_multinomial_and_parameterized_truncated_normal_move_on(tmp_path):
+    """RandomShuffle (ReserveSamples32(n - 1)), Multinomial (ceil4(samples) * 2 * 256 per row) and
+    ParameterizedTruncatedNormal (2 * 1000 tries per output group) reserve their own amounts per call."""
+    import jaxsm
+
+    tf.random.set_seed(6)
+
+    class M(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([2, 5], tf.float32)])
+        def f(self, logits):
+            R = tf.raw_ops
+            return {
+                "shuffle": tf.random.shuffle(tf.range(7), seed=1),
+                "shuffle_rows": tf.random.shuffle(tf.reshape(tf.range(12.0), [6, 2]), seed=2),
+                "multinomial": tf.random.categorical(logits, 6, seed=3),
+                "ptn": R.ParameterizedTruncatedNormal(
+                    shape=[3, 4], means=[0.0, 1.0, 2.0], stdevs=[1.0, 0.5, 2.0], minvals=-1.0, maxvals=3.0, seed=4
+                ),
+                "ptn_scalar": R.ParameterizedTruncatedNormal(
+                    shape=[5], means=0.0, stdevs=1.0, minvals=0.5, maxvals=2.0, seed=5, seed2=7
+                ),
+            }
+
+    tf.saved_model.save(M(), str(tmp_path))
+    logits = np.log(np.arange(1, 11, dtype=np.float32).reshape(2, 5))
+    want_fn, got_fn = tf.saved_model.load(str(tmp_path)).f, jaxsm.load(str(tmp_path)).f
+    for call in range(3):
+        want, got = want_fn(logits), got_fn(logits)
+        for k in want:
+            np.testing.assert_allclose(np.asarray(got[k]), want[k].numpy(), rtol=1e-5, err_msg=f"{k}, call {call}")

@@ -963,6 +963,8 @@ class _LoadContext:
         self._concrete: dict[str, ConcreteFunction] = {}
         self._checked: set[str] = set()
         self._ops: dict[str, dict[str, tuple[int, str]]] = {}
+        # the ops of every function exposed at load, together (check_all_ops), and those functions
+        self._all_ops: tuple[dict[str, tuple[int, str]], set[str]] = ({}, set())
         self._graph_consts: dict[str, Any] | None = None
         # the Philox counters of stateful random kernels (jaxsm/graph/rng.py), shared by the functions
         self.rng_state: dict[str, Any] = {}
@@ -993,7 +995,9 @@ class _LoadContext:
         keys = self._rng_keys.get(fname)
         if keys is None:
             counters = {}
-            if not COUNTED_OPS.isdisjoint(self.ops_of(fname)):
+            # (the load's scan of every function usually says no at once: no second walk of a big graph)
+            found, covered = self._all_ops
+            if not COUNTED_OPS.isdisjoint(found if fname in covered else self.ops_of(fname)):
                 counters = initial_counters(self.library.reachable_nodes([fname], COUNTED_OPS))
             for k, v in counters.items():
                 self.rng_state.setdefault(k, v)
@@ -1014,6 +1018,7 @@ class _LoadContext:
             # iterator: TF loads it, and only calling it needs tf.data (check_ops raises then)
             names = [n for n in names if not any(_reads_tf_data(o) for o in self.library.scan_ops([n]))]
             found = self.library.scan_ops(names)
+        self._all_ops = (found, set(names))
         if names:
             check_supported(found, f"the SavedModel at {self.export_dir}")
             self._checked.update(names)

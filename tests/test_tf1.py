@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 import pytest
 
@@ -11,24 +9,10 @@ import jaxsm
 from jaxsm._proto import graph_pb2
 from jaxsm.errors import EagerFallbackWarning, FunctionMatchError, GraphError, TagsNotFoundError
 from jaxsm.tf1 import TF1Model, lower_control_flow
-from tests.tfcompare import assert_close
+from tests.tfcompare import assert_close, v1_graph
 
 tf = pytest.importorskip("tensorflow")
 tf1 = tf.compat.v1
-
-
-@contextlib.contextmanager
-def v1_graph():
-    """A fresh graph with control flow v1 (Switch/Merge/Enter/Exit), as TF1 estimators exported them."""
-    was_v2 = tf1.control_flow_v2_enabled()
-    tf1.disable_control_flow_v2()
-    g = tf.Graph()
-    try:
-        with g.as_default():
-            yield g
-    finally:
-        if was_v2:
-            tf1.enable_control_flow_v2()
 
 
 def build_info(t):

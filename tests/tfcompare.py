@@ -15,8 +15,9 @@ tf.function's own output on the same inputs. ``jit=False`` runs jaxsm's pure fun
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -117,3 +118,34 @@ def assert_matches_tf(
                 err_msg=path,
             )
     return expected, got
+
+
+def assert_raises_like_tf(fn: Callable, inputs: Sequence[Any], jit: bool = True) -> None:
+    """TF raises for these inputs (the bad values are constants), and so must jaxsm: a JaxsmError."""
+    import pytest
+
+    from jaxsm.errors import JaxsmError
+
+    tf = _tf()
+    inputs = [np.asarray(x) for x in inputs]
+    export_dir, tf_fn = save_function(fn, inputs)
+    with pytest.raises((tf.errors.InvalidArgumentError, tf.errors.InternalError, tf.errors.OutOfRangeError)):
+        tf_fn(*inputs)
+    with pytest.raises(JaxsmError):
+        run_jaxsm(export_dir, inputs, jit=jit)
+
+
+@contextlib.contextmanager
+def v1_graph() -> Iterator[Any]:
+    """A fresh graph with control flow v1 (Switch/Merge/Enter/Exit), as TF1 exports and training graphs were
+    built."""
+    tf = _tf()
+    tf1 = tf.compat.v1
+    was_v2 = tf1.control_flow_v2_enabled()
+    tf1.disable_control_flow_v2()
+    try:
+        with tf.Graph().as_default() as g:
+            yield g
+    finally:
+        if was_v2:
+            tf1.enable_control_flow_v2()

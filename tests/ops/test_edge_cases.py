@@ -14,7 +14,7 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 
 from jaxsm.errors import JaxsmError  # noqa: E402
-from tests.tfcompare import _flatten, run_jaxsm, save_function  # noqa: E402
+from tests.tfcompare import _flatten, assert_raises_like_tf, run_jaxsm, save_function  # noqa: E402
 
 JIT = pytest.mark.parametrize("jit", [True, False])
 raw = tf.raw_ops
@@ -48,16 +48,6 @@ def _compare(name: str, fn, inputs, jit: bool, rtol: float = 1e-6, signed_zeros:
         if signed_zeros:
             zero = e.astype(wide) == 0
             np.testing.assert_array_equal(np.signbit(g.astype(wide)[zero]), np.signbit(e.astype(wide)[zero]), where)
-
-
-def _assert_raises(fn, inputs, jit: bool = True) -> None:
-    """TF raises InvalidArgumentError for these inputs, and so must jaxsm (the bad values are constants)."""
-    inputs = [np.asarray(x) for x in inputs]
-    export_dir, tf_fn = save_function(fn, inputs)
-    with pytest.raises((tf.errors.InvalidArgumentError, tf.errors.InternalError, tf.errors.OutOfRangeError)):
-        tf_fn(*inputs)
-    with pytest.raises(JaxsmError):
-        run_jaxsm(export_dir, inputs, jit=jit)
 
 
 def _arange(shape, dtype=np.float32):
@@ -175,7 +165,7 @@ _CONSTANT_OUT_OF_RANGE = {
 
 @pytest.mark.parametrize("case", sorted(_CONSTANT_OUT_OF_RANGE))
 def test_constant_invalid_values_raise(case):
-    _assert_raises(_CONSTANT_OUT_OF_RANGE[case], [_arange((2, 3, 4))])
+    assert_raises_like_tf(_CONSTANT_OUT_OF_RANGE[case], [_arange((2, 3, 4))])
 
 
 @JIT

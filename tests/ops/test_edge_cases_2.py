@@ -12,8 +12,7 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from jaxsm.errors import JaxsmError  # noqa: E402
-from tests.tfcompare import _flatten, run_jaxsm, save_function  # noqa: E402
+from tests.tfcompare import _flatten, assert_raises_like_tf, run_jaxsm, save_function  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::jaxsm.errors.EagerFallbackWarning")
 JIT = pytest.mark.parametrize("jit", [True, False])
@@ -59,16 +58,6 @@ def _compare(name: str, fn, inputs, jit: bool, rtol: float = 1e-6, atol: float =
             )
 
 
-def _assert_raises(fn, inputs, jit: bool = True) -> None:
-    """TF raises for these inputs, and so must jaxsm (the bad values are constants)."""
-    inputs = [np.asarray(x) for x in inputs]
-    export_dir, tf_fn = save_function(fn, inputs)
-    with pytest.raises((tf.errors.InvalidArgumentError, tf.errors.InternalError, tf.errors.OutOfRangeError)):
-        tf_fn(*inputs)
-    with pytest.raises(JaxsmError):
-        run_jaxsm(export_dir, inputs, jit=jit)
-
-
 # -- strings ---------------------------------------------------------------------------------------------------
 
 _TEXT = _strs("hello", "", "caf\u00e9 \u00c9T\u00c9", "\u4e2d\u6587x", "  \tpad \n")
@@ -108,7 +97,7 @@ def test_substr_out_of_range_raises(case):
         "utf8_beyond": lambda s: tf.strings.substr(s, 5, 1, unit="UTF8_CHAR"),
         "utf8_neg_pos_neg_len": lambda s: tf.strings.substr(s, -1, -1, unit="UTF8_CHAR"),
     }[case]
-    _assert_raises(fn, [_strs("hello", "caf\u00e9")], jit=False)
+    assert_raises_like_tf(fn, [_strs("hello", "caf\u00e9")], jit=False)
 
 
 @JIT
@@ -224,7 +213,7 @@ def test_string_to_int(jit):
     ],
 )
 def test_string_to_number_raises(text, dtype):
-    _assert_raises(lambda s: tf.strings.to_number(s, dtype), [_strs(text)], jit=False)
+    assert_raises_like_tf(lambda s: tf.strings.to_number(s, dtype), [_strs(text)], jit=False)
 
 
 _FLOATS = np.array([0.0, -0.0, 1.5, -2.25e-7, 123456789.0, np.inf, -np.inf, np.nan, 1e300], np.float64)
@@ -347,7 +336,7 @@ def test_unicode_strict_raises(case):
         "transcode": lambda s: tf.strings.unicode_transcode(s, "UTF-8", "UTF-16-BE", errors="strict"),
         "encode": lambda s: tf.strings.unicode_encode(tf.ragged.constant([[0x110000]]), "UTF-8", errors="strict"),
     }[case]
-    _assert_raises(fn, [_BAD_UTF8], jit=False)
+    assert_raises_like_tf(fn, [_BAD_UTF8], jit=False)
 
 
 @JIT
@@ -404,7 +393,7 @@ def test_base64_raw_raises(case):
         "raw_odd": lambda s: tf.io.decode_raw(s[2:3], tf.int16),
         "raw_unequal": lambda s: tf.io.decode_raw(s[:2], tf.uint8),
     }[case]
-    _assert_raises(fn, [_strs("ab+c", "abcde", "abc")], jit=False)
+    assert_raises_like_tf(fn, [_strs("ab+c", "abcde", "abc")], jit=False)
 
 
 # -- images ----------------------------------------------------------------------------------------------------
@@ -439,7 +428,7 @@ def test_resizes(jit, dtype):
 @pytest.mark.parametrize("op", ["ResizeBilinear", "ResizeNearestNeighbor", "ResizeBicubic"])
 def test_resize_both_flags_raise(op):
     fn = lambda img: getattr(raw, op)(images=img, size=[3, 3], align_corners=True, half_pixel_centers=True)  # noqa: E731
-    _assert_raises(fn, [np.ones((1, 2, 2, 1), np.float32)])
+    assert_raises_like_tf(fn, [np.ones((1, 2, 2, 1), np.float32)])
 
 
 @JIT
@@ -465,7 +454,7 @@ def test_crop_and_resize(jit):
 
 def test_crop_and_resize_bad_box_index_raises():
     fn = lambda img: tf.image.crop_and_resize(img, [[0.0, 0.0, 1.0, 1.0]], [2], [2, 2])  # noqa: E731
-    _assert_raises(fn, [np.ones((2, 3, 3, 1), np.float32)])
+    assert_raises_like_tf(fn, [np.ones((2, 3, 3, 1), np.float32)])
 
 
 _BOXES = np.array(
@@ -745,7 +734,7 @@ def test_linalg_singular_raises(case):
         "inverse_batch": lambda m: tf.linalg.inv(tf.stack([tf.eye(2), singular])) + m,
         "solve": lambda m: tf.linalg.solve(singular, m),
     }[case]
-    _assert_raises(fn, [np.array([[2.0, 1.0], [1.0, 3.0]], np.float32)])
+    assert_raises_like_tf(fn, [np.array([[2.0, 1.0], [1.0, 3.0]], np.float32)])
 
 
 @JIT

@@ -13,25 +13,12 @@ import pytest
 
 import jaxsm
 from jaxsm.errors import EagerFallbackWarning, JaxsmError, StaticValueError
-from tests.tfcompare import assert_close
+from tests.tfcompare import assert_close, v1_graph
 
 tf = pytest.importorskip("tensorflow")
 tf1 = tf.compat.v1
 
 STEPS = 2
-
-
-@contextlib.contextmanager
-def v1_graph():
-    """A fresh graph with control flow v1 (Switch/Merge/Enter/Exit), as TF1 training graphs were built."""
-    was_v2 = tf1.control_flow_v2_enabled()
-    tf1.disable_control_flow_v2()
-    try:
-        with tf.Graph().as_default() as g:
-            yield g
-    finally:
-        if was_v2:
-            tf1.enable_control_flow_v2()
 
 
 def save(sess, export_dir) -> str:

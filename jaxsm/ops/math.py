@@ -106,8 +106,89 @@ def _rsqrt(x):
 
 
 def _lgamma(x):
+    """TF's float32 Lgamma is glibc's lgammaf (correctly rounded or nearly). XLA's float32 lgamma is 1e-6-1e-1
+    relative away on a third of [-20, 20] (near its zeros, at 1.5, at negative non-integers), so where float64
+    exists (jax_enable_x64, not on TPU) float32 is computed in float64 and rounded: then none is more than
+    3e-7 away and most are exact."""
+    if x.dtype in (np.float16, jnp.bfloat16):  # TF computes half types in float32
+        return _lgamma(x.astype(np.float32)).astype(x.dtype)
+    if x.dtype == np.float32 and jax.config.jax_enable_x64 and jax.default_backend() != "tpu":
+        y = lax.lgamma(x.astype(np.float64)).astype(np.float32)
+    else:
+        y = lax.lgamma(x)
     # lgamma(1) = lgamma(2) = 0 exactly in TF (std::lgamma); XLA's float32 lgamma gives 4.8e-7 at 1
-    return jnp.where((x == 1) | (x == 2), jnp.zeros((), x.dtype), lax.lgamma(x))
+    return jnp.where((x == 1) | (x == 2), jnp.zeros((), x.dtype), y)
+
+
+def _erf(x):
+    # TF 2.21's float64 Erf (Eigen's double erf) returns NaN at +-inf; float32 gives +-1
+    if x.dtype != np.float64:
+        return lax.erf(x)
+    return jnp.where(jnp.isinf(x), jnp.nan, lax.erf(x))
+
+
+def _expint(x):
+    # Eigen's expi (TF) is NaN below 0 and -inf at +-0; jax.scipy's gives Ei's real values below 0 and NaN at 0
+    return jnp.where(x < 0, jnp.nan, jnp.where(x == 0, -jnp.inf, jsp.expi(x))).astype(x.dtype)
+
+
+def _erfinv(x):
+    # TF's erfinv is ndtri(x/2 + 1/2) / sqrt(2) (cwise_ops.h); near 0 that loses ~4e-5 in float32 to XLA's
+    # erf_inv, and TF's numbers are the bar
+    half = np.array(0.5, x.dtype)
+    return jsp.ndtri(half * x + half) * np.array(np.sqrt(0.5), x.dtype)
+
+
+# Cephes' psi coefficients as Eigen uses them (SpecialFunctionsImpl.h, digamma_impl_maybe_poly)
+_PSI_A = {
+    np.dtype(np.float32): (
+        -4.16666666666666666667e-3,
+        3.96825396825396825397e-3,
+        -8.33333333333333333333e-3,
+        8.33333333333333333333e-2,
+    ),
+    np.dtype(np.float64): (
+        8.33333333333333333333e-2,
+        -2.10927960927960927961e-2,
+        7.57575757575757575758e-3,
+        -4.16666666666666666667e-3,
+        3.96825396825396825397e-3,
+        -8.33333333333333333333e-3,
+        8.33333333333333333333e-2,
+    ),
+}
+
+
+def _digamma(x):
+    """Eigen's digamma_impl (TF's kernel): reflection below 0, the recurrence up to 10, then Cephes' series.
+    XLA's digamma is ~30 float32 ulps away at 1.5."""
+    coeffs = _PSI_A.get(np.dtype(x.dtype))
+    if coeffs is None:  # half types: TF computes them in float32
+        return _digamma(x.astype(np.float32)).astype(x.dtype)
+    one, half = np.array(1, x.dtype), np.array(0.5, x.dtype)
+    negative = x <= 0
+    p = jnp.floor(x)
+    nz = x - p
+    p = jnp.where(nz > half, p + one, p)
+    nz = x - p
+    nz = jnp.where(nz == half, jnp.zeros_like(x), np.array(np.pi, x.dtype) / jnp.tan(np.array(np.pi, x.dtype) * nz))
+    s = jnp.where(negative, one - x, x)
+    w = jnp.zeros_like(x)
+    for _ in range(10):  # s < 10 at most ten times: s >= 1 - 0 after the reflection, and x > 0 otherwise
+        small = s < 10
+        w = jnp.where(small, w + one / s, w)
+        s = jnp.where(small, s + one, s)
+    z = one / (s * s)
+    poly = jnp.zeros_like(x)
+    for c in coeffs:
+        poly = poly * z + np.array(c, x.dtype)
+    if x.dtype == np.float32:
+        poly = jnp.where(s < 1e8, z * poly, jnp.zeros_like(x))
+    else:
+        poly = jnp.where(s < 1e17, z * poly, jnp.zeros_like(x))
+    y = jnp.log(s) - half / s - poly - w
+    y = jnp.where(negative, y - nz, y)
+    return jnp.where(negative & (x == jnp.floor(x)), jnp.nan, y)
 
 
 _UNARY = {
@@ -140,12 +221,12 @@ _UNARY = {
     "Rint": jnp.rint,
     "Reciprocal": jnp.reciprocal,
     "Inv": jnp.reciprocal,
-    "Erf": lax.erf,
+    "Erf": _erf,
     "Erfc": lax.erfc,
-    "Erfinv": lax.erf_inv,
+    "Erfinv": _erfinv,
     "Ndtri": jsp.ndtri,
     "Lgamma": _lgamma,
-    "Digamma": lax.digamma,
+    "Digamma": _digamma,
     "IsNan": jnp.isnan,
     "IsInf": jnp.isinf,
     "IsFinite": jnp.isfinite,
@@ -168,7 +249,7 @@ _UNARY = {
     "BesselI0e": jsp.i0e,
     "BesselI1e": jsp.i1e,
     "Dawsn": jsp.dawsn,
-    "Expint": jsp.expi,
+    "Expint": _expint,
     "FresnelSin": _fresnel_sin,
     "FresnelCos": _fresnel_cos,
     "Spence": jsp.spence,
@@ -221,14 +302,16 @@ def reciprocal_grad(ctx, y, dy):
     return jnp.where(dy == 0, 0, -dy * _conj(y * y))  # TF: a zero gradient stays 0 even where y is inf
 
 
+# TF multiplies by the mask (relu_op_functor.h): where the unit is off an inf or NaN gradient gives NaN and a
+# negative one -0. XLA rewrites ``g * convert(mask)`` into a select, so the product is spelled ``g * 0``.
 @op("ReluGrad")
 def relu_grad(ctx, gradients, features):
-    return jnp.where(features > 0, gradients, 0)
+    return jnp.where(features > 0, gradients, gradients * 0)
 
 
 @op("Relu6Grad")
 def relu6_grad(ctx, gradients, features):
-    return jnp.where((features > 0) & (features < 6), gradients, 0)
+    return jnp.where((features > 0) & (features < 6), gradients, gradients * 0)
 
 
 @op("EluGrad")

@@ -806,8 +806,12 @@ def nth_element(ctx, x, n):
 @op("DataFormatDimMap")
 def data_format_dim_map(ctx, x):
     src, dst = ctx.attr("src_format", "NHWC"), ctx.attr("dst_format", "NCHW")
+    n = len(src)
     table = np.array([dst.index(ch) for ch in src], jnp.result_type(x))
-    return jnp.take(table, jnp.mod(jnp.asarray(x), len(src)))
+    # TF's kernel takes (x + n) % n in x's type with C's remainder, and maps every result other than 0..n-2
+    # (negative ones too, from x < -n) to the last entry
+    r = lax.rem(jnp.asarray(x) + np.array(n, table.dtype), np.array(n, table.dtype))
+    return jnp.where((r >= 0) & (r < n - 1), jnp.take(table, jnp.clip(r, 0, n - 1)), table[n - 1])
 
 
 @op("DataFormatVecPermute")

@@ -791,9 +791,15 @@ def upper_bound(ctx, sorted_inputs, values):
 def _unique(values: np.ndarray, axis: int | None, out_idx: np.dtype):
     """TF's Unique: unique elements (or slices along ``axis``) in order of first occurrence, the index of
     each input element's unique entry, and counts. NaNs never compare equal, so each NaN is its own entry."""
-    uniq, first, inverse, counts = np.unique(
-        values, return_index=True, return_inverse=True, return_counts=True, axis=axis, equal_nan=False
+    keys = values
+    if values.dtype in (np.dtype(np.float16), np.dtype(jnp.bfloat16)):
+        # TF hashes float16/bfloat16 by their bits, so -0 and 0 are distinct entries there (not in float32/64)
+        keys = values.astype(np.float64)
+        keys[(keys == 0) & np.signbit(keys)] = -1e-300
+    _, first, inverse, counts = np.unique(
+        keys, return_index=True, return_inverse=True, return_counts=True, axis=axis, equal_nan=False
     )
+    uniq = values.reshape(-1)[first] if axis is None else np.take(values, first, axis=axis)
     order = np.argsort(first, kind="stable")
     rank = np.empty_like(order)
     rank[order] = np.arange(order.size)

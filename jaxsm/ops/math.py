@@ -840,7 +840,8 @@ def _mean(x, axes, keep):
 
 def _extreme(reduce, initial_of):
     def fn(x, axes, keep):
-        return reduce(x, axis=axes, keepdims=keep, initial=initial_of(_dt(x)))
+        # a NumPy scalar: uint64's maximum as a Python int overflows JAX's int64 argument parsing
+        return reduce(x, axis=axes, keepdims=keep, initial=np.asarray(initial_of(_dt(x)), _dt(x)))
 
     return fn
 
@@ -859,7 +860,10 @@ def _highest(dt: np.dtype):
 
 def _euclidean_norm(x, axes, keep):
     # For integers TF takes the integer sum of squares, then sqrt truncated back to the integer type.
-    s = jnp.sum(x * _conj(x), axis=axes, dtype=x.dtype, keepdims=keep)
+    sq = x * _conj(x)
+    if not axes:  # XLA rewrites sqrt(x * x) as |x|; TF squares (1e-30 gives 0, float16 300 inf)
+        sq = lax.optimization_barrier(sq)
+    s = jnp.sum(sq, axis=axes, dtype=x.dtype, keepdims=keep)
     if _is_int(s):
         return jnp.sqrt(s.astype(np.float64)).astype(s.dtype)
     return jnp.sqrt(s)

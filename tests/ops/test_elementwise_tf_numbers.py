@@ -82,3 +82,33 @@ def test_digamma_lgamma_erfinv_are_tfs_to_a_few_ulps(dtype, jit):
         g, w = np.asarray(got[name]), want[name].numpy()
         same = (g == w) | (np.isnan(g) & np.isnan(w))
         assert same.mean() >= share, f"{name}: only {same.mean():.1%} of the grid equals TF's bits"
+
+
+@JIT
+@pytest.mark.parametrize("dtype", [np.uint32, np.uint64, np.int64, np.float16])
+def test_min_and_max_of_every_integer_width(dtype, jit):
+    info = np.iinfo(dtype) if np.dtype(dtype).kind in "iu" else np.finfo(dtype)
+    x = np.array([[info.max, 3, 1], [info.min, 7, info.max]], dtype)
+    ax = tf.constant([1], tf.int32)
+    assert_matches_tf(
+        lambda v: {"min": raw.Min(input=v, axis=ax), "max": raw.Max(input=v, axis=ax, keep_dims=True)}, [x], jit=jit
+    )
+
+
+@JIT
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_euclidean_norm_over_no_axes_squares_first(dtype, jit):
+    x = np.array([1e-30, 3e38, 300.0, -2.0, 0.5], np.float64).astype(dtype)
+    assert_matches_tf(lambda v: raw.EuclideanNorm(input=v, axis=tf.constant([], tf.int32)), [x], jit=jit)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, tf.bfloat16.as_numpy_dtype, np.float32])
+def test_unique_keeps_half_precision_signed_zeros_apart(dtype):
+    x = np.array([0.0, -0.0, np.nan, 1.0, np.nan, -0.0, 1.0], np.float32).astype(dtype)
+
+    def fn(v):
+        y, idx, count = raw.UniqueWithCounts(x=v)
+        return {"y": y, "idx": idx, "count": count}
+
+    with pytest.warns(Warning):  # the output shape depends on the values: run op by op
+        assert_matches_tf(fn, [x], jit=True)

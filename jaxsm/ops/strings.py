@@ -89,9 +89,16 @@ _MOVES = frozenset(
         "Split",
         "SplitV",
         "PadV2",
+        "Pad",
+        "MirrorPad",
+        "Roll",
+        "ReverseSequence",
+        "TensorScatterUpdate",
         "RaggedTensorToTensor",
     }
 )
+# Ops that fill new elements with zeros: position 0 of their pool is b"", TF's zero string.
+_FILLS = frozenset({"Pad"})
 # Ops with some string outputs (the positions of the others are numbers): op -> the string outputs.
 _MOVES_SOME = {"SparseFillEmptyRows": (1,)}
 # Ops whose (numeric) outputs only depend on their string inputs' shapes.
@@ -102,6 +109,8 @@ def _moved(ctx, args: list[Any]) -> list[Any]:
     """Run the numeric lowering of ``ctx.node.op`` on the positions of the string inputs' elements; map the
     positions it returns back to strings."""
     pool, stand_in, offset = [], [], 0
+    if ctx.node.op in _FILLS:
+        pool, offset = [_bytes_array([b""], (1,))], 1
     for a in args:
         if is_strings(a):
             pool.append(np.asarray(a, dtype=object).reshape(-1))

@@ -112,3 +112,21 @@ def test_unique_keeps_half_precision_signed_zeros_apart(dtype):
 
     with pytest.warns(Warning):  # the output shape depends on the values: run op by op
         assert_matches_tf(fn, [x], jit=True)
+
+
+def test_element_moving_ops_on_strings():
+    x = np.array([[str(i).encode() * (i % 3 + 1) for i in range(4 * r, 4 * r + 4)] for r in range(3)], object)
+
+    def fn(v):
+        return {
+            "pad": raw.Pad(input=v, paddings=[[1, 0], [0, 2]]),
+            "mirror": raw.MirrorPad(input=v, paddings=[[1, 1], [2, 0]], mode="REFLECT"),
+            "roll": raw.Roll(input=v, shift=[-1, 5], axis=[0, 1]),
+            "reverse_sequence": raw.ReverseSequence(input=v, seq_lengths=[1, 0, 4], seq_dim=1, batch_dim=0),
+            "scatter": raw.TensorScatterUpdate(
+                tensor=v, indices=[[1, 2], [0, 0]], updates=tf.stack([v[2, 3], v[0, 1]])
+            ),
+        }
+
+    with pytest.warns(Warning):  # strings run op by op
+        assert_matches_tf(fn, [x], jit=True)

@@ -48,6 +48,31 @@ def shape_from_proto(shape: tensor_shape_pb2.TensorShapeProto) -> tuple[int | No
     return tuple(None if d.size < 0 else int(d.size) for d in shape.dim)
 
 
+def _decode_string_list(content: bytes, n: int) -> list[bytes]:
+    """Strings in ``tensor_content`` (TF's port::EncodeStringList, as AsProtoTensorContent writes them): the n
+    lengths as varints, then the bytes one after another."""
+    lengths, pos = [], 0
+    for _ in range(n):
+        value, shift = 0, 0
+        while True:
+            if pos >= len(content) or shift > 28:
+                raise FormatError(f"string TensorProto content is truncated or corrupt after {len(lengths)} lengths")
+            b = content[pos]
+            pos += 1
+            value |= (b & 0x7F) << shift
+            shift += 7
+            if b < 0x80:
+                break
+        lengths.append(value)
+    if pos + sum(lengths) != len(content):
+        raise FormatError(f"string TensorProto content has {len(content) - pos} bytes for strings of {sum(lengths)}")
+    out = []
+    for size in lengths:
+        out.append(content[pos : pos + size])
+        pos += size
+    return out
+
+
 def tensor_from_proto(t: tensor_pb2.TensorProto) -> np.ndarray:
     """Decode a TensorProto to a NumPy array (strings -> object array of bytes).
 
@@ -62,7 +87,7 @@ def tensor_from_proto(t: tensor_pb2.TensorProto) -> np.ndarray:
         raise FormatError(f"TensorProto of dtype {dtypes.name(t.dtype)} cannot be decoded to NumPy") from None
     n = int(np.prod(shape, dtype=np.int64))
     if t.dtype == DT.DT_STRING:
-        vals = list(t.string_val)
+        vals = _decode_string_list(t.tensor_content, n) if t.tensor_content else list(t.string_val)
         arr = np.empty(n, dtype=object)
         if vals:
             arr[: len(vals)] = vals

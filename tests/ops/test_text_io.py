@@ -536,3 +536,13 @@ def test_matching_files(tmp_path, jit):
     patterns = [f"{root}/*.txt", f"{root}/*/*.txt", f"{root}/[ab].t?t", f"{root}/sub", f"{root}/absent/*", f"{root}/*"]
     assert_matches_tf(lambda p: tf.io.matching_files(p), [_strings(*patterns)], jit=jit)
     assert_matches_tf(lambda p: tf.io.matching_files(p), [_strings(f"{root}/x.*", shape=())], jit=jit)
+
+
+@pytest.mark.parametrize("jit", [True, False])
+def test_parse_tensor_of_strings_in_tensor_content(jit):
+    # TF's SerializeSparse writes string values into tensor_content (lengths as varints, then the bytes)
+    sparse = tf.sparse.SparseTensor([[0, 0], [1, 2], [2, 1]], [b"a", b"", b"x" * 200], [3, 3])
+    serialized = tf.raw_ops.SerializeSparse(
+        sparse_indices=sparse.indices, sparse_values=sparse.values, sparse_shape=sparse.dense_shape
+    ).numpy()[1]
+    assert_matches_tf(lambda s: tf.io.parse_tensor(s, tf.string), [np.array(serialized, dtype=object)], jit=jit)

@@ -6,7 +6,9 @@ A tf.function that takes or returns a ``tf.RaggedTensor``/``tf.SparseTensor`` is
 ``dense_shape``. The signature keeps a ``RaggedTensorSpec``/``SparseTensorSpec`` (a :class:`~jaxsm.format.structure.
 TypeSpec` here). jaxsm passes the components in, and packs the components that come out into the small classes
 below (JAX pytrees, so they pass through ``jax.jit``/``vmap``); TF's own ``tf.RaggedTensor``/``tf.SparseTensor``
-are accepted as inputs by their attributes, without importing TF.
+are accepted as inputs by their attributes, without importing TF. A ``tf.experimental.ExtensionType`` (batchable or
+not) is its tensor fields' components in declaration order: it comes out as a namedtuple named after its class,
+and any value with those fields as attributes (TF's own, or such a namedtuple) goes in.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import jax
 import numpy as np
 
 from jaxsm.errors import FunctionMatchError
+from jaxsm.format import structure
 from jaxsm.format.structure import DType, TensorSpec, TypeSpec
 
 
@@ -136,15 +139,36 @@ def component_specs(spec: TypeSpec) -> list[TensorSpec]:
         rank = None if shape is None else len(shape)
         int64 = DType(9)  # DT_INT64
         return [_spec((None, rank), int64), _spec((None,), dtype), _spec((rank,), int64)]
+    if spec.type_spec_class == "EXTENSION_TYPE_SPEC":
+        specs: list[TensorSpec] = []
+        for _, s in _extension_fields(spec):
+            if isinstance(s, TensorSpec | TypeSpec):  # (Python fields are no components)
+                specs.extend([s] if isinstance(s, TensorSpec) else component_specs(s))
+        return specs
     raise FunctionMatchError(
         f"{spec.class_name or spec.type_spec_class} values at a function boundary are not supported (jaxsm takes "
-        "RaggedTensor and SparseTensor apart); pass plain tensors"
+        "RaggedTensor, SparseTensor and ExtensionType values apart); pass plain tensors"
     )
 
 
+def _extension_fields(spec: TypeSpec) -> list[tuple[str, Any]]:
+    """The fields of a ``tf.experimental.ExtensionType``'s spec in declaration order, TF's order of components:
+    (name, TensorSpec or TypeSpec) for tensor fields, (name, value) for Python ones (not components)."""
+    fields = list(spec.type_state)
+    for name, s in fields:
+        if not isinstance(s, TensorSpec | TypeSpec) and any(
+            isinstance(x, TensorSpec | TypeSpec) for x in structure.flatten(s)
+        ):
+            raise FunctionMatchError(
+                f"{spec.class_name}: field '{name}' holds a nested structure of tensors, which jaxsm does not take "
+                "apart yet; pass plain tensors"
+            )
+    return fields
+
+
 def to_components(value: Any, spec: TypeSpec) -> list[Any] | None:
-    """The components of ``value`` (jaxsm's or TF's RaggedTensor/SparseTensor) for ``spec``, or None when it is
-    not such a value. A plain array matches a RaggedTensorSpec of ragged_rank 0, as in TF."""
+    """The components of ``value`` (jaxsm's or TF's RaggedTensor/SparseTensor/ExtensionType value) for ``spec``, or
+    None when it is not such a value. A plain array matches a RaggedTensorSpec of ragged_rank 0, as in TF."""
     if spec.type_spec_class == "RAGGED_TENSOR_SPEC":
         if spec.type_state[2] <= 0:
             return None if hasattr(value, "nested_row_splits") else [value]
@@ -156,6 +180,19 @@ def to_components(value: Any, spec: TypeSpec) -> list[Any] | None:
         if not all(hasattr(value, k) for k in ("indices", "values", "dense_shape")):
             return None
         return [value.indices, value.values, value.dense_shape]
+    if spec.type_spec_class == "EXTENSION_TYPE_SPEC":  # TF's extension values or jaxsm's, by their fields
+        parts: list[Any] = []
+        for name, s in _extension_fields(spec):
+            if not isinstance(s, TensorSpec | TypeSpec):
+                continue  # (TF too runs the trace's Python value, whatever the call's)
+            if not hasattr(value, name):
+                return None
+            field = getattr(value, name)
+            sub = [field] if isinstance(s, TensorSpec) else to_components(field, s)
+            if sub is None:
+                return None
+            parts.extend(sub)
+        return parts
     return None
 
 
@@ -165,4 +202,23 @@ def from_components(spec: TypeSpec, components: list[Any]) -> Any:
         if len(components) == 1:
             return components[0]
         return RaggedTensor(components[0], components[1:])
+    if spec.type_spec_class == "EXTENSION_TYPE_SPEC":
+        return _extension_value(spec, components)
     return SparseTensor(*components)
+
+
+def _extension_value(spec: TypeSpec, components: list[Any]) -> Any:
+    """An ExtensionType value as a namedtuple named after its class (a JAX pytree, fields by attribute, as TF's
+    ``AnonymousExtensionType`` when the class is not imported): Python fields keep their saved values (as pytree
+    leaves, so a call under the caller's jax.jit returns them as arrays)."""
+    it = iter(components)
+    fields = {}
+    for name, s in _extension_fields(spec):
+        if isinstance(s, TensorSpec):
+            fields[name] = next(it)
+        elif isinstance(s, TypeSpec):
+            fields[name] = from_components(s, [next(it) for _ in component_specs(s)])
+        else:
+            fields[name] = s
+    cls_name = (spec.class_name or "ExtensionType").removesuffix(".Spec").rpartition(".")[2]
+    return structure._namedtuple_class(cls_name, tuple(fields))(**fields)

@@ -27,8 +27,9 @@ class MissingShardError(FormatError, FileNotFoundError):
     """A checkpoint data shard named by the index is missing."""
 
 
-class TagsNotFoundError(JaxsmError, ValueError):
-    """No MetaGraph matches the requested tags (TF raises ValueError here)."""
+class TagsNotFoundError(JaxsmError, ValueError, RuntimeError):
+    """No MetaGraph matches the requested tags (TF raises RuntimeError), or ``tags=None`` is ambiguous (TF raises
+    ValueError)."""
 
 
 class CheckpointKeyError(JaxsmError, KeyError):
@@ -79,6 +80,11 @@ class SignatureNotFoundError(JaxsmError, KeyError):
 
 class FunctionMatchError(JaxsmError, ValueError):
     """No concrete function of a polymorphic function matches the call (TF raises ValueError)."""
+
+
+class InputSignatureError(FunctionMatchError, TypeError):
+    """A call does not fit a signature, a concrete function or a function's ``input_signature`` (TF raises
+    TypeError while binding the inputs)."""
 
 
 class AssertFailedError(JaxsmError, ValueError):

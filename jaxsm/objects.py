@@ -36,6 +36,7 @@ from jaxsm.errors import (
     CallArgumentError,
     FunctionMatchError,
     IncompleteSavedModelError,
+    InputSignatureError,
     Int64RangeError,
     JaxsmError,
     SignatureNotFoundError,
@@ -46,7 +47,7 @@ from jaxsm.format import structure
 from jaxsm.format.structure import TensorSpec
 from jaxsm.format.tensor import tensor_from_proto
 from jaxsm.graph.interpreter import pure_function
-from jaxsm.graph.library import Library, check_supported
+from jaxsm.graph.library import PYTHON_CALLBACK_OPS, Library, check_supported
 from jaxsm.graph.rng import COUNTED_OPS, initial_counters
 from jaxsm.graph.values import Resource
 
@@ -109,8 +110,9 @@ class LoadOptions:
 
 # dtype kind of a variable -> kinds of Python values (NumPy's view of them) that TF converts to it
 _PYTHON_VALUE_INTO = {"b": "b", "i": "bi", "u": "i", "f": "bif", "c": "bifc", "V": "bif"}
-# the same when TF only hints the dtype (a restored function without input_signature)
-_PYTHON_VALUE_HINTED = {"b": "b", "i": "i", "u": "i", "f": "if", "c": "ifc", "V": "if"}
+# the same when TF only hints the dtype (a restored function without input_signature): TF's graph-mode check,
+# where a Python bool is an int (its eager scalar cache, keyed by value, also lets 1 pass after True: not copied)
+_PYTHON_VALUE_HINTED = {"b": "b", "i": "bi", "u": "bi", "f": "bif", "c": "bifc", "V": "bif"}
 
 
 class Variable:
@@ -543,7 +545,7 @@ class ConcreteFunction:
             raise CallArgumentError(f"{self.name}: unexpected arguments {sorted(rest)}")
         flat = _match((tuple(bound), kw), (sig_args, sig_kwargs), convert=True, cast_arrays=True)
         if flat is None:
-            raise FunctionMatchError(
+            raise InputSignatureError(
                 f"arguments do not match the signature of {self.name}: {_describe((tuple(bound), kw))} vs "
                 f"{structure.format_signature(sig_args, sig_kwargs)}"
             )
@@ -567,7 +569,7 @@ class ConcreteFunction:
             )
         flat = _match(((), kw), ((), sig_kwargs), convert=True, cast_arrays=True, any_sizes=True)
         if flat is None:
-            raise FunctionMatchError(
+            raise InputSignatureError(
                 f"inputs do not match the signature: {_describe(kw)} vs {structure.format_value(sig_kwargs)}"
             )
         return flat
@@ -775,7 +777,8 @@ class RestoredFunction:
             f"  Option {i + 1}: {structure.format_signature(*cf.structured_input_signature)}"
             for i, cf in enumerate(self.concrete_functions)
         )
-        raise FunctionMatchError(
+        # (with an input_signature TF binds the inputs to it first, and that raises TypeError)
+        raise (FunctionMatchError if self.input_signature is None else InputSignatureError)(
             f"Could not find matching concrete function to call loaded from the SavedModel. Got:\n"
             f"  {_describe(call)}\nExpected one of:\n{options}"
         )
@@ -852,6 +855,8 @@ def _match(
 
     def go(v, s) -> bool:
         if isinstance(s, TensorSpec):
+            # a tf.Tensor has its dtype, as a JAX array does: TF casts NumPy values to a signature's dtype, not them
+            tensor = not isinstance(v, (np.ndarray, np.generic, jax.Array)) and hasattr(v, "numpy")
             v = _as_input(v)
             if any_sizes and s.shape is not None:
                 s = s._replace(shape=(None,) * len(s.shape))
@@ -867,7 +872,7 @@ def _match(
                     return False
                 out.append(arr)
                 return True
-            if isinstance(v, (np.ndarray, np.generic)) and cast_arrays and s.dtype is not None:
+            if isinstance(v, (np.ndarray, np.generic)) and cast_arrays and s.dtype is not None and not tensor:
                 arr = _cast_numpy(v, s.dtype)
             elif isinstance(v, (np.ndarray, jax.Array, np.generic)):
                 arr = v
@@ -884,12 +889,18 @@ def _match(
                 arr = arr.astype(s.dtype)
             else:
                 return False
-            if s.dtype is None or not _dtype_matches(np.dtype(arr.dtype), s.dtype):
+            # only a JAX array stands for its 64-bit twin without x64 (a NumPy int32 array does not match an int64
+            # trace: TF raises), and only once no trace has its own dtype (the pass that converts)
+            if s.dtype is None or (
+                np.dtype(arr.dtype) != s.dtype
+                and not (convert and isinstance(arr, jax.Array) and _dtype_matches(np.dtype(arr.dtype), s.dtype))
+            ):
                 return False
             if not s.is_compatible_with_shape(tuple(arr.shape)):
                 return False
             check_fits_32_bits(arr, f"input {s.name or len(out)}")
-            out.append(arr)
+            # a NumPy scalar as a 0-d array: the lowerings take NumPy arrays as trace-time values (loop trip counts)
+            out.append(np.asarray(arr) if isinstance(arr, np.generic) else arr)
             return True
         if isinstance(s, structure.TypeSpec):  # a RaggedTensor or SparseTensor: its components (composite.py)
             if specs_ok and isinstance(v, structure.TypeSpec):
@@ -1013,10 +1024,15 @@ class _LoadContext:
         """One UnsupportedOpError for every missing op reachable from exposed functions (principle 4)."""
         names = list(self._concrete)
         found = self.library.scan_ops(names)
-        if any(_reads_tf_data(o) for o in found):
+        if any(_reads_tf_data(o) or o in PYTHON_CALLBACK_OPS for o in found):
             # tf-keras saves each adapted preprocessing layer's adapt_step, which pulls batches from a tf.data
-            # iterator: TF loads it, and only calling it needs tf.data (check_ops raises then)
-            names = [n for n in names if not any(_reads_tf_data(o) for o in self.library.scan_ops([n]))]
+            # iterator: TF loads it, and only calling it needs tf.data (check_ops raises then); so does a function
+            # calling tf.py_function, whose Python code no SavedModel holds (TF's call fails too)
+            names = [
+                n
+                for n in names
+                if not any(_reads_tf_data(o) or o in PYTHON_CALLBACK_OPS for o in self.library.scan_ops([n]))
+            ]
             found = self.library.scan_ops(names)
         self._all_ops = (found, set(names))
         if names:

@@ -29,7 +29,14 @@ from jaxsm import dtypes
 from jaxsm._proto import function_pb2, graph_pb2, meta_graph_pb2, node_def_pb2, struct_pb2, variable_pb2
 from jaxsm.compile import tuned_jit
 from jaxsm.composite import SparseTensor, from_components, to_components
-from jaxsm.errors import FunctionMatchError, GraphError, IncompleteSavedModelError, JaxsmError, VariableError
+from jaxsm.errors import (
+    CallArgumentError,
+    FunctionMatchError,
+    GraphError,
+    IncompleteSavedModelError,
+    JaxsmError,
+    VariableError,
+)
 from jaxsm.format.structure import TensorSpec, TypeSpec, decode
 from jaxsm.format.tensor import shape_from_proto, tensor_from_proto
 from jaxsm.graph.interpreter import Interpreter, with_run_time_asserts
@@ -744,7 +751,6 @@ class GraphView:
 class _InputSpec:
     name: str
     dtype: np.dtype
-    shape: tuple | None
 
 
 class PrunedFunction:
@@ -820,18 +826,27 @@ class PrunedFunction:
                 raise FunctionMatchError(
                     f"{self.name}: input '{spec.name}' expects {spec.dtype.name}, got {np.dtype(x.dtype).name}"
                 )
-        if spec.shape is not None and (
-            len(spec.shape) != x.ndim or any(d is not None and d != s for d, s in zip(spec.shape, x.shape, strict=True))
-        ):
-            raise FunctionMatchError(f"{self.name}: input '{spec.name}' expects shape {spec.shape}, got {x.shape}")
         check_fits_32_bits(x, f"{self.name}: input '{spec.name}'")
         return x
 
     def bind(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> list[Any]:
-        """The flat feeds of a call (one positional value per feed)."""
-        if kwargs or len(args) != len(self._feeds):
-            raise TypeError(f"{self.name} takes {len(self._feeds)} inputs ({self._feeds}), got {len(args)}")
-        return list(args)
+        """The flat feeds of a call: one value per feed, positionally or by keyword, as TF's pruned function binds
+        them (the keyword is the feed's op name, ``x`` for ``x:0``, or that name with every character that is not
+        a letter or digit made ``_``)."""
+        slots = {}
+        for i, feed in enumerate(self._feeds):
+            name = _split(feed)[0]
+            for key in {name, "".join(c if c.isalnum() else "_" for c in name)}:
+                slots[key] = i if key not in slots else -1  # feeds of one op's outputs bind positionally only
+        bound = dict(enumerate(args))
+        for key, value in kwargs.items():
+            bound[slots.get(key, -1) if slots.get(key, -1) not in bound else -1] = value
+        if len(args) > len(self._feeds) or sorted(bound) != list(range(len(self._feeds))):
+            raise CallArgumentError(
+                f"{self.name} takes {len(self._feeds)} inputs ({self._feeds}), positionally or by op name; got "
+                f"{len(args)} positional arguments and keywords {sorted(kwargs)}"
+            )
+        return [bound[i] for i in range(len(self._feeds))]
 
     def pack(self, flat_outputs: Sequence[Any]) -> Any:
         """The flat tensor fetches in the call's result structure."""
@@ -888,11 +903,12 @@ class SignatureFunction(PrunedFunction):
         for i, (name, info) in enumerate(zip(names, infos, strict=True)):
             if info is None:  # a sparse component: its tensor's dtype and shape in the graph
                 t = model.graph.get_tensor_by_name(_ref_name(feeds[i]))
-                self.inputs[i] = _InputSpec(name, t.dtype, None)
+                self.inputs[i] = _InputSpec(name, t.dtype)
                 specs[name] = TensorSpec(t.shape, t.dtype, name, dtypes.from_numpy(t.dtype))
             else:
                 shape = None if info.tensor_shape.unknown_rank else shape_from_proto(info.tensor_shape)
-                self.inputs[i] = _InputSpec(name, _np_dtype(info.dtype), shape)
+                # TF's restored signature does not check shapes: a fixed batch takes another batch size
+                self.inputs[i] = _InputSpec(name, _np_dtype(info.dtype))
                 specs[name] = TensorSpec(shape, _np_dtype(info.dtype), name, info.dtype)
         self.method_name = signature_def.method_name
         self.structured_input_signature = ((), specs)
@@ -921,7 +937,7 @@ class SignatureFunction(PrunedFunction):
         # TF binds positional arguments in that (sorted) order, like a Python signature (h, x)
         given = sorted(set(names[: len(args)]) & set(kwargs))
         if len(args) > len(names) or given:
-            raise TypeError(
+            raise CallArgumentError(
                 f"signature '{self.name}' takes the inputs {names} (positionally in that order, or by "
                 f"keyword); got {len(args)} positional arguments and keywords {sorted(kwargs)}"
             )
@@ -929,7 +945,9 @@ class SignatureFunction(PrunedFunction):
         missing = sorted(set(names) - set(kwargs))
         extra = sorted(set(kwargs) - set(names))
         if missing or extra:
-            raise TypeError(f"signature '{self.name}' expects inputs {names}; missing {missing}, unexpected {extra}")
+            raise CallArgumentError(
+                f"signature '{self.name}' expects inputs {names}; missing {missing}, unexpected {extra}"
+            )
         return [kwargs[n] for n in names]
 
     def pack(self, flat_outputs: Sequence[Any]) -> dict[str, Any]:
@@ -1333,8 +1351,8 @@ class TF1Model:
         try:
             t = self.graph.get_tensor_by_name(_ref_name(feed))
         except GraphElementError:
-            return _InputSpec(feed, None, None)
-        return _InputSpec(feed, t.dtype, None)
+            return _InputSpec(feed, None)
+        return _InputSpec(feed, t.dtype)
 
     def _check_ops(self, functions: Mapping[str, PrunedFunction]) -> None:
         """One UnsupportedOpError for every op type the signatures need that has no lowering (principle 4)."""

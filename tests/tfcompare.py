@@ -97,8 +97,10 @@ def assert_matches_tf(
     got_flat = _flatten(got)
     assert len(exp_flat) == len(got_flat), f"TF returned {len(exp_flat)} outputs, jaxsm {len(got_flat)}"
     for (path, e), (_, g) in zip(exp_flat, got_flat):
-        e = np.asarray(e.numpy() if hasattr(e, "numpy") else e)
-        if e.dtype.kind == "S":  # a scalar string's .numpy() is bytes
+        e = e.numpy() if hasattr(e, "numpy") else e
+        # a scalar string's .numpy() is bytes: as a fixed-width "S" array it would lose trailing NUL bytes
+        e = np.array(e, dtype=object) if isinstance(e, bytes) else np.asarray(e)
+        if e.dtype.kind == "S":
             e = e.astype(object)
         g = np.asarray(g)
         assert e.shape == g.shape, f"{path}: shape {g.shape} != TF's {e.shape}"

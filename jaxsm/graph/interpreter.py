@@ -262,7 +262,9 @@ class Interpreter:
                 a if i in opdef.static or not symbolic.is_symbolic(a) else symbolic.to_traced(a)
                 for i, a in enumerate(args)
             ]
-        if node.op not in REF_INPUT_OPS:
+        # An Identity of a ref (a RefVariable's 'v/read') forwards the variable's buffer in TF, so its consumers
+        # read the value current when they run (after assignments they are ordered behind), not when it ran.
+        if node.op not in REF_INPUT_OPS and node.op != "Identity":
             for i, a in enumerate(args):
                 if type(a) is Resource and a.kind == "ref":
                     args[i] = self.read_resource(a, node)
@@ -273,6 +275,8 @@ class Interpreter:
         if strings and node.op in HOST_OPS:  # the string version of an op that moves elements (ops/strings.py)
             opdef = dataclasses.replace(opdef, fn=HOST_OPS[node.op])
         fold = not opdef.stateful and not has_symbolic and not strings and all(isinstance(a, np.ndarray) for a in args)
+        if not fold and node.op in _SATURATED_OPS:
+            args = _saturate_wide_ints(args)
         if _DEBUG:
             print(f"[jaxsm] {node.where()} fold={fold}")
         try:
@@ -298,6 +302,30 @@ class Interpreter:
         if fold:
             outs = [_to_numpy(o) for o in outs]
         return outs
+
+
+# Ops whose static int64 operands are bounds or sentinels: Keras' IndexLookup maps its mask token to tf.int64.max
+# so that bincount drops it, graphs clip with tf.int64.max. With jax_enable_x64 off the traced operand is int32 and
+# JAX's cast would wrap such a value (int64 max -> -1: a silent wrong answer); clamped to int32's range it keeps
+# its order against every int32 value.
+_SATURATED_OPS = frozenset(
+    {"Select", "SelectV2", "Minimum", "Maximum", "ClipByValue", "Less", "LessEqual", "Greater", "GreaterEqual"}
+    | {"Equal", "NotEqual", "ConcatV2", "Pack", "Fill", "BroadcastTo"}
+)
+_INT32 = np.iinfo(np.int32)
+
+
+def _saturate_wide_ints(args: list[Any]) -> list[Any]:
+    """Static int64 operands beyond int32's range clamped to it when jax_enable_x64 is off (``_SATURATED_OPS``)."""
+    if jax.config.jax_enable_x64:
+        return args
+    return [np.clip(a, _INT32.min, _INT32.max) if _beyond_int32(a) else a for a in args]
+
+
+def _beyond_int32(a: Any) -> bool:
+    if not isinstance(a, np.ndarray) or a.dtype != np.int64 or a.size == 0:
+        return False
+    return bool(a.min() < _INT32.min or a.max() > _INT32.max)
 
 
 def _static_precision(args: list[np.ndarray]):

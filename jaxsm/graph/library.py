@@ -48,7 +48,7 @@ class Library:
                 self.functions[f.signature.name] = f
         self._op_defs = {o.name: o for o in op_list.op} if op_list is not None else {}
         self._bodies: dict[str, Body] = {}
-        self._deps: dict[int, list[set[int]]] = {}
+        self._deps: dict[int, list[Dependencies]] = {}
         # Staged jaxprs of folded nodes (jaxsm.graph.fold), by node and input shapes.
         self.fold_cache: dict = {}
         # tf.custom_gradient's registered gradients by _gradient_op_type (jaxsm/graph/custom_gradient.py), and
@@ -328,13 +328,26 @@ class Library:
         return {o: (counts[o], example[o]) for o in sorted(counts)}
 
 
+# tf.py_function / tf.numpy_function: the graph names a Python callback of the saving process, not saved
+PYTHON_CALLBACK_OPS = frozenset({"EagerPyFunc", "PyFunc", "PyFuncStateless"})
+
+
 def check_supported(found: dict[str, tuple[int, str]], what: str) -> None:
     """Raise ONE UnsupportedOpError listing every op type in ``found`` that has no lowering."""
     from jaxsm.graph.op_names import LOWERED, NEVER_LOWERED  # names only: the lowerings load on first trace
 
     missing = {o: v for o, v in found.items() if o not in LOWERED and o not in NEVER_LOWERED}
     if missing:
-        lines = [f"  {o}: {c} node(s), e.g. '{ex}'" for o, (c, ex) in missing.items()]
+        lines = [
+            f"  {o}: {c} node(s), e.g. '{ex}'"
+            + (
+                " (tf.py_function/tf.numpy_function: its Python code is not in the SavedModel, TF cannot run it"
+                " after loading either)"
+                if o in PYTHON_CALLBACK_OPS
+                else ""
+            )
+            for o, (c, ex) in missing.items()
+        ]
         raise UnsupportedOpError(
             f"{what} uses {len(missing)} op type(s) jaxsm cannot lower yet:\n"
             + "\n".join(lines)
@@ -346,24 +359,71 @@ def check_supported(found: dict[str, tuple[int, str]], what: str) -> None:
 # Marks an output that depends on something other than the body's inputs (state, random, calls).
 DYNAMIC = -2
 
+# Ops whose output values are their inputs' shapes: under jit these are known at trace time even for traced inputs.
+SHAPE_READS = frozenset({"Shape", "ShapeN", "Size", "Rank"})
+# Ops that pass their one input through: their output has the input's shape.
+PASS_THROUGH = frozenset({"Identity", "Snapshot", "StopGradient", "PreventGradient"})
 
-def output_dependencies(library: Library, body: Body) -> list[set[int]]:
-    """For each output of ``body``: the body inputs its value depends on (DYNAMIC when it also depends on
-    variable state, stateful ops or nested calls). Used to find loop variables computable at trace time."""
+
+@dataclass(frozen=True)
+class Dependencies:
+    """What one output of a body is computed from: the body inputs whose ``values`` it reads (with DYNAMIC when
+    it also reads variable state, stateful ops or nested calls), and those whose ``shapes`` only it reads
+    (through Shape/ShapeN/Size/Rank, possibly after pass-through ops)."""
+
+    values: frozenset[int]
+    shapes: frozenset[int] = frozenset()
+
+
+def output_dependencies(library: Library, body: Body) -> list[Dependencies]:
+    """The :class:`Dependencies` of each output of ``body``. Used to find loop variables computable at trace
+    time: a loop condition reading only ``tf.shape`` of a captured tensor is one."""
     from jaxsm.ops.registry import lookup
 
     cached = library._deps.get(id(body))
     if cached is not None:
         return cached
-    deps: list[set[int]] = []
+    # Per node: (dependencies of its values, dependencies of its shapes). A body input's shape is its own.
+    nodes: list[tuple[Dependencies, Dependencies]] = []
+
+    def of(src: int, idx: int) -> tuple[Dependencies, Dependencies]:
+        return (Dependencies(frozenset({idx})), Dependencies(frozenset(), frozenset({idx}))) if src < 0 else nodes[src]
+
     for k, node in enumerate(body.nodes):
-        d: set[int] = set()
+        ins = [of(src, idx) for src, idx in body.node_inputs[k]]
+        values = _union(v for v, _ in ins)
+        shapes = _union(s for _, s in ins)
         opdef = lookup(node.op)
         if opdef is None or opdef.stateful or node.op in library.functions:
-            d.add(DYNAMIC)
-        for src, idx in body.node_inputs[k]:
-            d |= {idx} if src < 0 else deps[src]
-        deps.append(d)
-    result = [{idx} if src < 0 else deps[src] for src, idx in body.outputs]
+            dyn = Dependencies(values.values | {DYNAMIC}, values.shapes)
+            nodes.append((dyn, dyn))
+        elif node.op in SHAPE_READS:
+            nodes.append((shapes, shapes))
+        elif node.op in PASS_THROUGH:
+            nodes.append((values, shapes))
+        else:  # (an output's shape may depend on any input's value: Reshape, Range, Fill…)
+            nodes.append((values, values))
+    result = [of(src, idx)[0] for src, idx in body.outputs]
     library._deps[id(body)] = result  # bodies are cached for the library's lifetime, so their ids are stable
     return result
+
+
+def _union(deps: Iterable[Dependencies]) -> Dependencies:
+    values: set[int] = set()
+    shapes: set[int] = set()
+    for d in deps:
+        values |= d.values
+        shapes |= d.shapes
+    return Dependencies(frozenset(values), frozenset(shapes))
+
+
+def passed_through(body: Body) -> set[int]:
+    """Positions ``i`` where output ``i`` of ``body`` is its input ``i``, directly or through pass-through ops:
+    a loop body's outputs there keep their shapes (captured tensors, TF1 loop invariants)."""
+    out: set[int] = set()
+    for i, (src, idx) in enumerate(body.outputs):
+        while src >= 0 and body.nodes[src].op in PASS_THROUGH:
+            src, idx = body.node_inputs[src][0]
+        if src < 0 and idx == i:
+            out.add(i)
+    return out

@@ -35,6 +35,7 @@ COUNTED_OPS = frozenset(
         "RandomUniformInt",
         "RandomGamma",
         "RandomPoissonV2",
+        "RandomPoisson",
         "RandomShuffle",
         "Multinomial",
         "ParameterizedTruncatedNormal",

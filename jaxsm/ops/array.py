@@ -773,6 +773,15 @@ def top_k_v2(ctx, x, k):
     return jnp.take_along_axis(x, indices, axis=-1), indices.astype(ctx.dtype("index_type", _INT32))
 
 
+@op("TopK")
+def top_k(ctx, x):
+    """The pre-V2 op (deprecated at GraphDef 7): k is an attr."""
+    k = int(ctx.attr("k"))
+    if k < 0:
+        raise ctx.error(f"Need k >= 0, got {k}")
+    return top_k_v2(ctx, x, np.asarray(k, np.int32))
+
+
 def _search(sorted_inputs, values, side: str, dtype):
     search = jax.vmap(lambda s, v: jnp.searchsorted(s, v, side=side))
     return search(jnp.asarray(sorted_inputs), jnp.asarray(values)).astype(dtype)
@@ -1023,7 +1032,7 @@ def extract_image_patches(ctx, images):
 # -- diagonals and bands -------------------------------------------------------------------------------------
 
 
-@op("MatrixBandPart", checked=(1, 2))
+@op("MatrixBandPart", "BatchMatrixBandPart", checked=(1, 2))
 def matrix_band_part(ctx, x, num_lower, num_upper):
     rows, cols = x.shape[-2:]
     for name, n, dim, what in (("num_lower", num_lower, rows, "rows"), ("num_upper", num_upper, cols, "columns")):
@@ -1116,7 +1125,7 @@ def _align(ctx) -> str:
     return ctx.attr("align", "RIGHT_LEFT") if ctx.node.op.endswith("V3") else "LEFT_LEFT"
 
 
-@op("MatrixDiag")
+@op("MatrixDiag", "BatchMatrixDiag")
 def matrix_diag(ctx, diagonal):
     return _matrix_diag(ctx, diagonal, 0, -1, -1, 0, "LEFT_LEFT")
 
@@ -1126,7 +1135,7 @@ def matrix_diag_v3(ctx, diagonal, k, num_rows, num_cols, padding_value):
     return _matrix_diag(ctx, diagonal, k, num_rows, num_cols, padding_value, _align(ctx))
 
 
-@op("MatrixDiagPart")
+@op("MatrixDiagPart", "BatchMatrixDiagPart")
 def matrix_diag_part(ctx, x):
     return _matrix_diag_part(ctx, x, 0, 0, "LEFT_LEFT")
 
@@ -1136,7 +1145,7 @@ def matrix_diag_part_v3(ctx, x, k, padding_value):
     return _matrix_diag_part(ctx, x, k, padding_value, _align(ctx))
 
 
-@op("MatrixSetDiag")
+@op("MatrixSetDiag", "BatchMatrixSetDiag")
 def matrix_set_diag(ctx, x, diagonal):
     return _matrix_set_diag(ctx, x, diagonal, 0, "LEFT_LEFT")
 

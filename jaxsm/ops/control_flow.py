@@ -13,14 +13,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.extend.core import Primitive
+from jax.interpreters import ad, batching, mlir
 
 from jaxsm import dtypes
 from jaxsm.compile import OP_BY_OP
 from jaxsm.errors import LoweringError, StaticValueError
 from jaxsm.graph.interpreter import Interpreter, OpContext
-from jaxsm.graph.library import output_dependencies
+from jaxsm.graph.library import Dependencies, output_dependencies, passed_through
 from jaxsm.graph.tensor_list import TensorList
-from jaxsm.graph.values import OptionalValue, to_static
+from jaxsm.graph.values import OptionalValue, is_array, to_static
 from jaxsm.ops.registry import op
 
 _MAX_STATIC_TRIPS = 100_000  # beyond this a loop is not unrolled at trace time to find its trip count
@@ -188,30 +190,38 @@ def _static_schedule(ctx: OpContext, cond: str, body: str, init: list[Any]) -> t
 
     Returns (static positions, the static values at the start of each iteration plus the final ones), or None
     when the condition depends on run-time values. Only the slices of cond/body that compute those variables are
-    evaluated, in NumPy, so a Keras RNN loop of T steps costs a few tiny ops per step to schedule.
+    evaluated, in NumPy, so a Keras RNN loop of T steps costs a few tiny ops per step to schedule. The slices may
+    also read the shapes of traced loop variables that the body passes through unchanged (``i < tf.shape(x)[0]``
+    with ``x`` captured): they get zero-strided NumPy stand-ins of those shapes.
     """
     lib = ctx.library
     bbody = lib.body(body)
     static = {i for i, v in enumerate(init) if isinstance(v, np.ndarray)}
     if not static:
         return None
+    # (a symbolic dimension, under jax.export's shape polymorphism, is not known at trace time)
+    invariant = {i for i in passed_through(bbody) if i < len(init) and _known_shape(init[i])}
     body_deps = output_dependencies(lib, bbody)
+
+    def computable(d: Dependencies) -> bool:
+        return d.values <= static and d.shapes <= static | invariant
+
     while True:
-        keep = {i for i in static if i < len(body_deps) and body_deps[i] <= static}
+        keep = {i for i in static if i < len(body_deps) and computable(body_deps[i])}
         if keep == static:
             break
         static = keep
-    cond_deps = output_dependencies(lib, lib.body(cond))[0]
-    if not static or not cond_deps <= static:
+    if not static or not computable(output_dependencies(lib, lib.body(cond))[0]):
         return None
     order = tuple(sorted(static))
     cslice = lib.sliced_body(cond, (0,))
     bslice = lib.sliced_body(body, order)
     interp = Interpreter(lib)
+    stand_ins = {i: _shape_stand_in(init[i]) for i in invariant - static}
     values = {i: init[i] for i in order}
     schedule = [values]
     for _ in range(_MAX_STATIC_TRIPS):
-        args = [values.get(i) for i in range(len(init))]
+        args = [values.get(i, stand_ins.get(i)) for i in range(len(init))]
         c = to_static(interp.run(cslice, args)[0])
         if c is None:
             return None
@@ -223,6 +233,15 @@ def _static_schedule(ctx: OpContext, cond: str, body: str, init: list[Any]) -> t
         values = dict(zip(order, outs))
         schedule.append(values)
     return None
+
+
+def _known_shape(x: Any) -> bool:
+    return is_array(x) and all(isinstance(d, int) for d in x.shape)
+
+
+def _shape_stand_in(x: Any) -> np.ndarray:
+    """A read-only NumPy array of ``x``'s shape and dtype that takes no memory (only its shape is read)."""
+    return np.broadcast_to(np.zeros((), np.dtype(x.dtype)), tuple(x.shape))
 
 
 def _materialize_lists(ctx: OpContext, body: str, vars_: list[Any]) -> list[Any]:
@@ -367,6 +386,8 @@ def _scan_loop(ctx, body, init, static, steps, dynamic):
     interp = ctx.interp
     order = sorted(static)
     trips = len(steps) - 1
+    if any(len({steps[t][i].shape for t in range(trips)}) > 1 for i in order):
+        raise ctx.error("a trace-time loop variable changes shape, so the loop is unrolled", StaticValueError)
     xs = {i: np.stack([steps[t][i] for t in range(trips)]) for i in order}
     vars0 = _materialize_lists(ctx, body, [_as_jax(v) if i in dynamic else v for i, v in enumerate(init)])
     resized = _resizing_lists(ctx, body, vars0, dynamic, order, trips)
@@ -430,10 +451,41 @@ def _while_loop(ctx, cond, body, init, carried):
         state = {k: jnp.asarray(new_state[k], dtype=jnp.asarray(state[k]).dtype) for k in state}
         return new_dyn, state, asserts.held(held)
 
-    dyn, state, held = lax.while_loop(cond_fn, body_fn, carry0)
+    dyn, state, held = _forward_only(ctx, lax.while_loop(cond_fn, body_fn, carry0))
     interp.state.update(state)
     asserts.report(held)
     return full_vars(dyn)
+
+
+def _reject_transpose(ct: Any, x: Any, *, message: str) -> None:
+    raise StaticValueError(message)
+
+
+# An identity on a run-time loop's results whose transpose raises: reverse-mode autodiff reaches it before the
+# lax.while_loop, so jax.grad fails with a jaxsm error naming the loop instead of JAX's. Forward mode, vmap and
+# compilation see a plain identity.
+_forward_only_p = Primitive("jaxsm_forward_only")
+_forward_only_p.def_impl(lambda x, *, message: x)
+_forward_only_p.def_abstract_eval(lambda x, *, message: x)
+ad.deflinear2(_forward_only_p, _reject_transpose)
+batching.defvectorized(_forward_only_p)
+mlir.register_lowering(_forward_only_p, mlir.lower_fun(lambda x, *, message: x, multiple_results=False))
+
+
+def _forward_only(ctx: OpContext, results: Any) -> Any:
+    message = (
+        f"while lowering {ctx.node.where()}: jax.grad cannot differentiate this loop in reverse mode: its trip "
+        "count depends on run-time values (not on constants or input shapes), so it runs as lax.while_loop. Make "
+        "the trip count known at trace time (e.g. a Python/NumPy value passed to the jitted function as static, "
+        "or derived from an input's shape) or use forward mode (jax.jvp, jax.jacfwd)"
+    )
+
+    def guard(x: Any) -> Any:
+        if isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jnp.inexact):
+            return _forward_only_p.bind(x, message=message)
+        return x
+
+    return jax.tree.map(guard, results)
 
 
 class _LoopAsserts:

@@ -105,7 +105,7 @@ def _assert_data(d, summarize: int) -> str:
     return "[<run-time value>]" if v is None else "[" + summarize_value(v, summarize, print_v2=False) + "]"
 
 
-@op("Placeholder")
+@op("Placeholder", "PlaceholderV2")
 def placeholder(ctx):
     raise LoweringError(
         f"placeholder '{ctx.node.name}' was not fed: pass a value for it (TF1 feeds are named like '{ctx.node.name}:0')"

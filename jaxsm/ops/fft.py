@@ -21,8 +21,9 @@ def _inner_axes(rank: int) -> tuple[int, ...]:
 
 
 @op("FFT", "FFT2D", "FFT3D", "IFFT", "IFFT2D", "IFFT3D")
+@op("BatchFFT", "BatchFFT2D", "BatchFFT3D", "BatchIFFT", "BatchIFFT2D", "BatchIFFT3D")
 def fft(ctx, x):
-    name = ctx.node.op
+    name = ctx.node.op.removeprefix("Batch")  # the pre-GraphDef-15 names of the same transforms
     inverse = name.startswith("I")
     rank = _RANK[name[4:] if inverse else name[3:]]
     transform = jnp.fft.ifftn if inverse else jnp.fft.fftn

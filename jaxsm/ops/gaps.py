@@ -229,9 +229,11 @@ KNOWN_GAPS: list[tuple[str, str, str]] = [
     ),
     (
         "Cast",
-        "float to uint32/uint64, or float16/float64/bfloat16 to int8/int16/uint8/uint16, out of range or NaN",
-        "TF's x86 result depends on the tensor's size (vectorized and scalar loops convert differently); jaxsm uses"
-        " XLA's saturating conversion there (see _float_to_int in jaxsm/ops/math.py for the pairs it matches)",
+        "float to int8/int16/uint8/uint16/uint32, out of range or NaN, in a tensor TF splits across threads",
+        "TF's x86 result depends on the element's position: Eigen's vectorized loop saturates, its scalar loop for"
+        " the elements after the last full packet wraps (jaxsm/ops/math.py, _float_to_narrow_int, matches both for"
+        " a whole tensor). A large tensor is cut into blocks per thread, each with its own scalar tail, at"
+        " positions that depend on the machine's core count: those few elements get the saturated value",
     ),
     (
         "TopKV2 (and tf.sort/argsort of floats)",
@@ -511,5 +513,118 @@ KNOWN_GAPS: list[tuple[str, str, str]] = [
         "XLA's float32 division there is not correctly rounded (H100: 7 / 3 is one ulp off), so output ranges and"
         " dequantized values can differ from TF-CPU by an ulp, and MIN_FIRST's snapped minimum by one step where"
         " min / step is a half-integer (checked on an H100: the quantized integers all matched)",
+    ),
+    (
+        "TensorArrayGradV3, TensorArrayGradWithShape",
+        "tf.compat.v1.gradients through TensorArrays",
+        "a gradient array lives in the interpreter state, as in TF's resource manager (its ops wrap the forward"
+        " flow and their flows get summed): the function runs op by op (EagerFallbackWarning), as with the stacks"
+        " of v1 while-loop gradients, and its pure function raises StaticValueError. A gradient array first made"
+        " from a gradient flow (not the forward one) raises, and TF's clear_after_read (a second read of a gradient"
+        " element fails) is not enforced",
+    ),
+    (
+        "TensorArray, TensorArrayV2, TensorArray{Read,Write,Gather,Scatter,Concat,Split,Size,Close,Grad}(V2)",
+        "pre-V3 TensorArrays (string ref handles)",
+        "not lowered: their flow starts as a separate constant, not the TensorArray's output, so jaxsm's"
+        " flow-carried storage does not apply",
+    ),
+    (
+        "RandomCrop",
+        "deprecated (GraphDef 8)",
+        "not lowered: TF 2.21 cannot run it to compare its random offsets against",
+    ),
+    (
+        "While, StatelessWhile (and TF1 v1 loops)",
+        "jax.grad through a loop whose trip count depends on run-time values",
+        "TF differentiates any loop; jaxsm runs it as lax.while_loop, which JAX cannot reverse-differentiate: jax.grad"
+        " raises StaticValueError naming the loop (forward mode, jax.jvp/jacfwd, works). Trip counts from constants"
+        " or from the shapes of tensors the loop carries unchanged (captured tensors, TF1 loop invariants) run as"
+        " lax.scan and differentiate; a condition reading the shape of a variable the body updates does not",
+    ),
+    (
+        "IdentityN (tf.custom_gradient)",
+        "saved with SaveOptions(experimental_custom_gradients=False)",
+        "no gradient function is saved: TF's GradientTape raises LookupError (no gradient for IdentityN) in a new"
+        " process, jax.grad differentiates the forward ops instead",
+    ),
+    (
+        "TopKV2",
+        "sorted=False with 1 < k < the last dimension",
+        "TF returns its TopN heap's internal order (libstdc++ heap operations, data-dependent and sequential);"
+        " jaxsm returns the sorted order, the same set of values and indices. k = 1 and k = n are sorted in TF too",
+    ),
+    (
+        "OnesLike (uint32, uint64)",
+        "a statically shaped input in a graph TF optimizes",
+        "TF's Grappler constant folding turns it into zeros (eager TF and its kernel give ones); jaxsm gives ones",
+    ),
+    (
+        "any op producing int64/uint64",
+        "jax_enable_x64 off; a constant or an intermediate result beyond 32 bits",
+        "inputs beyond 32 bits raise Int64RangeError, but JAX computes int64 in 32 bits: in a compiled function an"
+        " int64 constant beyond 32 bits wraps (it saturates for the comparison/select ops of the row on _SATURATED_OPS)"
+        " and sums/products/cumsums past 2^31 wrap (op by op, NumPy folds them in 64 bits). Turn x64 on for TF's",
+    ),
+    (
+        "TF1 SignatureDefs (tf.compat.v1 SavedModels)",
+        "an input fed a shape other than its placeholder's (a fixed batch of 2 fed 5 rows)",
+        "TF's restored signature checks no input shapes and jaxsm follows it: the graph computes on the fed shape."
+        " Where an op needs the placeholder's shape (a Reshape to a constant [2, 3] of 3 rows) jaxsm raises"
+        " LoweringError, as TF's kernel and Session.run do; TF's loaded signature may instead return the input"
+        " unreshaped (Grappler drops the Reshape as a no-op from the static shapes)",
+    ),
+    (
+        "FractionalMaxPool, FractionalAvgPool",
+        "no seed (deterministic=False, TF seeds at random on every call)",
+        "the pooling sequences are seeded from the node name instead: regions of the right sizes, the same on every"
+        " call. Seeded (deterministic=True) they are TF's exactly. FractionalMaxPoolGrad does not check, as TF"
+        " does, that orig_output equals the recomputed maxima",
+    ),
+    (
+        "SerializeSparse, SerializeManySparse, DeserializeSparse, DeserializeManySparse",
+        "out_type / Tserialized variant",
+        "not supported (an error naming the node): only the string form, three serialized TensorProtos",
+    ),
+    (
+        "MutableDenseHashTable (TF1 ref handle)",
+        "tested only through its V2 form",
+        "TF 2.21's kernel cannot run the v1 op (it requires V2's deleted_key input), so it is lowered like"
+        " MutableDenseHashTableV2 without a TF comparison",
+    ),
+    (
+        "BatchMatrix*, BatchCholesky(Grad), BatchSelfAdjointEig(V2), BatchSvd, BatchFFT*, TopK, RandomPoisson,"
+        " StatefulStandardNormal, QuantizeAndDequantize, AdjustContrast, PlaceholderV2",
+        "deprecated ops TF 2.21 refuses to run",
+        "lowered as their modern ops (AdjustContrast: its own float32 kernel with clipping) and tested by rewriting"
+        " TF's modern op into the old form in a saved graph; BatchSelfAdjointEig (v1) shares SelfAdjointEig's"
+        " lowering untested",
+    ),
+    (
+        "SobolSample",
+        "not lowered",
+        "it needs TF's table of Joe-Kuo direction numbers (tensorflow/core/kernels/sobol_op.cc, 21201 dimensions),"
+        " which jaxsm does not ship",
+    ),
+    (
+        "Select(V2), Minimum, Maximum, ClipByValue, Less/Greater(Equal), (Not)Equal, ConcatV2, Pack, Fill, BroadcastTo",
+        "jax_enable_x64 off; an int64 constant beyond 32 bits meets a run-time (32-bit) operand",
+        "the constant saturates to int32's range instead of wrapping (tf.int64.max becomes 2^31-1, not -1), so it"
+        " keeps its order against every int32 value: the mask sentinel of Keras' IntegerLookup/StringLookup is"
+        " dropped by bincount and tf.minimum(x, tf.int64.max) is x, as in TF; a select passes on 2^31-1 where TF"
+        " gives 2^63-1 (jaxsm/graph/interpreter.py _SATURATED_OPS)",
+    ),
+    (
+        "StatelessRandomUniformFullIntV2 (int64/uint64 output) feeding a seed",
+        "jax_enable_x64 off",
+        "the 64-bit seeds tf.random.Generator.make_seeds/uniform_full_int draw keep only their low 32 bits, so the"
+        " stateless ops seeded by them draw other numbers than TF's (tf-keras RandomFlip and RandomContrast with"
+        " training=True); turn x64 on for TF's streams",
+    ),
+    (
+        "Relu, Relu6 (float32, float64)",
+        "-0.0 in the input",
+        "TF's vectorized max gives +0.0 but its scalar loop for the elements after the last full packet (8 floats,"
+        " 4 doubles) keeps -0.0; jaxsm gives +0.0 everywhere (float16/bfloat16 keep -0.0 everywhere in both)",
     ),
 ]

@@ -392,6 +392,21 @@ def adjust_contrast_v2(ctx, images, contrast_factor):
     return ((x - mean) * contrast_factor + mean).astype(x.dtype)
 
 
+@op("AdjustContrast")
+def adjust_contrast(ctx, images, contrast_factor, min_value, max_value):
+    """The pre-v2 op (deprecated at GraphDef 2; AdjustContrast in tensorflow/core/kernels/image/
+    adjust_contrast_op.h): float32 output clipped to [min_value, max_value], the mean never rounded to T."""
+    x = jnp.asarray(images).astype(_F32)
+    if x.ndim < 3:
+        raise ctx.error(f"input must be at least 3-D, got shape {list(x.shape)}")
+    for name, v in (("contrast_factor", contrast_factor), ("min_value", min_value), ("max_value", max_value)):
+        if np.ndim(v) != 0:
+            raise ctx.error(f"{name} must be scalar: {list(np.shape(v))}")
+    mean = jnp.sum(x, axis=(-3, -2), keepdims=True) / _F32(x.shape[-3] * x.shape[-2])
+    adjusted = (x - mean) * jnp.asarray(contrast_factor, _F32) + mean
+    return jnp.maximum(jnp.minimum(adjusted, jnp.asarray(max_value, _F32)), jnp.asarray(min_value, _F32))
+
+
 @op("RGBToHSV")
 def rgb_to_hsv(ctx, images):
     """TF's RGBToHSV functor (tensorflow/core/kernels/image/colorspace_op.h); hue in [0, 1)."""

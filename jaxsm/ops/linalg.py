@@ -27,7 +27,7 @@ def _broadcast_batch(a, b):
     return jnp.broadcast_to(a, batch + a.shape[-2:]), jnp.broadcast_to(b, batch + b.shape[-2:])
 
 
-@op("Cholesky")
+@op("Cholesky", "BatchCholesky")
 def cholesky(ctx, x):
     # TF reads only the lower triangle; JAX's default would symmetrize the input first.
     return lax.linalg.cholesky(jnp.asarray(x), symmetrize_input=False)
@@ -44,7 +44,7 @@ def _check_invertible(ctx, x) -> None:
         raise ctx.error("Input is not invertible.")
 
 
-@op("MatrixInverse")
+@op("MatrixInverse", "BatchMatrixInverse")
 def matrix_inverse(ctx, x):
     _check_invertible(ctx, x)
     x = jnp.asarray(x)
@@ -62,7 +62,7 @@ def cross(ctx, a, b):
     return jnp.cross(jnp.asarray(a), jnp.asarray(b))
 
 
-@op("MatrixDeterminant")
+@op("MatrixDeterminant", "BatchMatrixDeterminant")
 def matrix_determinant(ctx, x):
     return jnp.linalg.det(x)
 
@@ -74,7 +74,7 @@ def log_matrix_determinant(ctx, x):
     return sign.astype(dtype), logdet.astype(dtype)
 
 
-@op("MatrixSolve")
+@op("MatrixSolve", "BatchMatrixSolve")
 def matrix_solve(ctx, matrix, rhs):
     _check_invertible(ctx, matrix)
     matrix = jnp.asarray(matrix)
@@ -84,7 +84,7 @@ def matrix_solve(ctx, matrix, rhs):
     return jnp.linalg.solve(matrix, rhs)
 
 
-@op("MatrixTriangularSolve")
+@op("MatrixTriangularSolve", "BatchMatrixTriangularSolve")
 def matrix_triangular_solve(ctx, matrix, rhs):
     """Only the ``lower`` (or upper) triangle of ``matrix`` is read; ``adjoint`` solves with its adjoint."""
     adjoint = bool(ctx.attr("adjoint", False))
@@ -99,7 +99,7 @@ def matrix_triangular_solve(ctx, matrix, rhs):
     )
 
 
-@op("MatrixSolveLs")
+@op("MatrixSolveLs", "BatchMatrixSolveLs")
 def matrix_solve_ls(ctx, matrix, rhs, l2_regularizer):
     """Least squares as TF's ``fast`` path: regularized normal equations solved by Cholesky (tall: (A^H A + l
     I) x = A^H b; wide: x = A^H (A A^H + l I)^-1 b). ``fast=False`` uses a pseudo-inverse solve (TF requires
@@ -127,7 +127,7 @@ def qr(ctx, x):
     return tuple(jnp.linalg.qr(x, mode="complete" if ctx.attr("full_matrices", False) else "reduced"))
 
 
-@op("Svd")
+@op("Svd", "BatchSvd")
 def svd(ctx, x):
     """(s, u, v) with ``x = u @ diag(s) @ adjoint(v)`` (TF returns v, not v^H). Without compute_uv TF's u and
     v are uninitialized scalars; here they are zeros."""
@@ -140,7 +140,7 @@ def svd(ctx, x):
     return s.astype(x.dtype), u, _adjoint(vh)
 
 
-@op("SelfAdjointEigV2")
+@op("SelfAdjointEigV2", "BatchSelfAdjointEigV2")
 def self_adjoint_eig(ctx, x):
     """Eigenvalues ascending, from the lower triangle (as Eigen's SelfAdjointEigenSolver); without compute_v,
     TF's v is an uninitialized scalar and here zeros."""
@@ -150,7 +150,7 @@ def self_adjoint_eig(ctx, x):
     return w.astype(jnp.result_type(x)), v
 
 
-@op("SelfAdjointEig")
+@op("SelfAdjointEig", "BatchSelfAdjointEig")
 def self_adjoint_eig_v1(ctx, x):
     """The pre-V2 op (removed in GraphDef 11): one [..., N+1, N] tensor, the ascending eigenvalues in row 0 and
     the eigenvectors (as columns) below."""
@@ -241,7 +241,7 @@ def matrix_logarithm(ctx, x):
     return jnp.swapaxes(jnp.linalg.solve(jnp.swapaxes(v, -1, -2), jnp.swapaxes(scaled, -1, -2)), -1, -2).astype(x.dtype)
 
 
-@op("CholeskyGrad")
+@op("CholeskyGrad", "BatchCholeskyGrad")
 def cholesky_grad(ctx, l, grad):
     """dL/dA from L = cholesky(A) and dL (tensorflow/core/kernels/linalg/cholesky_grad.cc): only the lower
     triangles of both are read, and the result is symmetrized, Phi(L^H dL) sandwiched by L^-1 (Murray, 2016)."""

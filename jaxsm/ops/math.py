@@ -191,6 +191,31 @@ def _digamma(x):
     return jnp.where(negative & (x == jnp.floor(x)), jnp.nan, y)
 
 
+def _relu(x):
+    # Eigen's float16/bfloat16 max keeps -0.0 (TF's Relu(-0.0) is -0.0 there; float32/64: gaps.py)
+    if _dt(x) in (np.float16, jnp.bfloat16):
+        return jnp.where(x < 0, jnp.zeros((), x.dtype), x)
+    return jnp.maximum(x, 0)
+
+
+def _sigmoid(x):
+    """TF's Sigmoid. For float16/bfloat16 Eigen's scalar_logistic_op (Eigen/src/Core/functors/UnaryFunctors.h)
+    computes e / (1 + e) with e = exp(x), rounding each step to the type (1 where e overflows): up to an ulp
+    from the correctly rounded 1 / (1 + exp(-x)) (bfloat16 sigmoid(0.005) is 0.50390625, not 0.5)."""
+    if _dt(x) not in (np.float16, jnp.bfloat16):
+        return lax.logistic(x)
+    info = jnp.finfo(x.dtype)
+
+    def rounded(v):  # XLA would otherwise keep the float32 intermediates (excess precision)
+        return lax.reduce_precision(v, exponent_bits=info.nexp, mantissa_bits=info.nmant)
+
+    exp = jnp.exp(x.astype(np.float32))
+    e = rounded(exp)
+    out = jnp.where(jnp.isinf(e), 1.0, rounded(e / rounded(1 + e)))
+    # reduce_precision flushes subnormals; there e / (1 + e) is e, and TF keeps float16's subnormals
+    return jnp.where(exp < info.smallest_normal, exp, out).astype(x.dtype)
+
+
 _UNARY = {
     "Abs": _abs,
     "Neg": jnp.negative,
@@ -214,7 +239,7 @@ _UNARY = {
     "Asinh": jnp.arcsinh,
     "Acosh": jnp.arccosh,
     "Atanh": jnp.arctanh,
-    "Sigmoid": lax.logistic,
+    "Sigmoid": _sigmoid,
     "Floor": jnp.floor,
     "Ceil": jnp.ceil,
     "Round": _round_half_even,
@@ -240,8 +265,8 @@ _UNARY = {
     "ComplexAbs": _abs,
     "Softplus": _softplus,
     "Softsign": lambda x: x / (1 + jnp.abs(x)),
-    "Relu": lambda x: jnp.maximum(x, 0),
-    "Relu6": lambda x: jnp.minimum(jnp.maximum(x, 0), 6),
+    "Relu": _relu,
+    "Relu6": lambda x: jnp.minimum(_relu(x), 6),
     "Elu": _elu,
     "Selu": _selu,
     "BesselI0": jsp.i0,
@@ -270,6 +295,7 @@ for _name, _fn in _UNARY.items():
 
 @op("LeakyRelu")
 def leaky_relu(ctx, x):
+    x = jnp.asarray(x)  # a folded NumPy bfloat16 times a Python float would be float32
     return jnp.where(x > 0, x, x * ctx.attr("alpha", 0.2))
 
 
@@ -368,6 +394,17 @@ def _floor_mod(x, y):
     return jnp.where(fix, r + y, r)
 
 
+def _pow(x, y):
+    # TF raises for an integer to a negative power; one known only at run time truncates like C's 1 / x^-y (the
+    # gaps.py rule), where jnp.power's square-and-multiply over the exponent's bits gives garbage (5^-2 = -558738647)
+    out = jnp.power(x, y)
+    if not _is_int(x) or _dt(y).kind == "u":
+        return out
+    odd = (y % 2) != 0
+    negative = jnp.where(x == 1, 1, jnp.where(x == -1, jnp.where(odd, -1, 1), 0)).astype(out.dtype)
+    return jnp.where(y < 0, negative, out)
+
+
 def _truncate_mod(x, y):
     return lax.rem(*jnp.broadcast_arrays(x, y))
 
@@ -443,7 +480,7 @@ _BINARY = {
     "FloorMod": _floor_mod,
     "Mod": _truncate_mod,
     "TruncateMod": _truncate_mod,
-    "Pow": jnp.power,
+    "Pow": _pow,
     "SquaredDifference": _squared_difference,
     "Atan2": jnp.arctan2,
     "Xlogy": lambda x, y: jnp.where(x == 0, 0, x * jnp.log(y)),
@@ -524,6 +561,11 @@ def _register_binary(name: str, fn) -> None:
             _check_divisor(ctx, name, x, y)
         # As jax arrays also when folding static values, so NumPy's operator semantics never apply.
         x, y = jnp.asarray(x), jnp.asarray(y)
+        if x.dtype != y.dtype and x.dtype.kind == y.dtype.kind:
+            # TF's T is one dtype: two widths only meet while folding with x64 off, an int64 constant and a value
+            # JAX narrowed (a Where or lookup of ids); the wider is TF's (lax.rem takes no mix)
+            wide = jnp.promote_types(x.dtype, y.dtype)
+            x, y = x.astype(wide), y.astype(wide)
         common = _same_typed(x, y) if direct is not None else None
         if common is not None:
             shape, _ = common
@@ -686,20 +728,51 @@ def _truncate_mantissa(x, dst: np.dtype):
 
 
 def _float_to_int(x, dst: np.dtype):
-    """TF's float -> integer Cast as its x86 CPU kernels compute it (C++ truncation, cvttss2si). Matched where
-    TF's result is one rule: to int32/int64, in-range values truncate toward zero and NaN or out-of-range values
-    give the type's minimum (XLA would saturate and make NaN 0); float32 to int8/int16/uint8/uint16 gives the low
-    bits of that int32 result (300.0 -> uint8 44, -5.0 -> 251). Other pairs (float16/float64 to narrow types,
-    to uint32/uint64) keep XLA's saturating conversion: TF's out-of-range results there differ by source type."""
-    narrow = dst in (np.int8, np.int16, np.uint8, np.uint16) and _dt(x) == np.float32
-    if dst not in (np.int32, np.int64) and not narrow:
-        return x.astype(dst)
-    bits = 64 if dst == np.int64 and jax.config.jax_enable_x64 else 32
+    """TF's float -> integer Cast as its x86 CPU kernels compute it (C++ truncation, cvttss2si): in-range values
+    truncate toward zero, NaN and out-of-range values give the minimum of int32/int64 (XLA would saturate and make
+    NaN 0); to uint64, that int64 result's bits (-2.5 -> 2**64 - 2, NaN -> 2**63). Narrower types: see
+    _float_to_narrow_int."""
+    x = jnp.asarray(x)  # also when folding: NumPy's own casts wrap where XLA's saturate
+    if dst in _NARROW_INTS:
+        return _float_to_narrow_int(x, dst)
+    bits = 64 if dst in (np.int64, np.uint64) and jax.config.jax_enable_x64 else 32
     itype = np.int64 if bits == 64 else np.int32
     t = jnp.trunc(x)
     ok = (t >= -(2.0 ** (bits - 1))) & (t < 2.0 ** (bits - 1))
     out = jnp.where(ok, jnp.where(ok, t, 0).astype(itype), np.iinfo(itype).min)
-    return out.astype(dst)  # narrower types: XLA's integer narrowing keeps the low bits
+    return out.astype(dst)  # uint64: XLA reinterprets the int64 bits
+
+
+# Elements per vectorized step of TF's float -> int8/int16/uint8/uint16 Cast on x86 (Eigen's packet conversions,
+# measured with TF 2.21's wheel), by source type; to uint32 it is 8 for all
+_CAST_PACKET = {np.dtype(np.float16): 16, np.dtype(jnp.bfloat16): 8, np.dtype(np.float32): 32, np.dtype(np.float64): 16}
+_NARROW_INTS = frozenset(np.dtype(d) for d in (np.int8, np.int16, np.uint8, np.uint16, np.uint32))
+
+
+def _float_to_narrow_int(x, dst: np.dtype):
+    """TF's x86 float -> int8/int16/uint8/uint16/uint32 Cast (cast_op_impl.h through Eigen). The flattened tensor's
+    last size % packet elements convert one by one: the int32 result of _float_to_int (int64 for uint32), then
+    its low bits (300.0 -> uint8 44, NaN -> 0). The full packets before them saturate that int32 result to the
+    type's range instead (float16/float64 -> uint8 through uint16, where above 32767 gives 0); to uint32 they keep
+    t mod 2**32 for -2**31 <= t < 2**32, else 2**31."""
+    packet = 8 if dst == np.uint32 else _CAST_PACKET[_dt(x)]
+    one_by_one = _float_to_int(x, np.dtype(np.int64 if dst == np.uint32 else np.int32)).astype(dst)
+    if dst == np.uint32:
+        t = jnp.trunc(x.astype(jnp.promote_types(x.dtype, np.float32)))  # the bounds overflow half types
+        ok = (t >= -(2.0**31)) & (t < 2.0**32)
+        t = jnp.where(ok, t, 0)
+        wrapped = jnp.where(t < 0, t.astype(np.int32).astype(dst), t.astype(dst))
+        packed = jnp.where(ok, wrapped, np.array(2**31, dst))
+        if not jax.config.jax_enable_x64:  # no int64 for the low bits beyond that range: 0, as for NaN
+            one_by_one = jnp.where(ok, wrapped, np.array(0, dst))
+    elif dst == np.uint8 and _dt(x) in (np.float16, np.float64):
+        u16 = jnp.clip(_float_to_int(x, np.dtype(np.int32)), 0, 65535)
+        packed = jnp.where(u16 > 32767, 0, jnp.minimum(u16, 255)).astype(dst)
+    else:
+        info = np.iinfo(dst)
+        packed = jnp.clip(_float_to_int(x, np.dtype(np.int32)), info.min, info.max).astype(dst)
+    flat_index = jnp.arange(x.size).reshape(x.shape)
+    return jnp.where(flat_index < x.size - x.size % packet, packed, one_by_one)
 
 
 @op("Cast")
@@ -711,7 +784,7 @@ def cast(ctx, x):
         x = jnp.real(x)  # TF keeps the real part
     if ctx.attr("Truncate", False) and (_dt(x), dst) in _TRUNCATING_CASTS:
         x = _truncate_mantissa(x, dst)
-    if _dt(x).kind == "f" and dst.kind in "iu":
+    if _is_float(_dt(x)) and dst.kind in "iu":
         return _float_to_int(x, dst)
     return x.astype(dst)
 

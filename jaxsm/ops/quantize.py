@@ -1,4 +1,5 @@
-"""Quantization ops: fake quantization (``QuantizeAndDequantizeV2/V3/V4`` and V4's gradient, from QAT exports)
+"""Quantization ops: fake quantization (``QuantizeAndDequantize`` v1-V4 and V4's gradient, the
+``FakeQuantWithMinMax*Gradient`` ops of QAT training graphs)
 and the quantized-type conversions ``QuantizeV2``/``Dequantize`` (quint8, qint8, quint16, qint16, qint32, which
 jaxsm holds as the plain integer arrays of the same width).
 
@@ -159,6 +160,14 @@ def quantize_and_dequantize_v2(ctx, x, input_min, input_max):
     num_bits, round_mode = int(ctx.attr("num_bits", 8)), ctx.attr("round_mode", "HALF_TO_EVEN")
     narrow = ctx.attr("narrow_range", False)
     return _quantize_and_dequantize(ctx, x, input_min, input_max, num_bits, round_mode, narrow, scalar_range=True)
+
+
+@op("QuantizeAndDequantize")
+def quantize_and_dequantize_v1(ctx, x):
+    """The pre-V2 op (deprecated at GraphDef 22): the given range is the float attrs input_min/input_max."""
+    lo, hi = np.float32(ctx.attr("input_min", 0.0)), np.float32(ctx.attr("input_max", 0.0))
+    num_bits = int(ctx.attr("num_bits", 8))
+    return _quantize_and_dequantize(ctx, x, lo, hi, num_bits, "HALF_TO_EVEN", False, scalar_range=True)
 
 
 @op("QuantizeAndDequantizeV3", static=(3,), checked=(1, 2))
@@ -335,3 +344,72 @@ def _dequantize_scale(lo, hi, info: np.iinfo, narrow: bool):
     if info.min == 0:
         return _div(hi, _F32(info.max))
     return _xp(lo, hi).maximum(_div(lo, _F32(info.min + int(narrow))), _div(hi, _F32(info.max)))
+
+
+# -- FakeQuantWithMinMax* gradients (QAT training graphs) ----------------------------------------------------
+
+
+def _fake_quant_nudged_range(lo, hi, num_bits: int, narrow_range: bool):
+    """``Nudge`` in tensorflow/core/kernels/fake_quant_ops_functor.h, in float32: the range moved so that 0 is
+    exactly on the quantization grid. Returns (nudged_min, nudged_max)."""
+    xp = _xp(lo, hi)
+    f32 = np.float32
+    qmin, qmax = f32(1 if narrow_range else 0), f32((1 << num_bits) - 1)
+    lo, hi = xp.asarray(lo, f32), xp.asarray(hi, f32)
+    scale = _div(hi - lo, f32(qmax - qmin))
+    from_min = qmin - _div(lo, scale)
+    whole = xp.trunc(from_min)
+    nearest = whole + xp.where(xp.abs(from_min - whole) >= f32(0.5), xp.sign(from_min), f32(0))  # std::round
+    zero = xp.where(from_min < qmin, qmin, xp.where(from_min > qmax, qmax, nearest))
+    return rounded((qmin - zero) * scale), rounded((qmax - zero) * scale)
+
+
+def _check_fake_quant_attrs(ctx) -> tuple[int, bool]:
+    num_bits, narrow = int(ctx.attr("num_bits", 8)), bool(ctx.attr("narrow_range", False))
+    if not 2 <= num_bits <= 16:
+        raise ctx.error(f"num_bits is out of range, expected between 2 and 16, was: {num_bits}")
+    return num_bits, narrow
+
+
+def _fake_quant_backprops(ctx, gradients, x, lo, hi, reduce_axes: tuple[int, ...] | None):
+    """The straight-through gradient inside the nudged range, and the gradients outside it summed into min (below)
+    and max (above); ``reduce_axes`` None: no range gradients (the Args op)."""
+    x = jnp.asarray(x, np.float32)
+    if np.shape(gradients) != x.shape:
+        raise ctx.error(f"gradient and input must be the same size: {list(np.shape(gradients))} vs {list(x.shape)}")
+    num_bits, narrow = _check_fake_quant_attrs(ctx)
+    g = jnp.asarray(gradients, np.float32)
+    nudged_min, nudged_max = _fake_quant_nudged_range(lo, hi, num_bits, narrow)
+    zero = jnp.zeros_like(g)
+    backprop = jnp.where((x >= nudged_min) & (x <= nudged_max), g, zero)
+    if reduce_axes is None:
+        return backprop
+    below, above = jnp.where(x < nudged_min, g, zero), jnp.where(x > nudged_max, g, zero)
+    return backprop, jnp.sum(below, axis=reduce_axes), jnp.sum(above, axis=reduce_axes)
+
+
+@op("FakeQuantWithMinMaxArgsGradient")
+def fake_quant_with_min_max_args_gradient(ctx, gradients, x):
+    lo, hi = np.float32(ctx.attr("min", -6.0)), np.float32(ctx.attr("max", 6.0))
+    if not lo < hi:
+        raise ctx.error(f"min has to be smaller than max, was: {lo} >= {hi}")
+    return _fake_quant_backprops(ctx, gradients, x, lo, hi, None)
+
+
+@op("FakeQuantWithMinMaxVarsGradient")
+def fake_quant_with_min_max_vars_gradient(ctx, gradients, x, lo, hi):
+    if np.ndim(lo) != 0 or np.ndim(hi) != 0:
+        raise ctx.error(f"min and max must be scalars: {list(np.shape(lo))}, {list(np.shape(hi))}")
+    return _fake_quant_backprops(ctx, gradients, x, lo, hi, tuple(range(np.ndim(x))))
+
+
+@op("FakeQuantWithMinMaxVarsPerChannelGradient")
+def fake_quant_with_min_max_vars_per_channel_gradient(ctx, gradients, x, lo, hi):
+    """min/max (and their gradients) run along the last dimension of x, which has rank 1 to 4."""
+    depth = np.shape(x)[-1] if np.ndim(x) else None
+    if not 1 <= np.ndim(x) <= 4 or np.shape(lo) != (depth,) or np.shape(hi) != (depth,):
+        raise ctx.error(
+            f"inputs must be of rank 1 to 4 and min/max of shape [{depth}]: got {list(np.shape(x))}, "
+            f"{list(np.shape(lo))}, {list(np.shape(hi))}"
+        )
+    return _fake_quant_backprops(ctx, gradients, x, lo, hi, tuple(range(np.ndim(x) - 1)))

@@ -455,6 +455,12 @@ def stateful_standard_normal_v2(ctx, handle, alg, shape):
     return _stateful_draw(ctx, handle, alg, lambda k, c, xp: _normal(k, c, _shape(shape), dtype, xp))
 
 
+@op("StatefulStandardNormal", static=(1,), stateful=True)
+def stateful_standard_normal_v1(ctx, handle, shape):
+    """The pre-V2 op (deprecated at GraphDef 29): always Philox, the algorithm V2 takes as an input."""
+    return stateful_standard_normal_v2(ctx, handle, np.asarray(1, np.int64), shape)
+
+
 @op("StatefulTruncatedNormal", static=(1, 2), stateful=True)
 def stateful_truncated_normal(ctx, handle, alg, shape):
     dtype = ctx.dtype("dtype", np.dtype(np.float32))

@@ -276,6 +276,10 @@ def sparse_softmax(ctx, sp_indices, sp_values, sp_shape):
 
 @op("SparseReorder")
 def sparse_reorder(ctx, input_indices, input_values, input_shape):
+    # sparse_reorder_op.cc validates the SparseTensor (a SparseFeature's index and value lists of unequal length)
+    n, m = np.shape(input_indices)[0], np.shape(input_values)[0]
+    if n != m:
+        raise ctx.error(f"indices and values have different numbers of entries: {n} vs. {m}")
     order = _row_major_order(input_indices)
     return jnp.asarray(input_indices)[order], _gather(ctx, input_values, order)
 

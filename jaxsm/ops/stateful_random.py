@@ -109,7 +109,8 @@ def random_gamma(ctx, shape, alpha):
     return out.astype(ctx.dtype("T")).reshape(shape)
 
 
-@op("RandomPoissonV2", static=(0,), stateful=True)
+# RandomPoisson (v1, deprecated at GraphDef 25) runs the same kernel; its dtype attr names the rate and output type.
+@op("RandomPoissonV2", "RandomPoisson", static=(0,), stateful=True)
 def random_poisson_v2(ctx, shape, rate):
     samples, dtype = _shape(shape), ctx.dtype("dtype", np.dtype(np.int64))
     shape = samples + tuple(np.shape(rate))

@@ -1,4 +1,4 @@
-"""TF1-only ops: ref variables, v1 control-flow primitives, TensorArrayV3, stacks and hash tables.
+"""TF1-only ops: ref variables, v1 control-flow primitives, TensorArrayV3 (and its gradients), stacks, hash tables.
 
 * Ref variables (``VariableV2``) are :class:`~jaxsm.graph.values.Resource` handles of kind ``"ref"``; the
   interpreter
@@ -52,6 +52,7 @@ TABLE_KIND = "table"
 MUTABLE_TABLE_KIND = "mutable_table"
 TENSOR_ARRAY_KIND = "tensor_array"
 STACK_KIND = "stack"
+TENSOR_ARRAY_GRAD_KIND = "tensor_array_grad"
 
 
 def variable_key(node: Node) -> str:
@@ -264,6 +265,8 @@ def tensor_array(ctx, size):
 
 @op("TensorArrayWriteV3")
 def tensor_array_write(ctx, handle, index, value, flow):
+    if _is_grad(handle):
+        return _grad_write(ctx, handle, index, value)
     item = jnp.asarray(value, flow.element_dtype)
     i = to_static(index)
     items = flow.items
@@ -287,18 +290,24 @@ def _size(flow: TensorList) -> int | None:
 
 @op("TensorArrayReadV3")
 def tensor_array_read(ctx, handle, index, flow):
+    if _is_grad(handle):
+        return _grad_read(ctx, handle, index)
     check_index(ctx, index, _size(flow), "read")
     return read(_items(ctx, flow), index)
 
 
 @op("TensorArrayGatherV3")
 def tensor_array_gather(ctx, handle, indices, flow):
+    if _is_grad(handle):
+        return _grad_read(ctx, handle, indices)
     check_index(ctx, indices, _size(flow), "gather")
     return read(_items(ctx, flow, _element_shape(ctx, "element_shape")), indices)
 
 
 @op("TensorArrayScatterV3")
 def tensor_array_scatter(ctx, handle, indices, value, flow):
+    if _is_grad(handle):
+        return _grad_write(ctx, handle, indices, value, scatter=True)
     value = jnp.asarray(value, flow.element_dtype)
     idx = to_static(indices)
     items = flow.items
@@ -311,12 +320,16 @@ def tensor_array_scatter(ctx, handle, indices, value, flow):
 
 @op("TensorArrayConcatV3")
 def tensor_array_concat(ctx, handle, flow):
+    if _is_grad(handle):
+        return _grad_concat(ctx, handle)
     items = _items(ctx, flow)
     return items.reshape((-1,) + items.shape[2:]), np.full((items.shape[0],), items.shape[1], np.int64)
 
 
 @op("TensorArraySplitV3", static=(2,))
 def tensor_array_split(ctx, handle, value, lengths, flow):
+    if _is_grad(handle):
+        return _grad_split(ctx, handle, value, lengths)
     value = jnp.asarray(value, flow.element_dtype)
     lengths = [int(v) for v in lengths]
     if len(set(lengths)) > 1:
@@ -327,12 +340,139 @@ def tensor_array_split(ctx, handle, value, lengths, flow):
 
 @op("TensorArraySizeV3")
 def tensor_array_size(ctx, handle, flow):
+    if _is_grad(handle):
+        return np.asarray(len(_grad_state(ctx, handle).elements), np.int32)
     return np.asarray(flow.length, np.int32) if isinstance(flow.length, int) else jnp.asarray(flow.length, jnp.int32)
 
 
 @op("TensorArrayCloseV3", stateful=True)
 def tensor_array_close(ctx, handle):
     return []
+
+
+# -- TensorArrayGradV3: the gradient TensorArrays of tf.compat.v1.gradients
+# ---------------------------------------------
+@dataclass(frozen=True)
+class GradTensorArray:
+    """A gradient TensorArray in the interpreter state (TensorArrayGradOp in tensorflow/core/kernels/
+    tensor_array_ops.cc; tensor_array.h): the forward array's size, its element shape (with GradWithShape's
+    prefix) and the elements written so far (None: not yet). Immutable, as :class:`StackState`.
+
+    TF keeps it in a resource manager under (forward array, ``source``), not in the flow: the gradient ops wrap the
+    *forward* flow, and gradient flows get summed (AddN) where a forward flow has several consumers. So the
+    storage lives in the state, and a function with one runs op by op, as stacks do (v1 while-loop gradients have
+    stacks anyway)."""
+
+    elements: tuple
+    element_shape: tuple[int, ...] | None
+    dtype: np.dtype
+
+
+def _is_grad(handle: Any) -> bool:
+    return isinstance(handle, Resource) and handle.kind == TENSOR_ARRAY_GRAD_KIND
+
+
+def _grad_state(ctx, handle: Resource) -> GradTensorArray:
+    _only_op_by_op(ctx)
+    return ctx.interp.state[handle.key]
+
+
+def _grad_flow() -> np.ndarray:
+    # A gradient array's flow only orders its ops (the storage is in the state); TF's flow is a float scalar.
+    return np.zeros((), np.float32)
+
+
+@op("TensorArrayGradV3", "TensorArrayGradWithShape", static=(2,), stateful=True)
+def tensor_array_grad(ctx, handle, flow, shape_to_prepend=None):
+    _only_op_by_op(ctx)
+    if not isinstance(handle, Resource) or handle.kind != TENSOR_ARRAY_KIND:
+        raise ctx.error(f"{handle!r} is not a TensorArray created by a TensorArrayV3 node of this graph")
+    key = f"{handle.key}/grad/{ctx.attr('source')}"
+    if key in ctx.interp.state:  # every call with the same source names the same array, as in TF
+        return Resource(key, TENSOR_ARRAY_GRAD_KIND), flow
+    if not isinstance(flow, TensorList):  # a gradient flow: TF reads the size off the forward array's resource
+        raise ctx.error("a gradient TensorArray first made from a gradient flow: the forward array's size is unknown")
+    shape = tuple(flow.items.shape[1:]) if flow.items is not None else flow.known_element_shape()
+    if shape_to_prepend is not None and shape is not None:
+        shape = tuple(int(d) for d in np.asarray(shape_to_prepend).reshape(-1)) + shape
+    ctx.interp.state[key] = GradTensorArray((None,) * int(flow.length), shape, np.dtype(flow.element_dtype))
+    return Resource(key, TENSOR_ARRAY_GRAD_KIND), flow
+
+
+def _grad_write(ctx, handle: Resource, index: Any, value: Any, scatter: bool = False) -> np.ndarray:
+    """Write (scatter: one row per index) to a gradient array; a second write to an index adds to the first
+    (TF's ``multiple_writes_aggregate``), so several reads of one forward element sum their gradients."""
+    ta = _grad_state(ctx, handle)
+    indices = np.asarray(ctx.static(index, "a gradient TensorArray's index")).reshape(-1)
+    rows = jnp.asarray(value, ta.dtype)
+    rows = rows if scatter else rows[None]
+    if rows.shape[0] != indices.shape[0]:
+        raise ctx.error(f"Expected len(indices) == values.shape[0], but saw: {indices.shape[0]} vs. {rows.shape[0]}")
+    elements = list(ta.elements)
+    for i, row in zip(indices.tolist(), rows, strict=True):
+        if not 0 <= i < len(elements):
+            raise ctx.error(f"Tried to write to index {i} but array is not resizeable and size is: {len(elements)}")
+        if ta.element_shape is not None and tuple(row.shape) != ta.element_shape:
+            raise ctx.error(
+                f"Could not write to TensorArray index {i} because the value shape is {list(row.shape)} which is "
+                f"incompatible with the TensorArray's inferred element shape: {list(ta.element_shape)}"
+            )
+        old = elements[i]
+        if old is not None and old.shape != row.shape:
+            raise ctx.error(
+                f"Could not aggregate to TensorArray index {i} because the existing shape is {list(old.shape)} but "
+                f"the new input shape is {list(row.shape)}"
+            )
+        elements[i] = row if old is None else old + row
+    ctx.interp.state[handle.key] = replace(ta, elements=tuple(elements))
+    return _grad_flow()
+
+
+def _grad_element(ctx, ta: GradTensorArray, i: int) -> Any:
+    """An element of a gradient array; zeros where nothing was written (a forward element no loss depends on)."""
+    if not 0 <= i < len(ta.elements):
+        raise ctx.error(f"Tried to read from index {i} but array size is: {len(ta.elements)}")
+    if ta.elements[i] is not None:
+        return ta.elements[i]
+    if ta.element_shape is None:
+        raise ctx.error(
+            f"Could not read from TensorArray index {i}. Furthermore, the element shape is not fully defined, so "
+            "the all-zeros gradient cannot be made (set the forward TensorArray's element_shape)"
+        )
+    return jnp.zeros(ta.element_shape, ta.dtype)
+
+
+def _grad_read(ctx, handle: Resource, index: Any) -> Any:
+    ta = _grad_state(ctx, handle)
+    indices = np.asarray(ctx.static(index, "a gradient TensorArray's index"))
+    if indices.ndim == 0:
+        return _grad_element(ctx, ta, int(indices))
+    if indices.size == 0:
+        return jnp.zeros((0,) + (ta.element_shape or ()), ta.dtype)
+    return jnp.stack([_grad_element(ctx, ta, i) for i in indices.tolist()])
+
+
+def _grad_concat(ctx, handle: Resource) -> tuple[Any, np.ndarray]:
+    ta = _grad_state(ctx, handle)
+    parts = [_grad_element(ctx, ta, i) for i in range(len(ta.elements))]
+    lengths = np.asarray([p.shape[0] for p in parts], np.int64)
+    if not parts:
+        return jnp.zeros((0,) + (ta.element_shape or (0,))[1:], ta.dtype), lengths
+    return jnp.concatenate(parts), lengths
+
+
+def _grad_split(ctx, handle: Resource, value: Any, lengths: Any) -> np.ndarray:
+    lengths = np.asarray(lengths, np.int64).reshape(-1)
+    value = jnp.asarray(value, _grad_state(ctx, handle).dtype)
+    if int(lengths.sum()) != value.shape[0]:
+        raise ctx.error(
+            f"Expected sum of lengths to be equal to values.shape[0], but sum of lengths is {int(lengths.sum())} "
+            f"and value's shape is: {list(value.shape)}"
+        )
+    starts = np.concatenate([[0], np.cumsum(lengths)])
+    for i, n in enumerate(lengths.tolist()):
+        _grad_write(ctx, handle, np.asarray(i), value[starts[i] : starts[i] + n])
+    return _grad_flow()
 
 
 # -- stacks
@@ -424,7 +564,7 @@ def stack_close(ctx, handle):
 
 # -- hash tables
 # ----------------------------------------------------------------------------------------------------
-@op("HashTableV2", "HashTable", stateful=True)
+@op("HashTableV2", "HashTable", "AnonymousHashTable", stateful=True)
 def hash_table(ctx):
     return Resource(
         ctx.attr("shared_name", "") or ctx.node.name, TABLE_KIND, (ctx.attr("key_dtype"), ctx.attr("value_dtype"))
@@ -432,6 +572,8 @@ def hash_table(ctx):
 
 
 @op("MutableHashTableV2", "MutableHashTableOfTensorsV2", "MutableDenseHashTableV2", stateful=True)
+@op("MutableHashTable", "MutableHashTableOfTensors", "MutableDenseHashTable", stateful=True)  # TF1 ref handles
+@op("AnonymousMutableHashTable", "AnonymousMutableHashTableOfTensors", "AnonymousMutableDenseHashTable", stateful=True)
 def mutable_hash_table(ctx, *dense_keys):
     """A table that starts empty and changes with LookupTableInsertV2/RemoveV2 (new sizes: op by op)."""
     dtypes_ = (ctx.attr("key_dtype"), ctx.attr("value_dtype"))
@@ -532,7 +674,7 @@ def _table_dtypes(ctx, table: Resource) -> tuple[np.dtype, np.dtype]:
     return dtypes.to_numpy(kd), dtypes.to_numpy(vd)
 
 
-@op("InitializeTableV2", "LookupTableImportV2", stateful=True)
+@op("InitializeTableV2", "LookupTableImportV2", "InitializeTable", "LookupTableImport", stateful=True)
 def initialize_table(ctx, table, keys, values):
     key_dtype, value_dtype = _table_dtypes(ctx, table)
     keys = np.asarray(ctx.static(keys, "the table keys"), key_dtype).reshape(-1)
@@ -585,6 +727,6 @@ def lookup_table_size(ctx, table):
     return np.asarray(_table_state(ctx, table)[0].shape[0], np.int64)
 
 
-@op("LookupTableExportV2", stateful=True)
+@op("LookupTableExportV2", "LookupTableExport", stateful=True)
 def lookup_table_export(ctx, table):
     return _table_state(ctx, table)

@@ -24,6 +24,7 @@ import numpy as np
 from jaxsm import dtypes
 from jaxsm.compile import RUN_TIME_ASSERTS
 from jaxsm.errors import (
+    Int64RangeError,
     JaxsmError,
     LoweringError,
     StaticValueError,
@@ -277,6 +278,8 @@ class Interpreter:
         fold = not opdef.stateful and not has_symbolic and not strings and all(isinstance(a, np.ndarray) for a in args)
         if not fold and node.op in _SATURATED_OPS:
             args = _saturate_wide_ints(args)
+        elif not fold and node.op in _WIDE_ARITHMETIC_OPS:
+            _refuse_wide_ints(args, node)
         if _DEBUG:
             print(f"[jaxsm] {node.where()} fold={fold}")
         try:
@@ -320,6 +323,29 @@ def _saturate_wide_ints(args: list[Any]) -> list[Any]:
     if jax.config.jax_enable_x64:
         return args
     return [np.clip(a, _INT32.min, _INT32.max) if _beyond_int32(a) else a for a in args]
+
+
+# Arithmetic whose result a wrapped operand changes: with jax_enable_x64 off, a static int64 operand beyond 32 bits
+# meeting a traced (32-bit) one would give a silent wrong answer, so the trace stops with Int64RangeError.
+_WIDE_ARITHMETIC_OPS = frozenset(
+    {"Add", "AddV2", "AddN", "Sub", "Mul", "MulNoNan", "Div", "FloorDiv", "FloorMod", "TruncateDiv", "TruncateMod"}
+    | {"Mod", "Pow", "SquaredDifference", "BiasAdd", "MatMul", "BatchMatMulV2", "BatchMatMulV3"}
+)
+
+
+def _refuse_wide_ints(args: list[Any], node: Node) -> None:
+    if jax.config.jax_enable_x64:
+        return
+    for a in args:
+        if not isinstance(a, np.ndarray) or a.dtype.kind not in "iu" or a.dtype.itemsize != 8 or not a.size:
+            continue
+        info = np.iinfo(np.int32 if a.dtype.kind == "i" else np.uint32)
+        if a.min() < info.min or a.max() > info.max:
+            raise Int64RangeError(
+                f"{node.where()}: a {a.dtype.name} constant of {node.op} ({a.min()}..{a.max()}) does not fit 32 bits "
+                "and jax_enable_x64 is off, so JAX would wrap it: a wrong answer. Call "
+                "jax.config.update('jax_enable_x64', True) before loading for TF's exact 64-bit results."
+            )
 
 
 def _beyond_int32(a: Any) -> bool:

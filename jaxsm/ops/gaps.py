@@ -562,9 +562,10 @@ KNOWN_GAPS: list[tuple[str, str, str]] = [
     (
         "any op producing int64/uint64",
         "jax_enable_x64 off; a constant or an intermediate result beyond 32 bits",
-        "inputs beyond 32 bits raise Int64RangeError, but JAX computes int64 in 32 bits: in a compiled function an"
-        " int64 constant beyond 32 bits wraps (it saturates for the comparison/select ops of the row on _SATURATED_OPS)"
-        " and sums/products/cumsums past 2^31 wrap (op by op, NumPy folds them in 64 bits). Turn x64 on for TF's",
+        "inputs beyond 32 bits raise Int64RangeError, and so does an int64 constant beyond 32 bits meeting a traced"
+        " value in arithmetic (jaxsm/graph/interpreter.py _WIDE_ARITHMETIC_OPS; it saturates for the comparison/select"
+        " ops of _SATURATED_OPS); but JAX computes int64 in 32 bits, so run-time sums/products/cumsums past 2^31 wrap"
+        " in a compiled function (op by op, NumPy folds them in 64 bits). Turn x64 on for TF's exact results",
     ),
     (
         "TF1 SignatureDefs (tf.compat.v1 SavedModels)",

@@ -130,3 +130,22 @@ def test_element_moving_ops_on_strings():
 
     with pytest.warns(Warning):  # strings run op by op
         assert_matches_tf(fn, [x], jit=True)
+
+
+def test_wide_int64_constants_in_arithmetic_raise_with_x64_off():
+    """With jax_enable_x64 off a traced int64 is 32 bits, and a constant beyond that would wrap: x + 2**40 gave
+    [1, 2] silently. The trace now stops with Int64RangeError; small constants and x64 on are unaffected."""
+    import jax
+
+    import jaxsm
+    from jaxsm.errors import Int64RangeError
+    from tests.tfcompare import save_function
+
+    x = np.array([1, 2], np.int64)
+    wide_dir, _ = save_function(lambda v: v + tf.constant(2**40, tf.int64), [x])
+    small_dir, small = save_function(lambda v: v * 3 - 7, [x])
+    with jax.enable_x64(False):
+        with pytest.raises(Int64RangeError, match="AddV2"):
+            jaxsm.load(wide_dir).f(x)
+        np.testing.assert_array_equal(np.asarray(jaxsm.load(small_dir).f(x)), small(x).numpy())
+    np.testing.assert_array_equal(np.asarray(jaxsm.load(wide_dir).f(x)), x + 2**40)

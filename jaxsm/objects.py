@@ -8,6 +8,7 @@ values, and functions run their FunctionDefs through the interpreter as jitted J
 from __future__ import annotations
 
 import contextlib
+import enum
 import functools
 import hashlib
 import os
@@ -34,6 +35,7 @@ from jaxsm.compile import (
 )
 from jaxsm.errors import (
     CallArgumentError,
+    FormatError,
     FunctionMatchError,
     IncompleteSavedModelError,
     InputSignatureError,
@@ -115,15 +117,48 @@ _PYTHON_VALUE_INTO = {"b": "b", "i": "bi", "u": "i", "f": "bif", "c": "bifc", "V
 _PYTHON_VALUE_HINTED = {"b": "b", "i": "bi", "u": "bi", "f": "bif", "c": "bifc", "V": "bif"}
 
 
+class VariableSynchronization(enum.Enum):
+    """``tf.VariableSynchronization``, with TF's names and values: when a distributed variable syncs."""
+
+    AUTO = 0
+    NONE = 1
+    ON_WRITE = 2
+    ON_READ = 3
+
+
+class VariableAggregation(enum.Enum):
+    """``tf.VariableAggregation`` (TF's ``VariableAggregationV2``), with TF's names and values: how a distributed
+    variable combines its replicas' updates."""
+
+    NONE = 0
+    SUM = 1
+    MEAN = 2
+    ONLY_FIRST_REPLICA = 3
+
+
 class Variable:
     """A restored ``tf.Variable``: its value is a ``jax.Array`` that functions read and assign."""
 
-    def __init__(self, key: str, name: str, shape: tuple | None, dtype: np.dtype, trainable: bool):
+    def __init__(
+        self,
+        key: str,
+        name: str,
+        shape: tuple | None,
+        dtype: np.dtype,
+        trainable: bool,
+        synchronization: int = 0,
+        aggregation: int = 0,
+    ):
         self._key = key
         self.name = name
         self._shape = shape
         self._dtype = np.dtype(dtype)
         self.trainable = trainable
+        try:  # the SavedVariable / VariableDef enums, as TF's loader turns them into Python enums
+            self.synchronization = VariableSynchronization(synchronization)
+            self.aggregation = VariableAggregation(aggregation)
+        except ValueError as e:  # TF's loader rejects them too
+            raise FormatError(f"variable '{name}': {e}") from None
         self._array: jax.Array | None = None
         # Values are read from the checkpoint on first use (a function call, .numpy() …): loading stays cheap and
         # variables nothing uses (Keras 3 exports track every weight twice) never cost memory.
@@ -151,10 +186,10 @@ class Variable:
         return self._key
 
     @property
-    def shape(self) -> tuple:
-        if self._shape is None and self._pending is not None:  # declared of unknown rank: the checkpointed value's
-            return tuple(self.value().shape)
-        return tuple(self._array.shape) if self._array is not None else tuple(self._shape or ())
+    def shape(self) -> tuple | None:
+        """The declared shape, as TF's restored variables report it whatever the value: None dimensions stay None
+        (``value().shape`` has the sizes), and a variable declared of unknown rank has None."""
+        return self._shape
 
     @property
     def dtype(self) -> np.dtype:
@@ -295,19 +330,14 @@ class UserObject:
 
     def _add_child(self, name: str, value: Any) -> None:
         self._jaxsm_children[name] = value
+        if name == "__call__" and type(self) is UserObject:
+            # as TF's loader does: only an object with a __call__ child is callable (callable() tells them apart)
+            self.__class__ = _CallableUserObject
         if name.isidentifier() or name == "__call__":
             try:
                 object.__setattr__(self, name, value)
             except (AttributeError, TypeError):
                 pass
-
-    def __call__(self, *args, **kwargs):
-        fn = self._jaxsm_children.get("__call__")
-        if fn is None:
-            raise CallArgumentError(
-                f"this restored object ({self._jaxsm_identifier}) is not callable: it has no __call__"
-            )
-        return fn(*args, **kwargs)
 
     def _walk_variables(self) -> list[Variable]:
         seen: set[int] = set()
@@ -349,6 +379,13 @@ class UserObject:
 
     def __repr__(self) -> str:
         return tree_repr(self)
+
+
+class _CallableUserObject(UserObject):
+    """A restored object with a ``__call__`` child (a tf.Module's or Keras model's), which a call runs."""
+
+    def __call__(self, *args, **kwargs):
+        return self._jaxsm_children["__call__"](*args, **kwargs)
 
 
 class Signatures(Mapping):
@@ -1095,7 +1132,7 @@ class RestoredResource:
         self.device = device
         self.handle = Resource(key, "resource")
         self.state: dict[str, Any] = {}
-        self._dense: tuple[list[np.ndarray], tuple | None] | None = None
+        self._dense: DenseLayout | None = None
 
     def _restore(self, ctx: _LoadContext, children: dict[str, Any]) -> None:
         from jaxsm.graph.interpreter import Interpreter
@@ -1124,35 +1161,51 @@ class RestoredResource:
         from jaxsm.ops.tf1 import table_state
 
         if reader.has_tensor(key + "-keys") and reader.has_tensor(key + "-values"):
-            keys, values = np.asarray(reader.get_tensor(key + "-keys")), np.asarray(reader.get_tensor(key + "-values"))
-            if self._dense is not None:  # a DenseHashTable saves every bucket: the free ones hold its free keys
-                free, value_shape = self._dense
-                rows = keys.reshape(len(keys), -1)
-                used = ~np.any([np.all(rows == np.reshape(f, -1), axis=1) for f in free], axis=0)
-                keys, values = rows[used], values[used]
-                if value_shape is not None:
-                    values = values.reshape((len(keys),) + tuple(value_shape))
+            keys, values = table_contents(
+                reader.get_tensor(key + "-keys"), reader.get_tensor(key + "-values"), self._dense
+            )
             self.state.update(table_state(self.handle, keys, values))
 
     def __repr__(self) -> str:
         return f"<RestoredResource {self.key}>"
 
 
-def _dense_table_layout(library: Library, fname: str) -> tuple[list[np.ndarray], tuple | None] | None:
-    """The empty and deleted keys and the value shape of the DenseHashTable that function ``fname`` creates (the
-    Const inputs and ``value_shape`` of its MutableDenseHashTableV2 node); None for other resources."""
+DenseLayout = tuple[list[np.ndarray], tuple | None]
+
+
+def table_contents(keys: Any, values: Any, dense: DenseLayout | None) -> tuple[np.ndarray, np.ndarray]:
+    """A mutable table's checkpointed keys and values (its ``-keys``/``-values`` tensors) as its entries: a
+    DenseHashTable (``dense``: its free keys and value shape) saves every bucket, the free ones holding a free key."""
+    keys, values = np.asarray(keys), np.asarray(values)
+    if dense is not None:
+        free, value_shape = dense
+        rows = keys.reshape(len(keys), -1)
+        used = ~np.any([np.all(rows == np.reshape(f, -1), axis=1) for f in free], axis=0)
+        keys, values = rows[used], values[used]
+        if value_shape is not None:
+            values = values.reshape((len(keys),) + tuple(value_shape))
+    return keys, values
+
+
+def dense_table_layout(node: Any, nodes: Mapping[str, Any]) -> DenseLayout | None:
+    """The empty and deleted keys and the value shape of a MutableDenseHashTableV2 NodeDef (its Const inputs among
+    ``nodes``, by name, and ``value_shape``); None for other nodes."""
     from jaxsm.format.tensor import shape_from_proto
 
+    if node.op != "MutableDenseHashTableV2":
+        return None
+    consts = [nodes.get(ref.split(":")[0]) for ref in node.input[:2]]
+    if not all(c is not None and c.op == "Const" for c in consts):
+        return None
+    return [tensor_from_proto(c.attr["value"].tensor) for c in consts], shape_from_proto(node.attr["value_shape"].shape)
+
+
+def _dense_table_layout(library: Library, fname: str) -> DenseLayout | None:
+    """The layout of the DenseHashTable that function ``fname`` creates; None for other resources."""
     fdef = library.functions.get(fname)
     nodes = {n.name: n for n in fdef.node_def} if fdef is not None else {}
-    for node in nodes.values():
-        if node.op == "MutableDenseHashTableV2":
-            consts = [nodes.get(ref.split(":")[0]) for ref in node.input[:2]]
-            if all(c is not None and c.op == "Const" for c in consts):
-                return [tensor_from_proto(c.attr["value"].tensor) for c in consts], shape_from_proto(
-                    node.attr["value_shape"].shape
-                )
-    return None
+    layouts = [dense_table_layout(n, nodes) for n in nodes.values()]
+    return next((layout for layout in layouts if layout is not None), None)
 
 
 def _read_variable(reader, ckpt_key: str, path: str, options: LoadOptions) -> jax.Array:
@@ -1269,6 +1322,8 @@ def load_object_graph(export_dir: str, meta_graph: meta_graph_pb2.MetaGraphDef, 
                 None if v.shape.unknown_rank else tuple(d.size if d.size >= 0 else None for d in v.shape.dim),
                 dtypes.to_numpy(v.dtype),
                 v.trainable,
+                v.synchronization,
+                v.aggregation,
             )
             if v.dtype in (dtypes.DT.DT_INT64, dtypes.DT.DT_DOUBLE):
                 _warn_x64_once()

@@ -44,8 +44,17 @@ from jaxsm.graph.library import Body, Library, check_supported
 from jaxsm.graph.node import Node
 from jaxsm.graph.rng import COUNTED_OPS, initial_counters
 from jaxsm.graph.values import Resource
-from jaxsm.objects import LoadOptions, Signatures, Variable, _dtype_matches, _warn_x64_once, check_fits_32_bits
-from jaxsm.ops.tf1 import MERGE_BRANCHES_ATTR, variable_key
+from jaxsm.objects import (
+    LoadOptions,
+    Signatures,
+    Variable,
+    _dtype_matches,
+    _warn_x64_once,
+    check_fits_32_bits,
+    dense_table_layout,
+    table_contents,
+)
+from jaxsm.ops.tf1 import MERGE_BRANCHES_ATTR, MUTABLE_TABLE_KIND, table_state, variable_key
 
 # Attribute the rewrite puts on a stateful node inside a cond branch with a run-time predicate: the branch
 # (0/1)
@@ -59,8 +68,11 @@ _NEXT = frozenset({"NextIteration", "RefNextIteration"})
 _MERGE = frozenset({"Merge", "RefMerge"})
 _SWITCH = frozenset({"Switch", "RefSwitch"})
 _VARIABLE_OPS = frozenset({"VariableV2", "Variable", "VarHandleOp"})
+# every op that creates a table (jaxsm/ops/tf1.py), v1 ref-handle and anonymous ones too: a table's dtypes
 _TABLE_OPS = frozenset(
-    {"HashTableV2", "HashTable", "MutableHashTableV2", "MutableHashTableOfTensorsV2", "MutableDenseHashTableV2"}
+    f"{prefix}{kind}{suffix}"
+    for kind in ("HashTable", "MutableHashTable", "MutableHashTableOfTensors", "MutableDenseHashTable")
+    for prefix, suffix in (("", ""), ("", "V2"), ("Anonymous", ""))
 )
 
 INIT_OP_SIGNATURE_KEY = "__saved_model_init_op"
@@ -913,7 +925,8 @@ class SignatureFunction(PrunedFunction):
         self.method_name = signature_def.method_name
         self.structured_input_signature = ((), specs)
         self.structured_outputs = {
-            k: self._composites.get(k) or _spec(k, info) for k, info in sorted(signature_def.outputs.items())
+            k: self._composites.get(k) or _spec(k, info, set(feeds))
+            for k, info in sorted(signature_def.outputs.items())
         }
 
     def _components(self, key: str, value: Any) -> list[Any]:
@@ -999,11 +1012,34 @@ def _from_python(x: Any, spec: _InputSpec, fn_name: str) -> np.ndarray:
         return arr.astype(spec.dtype)
 
 
-def _spec(key: str, info: meta_graph_pb2.TensorInfo) -> TensorSpec | None:
+def _spec(key: str, info: meta_graph_pb2.TensorInfo, feeds: set[str]) -> TensorSpec | TypeSpec | None:
+    if info.WhichOneof("encoding") == "coo_sparse":
+        return _sparse_spec(info, feeds)
     if info.WhichOneof("encoding") != "name":
         return None
     shape = None if info.tensor_shape.unknown_rank else shape_from_proto(info.tensor_shape)
     return TensorSpec(shape, _np_dtype(info.dtype), key, info.dtype)
+
+
+def _sparse_spec(info: meta_graph_pb2.TensorInfo, feeds: set[str]) -> TypeSpec:
+    """A coo_sparse TensorInfo's ``SparseTensorSpec(shape, dtype)`` (TF's output there is a SparseTensor), built
+    as a TF2 SavedModel stores one so both decode alike."""
+    state = struct_pb2.StructuredValue()
+    shape = state.tuple_value.values.add().tensor_shape_value
+    shape.CopyFrom(info.tensor_shape)
+    if info.coo_sparse.dense_shape_tensor_name in feeds:
+        # TF rebuilds the SparseTensor in the pruned signature function, where a fed dense_shape has no known
+        # values: its sizes are unknown whatever the export recorded (sparse_placeholder's shape)
+        for d in shape.dim:
+            d.size = -1
+    state.tuple_value.values.add().tensor_dtype_value = info.dtype
+    proto = struct_pb2.TypeSpecProto(
+        type_spec_class=struct_pb2.TypeSpecProto.SPARSE_TENSOR_SPEC,
+        type_state=state,
+        type_spec_class_name="SparseTensorSpec",
+        num_flat_components=3,
+    )
+    return decode(struct_pb2.StructuredValue(type_spec_value=proto))
 
 
 def _component_names(info: meta_graph_pb2.TensorInfo, flat: bool = False) -> Any:
@@ -1193,6 +1229,8 @@ class TF1Model:
             if dtype in (np.dtype(np.int64), np.dtype(np.float64)):
                 _warn_x64_once()
             shape = n.attr("shape", None)
+            # no synchronization/aggregation from the VariableDef: TF's loader lifts TF1 variables into new ones
+            # with the defaults (wrap_function.py _lift_single_variable)
             var = Variable(
                 variable_key(n),
                 f"{n.name}:0",
@@ -1225,8 +1263,9 @@ class TF1Model:
             elif isinstance(value, (np.ndarray, jax.Array)) and not isinstance(value, jax.core.Tracer):
                 self._resources[k] = value  # (not under the caller's jit/vmap: a tracer would outlive it)
 
-    def _restore_keys(self) -> dict[str, tuple[str, str]]:
-        """state key -> (checkpoint key, shape-and-slice spec), from the SaverDef's RestoreV2 nodes."""
+    def _restore_keys(self, tables: dict[str, list[str | None]] | None = None) -> dict[str, tuple[str, str]]:
+        """state key -> (checkpoint key, shape-and-slice spec), from the SaverDef's RestoreV2 nodes. ``tables``
+        collects the mutable tables the Saver restores: table node name -> [keys, values checkpoint keys]."""
         saver = self._meta_graph.saver_def
         graph = self._meta_graph.graph_def
         by_name = {n.name: n for n in graph.node}
@@ -1275,13 +1314,23 @@ class TF1Model:
                 if var is not None and var.op in _VARIABLE_OPS:
                     spec = slices[i] if i < len(slices) else b""
                     keys[variable_key(Node(var))] = (_text(key), _text(spec))
+                for user in consumers.get((r.name, i), []) if tables is not None else []:
+                    if user.op in ("LookupTableImportV2", "LookupTableImport"):  # a table's saveable restore
+                        table = by_name.get(_split(user.input[0])[0])
+                        while table is not None and table.op == "Identity":
+                            table = by_name.get(_split(table.input[0])[0])
+                        slots = [_split(ref) for ref in user.input[1:3]]
+                        if table is not None and (r.name, i) in slots:
+                            tables.setdefault(table.name, [None, None])[slots.index((r.name, i))] = _text(key)
         return keys
 
     def _restore(self, prefix: str, missing_ok: bool) -> None:
         from jaxsm.format.checkpoint import load_checkpoint
 
         reader = load_checkpoint(prefix, verify_checksums=self._options.verify_checksums)
-        keys = self._restore_keys()
+        tables: dict[str, list[str | None]] = {}
+        keys = self._restore_keys(tables)
+        self._restore_tables(reader, tables, missing_ok)
         for key, var in self._variables.items():
             ckpt_key, spec = keys.get(key, (key, ""))
             if not reader.has_tensor(ckpt_key):
@@ -1294,6 +1343,21 @@ class TF1Model:
                 )
             value = _apply_slice(np.asarray(reader.get_tensor(ckpt_key)), spec, ckpt_key)
             var._value = self._options.place(var.key, value)
+
+    def _restore_tables(self, reader: Any, tables: dict[str, list[str | None]], missing_ok: bool) -> None:
+        """Mutable hash tables' contents, which TF's loader restores by running the Saver's LookupTableImportV2
+        nodes (``MutableHashTable`` / ``DenseHashTable`` saveables: ``<name>-keys``, ``<name>-values``)."""
+        nodes = {n.name: n for n in self._meta_graph.graph_def.node}
+        for name, ckpt_keys in tables.items():
+            if not all(k is not None and reader.has_tensor(k) for k in ckpt_keys):
+                if missing_ok:
+                    continue
+                raise VariableError(f"table '{name}' (checkpoint keys {ckpt_keys}) is not in the checkpoint")
+            node = nodes[name]
+            dense = dense_table_layout(node, nodes)
+            keys, values = table_contents(*(reader.get_tensor(k) for k in ckpt_keys), dense)
+            handle = Resource(node.attr["shared_name"].s.decode() or name, MUTABLE_TABLE_KIND)
+            self._resources.update(table_state(handle, keys, values))
 
     def _in_collections(self, var: Variable) -> bool:
         return id(var) in self._saved
@@ -1386,7 +1450,7 @@ class TF1Model:
             if not isinstance(f, str) or ":" not in f:
                 raise GraphElementError(f"feeds must be tensor names like 'x:0', got {f!r}")
         fn = PrunedFunction(self, feeds, _names(fetches))
-        unfed = sorted(n.name for n in fn._body.nodes if n.op == "Placeholder")
+        unfed = sorted(n.name for n in fn._body.nodes if n.op in ("Placeholder", "PlaceholderV2"))
         if unfed:  # TF's prune refuses to lift them (UnliftableError); signatures only fail when called
             raise GraphError(f"the fetches depend on placeholders {unfed}, which are not fed; add them to feeds")
         self._check_ops({fn.name: fn})

@@ -491,12 +491,19 @@ def gather_v2(params, indices, axis, batch_dims=0):
     if batch_dims:
         return jax.vmap(lambda p, i: gather_v2(p, i, axis - 1, batch_dims - 1))(params, indices)
     indices = _wide(indices)
-    return jnp.take(params, jnp.where(indices < 0, params.shape[axis], indices), axis=axis, mode="fill", fill_value=0)
+    return jnp.take(params, in_bounds(indices, params.shape[axis]), axis=axis, mode="fill", fill_value=0)
 
 
 def _wide(indices):
     # int8/int16 indices cannot hold the out-of-range marker (the dimension size) used for negative indices.
     return indices.astype(np.int32) if indices.dtype.itemsize < 4 else indices
+
+
+def in_bounds(indices, size: int):
+    """``indices`` with every entry outside ``[0, size)`` moved to ``size``, out of range for a gather's fill or a
+    scatter's drop mode: negative ones must not wrap, and JAX narrows int64 indices to int32 when the dimension
+    fits, so 2**32 + 1 would otherwise land on 1."""
+    return jnp.where((indices < 0) | (indices > size), jnp.asarray(size, indices.dtype), indices)
 
 
 def check_indices(ctx, indices, bounds) -> None:
@@ -533,7 +540,7 @@ def nd_index(indices, shape):
     """GatherNd/ScatterNd index tuples; negative entries are moved out of range so that they gather zeros /
     are dropped instead of wrapping like NumPy indices."""
     indices = _wide(jnp.asarray(indices))
-    return tuple(jnp.where(indices[..., k] < 0, shape[k], indices[..., k]) for k in range(indices.shape[-1]))
+    return tuple(in_bounds(indices[..., k], shape[k]) for k in range(indices.shape[-1]))
 
 
 def gather_nd_values(params, indices):
@@ -603,6 +610,8 @@ def sparse_to_dense(ctx, sparse_indices, output_shape, sparse_values, default_va
     _check_sparse_indices(ctx, to_static(sparse_indices), _ints(output_shape))
     values = jnp.broadcast_to(sparse_values, indices.shape[:1])
     dense = jnp.full(tuple(_ints(output_shape)), default_value, dtype=values.dtype)
+    if indices.shape[1] == 0:  # a scalar output: each value sets all of it and the last one stays, as in TF
+        return values[-1] if values.shape[0] else dense
     return _scatter_nd(dense, indices, values, "set")
 
 
@@ -783,8 +792,19 @@ def top_k(ctx, x):
 
 
 def _search(sorted_inputs, values, side: str, dtype):
-    search = jax.vmap(lambda s, v: jnp.searchsorted(s, v, side=side))
-    return search(jnp.asarray(sorted_inputs), jnp.asarray(values)).astype(dtype)
+    """TF's LowerBound/UpperBound (core/kernels/searchsorted_op.cc): std::lower_bound/upper_bound on each row, a
+    binary search with plain ``<``. jnp.searchsorted orders NaN last instead, so its answers differ where a NaN
+    is searched for (TF's lower bound of NaN is 0) or sits in the row."""
+    rows, values = jnp.asarray(sorted_inputs), jnp.asarray(values)
+    n = rows.shape[-1]
+    first = jnp.zeros(values.shape, np.int32)
+    count = jnp.full(values.shape, n, np.int32)
+    for _ in range(n.bit_length()):  # each step at least halves count, from n to 0
+        half = count // 2
+        middle = jnp.take_along_axis(rows, jnp.minimum(first + half, n - 1), axis=-1)
+        right = (count > 0) & (middle < values if side == "left" else ~(values < middle))
+        first, count = jnp.where(right, first + half + 1, first), jnp.where(right, count - half - 1, half)
+    return first.astype(dtype)
 
 
 @op("LowerBound")
@@ -894,8 +914,7 @@ def ragged_bincount(ctx, splits, values, size, weights):
         weights = jnp.ones(values.shape, weights.dtype)
     size, rows = int(size), splits.shape[0] - 1
     row = jnp.searchsorted(splits, jnp.arange(values.shape[0], dtype=splits.dtype), side="right") - 1
-    bins = jnp.where(values < 0, size, values)
-    counts = jnp.zeros((rows, size), weights.dtype).at[row, bins].add(weights, mode="drop")
+    counts = jnp.zeros((rows, size), weights.dtype).at[row, in_bounds(values, size)].add(weights, mode="drop")
     return (counts > 0).astype(weights.dtype) if binary else counts
 
 
@@ -912,7 +931,7 @@ def _bincount(arr, size: int, weights, dtype, binary: bool):
     weights = jnp.asarray(weights, dtype)
     if binary or weights.size == 0:
         weights = jnp.ones(arr.shape, dtype)
-    bins = jnp.where(arr < 0, size, arr)
+    bins = in_bounds(arr, size)
     out_shape = arr.shape[:-1] + (size,) if arr.ndim == 2 else (size,)
     index = (lax.broadcasted_iota(bins.dtype, arr.shape, 0), bins) if arr.ndim == 2 else (bins,)
     counts = jnp.zeros(out_shape, dtype).at[index].add(weights, mode="drop")
@@ -1178,7 +1197,10 @@ def empty(ctx, shape):
 def bucketize(ctx, x):
     # TF compares each value with float32 boundaries in C++: ints convert to float, doubles stay double.
     compute = np.float64 if np.dtype(x.dtype) == np.float64 else np.float32
-    boundaries = jnp.asarray(np.asarray(ctx.attr("boundaries"), np.float32), compute)
+    known = np.asarray(ctx.attr("boundaries"), np.float32)
+    if (known[1:] < known[:-1]).any():  # TF's kernel constructor checks std::is_sorted
+        raise ctx.error(f"Expected sorted boundaries, got {known.tolist()}")
+    boundaries = jnp.asarray(known, compute)
     return jnp.searchsorted(boundaries, jnp.asarray(x).astype(compute), side="right").astype(_INT32)
 
 

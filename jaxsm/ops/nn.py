@@ -23,6 +23,19 @@ from jaxsm.ops.registry import op, precision
 # Depthwise kernels up to this many taps are lowered as shifted-slice multiply-adds: XLA's grouped convolution
 # with feature_group_count == channels is ~50x slower on CPU than the unrolled form for 3x3/5x5 kernels.
 _DEPTHWISE_MAX_TAPS = 25
+_HALF_TYPES = (np.dtype(np.float16), np.dtype(jnp.bfloat16))
+
+
+def _half_rounded(v, dtype):
+    """float32 ``v`` rounded to the precision of the half type ``dtype`` (still float32), as Eigen rounds every
+    half/bfloat16 scalar op. ``lax.reduce_precision`` flushes subnormals, which float16 keeps (Eigen converts
+    in software), so those are rounded to float16's subnormal step by hand; bfloat16 subnormals (< 1e-38) flush."""
+    info = jnp.finfo(dtype)
+    out = lax.reduce_precision(v, exponent_bits=info.nexp, mantissa_bits=info.nmant)
+    if dtype == np.float16:
+        step = np.float32(info.smallest_subnormal)
+        out = jnp.where(jnp.abs(v) < info.smallest_normal, jnp.round(v / step) * step, out)
+    return out
 
 
 # -- layout helpers ------------------------------------------------------------------------------------------
@@ -139,11 +152,14 @@ def conv(ctx, x, w):
     return jnp.reshape(out, batch_shape + tuple(out.shape[1:]))
 
 
-def _depthwise_slices(x, w, strides, dilations, pads):
+def _depthwise_slices(x, w, strides, dilations, pads, round_to=None):
     """Depthwise convolution (NHWC, filter [kh, kw, C, M], output channel c*M + m) as a sum of kh*kw shifted,
     strided slices times per-channel weights: TF's DepthwiseConv2dNative semantics, fast on CPU. Written with
     lax primitives (no jnp wrappers: a 5x5 kernel is 75 ops, traced in every model that has one). The products
-    keep the [N, H, W, C, M] shape also for M == 1: XLA:CPU runs and compiles that form faster than NHWC."""
+    keep the [N, H, W, C, M] shape also for M == 1: XLA:CPU runs and compiles that form faster than NHWC.
+    ``round_to`` (a half type, with float32 ``x``/``w``) rounds the sum after every tap as TF's half kernels do
+    (DepthwiseConv2DKernel in tensorflow/core/kernels/depthwise_conv_op.cc: one multiply-add per tap in float,
+    the accumulator stored as half)."""
     kh, kw, c, m = w.shape
     zero = lax.full((), 0, x.dtype)
     x = lax.pad(x, zero, ((0, 0, 0), (*pads[0], 0), (*pads[1], 0), (0, 0, 0)))
@@ -167,15 +183,21 @@ def _depthwise_slices(x, w, strides, dilations, pads):
                 lax.broadcast_in_dim(patch, out_shape, (0, 1, 2, 3)), lax.broadcast_in_dim(tap, out_shape, (3, 4))
             )
             acc = term if acc is None else lax.add(acc, term)
+            if round_to is not None:
+                acc = _half_rounded(acc, round_to)
     return lax.reshape(acc, (n, oh, ow, c * m))
 
 
-def _depthwise(x, w, attrs):
+def _depthwise(x, w, attrs, half_rounding: bool = True):
+    """``half_rounding=False`` keeps the map linear for the backprop ops' transposes."""
     fmt, strides, padding, dilations = attrs
     x = _to_channels_last(x, fmt)
     w = jnp.asarray(w)
     kh, kw, c, m = w.shape
     pads = _resolve_pads(padding, x.shape[1:3], (kh, kw), strides, dilations)
+    if half_rounding and np.dtype(x.dtype) in _HALF_TYPES:  # products exact in float32, the sum rounded per tap
+        out = _depthwise_slices(x.astype(np.float32), w.astype(np.float32), strides, dilations, pads, x.dtype)
+        return _from_channels_last(out.astype(x.dtype), fmt)
     if kh * kw <= _DEPTHWISE_MAX_TAPS:
         out = _depthwise_slices(x, w, strides, dilations, pads)
     else:
@@ -271,14 +293,17 @@ def conv_backprop_filter_v2(ctx, x, w, dy):
 def depthwise_backprop_input(ctx, input_sizes, w, dy):
     attrs = _conv_attrs(ctx, 2)
     shape = _input_shape(input_sizes, w, dy, attrs[0], 2)
-    return _transpose_wrt(lambda x: _depthwise(x, w, attrs), shape, jnp.result_type(dy), dy)
+    return _transpose_wrt(lambda x: _depthwise(x, w, attrs, half_rounding=False), shape, jnp.result_type(dy), dy)
 
 
 @op("DepthwiseConv2dNativeBackpropFilter", static=(1,))
 def depthwise_backprop_filter(ctx, x, filter_sizes, dy):
     attrs = _conv_attrs(ctx, 2)
     return _transpose_wrt(
-        lambda v: _depthwise(x, v, attrs), np.asarray(filter_sizes).reshape(-1), jnp.result_type(dy), dy
+        lambda v: _depthwise(x, v, attrs, half_rounding=False),
+        np.asarray(filter_sizes).reshape(-1),
+        jnp.result_type(dy),
+        dy,
     )
 
 
@@ -422,11 +447,29 @@ def _window_counts(size: int, k: int, s: int, pad: tuple[int, int]) -> np.ndarra
     return np.minimum(start + k, size) - np.maximum(start, 0)
 
 
-def _avg_pool(x, window, strides, pads):
-    total = lax.reduce_window(x, np.array(0, x.dtype), lax.add, window, strides, pads)
+def _half_window_sum(x, window, strides, pads):
+    """The window sums of a float16/bfloat16 AvgPool as TF's CPU kernel forms them (SpatialAvgPool in
+    tensorflow/core/kernels/pooling_ops_common.h): in the half type, adding the window's elements one by one in
+    row-major order and rounding after every add. Returns float32 holding half-type values."""
+    xf = lax.pad(x.astype(np.float32), np.float32(0), [(lo, hi, 0) for lo, hi in pads])
+    out = [(xf.shape[d] - window[d]) // strides[d] + 1 for d in range(x.ndim)]
+    total = None
+    for tap in itertools.product(*(range(k) for k in window)):
+        limit = [t + (o - 1) * s + 1 for t, o, s in zip(tap, out, strides)]
+        patch = lax.slice(xf, tap, limit, strides)
+        total = patch if total is None else _half_rounded(total + patch, x.dtype)
+    return total
+
+
+def _avg_pool(x, window, strides, pads, half_rounding: bool = True):
+    """``half_rounding=False`` keeps the map linear for AvgPoolGrad's transpose."""
     counts = functools.reduce(
         np.multiply.outer, [_window_counts(x.shape[d], window[d], strides[d], pads[d]) for d in range(x.ndim)]
     )
+    if half_rounding and np.dtype(x.dtype) in _HALF_TYPES:  # TF divides in the half type: one rounding
+        total = _half_window_sum(x, window, strides, pads)
+        return _half_rounded(total / counts.astype(np.float32), x.dtype).astype(x.dtype)
+    total = lax.reduce_window(x, np.array(0, x.dtype), lax.add, window, strides, pads)
     return total / counts.astype(x.dtype)
 
 
@@ -441,7 +484,7 @@ def avg_pool_grad(ctx, orig_input_shape, grad):
     shape = tuple(int(s) for s in orig_input_shape)
     dtype = jnp.result_type(grad)
     attrs = _pool_windows(ctx, jax.ShapeDtypeStruct(shape, dtype))
-    return _transpose_wrt(lambda x: _avg_pool(x, *attrs), shape, dtype, grad)
+    return _transpose_wrt(lambda x: _avg_pool(x, *attrs, half_rounding=False), shape, dtype, grad)
 
 
 def _max_pool_argmax(ctx, x, window, strides, pads):
@@ -726,17 +769,96 @@ def lrn_grad(ctx, input_grads, input_image, output_image):
 
 @op("L2Loss")
 def l2_loss(ctx, x):
+    if np.dtype(x.dtype) in _HALF_TYPES:  # TF's l2loss_op.cc: (x^2 * 0.5).sum() in the half type
+        half_squares = _half_rounded(_half_rounded(jnp.square(x.astype(np.float32)), x.dtype) * 0.5, x.dtype)
+        return _half_tree_sum(half_squares.reshape(-1), x.dtype).astype(x.dtype)
     return (jnp.sum(jnp.square(x)) / 2).astype(x.dtype)
 
 
 # -- softmax & losses ----------------------------------------------------------------------------------------
+def _half_class_sum(e, dtype):
+    """The sum over the last axis of half-type values ``e`` (float32) as Eigen's vectorized inner-most reduction
+    (InnerMostDimReducer, TensorReduction.h) forms it in TF's build, rounding every add to the half type: blocks
+    of four 8-lane packets go to four packet accumulators, which are then added in order; the block's leftover
+    packets are added to that, its lanes summed in float32 (rounded once), and the leftover elements summed
+    one by one before it."""
+    n = e.shape[-1]
+    packets, blocks = n // 8 * 8, n // 32 * 32
+    lanes = None
+    if blocks:
+        chunks = jnp.moveaxis(e[..., :blocks].reshape(*e.shape[:-1], blocks // 32, 4, 8), -3, 0)
+        accs, _ = lax.scan(lambda acc, c: (_half_rounded(acc + c, dtype), None), chunks[0], chunks[1:])
+        lanes = accs[..., 0, :]
+        for k in range(1, 4):
+            lanes = _half_rounded(lanes + accs[..., k, :], dtype)
+    for j in range(blocks, packets, 8):
+        lanes = e[..., j : j + 8] if lanes is None else _half_rounded(lanes + e[..., j : j + 8], dtype)
+    total = None
+    for j in range(packets, n):
+        total = e[..., j] if total is None else _half_rounded(total + e[..., j], dtype)
+    if lanes is not None:
+        packed = _half_rounded(jnp.sum(lanes, axis=-1), dtype)
+        total = packed if total is None else _half_rounded(total + packed, dtype)
+    return jnp.zeros(e.shape[:-1], e.dtype) if total is None else total
+
+
+# Eigen's tree reduction splits sums longer than 8 packets times this leaf size (LeafSize in TensorReduction.h)
+_EIGEN_LEAF_SIZE = {np.dtype(np.float16): 200, np.dtype(jnp.bfloat16): 128}
+
+
+def _half_tree_sum(e, dtype, first: int = 0):
+    """The half-type sum over the last axis of ``e`` (float32) as Eigen's tree reduction (InnerMostDimReducer,
+    TensorReduction.h) forms it single-threaded: halves split at a packet boundary of the flat index (``first``
+    is where the summed run starts in the flat tensor), each half summed the same way, the leaves by
+    :func:`_half_class_sum`."""
+    n = e.shape[-1]
+    if n <= 8 * _EIGEN_LEAF_SIZE[np.dtype(dtype)]:
+        return _half_class_sum(e, dtype)
+    left = min(8 * -(-(first + -(-n // 2)) // 8) - first, n)
+    total = _half_tree_sum(e[..., :left], dtype, first)
+    if left < n:
+        total = _half_rounded(total + _half_tree_sum(e[..., left:], dtype, first + left), dtype)
+    return total
+
+
+def _half_row_sums(e, dtype):
+    """:func:`_half_tree_sum` of every row of ``e``; a row's splits depend on where it starts in the flat tensor
+    (row * classes), so long rows are summed once per distinct start modulo the packet size."""
+    c = e.shape[-1]
+    if c <= 8 * _EIGEN_LEAF_SIZE[np.dtype(dtype)]:
+        return _half_class_sum(e, dtype)
+    rows = e.reshape(-1, c)
+    starts = np.arange(rows.shape[0]) * c % 8
+    out = jnp.zeros(rows.shape[0], e.dtype)
+    for start in np.unique(starts):
+        out = jnp.where(starts == start, _half_tree_sum(rows, dtype, int(start)), out)
+    return out.reshape(e.shape[:-1])
+
+
+def _half_softmax(logits, log: bool):
+    """TF's Softmax/LogSoftmax of float16/bfloat16: SoftmaxEigenImpl
+    (tensorflow/core/kernels/softmax_op_functor.h) evaluated in the half type, rounding after every op."""
+    dt = logits.dtype
+    x = logits.astype(np.float32)
+    shifted = _half_rounded(x - jnp.max(x, axis=-1, keepdims=True, initial=-np.inf), dt)
+    e = _half_rounded(jnp.exp(shifted), dt)
+    total = _half_row_sums(e, dt)[..., None]
+    if log:
+        return _half_rounded(shifted - _half_rounded(jnp.log(total), dt), dt).astype(dt)
+    return _half_rounded(e * _half_rounded(1 / total, dt), dt).astype(dt)
+
+
 @op("Softmax")
 def softmax(ctx, logits):
+    if np.dtype(logits.dtype) in _HALF_TYPES:
+        return _half_softmax(logits, log=False)
     return jax.nn.softmax(logits, axis=-1)
 
 
 @op("LogSoftmax")
 def log_softmax(ctx, logits):
+    if np.dtype(logits.dtype) in _HALF_TYPES:
+        return _half_softmax(logits, log=True)
     return jax.nn.log_softmax(logits, axis=-1)
 
 

@@ -75,22 +75,46 @@ def segment_reduce(kind: str, data, segment_ids, num_segments: int, sorted_ids: 
     division.
     """
     data, ids = jnp.asarray(data), jnp.asarray(segment_ids)
-    data, ids = jnp.reshape(data, (-1,) + data.shape[ids.ndim :]), jnp.reshape(ids, -1)
+    # the row count spelled out: -1 is ambiguous when a row has no elements
+    data = jnp.reshape(data, (int(np.prod(data.shape[: ids.ndim])),) + data.shape[ids.ndim :])
+    ids = jnp.reshape(ids, -1)
+    # JAX's scatter narrows int64 ids to int32 (2**32 would join segment 0); a monotone clamp keeps sorted ids sorted
+    ids = jnp.clip(ids, -1, num_segments)
     if kind in ("Mean", "SqrtN"):
         total = jax.ops.segment_sum(data, ids, num_segments=num_segments, indices_are_sorted=sorted_ids)
         count = jnp.maximum(_count(ids, num_segments, data.dtype, sorted_ids), 1)
         count = _per_row(jnp.sqrt(count) if kind == "SqrtN" else count, total.ndim)
-        return jax.lax.div(total, count.astype(total.dtype))
+        # TF rounds the bfloat16 quotient; XLA's excess precision would hand on its float32 intermediate
+        return _rounded(jax.lax.div(total, count.astype(total.dtype)))
     nan_out = None
     if kind in ("Max", "Min") and jnp.issubdtype(data.dtype, jnp.floating) and num_segments:
         data, nan_out = _nan_order(kind, data, ids, num_segments, sorted_ids)
     out = _REDUCERS[kind](data, ids, num_segments=num_segments, indices_are_sorted=sorted_ids)
     if nan_out is not None:
-        out = jnp.where(nan_out, jnp.asarray(jnp.nan, out.dtype), out)
+        out = _zero_sign(jnp.where(nan_out, jnp.asarray(jnp.nan, out.dtype), out), data, ids, num_segments, sorted_ids)
     if empty is not None:
         present = _per_row(_count(ids, num_segments, np.int32, sorted_ids) > 0, out.ndim)
         out = jnp.where(present, out, jnp.asarray(empty, out.dtype))
     return out
+
+
+def _zero_sign(out, data, ids, num_segments: int, sorted_ids: bool):
+    """TF's folds replace the accumulator on a tie (``(x < acc) ? acc : x``), so a max or min of 0.0 and -0.0 is
+    whichever zero comes last in its segment; XLA's max and min would prefer +0.0 and -0.0."""
+    if not data.shape[0]:
+        return out
+    rows = jnp.arange(data.shape[0]).reshape((-1,) + (1,) * (data.ndim - 1))
+    kw = dict(num_segments=num_segments, indices_are_sorted=sorted_ids)
+    last = jax.ops.segment_max(jnp.where(data == 0, rows, -1), ids, **kw)  # -1: no zero in that segment
+    negative = jnp.take_along_axis(jnp.signbit(data), jnp.maximum(last, 0), axis=0)
+    zero = jnp.where(negative, jnp.asarray(-0.0, out.dtype), jnp.asarray(0.0, out.dtype))
+    return jnp.where((out == 0) & (last >= 0), zero, out)
+
+
+def _rounded(x):
+    if x.dtype != jnp.bfloat16:
+        return x
+    return jax.lax.reduce_precision(x, exponent_bits=8, mantissa_bits=7)
 
 
 def _nan_order(kind: str, data, ids, num_segments: int, sorted_ids: bool):
@@ -143,8 +167,9 @@ def _segment_extreme(ctx, data, segment_ids, num_segments, sorted_ids: bool):
 @op("SparseSegmentSum", "SparseSegmentMean", "SparseSegmentSqrtN", checked=(1,))
 def sparse_segment(ctx, data, indices, segment_ids):
     check_indices(ctx, indices, np.shape(data)[:1])
-    rows = gather_v2(data, indices, 0)
-    return segment_reduce(_kind(ctx), rows, segment_ids, _rows_from_ids(ctx, segment_ids), True)
+    rows = _accumulated(gather_v2(data, indices, 0))
+    out = segment_reduce(_kind(ctx), rows, segment_ids, _rows_from_ids(ctx, segment_ids), True)
+    return out.astype(data.dtype)
 
 
 @op(
@@ -159,5 +184,10 @@ def sparse_segment_with_num_segments(ctx, data, indices, segment_ids, num_segmen
     ids = to_static(segment_ids)
     if ids is not None:
         _check_sorted_ids(ctx, ids.reshape(-1), int(num_segments))
-    rows = gather_v2(data, indices, 0)
-    return segment_reduce(_kind(ctx), rows, segment_ids, int(num_segments), True)
+    rows = _accumulated(gather_v2(data, indices, 0))
+    return segment_reduce(_kind(ctx), rows, segment_ids, int(num_segments), True).astype(data.dtype)
+
+
+def _accumulated(rows):
+    # TF's sparse segment kernels (segment_reduction_ops_impl.h) sum float16/bfloat16 rows in float32
+    return rows.astype(np.float32) if rows.dtype in (np.float16, jnp.bfloat16) else rows

@@ -25,6 +25,7 @@ from jax import lax
 
 from jaxsm.dtypes import is_strings
 from jaxsm.graph.values import to_static
+from jaxsm.ops.array import in_bounds
 from jaxsm.ops.registry import op, precision
 from jaxsm.ops.segment import segment_reduce
 
@@ -127,8 +128,8 @@ def sparse_tensor_dense_mat_mul(ctx, a_indices, a_values, a_shape, b):
     i, k = idx[:, 0], idx[:, 1]
     if ctx.attr("adjoint_a", False):
         i, k, values = k, i, jnp.conj(values)
-    terms = values[:, None] * b.at[k].get(mode="fill", fill_value=0, wrap_negative_indices=False)
-    return jnp.zeros((int(rows), b.shape[1]), terms.dtype).at[i].add(terms, mode="drop", wrap_negative_indices=False)
+    terms = values[:, None] * b.at[in_bounds(k, inner)].get(mode="fill", fill_value=0)
+    return jnp.zeros((int(rows), b.shape[1]), terms.dtype).at[in_bounds(i, int(rows))].add(terms, mode="drop")
 
 
 @op("SparseTensorDenseAdd")
@@ -139,8 +140,8 @@ def sparse_tensor_dense_add(ctx, a_indices, a_values, a_shape, b):
         raise ctx.error(f"dimension mismatch: a_shape {np.asarray(shape).tolist()} vs b's shape {list(b.shape)}")
     _check_bounds(ctx, a_indices, np.asarray(b.shape, _I64))
     idx = jnp.asarray(a_indices)
-    return b.at[tuple(idx[:, d] for d in range(b.ndim))].add(
-        jnp.asarray(a_values, b.dtype), mode="drop", wrap_negative_indices=False
+    return b.at[tuple(in_bounds(idx[:, d], b.shape[d]) for d in range(b.ndim))].add(
+        jnp.asarray(a_values, b.dtype), mode="drop"
     )
 
 
@@ -152,11 +153,21 @@ def sparse_dense_cwise(ctx, sp_indices, sp_values, sp_shape, dense):
         return values + dense_at
     if ctx.node.op == "SparseDenseCwiseMul":
         return values * dense_at
-    known = to_static(dense_at)
-    if known is not None and (np.asarray(known) == 0).any():  # TF rejects a zero divisor, for floats too
+    known = _known_at_indices(ctx, sp_indices, sp_shape, dense)
+    if known is not None and (known == 0).any():  # TF rejects a zero divisor, for floats too
         raise ctx.error("SparseDenseCwiseDiv cannot divide by zero, but the dense tensor contains zero")
     # C++ integer division truncates; lax.div does the same, and divides floats normally
     return lax.div(values, dense_at)
+
+
+def _known_at_indices(ctx, sp_indices, sp_shape, dense) -> np.ndarray | None:
+    """The dense operand at the sparse indices when both are known at trace time, else None (under jax.jit even
+    arithmetic on constants is staged out, so it is evaluated here explicitly)."""
+    idx, values = to_static(sp_indices), to_static(dense)
+    if idx is None or values is None:
+        return None
+    with jax.ensure_compile_time_eval():
+        return np.asarray(_dense_at_indices(ctx, idx, sp_shape, jnp.asarray(values)))
 
 
 def _dense_at_indices(ctx, sp_indices, sp_shape, dense) -> Any:
@@ -173,8 +184,11 @@ def _dense_at_indices(ctx, sp_indices, sp_shape, dense) -> Any:
             raise ctx.error(f"the dense shape {list(dense.shape)} does not broadcast to {shape.tolist()}")
         _check_bounds(ctx, sp_indices, shape)
     idx = jnp.asarray(sp_indices)
-    at = tuple(jnp.zeros_like(idx[:, lead + d]) if n == 1 else idx[:, lead + d] for d, n in enumerate(dense.shape))
-    return dense.at[at].get(mode="fill", fill_value=0, wrap_negative_indices=False)
+    at = tuple(
+        jnp.zeros_like(idx[:, lead + d]) if n == 1 else in_bounds(idx[:, lead + d], n)
+        for d, n in enumerate(dense.shape)
+    )
+    return dense.at[at].get(mode="fill", fill_value=0)
 
 
 @op("SparseMatMul")
@@ -218,10 +232,12 @@ def sparse_reduce(ctx, input_indices, input_values, input_shape, reduction_axes)
     if ctx.node.op == "SparseReduceMax":
         idx, values, first = _group_max(idx, values, kept)
         lead = jnp.where(first, 0, 1)
-    cols = [idx[:, d] if d in kept else jnp.zeros_like(idx[:, d]) for d in range(shape.size)]
+    cols = [in_bounds(idx[:, d], int(shape[d])) if d in kept else jnp.zeros_like(idx[:, d]) for d in range(shape.size)]
     at = tuple(cols) if ctx.attr("keep_dims", False) else tuple(cols[d] for d in kept)
-    out = jnp.zeros([1] + out_shape, values.dtype)
-    return out.at[(lead,) + at].add(values, mode="drop", wrap_negative_indices=False)[0]
+    out = jnp.zeros([1] + out_shape, values.dtype).at[(lead,) + at]
+    # a group's max is set once, not added to the 0.0 fill, which would turn a -0.0 max into 0.0
+    how = out.set if ctx.node.op == "SparseReduceMax" else out.add
+    return how(values, mode="drop", wrap_negative_indices=False)[0]
 
 
 def _group_max(idx, values, kept: list[int]) -> tuple[Any, Any, Any]:
@@ -402,9 +418,13 @@ def sparse_bincount(ctx, indices, values, dense_shape, size, weights):
     binary = ctx.attr("binary_output", False)
     if binary or weights.size == 0:
         weights = jnp.ones(values.shape, weights.dtype)
-    at = (values,) if shape.size == 1 else (jnp.asarray(indices)[:, 0], values)
+    at = (
+        (in_bounds(values, size),)
+        if shape.size == 1
+        else (in_bounds(jnp.asarray(indices)[:, 0], int(shape[0])), in_bounds(values, size))
+    )
     out_shape = (size,) if shape.size == 1 else (int(shape[0]), size)
-    counts = jnp.zeros(out_shape, weights.dtype).at[at].add(weights, mode="drop", wrap_negative_indices=False)
+    counts = jnp.zeros(out_shape, weights.dtype).at[at].add(weights, mode="drop")
     return (counts > 0).astype(weights.dtype) if binary else counts
 
 

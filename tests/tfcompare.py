@@ -122,6 +122,50 @@ def assert_matches_tf(
     return expected, got
 
 
+_CASES: dict[str, tuple[str, list[np.ndarray], Any]] = {}
+
+
+def compare_case(
+    name: str,
+    fn: Callable,
+    inputs: Sequence[Any],
+    jit: bool,
+    rtol: float = 1e-6,
+    atol: float = 0.0,
+    signed_zeros: bool = False,
+) -> None:
+    """The edge-case sweeps' check: ``fn`` (a tf.function body returning a dict) is saved once per ``name`` and
+    shared by its jit=True and jit=False runs; every output must have TF's shape and dtype, equal integers and
+    strings, floats within ``rtol``/``atol`` (NaN where TF has NaN) and, with ``signed_zeros``, TF's signs of 0."""
+    key = f"{getattr(fn, '__module__', '')}:{name}"  # (test files may reuse a case name)
+    if key not in _CASES:
+        arrays = [np.asarray(x) for x in inputs]
+        _CASES[key] = (*save_function(fn, arrays), arrays)
+    export_dir, tf_fn, arrays = _CASES[key]
+    expected = _flatten(tf_fn(*arrays))
+    got = _flatten(run_jaxsm(export_dir, arrays, jit=jit))
+    assert len(expected) == len(got), f"{name}: TF returned {len(expected)} outputs, jaxsm {len(got)}"
+    for (path, e), (_, g) in zip(expected, got):
+        e = e.numpy()
+        e = np.array(e, dtype=object) if isinstance(e, bytes) else np.asarray(e)  # (keeps trailing NUL bytes)
+        e = e.astype(object) if e.dtype.kind == "S" else e
+        g = np.asarray(g)
+        where = f"{name} {path}"
+        assert e.shape == g.shape, f"{where}: shape {g.shape} != TF's {e.shape}"
+        assert e.dtype == g.dtype, f"{where}: dtype {g.dtype} != TF's {e.dtype}"
+        if e.dtype == object:
+            assert g.tolist() == e.tolist(), f"{where}: strings {g.tolist()} != TF's {e.tolist()}"
+        elif e.dtype.kind in "biu":
+            np.testing.assert_array_equal(g, e, err_msg=where)
+        else:
+            wide = np.complex128 if e.dtype.kind == "c" else np.float64
+            g, e = g.astype(wide), e.astype(wide)
+            np.testing.assert_allclose(g, e, rtol=rtol, atol=atol, equal_nan=True, err_msg=where)
+            if signed_zeros:
+                zero = e == 0
+                np.testing.assert_array_equal(np.signbit(g[zero].real), np.signbit(e[zero].real), f"{where}: 0's sign")
+
+
 def assert_raises_like_tf(fn: Callable, inputs: Sequence[Any], jit: bool = True) -> None:
     """TF raises for these inputs (the bad values are constants), and so must jaxsm: a JaxsmError."""
     import pytest

@@ -12,50 +12,18 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from tests.tfcompare import _flatten, assert_raises_like_tf, run_jaxsm, save_function  # noqa: E402
+from tests.tfcompare import assert_raises_like_tf  # noqa: E402
+from tests.tfcompare import compare_case as _compare  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::jaxsm.errors.EagerFallbackWarning")
 JIT = pytest.mark.parametrize("jit", [True, False])
 raw = tf.raw_ops
-_SAVED: dict[str, tuple[str, list[np.ndarray], object]] = {}
 
 
 def _strs(*values) -> np.ndarray:
     out = np.empty(len(values), dtype=object)
     out[:] = [v.encode() if isinstance(v, str) else v for v in values]
     return out
-
-
-def _saved(name: str, fn, inputs) -> tuple[str, list[np.ndarray], object]:
-    """One SavedModel per case, shared by its jit=True and jit=False runs."""
-    if name not in _SAVED:
-        inputs = [np.asarray(x) for x in inputs]
-        export_dir, tf_fn = save_function(fn, inputs)
-        _SAVED[name] = (export_dir, inputs, tf_fn)
-    return _SAVED[name]
-
-
-def _compare(name: str, fn, inputs, jit: bool, rtol: float = 1e-6, atol: float = 0.0) -> None:
-    export_dir, inputs, tf_fn = _saved(name, fn, inputs)
-    expected = _flatten(tf_fn(*inputs))
-    got = _flatten(run_jaxsm(export_dir, inputs, jit=jit))
-    assert len(expected) == len(got), f"{name}: TF returned {len(expected)} outputs, jaxsm {len(got)}"
-    for (path, e), (_, g) in zip(expected, got):
-        e, g = np.asarray(e.numpy()), np.asarray(g)
-        where = f"{name} {path}"
-        if e.dtype.kind == "S":
-            e = e.astype(object)
-        assert e.shape == g.shape, f"{where}: shape {g.shape} != TF's {e.shape}"
-        assert e.dtype == g.dtype, f"{where}: dtype {g.dtype} != TF's {e.dtype}"
-        if e.dtype == object:
-            assert g.tolist() == e.tolist(), f"{where}: strings {g.tolist()} != TF's {e.tolist()}"
-        elif e.dtype.kind in "biu":
-            np.testing.assert_array_equal(g, e, err_msg=where)
-        else:
-            wide = np.complex128 if e.dtype.kind == "c" else np.float64
-            np.testing.assert_allclose(
-                g.astype(wide), e.astype(wide), rtol=rtol, atol=atol, equal_nan=True, err_msg=where
-            )
 
 
 # -- strings ---------------------------------------------------------------------------------------------------

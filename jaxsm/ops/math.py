@@ -1053,6 +1053,8 @@ def _bfloat16_matmul(a, b):
     """TF's CPU MatMul/BatchMatMul of bfloat16 (tensorflow/core/kernels/matmul_op_impl.h, Eigen's contraction):
     float32 products and sums, the result *truncated* to bfloat16, where every other op rounds to nearest."""
     out = jnp.matmul(a, b, precision=precision(), preferred_element_type=np.float32)
+    if jax.default_backend() != "cpu":  # TF's GPU kernels (and oneDNN) round to nearest
+        return out.astype(jnp.bfloat16)
     high = lax.shift_right_logical(lax.bitcast_convert_type(out, np.uint32), np.uint32(16))
     return lax.bitcast_convert_type(high.astype(np.uint16), jnp.bfloat16)
 

@@ -769,9 +769,12 @@ def lrn_grad(ctx, input_grads, input_image, output_image):
 
 @op("L2Loss")
 def l2_loss(ctx, x):
-    if np.dtype(x.dtype) in _HALF_TYPES:  # TF's l2loss_op.cc: (x^2 * 0.5).sum() in the half type
+    if np.dtype(x.dtype) in _HALF_TYPES and _eigen_half_sum(x.size, x.dtype):
+        # TF's l2loss_op.cc: (x^2 * 0.5).sum() in the half type
         half_squares = _half_rounded(_half_rounded(jnp.square(x.astype(np.float32)), x.dtype) * 0.5, x.dtype)
-        return _half_tree_sum(half_squares.reshape(-1), x.dtype).astype(x.dtype)
+        return _half_class_sum(half_squares.reshape(-1), x.dtype).astype(x.dtype)
+    if np.dtype(x.dtype) in _HALF_TYPES:  # in float32, rounded once
+        return (jnp.sum(jnp.square(x.astype(np.float32))) / 2).astype(x.dtype)
     return (jnp.sum(jnp.square(x)) / 2).astype(x.dtype)
 
 
@@ -806,33 +809,12 @@ def _half_class_sum(e, dtype):
 _EIGEN_LEAF_SIZE = {np.dtype(np.float16): 200, np.dtype(jnp.bfloat16): 128}
 
 
-def _half_tree_sum(e, dtype, first: int = 0):
-    """The half-type sum over the last axis of ``e`` (float32) as Eigen's tree reduction (InnerMostDimReducer,
-    TensorReduction.h) forms it single-threaded: halves split at a packet boundary of the flat index (``first``
-    is where the summed run starts in the flat tensor), each half summed the same way, the leaves by
-    :func:`_half_class_sum`."""
-    n = e.shape[-1]
-    if n <= 8 * _EIGEN_LEAF_SIZE[np.dtype(dtype)]:
-        return _half_class_sum(e, dtype)
-    left = min(8 * -(-(first + -(-n // 2)) // 8) - first, n)
-    total = _half_tree_sum(e[..., :left], dtype, first)
-    if left < n:
-        total = _half_rounded(total + _half_tree_sum(e[..., left:], dtype, first + left), dtype)
-    return total
-
-
-def _half_row_sums(e, dtype):
-    """:func:`_half_tree_sum` of every row of ``e``; a row's splits depend on where it starts in the flat tensor
-    (row * classes), so long rows are summed once per distinct start modulo the packet size."""
-    c = e.shape[-1]
-    if c <= 8 * _EIGEN_LEAF_SIZE[np.dtype(dtype)]:
-        return _half_class_sum(e, dtype)
-    rows = e.reshape(-1, c)
-    starts = np.arange(rows.shape[0]) * c % 8
-    out = jnp.zeros(rows.shape[0], e.dtype)
-    for start in np.unique(starts):
-        out = jnp.where(starts == start, _half_tree_sum(rows, dtype, int(start)), out)
-    return out.reshape(e.shape[:-1])
+def _eigen_half_sum(n: int, dtype) -> bool:
+    """Whether a half-type sum of ``n`` elements follows TF's Eigen CPU kernel step by step: on CPU only (TF's GPU
+    kernels add in another order, and the emulation costs TPUs/GPUs time for nothing), and only below Eigen's
+    tree split (emulating its tree took 2 s to compile for a 32000-class softmax). Otherwise the sum is taken in
+    float32 and rounded once, as TF's oneDNN kernels do (jaxsm/ops/gaps.py)."""
+    return jax.default_backend() == "cpu" and n <= 8 * _EIGEN_LEAF_SIZE[np.dtype(dtype)]
 
 
 def _half_softmax(logits, log: bool):
@@ -842,7 +824,7 @@ def _half_softmax(logits, log: bool):
     x = logits.astype(np.float32)
     shifted = _half_rounded(x - jnp.max(x, axis=-1, keepdims=True, initial=-np.inf), dt)
     e = _half_rounded(jnp.exp(shifted), dt)
-    total = _half_row_sums(e, dt)[..., None]
+    total = _half_class_sum(e, dt)[..., None]
     if log:
         return _half_rounded(shifted - _half_rounded(jnp.log(total), dt), dt).astype(dt)
     return _half_rounded(e * _half_rounded(1 / total, dt), dt).astype(dt)
@@ -851,14 +833,18 @@ def _half_softmax(logits, log: bool):
 @op("Softmax")
 def softmax(ctx, logits):
     if np.dtype(logits.dtype) in _HALF_TYPES:
-        return _half_softmax(logits, log=False)
+        if _eigen_half_sum(logits.shape[-1], logits.dtype):
+            return _half_softmax(logits, log=False)
+        return jax.nn.softmax(logits.astype(np.float32), axis=-1).astype(logits.dtype)
     return jax.nn.softmax(logits, axis=-1)
 
 
 @op("LogSoftmax")
 def log_softmax(ctx, logits):
     if np.dtype(logits.dtype) in _HALF_TYPES:
-        return _half_softmax(logits, log=True)
+        if _eigen_half_sum(logits.shape[-1], logits.dtype):
+            return _half_softmax(logits, log=True)
+        return jax.nn.log_softmax(logits.astype(np.float32), axis=-1).astype(logits.dtype)
     return jax.nn.log_softmax(logits, axis=-1)
 
 

@@ -15,21 +15,13 @@ import numpy as np
 
 from jaxsm import dtypes
 from jaxsm.ops.registry import op
+from jaxsm.ops.sparse_serialize import _varint
 from jaxsm.ops.strings import _bytes_array, _strings
 
 _DT_STRING = 7
 
 
 # -- wire format -------------------------------------------------------------------------------------------------
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n >= 0x80:
-        out.append(n & 0x7F | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
 def _bytes_field(number: int, data: bytes) -> bytes:
     """A length-delimited field; proto3 leaves an empty string out."""
     return _varint(number << 3 | 2) + _varint(len(data)) + data if data else b""

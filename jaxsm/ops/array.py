@@ -562,7 +562,18 @@ def gather_nd(ctx, params, indices):
     return gather_nd_values(params, indices)
 
 
-def _scatter_nd(tensor, indices, updates, how: str):
+def check_index_depth(ctx, indices) -> None:
+    """TF's scatter kernels refuse index tuples of length 0 (indices of shape [..., 0])."""
+    if np.ndim(indices) and np.shape(indices)[-1] == 0:
+        raise ctx.error(
+            f"indices of shape {list(np.shape(indices))} address no dimension: TF's {ctx.node.op} needs"
+            " index tuples of length 1 or more (the last dimension of indices)"
+        )
+
+
+def scatter_nd_values(tensor, indices, updates, how: str):
+    """``tensor`` combined with ``updates`` at the index tuples in the last axis of ``indices``; ``how`` is an
+    ``.at[]`` method name or "sub". Out-of-range and negative index tuples are dropped."""
     tensor = jnp.asarray(tensor)
     updates = jnp.asarray(updates, tensor.dtype)
     if how == "sub":
@@ -573,11 +584,12 @@ def _scatter_nd(tensor, indices, updates, how: str):
 @op("ScatterNd", static=(2,), checked=(0,))
 def scatter_nd(ctx, indices, updates, shape):
     shape = tuple(_ints(shape))
+    check_index_depth(ctx, indices)
     check_indices(ctx, indices, _nd_bounds(indices, shape))
     # Duplicate indices add up, as in TF; a bool add is a logical or.
     if np.dtype(updates.dtype) == np.bool_:
-        return _scatter_nd(jnp.zeros(shape, np.int32), indices, updates, "add") != 0
-    return _scatter_nd(jnp.zeros(shape, updates.dtype), indices, updates, "add")
+        return scatter_nd_values(jnp.zeros(shape, np.int32), indices, updates, "add") != 0
+    return scatter_nd_values(jnp.zeros(shape, updates.dtype), indices, updates, "add")
 
 
 _TENSOR_SCATTER = {
@@ -592,14 +604,15 @@ _TENSOR_SCATTER = {
 
 @op(*_TENSOR_SCATTER, checked=(1,))
 def tensor_scatter(ctx, tensor, indices, updates):
+    check_index_depth(ctx, indices)
     check_indices(ctx, indices, _nd_bounds(indices, np.shape(tensor)))
-    return _scatter_nd(tensor, indices, updates, _TENSOR_SCATTER[ctx.node.op])
+    return scatter_nd_values(tensor, indices, updates, _TENSOR_SCATTER[ctx.node.op])
 
 
 @op("InplaceUpdate", "InplaceAdd", "InplaceSub")
 def inplace(ctx, x, i, v):
     how = {"InplaceUpdate": "set", "InplaceAdd": "add", "InplaceSub": "sub"}[ctx.node.op]
-    return _scatter_nd(x, jnp.reshape(i, (-1, 1)), jnp.reshape(v, np.shape(i) + tuple(x.shape[1:])), how)
+    return scatter_nd_values(x, jnp.reshape(i, (-1, 1)), jnp.reshape(v, np.shape(i) + tuple(x.shape[1:])), how)
 
 
 @op("SparseToDense", static=(1,), checked=(0,))
@@ -612,7 +625,7 @@ def sparse_to_dense(ctx, sparse_indices, output_shape, sparse_values, default_va
     dense = jnp.full(tuple(_ints(output_shape)), default_value, dtype=values.dtype)
     if indices.shape[1] == 0:  # a scalar output: each value sets all of it and the last one stays, as in TF
         return values[-1] if values.shape[0] else dense
-    return _scatter_nd(dense, indices, values, "set")
+    return scatter_nd_values(dense, indices, values, "set")
 
 
 def _check_sparse_indices(ctx, known: np.ndarray | None, shape: list) -> None:

@@ -38,7 +38,7 @@ from jaxsm.errors import StaticValueError, VariableError
 from jaxsm.graph.node import Node
 from jaxsm.graph.tensor_list import TensorList
 from jaxsm.graph.values import Resource, to_static
-from jaxsm.ops.array import strided_update
+from jaxsm.ops.array import check_index_depth, strided_update
 from jaxsm.ops.lists import check_index, read, write
 from jaxsm.ops.registry import op
 from jaxsm.ops.variables import SCATTER_MODES, scatter_nd, scatter_rows
@@ -106,6 +106,7 @@ def scatter(ctx, ref, indices, updates):
 
 @op(*(f"ScatterNd{k}" for k in ("Update", "Add", "Sub", "Min", "Max")), stateful=True)
 def scatter_nd_ref(ctx, ref, indices, updates):
+    check_index_depth(ctx, indices)
     ctx.write(ref, scatter_nd(ctx.read(ref), indices, updates, ctx.node.op[len("ScatterNd") :]))
     return ref
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from jaxsm.dtypes import is_strings
 from jaxsm.graph.values import Resource
-from jaxsm.ops.array import gather_nd_values, gather_v2, nd_index, strided_update
+from jaxsm.ops.array import check_index_depth, gather_nd_values, gather_v2, nd_index, scatter_nd_values, strided_update
 from jaxsm.ops.registry import op
 
 
@@ -117,11 +117,7 @@ def scatter_rows(value, indices, updates, kind: str):
 def scatter_nd(value, indices, updates, kind: str):
     """``value`` updated at the index tuples in the last axis of ``indices`` (ScatterNd{Update,Add,Sub,Min,Max});
     out-of-range and negative index tuples are dropped."""
-    at = value.at[nd_index(indices, value.shape)]
-    upd = jnp.asarray(updates, value.dtype)
-    if kind == "Sub":
-        kind, upd = "Add", -upd
-    return getattr(at, SCATTER_MODES[kind])(upd, mode="drop")
+    return scatter_nd_values(value, indices, updates, "sub" if kind == "Sub" else SCATTER_MODES[kind])
 
 
 @op(*(f"ResourceScatter{k}" for k in SCATTER_MODES), stateful=True)
@@ -132,6 +128,7 @@ def resource_scatter(ctx, handle, indices, updates):
 
 @op(*(f"ResourceScatterNd{k}" for k in ("Update", "Add", "Sub", "Min", "Max")), stateful=True)
 def resource_scatter_nd(ctx, handle, indices, updates):
+    check_index_depth(ctx, indices)
     ctx.write(handle, scatter_nd(ctx.read(handle), indices, updates, ctx.node.op[len("ResourceScatterNd") :]))
     return []
 

@@ -70,6 +70,27 @@ def test_scatter_nd_duplicates(jit, dtype):
     _compare(f"scatter_nd_{np.dtype(dtype).name}", fn, [u], jit)
 
 
+@pytest.mark.parametrize(
+    "op", ["ScatterNd", "TensorScatterUpdate", "TensorScatterAdd", "TensorScatterSub", "TensorScatterMax"]
+)
+@pytest.mark.parametrize("n", [2, 0])
+def test_scatters_refuse_empty_index_tuples(op, n):
+    # Indices of shape [n, 0] would address the whole tensor; TF's kernels refuse them (also for n = 0).
+    def fn(t, u):
+        whole = tf.zeros([n, 0], tf.int32)
+        if op == "ScatterNd":
+            return tf.scatter_nd(whole, u[:n], [2, 3])
+        return getattr(raw, op)(tensor=t, indices=whole, updates=u[:n])
+
+    t = np.array([[1, -2, 3], [0, 5, -6]], np.float32)
+    u = np.array([[[2, 2, 2], [-1, 9, 0]], [[4, -3, 1], [7, 7, 7]]], np.float32)
+    export_dir, tf_fn = save_function(fn, [t, u])
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        tf_fn(t, u)
+    with pytest.raises(JaxsmError, match="index tuples of length 1 or more"):
+        run_jaxsm(export_dir, [t, u])
+
+
 @JIT
 @pytest.mark.parametrize("dtype", [np.float32, np.int64])
 def test_tensor_scatters(jit, dtype):

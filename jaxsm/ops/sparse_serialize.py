@@ -31,26 +31,6 @@ def _encode_strings(strings: list[bytes]) -> bytes:
     return b"".join(_varint(len(b)) for b in strings) + b"".join(strings)
 
 
-def _decode_strings(ctx, data: bytes, n: int) -> np.ndarray:
-    lengths, pos = [], 0
-    for _ in range(n):
-        value, shift = 0, 0
-        while True:
-            if pos >= len(data):
-                raise ctx.error("Could not parse serialized strings: truncated lengths")
-            byte = data[pos]
-            pos, value, shift = pos + 1, value | (byte & 0x7F) << shift, shift + 7
-            if byte < 0x80:
-                break
-        lengths.append(value)
-    if pos + sum(lengths) != len(data):
-        raise ctx.error("Could not parse serialized strings: the lengths do not match the data")
-    starts = np.cumsum([pos] + lengths)
-    out = np.empty(n, object)
-    out[:] = [data[a:b] for a, b in zip(starts[:-1], starts[1:])]
-    return out
-
-
 def _tensor_proto_bytes(x: np.ndarray, dtype: int) -> bytes:
     """``Tensor::AsProtoTensorContent`` serialized: every dtype (strings too, encoded as TF does) in
     ``tensor_content``, raw little-endian; an empty tensor has none."""
@@ -144,12 +124,7 @@ def _parse(ctx, data: bytes, dtype: int, what: str) -> np.ndarray:
     proto = tensor_pb2.TensorProto()
     try:
         proto.ParseFromString(data)
-        if proto.dtype == _DT_STRING and proto.tensor_content:  # (tensor_from_proto reads string_val only)
-            content, proto.tensor_content = proto.tensor_content, b""
-            value = tensor_from_proto(proto)
-            value = _decode_strings(ctx, content, value.size).reshape(value.shape)
-        else:
-            value = tensor_from_proto(proto)
+        value = tensor_from_proto(proto)
     except (DecodeError, FormatError) as e:
         raise ctx.error(f"Could not parse serialized {what}: {e}") from None
     if proto.dtype != dtype:

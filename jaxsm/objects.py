@@ -275,9 +275,8 @@ class Variable:
 
     def __repr__(self) -> str:
         v = "uninitialized" if self._value is None else np.array2string(np.asarray(self._value), threshold=6)
-        return (
-            f"<jaxsm.Variable '{self.name}' shape={self.shape} dtype={dtypes.name(dtypes.from_numpy(self._dtype))} {v}>"
-        )
+        shape = "<unknown>" if self.shape is None else self.shape  # (TF's spelling of an unknown rank)
+        return f"<jaxsm.Variable '{self.name}' shape={shape} dtype={dtypes.name(dtypes.from_numpy(self._dtype))} {v}>"
 
 
 def _value_operator(name: str):

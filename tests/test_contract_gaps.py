@@ -75,6 +75,13 @@ def test_variable_shape_is_the_declared_one(both):
     assert got.any_rank.value().shape == tuple(ref.any_rank.numpy().shape) == (1, 1)
 
 
+def test_variable_repr_spells_shapes_like_tf(both):
+    ref, got = both
+    for name in ["vector", "rows", "any_rank"]:
+        tf_shape = repr(getattr(ref, name)).split(" shape=")[1].split(" dtype=")[0]
+        assert f" shape={tf_shape} dtype=" in repr(getattr(got, name)), name
+
+
 def test_variable_synchronization_and_aggregation(both):
     ref, got = both
     for name in [*_VARIABLES, "child"]:

@@ -4,6 +4,7 @@ from jaxsm import errors
 from jaxsm.compile import compiler_options
 from jaxsm.composite import RaggedTensor, SparseTensor
 from jaxsm.format.checkpoint import load_checkpoint
+from jaxsm.format.saved_model import Fingerprint, contains_saved_model, read_fingerprint
 from jaxsm.functional import functional, merge, split_trainable
 from jaxsm.malloc import tune_malloc
 from jaxsm.objects import (
@@ -17,6 +18,7 @@ from jaxsm.objects import (
 
 __all__ = [
     "ConcreteFunction",
+    "Fingerprint",
     "LoadOptions",
     "RaggedTensor",
     "RestoredFunction",
@@ -24,12 +26,14 @@ __all__ = [
     "UserObject",
     "Variable",
     "compiler_options",
+    "contains_saved_model",
     "errors",
     "functional",
     "load",
     "load_checkpoint",
     "merge",
     "nnx",
+    "read_fingerprint",
     "split_trainable",
     "tune_malloc",
 ]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from google.protobuf import descriptor_pool, message, text_format
 
-from jaxsm._proto import meta_graph_pb2, saved_model_pb2
+from jaxsm._proto import fingerprint_pb2, meta_graph_pb2, saved_model_pb2, versions_pb2
 from jaxsm.errors import (
     CorruptFileError,
     FormatError,
@@ -166,6 +166,60 @@ def read_saved_model(export_dir: str | os.PathLike[str]) -> saved_model_pb2.Save
     if not saved_model.meta_graphs:
         raise CorruptFileError(f"{path} parsed but holds no MetaGraph: the SavedModel is empty or truncated")
     return saved_model
+
+
+def contains_saved_model(export_dir: str | os.PathLike[str]) -> bool:
+    """``tf.saved_model.contains_saved_model``: whether ``export_dir`` holds a SavedModel file (``.pb``, ``.pbtxt``
+    or the chunked ``.cpb``). Reads nothing; True does not promise the model loads."""
+    path = Path(os.fspath(export_dir))
+    return any((path / name).is_file() for name in (SAVED_MODEL_PB, SAVED_MODEL_PBTXT, SAVED_MODEL_CPB))
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """``tf.saved_model.experimental.Fingerprint``: the hashes TF writes into ``fingerprint.pb`` when it saves.
+    Equality ignores ``saved_model_checksum`` (it changes with immaterial details), as TF's does."""
+
+    saved_model_checksum: int
+    graph_def_program_hash: int
+    signature_def_hash: int
+    saved_object_graph_hash: int
+    checkpoint_hash: int
+    version: versions_pb2.VersionDef
+
+    def singleprint(self) -> str:
+        """TF's canonical ID of the SavedModel: the four regularized hashes joined with '/'."""
+        hashes = (self.graph_def_program_hash, self.signature_def_hash, self.saved_object_graph_hash)
+        return "/".join(str(h) for h in (*hashes, self.checkpoint_hash))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Fingerprint) and self.singleprint() == other.singleprint()
+
+    def __hash__(self) -> int:
+        return hash(self.singleprint())
+
+
+def read_fingerprint(export_dir: str | os.PathLike[str]) -> Fingerprint:
+    """``tf.saved_model.experimental.read_fingerprint``: the ``fingerprint.pb`` of ``export_dir`` (TF >= 2.12
+    writes one; an IncompleteSavedModelError, also a FileNotFoundError, where there is none)."""
+    path = SavedModelFiles.of(export_dir).fingerprint
+    if not path.is_file():
+        raise IncompleteSavedModelError(
+            f"{path.parent} has no {FINGERPRINT_PB} (TensorFlow before 2.12 did not write one)"
+        )
+    proto = fingerprint_pb2.FingerprintDef()
+    try:
+        proto.ParseFromString(path.read_bytes())
+    except message.DecodeError as e:
+        raise CorruptFileError(f"cannot parse {path}: {e} (the file is truncated or corrupt)") from e
+    return Fingerprint(
+        proto.saved_model_checksum,
+        proto.graph_def_program_hash,
+        proto.signature_def_hash,
+        proto.saved_object_graph_hash,
+        proto.checkpoint_hash,
+        proto.version,
+    )
 
 
 def tag_sets(saved_model: saved_model_pb2.SavedModel) -> list[list[str]]:

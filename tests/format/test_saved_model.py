@@ -349,3 +349,48 @@ def test_tf1_missing_variables_checkpoint_fails_at_load(tf, tf1_dir, tmp_path):
     (broken / "variables" / "variables.index").unlink()
     with pytest.raises(IncompleteSavedModelError, match=r"variables\.index is missing"):
         jaxsm.load(str(broken), tags=["serve"])
+
+
+# ---- tf.saved_model.contains_saved_model and tf.saved_model.experimental.read_fingerprint
+
+
+def test_fingerprint_matches_tf(tf, tf2_dir, tf1_dir, tmp_path):
+    import jaxsm
+
+    want = tf.saved_model.experimental.read_fingerprint(str(tf2_dir))
+    got = jaxsm.read_fingerprint(tf2_dir)
+    assert got.singleprint() == want.singleprint()
+    for field in ("saved_model_checksum", "graph_def_program_hash", "signature_def_hash", "saved_object_graph_hash"):
+        assert getattr(got, field) == getattr(want, field), field
+    assert got.checkpoint_hash == want.checkpoint_hash and got.version.producer == want.version.producer
+    assert got == jaxsm.read_fingerprint(tf2_dir)
+    with pytest.raises(FileNotFoundError):  # TF1's Builder writes no fingerprint
+        tf.saved_model.experimental.read_fingerprint(str(tf1_dir))
+    with pytest.raises(IncompleteSavedModelError, match="fingerprint.pb"):
+        jaxsm.read_fingerprint(tf1_dir)
+
+    copy = tmp_path / "no_fingerprint"
+    copy.mkdir()
+    (copy / "saved_model.pb").write_bytes((tf2_dir / "saved_model.pb").read_bytes())
+    with pytest.raises(FileNotFoundError):
+        tf.saved_model.experimental.read_fingerprint(str(copy))
+    with pytest.raises(IncompleteSavedModelError, match="fingerprint.pb"):
+        jaxsm.read_fingerprint(copy)
+    (copy / "fingerprint.pb").write_bytes(b"\xff\xff\xff")
+    with pytest.raises(RuntimeError):
+        tf.saved_model.experimental.read_fingerprint(str(copy))
+    with pytest.raises(CorruptFileError, match="fingerprint.pb"):
+        jaxsm.read_fingerprint(copy)
+
+
+def test_contains_saved_model_like_tf(tf, tf2_dir, tmp_path):
+    import jaxsm
+
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "text").mkdir()
+    (tmp_path / "text" / "saved_model.pbtxt").write_text("")
+    (tmp_path / "file").write_text("x")
+    for path in (tf2_dir, tmp_path / "empty", tmp_path / "text", tmp_path / "file", tmp_path / "missing"):
+        want = tf.saved_model.contains_saved_model(str(path))
+        assert jaxsm.contains_saved_model(path) == want, path
+        assert jaxsm.contains_saved_model(str(path)) == want, path

@@ -612,6 +612,8 @@ def tensor_scatter(ctx, tensor, indices, updates):
 @op("InplaceUpdate", "InplaceAdd", "InplaceSub")
 def inplace(ctx, x, i, v):
     how = {"InplaceUpdate": "set", "InplaceAdd": "add", "InplaceSub": "sub"}[ctx.node.op]
+    if x.shape[0]:  # TF's kernel checks no row index: it takes each modulo the number of rows (inplace_ops.cc)
+        i = jnp.remainder(jnp.asarray(i), x.shape[0])
     return scatter_nd_values(x, jnp.reshape(i, (-1, 1)), jnp.reshape(v, np.shape(i) + tuple(x.shape[1:])), how)
 
 

@@ -7,9 +7,10 @@ KNOWN_GAPS: list[tuple[str, str, str]] = [
         "Where, Unique*, ListDiff, DynamicPartition, DynamicStitch, Range, Fill, bincounts, SparseFillEmptyRows,"
         " RaggedTensorToTensor (row partitions)",
         "input known only at run time",
-        "the output shape depends on the values, which XLA cannot compile: a call runs the function op by op "
-        "without jax.jit (EagerFallbackWarning), jax.jit of jaxsm.functional raises; inside a loop it raises. "
-        "Exception: an optimizer's Unique that de-duplicates embedding ids compiles (padded, jaxsm/graph/dedup.py)",
+        "the output shape depends on the values, which XLA cannot compile: a call runs the function op by op"
+        " without jax.jit (EagerFallbackWarning), a loop around it as a Python loop; jax.jit of jaxsm.functional"
+        " raises. Exception: an optimizer's Unique that de-duplicates embedding ids compiles (padded,"
+        " jaxsm/graph/dedup.py)",
     ),
     (
         "Segment*, SparseSegment* (no num_segments)",
@@ -17,11 +18,12 @@ KNOWN_GAPS: list[tuple[str, str, str]] = [
         "the number of segments is the largest id + 1, a data-dependent shape: runs op by op as above",
     ),
     (
-        "Gather*, Scatter*, ResourceGather*, ResourceScatter*, ResourceSparseApply*, SparseToDense, Inplace*",
-        "out-of-range or negative index",
+        "Gather*, Scatter*, ResourceGather*, ResourceScatter*, SparseApply* (TF1 ref variables),"
+        " ResourceSparseApply*, SparseToDense",
+        "out-of-range or negative index known only at run time",
         "TF's CPU kernels raise; a compiled function cannot, so gathers give 0, scatters and sparse optimizer"
-        " updates skip the entry (TF's GPU rule for scatters;"
-        " never NumPy's wrap-around of negative indices)",
+        " updates skip the entry (TF's GPU rule for scatters; never NumPy's wrap-around of negative indices)."
+        " Indices known at trace time raise as in TF",
     ),
     (
         "StridedSlice, TensorStridedSliceUpdate, (Resource)StridedSliceAssign",
@@ -62,9 +64,11 @@ KNOWN_GAPS: list[tuple[str, str, str]] = [
     ),
     (
         "RegexReplace, RegexFullMatch (and the Static* forms)",
-        "RE2-only syntax",
-        "patterns run with Python's re module: the common syntax is shared; RE2-only constructs (\\C, \\pN"
-        " classes, (?P=name) differences) raise or differ",
+        "RE2-only syntax; case-insensitive (?i) matching of non-ASCII letters; \\s against a vertical tab",
+        "patterns run with Python's re module, compiled with re.ASCII (RE2's \\w, \\d, \\s, \\b are ASCII): the"
+        " common syntax is shared; RE2-only constructs (\\C, \\pN classes, (?P=name) differences) raise"
+        " LoweringError or differ; (?i) folds ASCII letters only (RE2 folds Unicode); Python's \\s also matches"
+        " \\v, RE2's does not",
     ),
     (
         "DecodeJpeg, DecodeAndCropJpeg (and DecodeImage, DecodePng, DecodeGif given a JPEG)",
@@ -78,7 +82,7 @@ KNOWN_GAPS: list[tuple[str, str, str]] = [
         " does not",
     ),
     (
-        "LookupTableInsertV2, LookupTableRemoveV2 (MutableHashTable, DenseHashTable)",
+        "LookupTableInsertV2, LookupTableRemoveV2 (MutableHashTable, MutableDenseHashTable)",
         "any",
         "a table's size is its contents: a call that inserts or removes runs op by op; contents saved in the"
         " checkpoint are restored at load, later inserts persist between calls as in TF",
@@ -102,11 +106,23 @@ KNOWN_GAPS: list[tuple[str, str, str]] = [
         " count at trace time (Keras RNNs and their gradient loops have it); otherwise a call runs op by op",
     ),
     (
+        "TensorListSetItem, TensorListSplit, TensorListScatterIntoExistingList (tf.TensorArray)",
+        "elements of different shapes (infer_shape=False, split into unequal lengths)",
+        "a list is one array, so every element needs the same shape: such a write raises a LoweringError (never"
+        " broadcasts into the slot); TF keeps each element's own shape and concat() joins them",
+    ),
+    (
         "TF1 frames",
         "Merge with more than two inputs",
-        "not rebuilt into structured control flow yet; reported with the node name when a function needs them",
+        "GraphError naming the Merge: jaxsm rebuilds only a TF1 cond's two-input Merge (and a loop's"
+        " Merge(Enter, NextIteration)) into structured control flow",
     ),
-    ("DepthToSpace, SpaceToDepth", "data_format NCHW_VECT_C", "quantized int8 layout, not implemented"),
+    (
+        "DepthToSpace, SpaceToDepth",
+        "data_format NCHW_VECT_C",
+        "LoweringError (NHWC and NCHW are lowered): the quantized int8 layout of TF's GPU kernels; TF on CPU has no"
+        " kernel for it (nor for NCHW)",
+    ),
     (
         "RandomUniform, RandomStandardNormal, TruncatedNormal, RandomUniformInt, RandomGamma, RandomPoissonV2,"
         " RandomShuffle, Multinomial, ParameterizedTruncatedNormal",
@@ -126,15 +142,16 @@ KNOWN_GAPS: list[tuple[str, str, str]] = [
         "XlaScatter, XlaSelectAndScatter, XlaVariadicSort",
         "computations other than one add/mul/min/max/replace (scatter), ge/le select with add scatter, lt/gt on the"
         " first operand (sort)",
-        "lax exposes only these fixed combiners and comparators; reduce, reduce-window and variadic reduce take any",
+        "others raise LoweringError: jaxsm maps only these onto lax's scatter, select-and-scatter and sort forms;"
+        " reduce, reduce-window and variadic reduce take any computation",
     ),
     (
         "XlaCallModule",
         "shape-polymorphic modules, tokens, host callbacks (function_list)",
-        "the module is called as a jax.export.Exported with the static shapes in Sout",
+        "LoweringError naming the node: the module is called as a jax.export.Exported with the static shapes in Sout",
     ),
     (
-        "StatelessMultinomial",
+        "StatelessMultinomial, Multinomial",
         "large batches (batch x classes x samples beyond one CPU work shard)",
         "TF's CPU kernel restarts the Philox stream per thread shard, so its values depend on the thread count;"
         " jaxsm reproduces the single-shard stream",
@@ -157,9 +174,10 @@ KNOWN_GAPS: list[tuple[str, str, str]] = [
     ),
     (
         "ApproxTopK",
-        "NaN inputs; aggregate_to_topk=False",
+        "NaN inputs; aggregate_to_topk=False in a jit_compile=True function",
         "exact top-k as TF's CPU kernel, NaN ranked highest (TF's CPU kernel places a NaN unpredictably);"
-        " the TPU-only partial reduction (aggregate_to_topk=False) raises",
+        " aggregate_to_topk=False gives k entries as TF's CPU kernel does, where XLA (jit_compile=True) returns"
+        " its partial reduction (off TPU: the whole dimension sorted, up to 1024 elements)",
     ),
     (
         "DeviceIndex, CheckPinned",
@@ -180,14 +198,10 @@ KNOWN_GAPS: list[tuple[str, str, str]] = [
         " fixed key per node, so calls repeat their noise; in-image pixels and noise='zero' are exact",
     ),
     (
-        "MutableHashTable*, LookupTableInsertV2, LookupTableRemoveV2",
+        "Queue ops, iterators, *Dataset ops, ImageSummary, AudioSummary, TF2 summary writers (Write*Summary)",
         "any",
-        "tables that change at run time need dynamic-size state; only initialized (static) tables are supported",
-    ),
-    (
-        "Queues, iterators, datasets, summaries",
-        "any",
-        "input-pipeline and I/O ops run on the host, outside a jitted function",
+        "not lowered: loading a SavedModel whose functions use them raises UnsupportedOpError listing them"
+        " (the TF1 ScalarSummary, HistogramSummary, TensorSummary(V2) and MergeSummary are lowered)",
     ),
     (
         "RaggedRange, RaggedGather, RaggedTensorToSparse, RaggedFillEmptyRows, RaggedCross",
@@ -205,7 +219,7 @@ KNOWN_GAPS: list[tuple[str, str, str]] = [
         "TensorListPushBack (gradient of tf.map_fn over ragged rows)",
         "elements of different shapes",
         "the forward loop accumulates each ragged row for the gradient, but a TensorList is one array of"
-        " same-shaped elements: differentiating a map_fn over ragged rows is not supported",
+        " same-shaped elements: the call raises LoweringError at that TensorListPushBack",
     ),
     (
         "Div, FloorDiv, TruncateDiv, Mod, FloorMod, TruncateMod (integers); Pow (integers)",
@@ -246,14 +260,10 @@ KNOWN_GAPS: list[tuple[str, str, str]] = [
         "any",
         "a stack holds a run-time number of elements (one per forward-loop iteration), which a compiled loop cannot"
         " carry: a function with stacks runs op by op (EagerFallbackWarning, loops as Python loops); its pure"
-        " function and jax.jit of jaxsm.functional raise StaticValueError. (The TF1 frame rewrite does rebuild"
-        " gradient loops; compiling them would need stacks turned into loop-carried TensorLists, as while_v2's)",
-    ),
-    (
-        "SparseApply* (TF1 ref variables), ResourceSparseApply*",
-        "out-of-range or negative index known only at run time",
-        "TF's CPU kernels raise; a compiled function cannot, so the entry is skipped (indices known at trace time"
-        " raise, as in TF)",
+        " function and jax.jit of jaxsm.functional raise StaticValueError. A TF1 pruned function that pops none"
+        " (a serving signature of a graph saved with its gradients) drops the pushes and compiles. (The TF1 frame"
+        " rewrite does rebuild gradient loops; compiling them would need stacks turned into loop-carried"
+        " TensorLists, as while_v2's)",
     ),
     (
         "SparseTensorDenseMatMul, SparseTensorDenseAdd, SparseDenseCwise*, SparseReduceSum/Max, SparseBincount,"
@@ -327,11 +337,6 @@ KNOWN_GAPS: list[tuple[str, str, str]] = [
         " (known values raise); so does a batch whose sampler rejects 1000 candidates in a row (TF: internal error)",
     ),
     (
-        "Multinomial",
-        "large batches (batch x classes x samples beyond one CPU work shard)",
-        "as StatelessMultinomial: jaxsm reproduces the first call's single-shard stream",
-    ),
-    (
         "SampleDistortedBoundingBox(V2), UniformCandidateSampler, LogUniformCandidateSampler,"
         " LearnedUnigramCandidateSampler, ThreadUnsafeUnigramCandidateSampler,"
         " FixedUnigramCandidateSampler",
@@ -371,7 +376,7 @@ KNOWN_GAPS: list[tuple[str, str, str]] = [
         "no .device attribute: JAX places the values (LoadOptions' sharding), not TF's device strings",
     ),
     (
-        "LookupTableFindV2, LookupTableInsertV2, LookupTableRemoveV2 (DenseHashTable)",
+        "LookupTableFindV2, LookupTableInsertV2, LookupTableRemoveV2 (MutableDenseHashTable)",
         "the table's empty_key or deleted_key used as a key",
         "TF raises InvalidArgumentError; jaxsm returns the default value (find) or stores the key (insert). The"
         " restored contents leave out the buckets holding these keys, as TF's table does",
@@ -434,8 +439,9 @@ KNOWN_GAPS: list[tuple[str, str, str]] = [
     (
         "Log, Pow, Sqrt, Rsqrt, Reciprocal, Sign, Exp of complex numbers",
         "parts beyond sqrt(max float), infinite parts, complex64 subnormals; complex64 Sqrt/Pow of x - 0j (x < 0)",
-        "TF's Eigen/libstdc++ formulas overflow where XLA's scale (log(1e308+1e308j): TF's real part NaN, jaxsm"
-        " 709.5; 1/(inf+1j): TF NaN, jaxsm 0) and XLA flushes complex64 subnormals to 0. TF's complex64 Sqrt"
+        "TF's vectorized Eigen formulas overflow where XLA's scale (log(1e308+1e308j): TF's real part NaN, jaxsm"
+        " 709.5; 1/(inf+1j): TF NaN, jaxsm 0; TF's scalar loop for the last elements gives jaxsm's values) and XLA"
+        " flushes complex64 subnormals to 0. TF's complex64 Sqrt"
         " keeps the sign of a zero imaginary part in its vectorized loop but not in its scalar tail (the last"
         " size % 4 elements): jaxsm always keeps it (sqrt(-1 - 0j) = -1j). Branch cuts and signed zeros otherwise"
         " match",
@@ -452,12 +458,6 @@ KNOWN_GAPS: list[tuple[str, str, str]] = [
         "sample positions are computed by XLA, which may fuse a multiply-add: a position exactly on .5 (method"
         " nearest) or on the image edge can land on the other side (another pixel, or extrapolation_value). Boxes"
         " known at trace time are computed in float32 exactly as TF's C++",
-    ),
-    (
-        "RegexReplace, RegexFullMatch (and the Static* forms)",
-        "case-insensitive (?i) matching of non-ASCII letters; \\s against a vertical tab",
-        "RE2's \\w, \\d, \\s, \\b are ASCII and jaxsm compiles with re.ASCII, which also makes (?i) fold ASCII"
-        " letters only (RE2 folds Unicode); Python's \\s also matches \\v, RE2's does not",
     ),
     (
         "FixedUnigramCandidateSampler",

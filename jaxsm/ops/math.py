@@ -1173,9 +1173,8 @@ def tile_grad(ctx, x, multiples):
 @op("ApproxTopK")
 def approx_top_k(ctx, x):
     """The exact top (or bottom, ``is_max_k`` false) k along ``reduction_dimension``, ties to the lower index:
-    TF's CPU kernel (only max-k over the last dimension exists there) and XLA's fallback off TPU are exact."""
-    if not ctx.attr("aggregate_to_topk", True):
-        raise ctx.error("aggregate_to_topk=False (TPU-only partial reduction) is not supported")
+    TF's CPU kernel (only max-k over the last dimension exists there) and XLA's fallback off TPU are exact. TF's
+    CPU kernel ignores ``aggregate_to_topk`` (False still gives k entries), and so does jaxsm."""
     k, axis = int(ctx.attr("k")), int(ctx.attr("reduction_dimension", -1)) % x.ndim
     x = jnp.moveaxis(jnp.asarray(x), axis, -1)
     keys = x if ctx.attr("is_max_k", True) else -x

@@ -427,6 +427,10 @@ def _scan_loop(ctx, body, init, static, steps, dynamic):
 
 def _while_loop(ctx, cond, body, init, carried):
     interp = ctx.interp
+    # A trace-time value the body passes through unchanged (a captured tf.shape(x)[1] read by tf.range in the
+    # body) keeps its value in every iteration: it stays a constant instead of becoming a run-time carry.
+    fixed = passed_through(ctx.library.body(body))
+    carried = [i for i in carried if not (i in fixed and isinstance(init[i], (np.ndarray, np.generic)))]
     vars0 = _materialize_lists(ctx, body, [_as_jax(v) if i in carried else v for i, v in enumerate(init)])
     carry0 = ([vars0[i] for i in carried], dict(interp.state), jnp.asarray(True))
     asserts = _LoopAsserts(interp)

@@ -588,3 +588,33 @@ def test_local_variables_and_signature_specs(tmp_path):
     assert {k: s.shape for k, s in fn.structured_outputs.items()} == {
         k: tuple(t.shape.as_list()) for k, t in tf_fn.structured_outputs.items()
     }, "output shapes"
+
+
+def test_gradients_through_defun_calls_are_symbolic_gradients(tmp_path):
+    """tf.gradients through a TF1 Defun call writes a SymbolicGradient node (the vjp of the function), also for
+    a function with an integer input and an integer output."""
+    from tensorflow.python.framework import function
+
+    with v1_graph():
+
+        @function.Defun(tf.float32, tf.float32, tf.int32)
+        def F(x, y, k):
+            scale = tf.cast(k, tf.float32)
+            return x * y * scale + tf.sin(x), x - tf.square(y), k * 2
+
+        x = tf1.placeholder(tf.float32, [3], name="x")
+        y = tf1.placeholder(tf.float32, [3], name="y")
+        k = tf1.placeholder(tf.int32, [], name="k")
+        a, b, c = F(x, y, k)
+        gx, gy = tf.gradients([a, 2.0 * b], [x, y])
+        assert gx.op.type == "SymbolicGradient"
+        feeds = {x: [0.5, -1.0, 2.0], y: [1.5, 0.25, -3.0], k: 3}
+        with tf1.Session() as sess:
+            expected = sess.run({"gx": gx, "gy": gy, "a": a, "c": c}, feeds)
+            outputs = {"gx": gx, "gy": gy, "a": a, "c": c}
+            save(sess, str(tmp_path / "m"), {"serving_default": signature({"x": x, "y": y, "k": k}, outputs)})
+    m = jaxsm.load(str(tmp_path / "m"))
+    inputs = {"x": np.float32([0.5, -1.0, 2.0]), "y": np.float32([1.5, 0.25, -3.0]), "k": np.int32(3)}
+    got = m.signatures["serving_default"](**inputs)
+    for name in expected:
+        assert_close(got[name], expected[name], name, rtol=1e-6)

@@ -18,7 +18,7 @@ from jax.interpreters import ad, batching, mlir
 
 from jaxsm import dtypes
 from jaxsm.compile import OP_BY_OP
-from jaxsm.errors import LoweringError, StaticValueError
+from jaxsm.errors import StaticValueError
 from jaxsm.graph.interpreter import Interpreter, OpContext
 from jaxsm.graph.library import Dependencies, output_dependencies, passed_through
 from jaxsm.graph.tensor_list import TensorList
@@ -530,7 +530,23 @@ def for_(ctx, start, limit, delta, *args):
 
 @op("SymbolicGradient")
 def symbolic_gradient(ctx, *args):
-    raise LoweringError(
-        f"{ctx.node.where()}: SymbolicGradient (TF1 gradient graphs) is not supported; "
-        "use jax.grad on the loaded function instead"
-    )
+    """TF1's gradient of a library function (``tf.gradients`` through a ``Defun`` call): the inputs are f's inputs
+    then the gradients of f's outputs, the outputs the gradients of f's inputs -- jax.vjp of f's lowering.
+    Integer inputs get zero gradients, integer outputs take no gradient (as in TF)."""
+    n = len(ctx.attr("Tout"))
+    xs, dys = list(args[:n]), args[n:]
+    wrt = [i for i, x in enumerate(xs) if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
+
+    def f(*values):
+        full = list(xs)
+        for i, v in zip(wrt, values, strict=True):
+            full[i] = v
+        return ctx.call(ctx.attr("f").name, full)
+
+    outs, vjp = jax.vjp(f, *[jnp.asarray(xs[i]) for i in wrt])
+    cotangents = [
+        jnp.asarray(dy, o.dtype) if jnp.issubdtype(o.dtype, jnp.inexact) else np.zeros(o.shape, jax.dtypes.float0)
+        for o, dy in zip(outs, dys, strict=True)
+    ]
+    grads = dict(zip(wrt, vjp(cotangents), strict=True))
+    return [grads[i] if i in grads else jnp.zeros_like(x) for i, x in enumerate(xs)]

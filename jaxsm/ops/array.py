@@ -176,21 +176,37 @@ def unpack(ctx, x):
 
 @op("Split", static=(0,))
 def split(ctx, axis, x):
-    return jnp.split(x, ctx.attr("num_split"), axis=_axis(axis, x.ndim))
+    return jnp.split(x, ctx.attr("num_split"), axis=_split_axis(ctx, axis, x.ndim))
+
+
+def _split_axis(ctx, axis, ndim: int) -> int:
+    a = _axis(axis, ndim)
+    if not 0 <= a < ndim:  # (TF raises; _axis alone would wrap -ndim - 1 to the last axis)
+        raise ctx.error(f"split axis {int(np.asarray(axis).reshape(-1)[0])} out of range for rank {ndim}")
+    return a
 
 
 @op("SplitV", static=(1, 2))
 def split_v(ctx, x, size_splits, axis):
-    axis = _axis(axis, x.ndim)
+    axis = _split_axis(ctx, axis, x.ndim)
     sizes = _ints(size_splits)
+    # split_v_op.cc: at most one -1, the rest sum to the dimension (or to at most it with a -1), none negative
+    known = [s for s in sizes if s != -1]
+    if sizes.count(-1) > 1 or min(known, default=0) < 0 or sum(known) > x.shape[axis]:
+        raise ctx.error(f"SplitV sizes {sizes} cannot split a dimension of size {x.shape[axis]}")
     if -1 in sizes:
         sizes[sizes.index(-1)] = x.shape[axis] - (sum(sizes) + 1)
+    elif sum(sizes) != x.shape[axis]:
+        raise ctx.error(f"SplitV sizes {sizes} do not sum to the dimension's size {x.shape[axis]}")
     return jnp.split(x, np.cumsum(sizes)[:-1].tolist(), axis=axis)
 
 
 @op("Tile", static=(1,))
 def tile(ctx, x, multiples):
-    return jnp.tile(x, _ints(multiples))
+    multiples = _ints(multiples)
+    if any(not is_dim(m) and m < 0 for m in multiples):
+        raise ctx.error(f"Tile multiples {multiples} must be non-negative")
+    return jnp.tile(x, multiples)
 
 
 @op("Fill", static=(0,))
@@ -391,15 +407,22 @@ def _pad_pairs(paddings) -> list[tuple[int, int]]:
     return [(int(lo), int(hi)) for lo, hi in np.asarray(paddings).reshape(-1, 2)]
 
 
+def _non_negative_pads(ctx, paddings) -> list[tuple[int, int]]:
+    pairs = _pad_pairs(paddings)
+    if any(lo < 0 or hi < 0 for lo, hi in pairs):  # (lax.pad would crop; TF's pad_op.cc raises)
+        raise ctx.error(f"paddings {pairs} must be non-negative")
+    return pairs
+
+
 @op("Pad", static=(1,))
 def pad(ctx, x, paddings):
-    return lax.pad(x, jnp.zeros((), x.dtype), [(lo, hi, 0) for lo, hi in _pad_pairs(paddings)])
+    return lax.pad(x, jnp.zeros((), x.dtype), [(lo, hi, 0) for lo, hi in _non_negative_pads(ctx, paddings)])
 
 
 @op("PadV2", static=(1,))
 def pad_v2(ctx, x, paddings, constant_values):
     value = jnp.asarray(constant_values, x.dtype)
-    return lax.pad(x, value, [(lo, hi, 0) for lo, hi in _pad_pairs(paddings)])
+    return lax.pad(x, value, [(lo, hi, 0) for lo, hi in _non_negative_pads(ctx, paddings)])
 
 
 @op("MirrorPad", static=(1,))
@@ -435,7 +458,10 @@ def reverse(ctx, x, dims):
 
 @op("ReverseV2", static=(1,))
 def reverse_v2(ctx, x, axis):
-    return lax.rev(x, sorted({a + x.ndim if a < 0 else a for a in _ints(axis)}))
+    axes = [a + x.ndim if a < 0 else a for a in _ints(axis)]
+    if len(set(axes)) < len(axes):
+        raise ctx.error(f"ReverseV2 axis {_ints(axis)}: an axis is specified more than once")
+    return lax.rev(x, sorted(axes))
 
 
 @op("ReverseSequence", checked=(1,))
@@ -459,6 +485,9 @@ def roll(ctx, x, shift, axis):
 
 @op("InvertPermutation")
 def invert_permutation(ctx, x):
+    known = to_static(x)
+    if known is not None and sorted(known.tolist()) != list(range(known.size)):
+        raise ctx.error(f"InvertPermutation's input {known.tolist()} is not a permutation of 0..{known.size - 1}")
     x = jnp.asarray(x)
     return jnp.zeros_like(x).at[x].set(jnp.arange(x.shape[0], dtype=x.dtype))
 
@@ -471,6 +500,8 @@ def one_hot(ctx, indices, depth, on_value, off_value):
     ndim = np.ndim(indices)
     axis = ctx.attr("axis", -1)
     axis = ndim if axis == -1 else axis
+    if int(depth) < 0:
+        raise ctx.error(f"OneHot depth must be non-negative, got {int(depth)}")
     classes = np.arange(int(depth)).reshape([-1 if i == axis else 1 for i in range(ndim + 1)])
     # Negative or too-large indices match no class: their row is all off_value, as in TF.
     hot = jnp.expand_dims(indices, axis) == classes
@@ -1000,9 +1031,12 @@ def _space_to_batch(x, block: list[int], paddings: list[tuple[int, int]]):
     return jnp.reshape(y, (n * math.prod(block), *outer, *rest))
 
 
-def _batch_to_space(x, block: list[int], crops: list[tuple[int, int]]):
+def _batch_to_space(ctx, x, block: list[int], crops: list[tuple[int, int]]):
     """TF's BatchToSpaceND: the inverse of :func:`_space_to_batch`, then crop the spatial dims."""
     m = len(block)
+    for i, (lo, hi) in enumerate(crops):
+        if lo < 0 or hi < 0 or lo + hi > x.shape[1 + i] * block[i]:
+            raise ctx.error(f"BatchToSpace crops {crops} must be non-negative and fit the spatial dimensions")
     n = x.shape[0] // math.prod(block)
     spatial, rest = x.shape[1 : 1 + m], x.shape[1 + m :]
     y = jnp.reshape(x, (*block, n, *spatial, *rest))
@@ -1018,7 +1052,7 @@ def space_to_batch_nd(ctx, x, block_shape, paddings):
 
 @op("BatchToSpaceND", static=(1, 2))
 def batch_to_space_nd(ctx, x, block_shape, crops):
-    return _batch_to_space(x, _ints(block_shape), _pad_pairs(crops))
+    return _batch_to_space(ctx, x, _ints(block_shape), _pad_pairs(crops))
 
 
 @op("SpaceToBatch", static=(1,))
@@ -1030,7 +1064,7 @@ def space_to_batch(ctx, x, paddings):
 @op("BatchToSpace", static=(1,))
 def batch_to_space(ctx, x, crops):
     b = ctx.attr("block_size")
-    return _batch_to_space(x, [b, b], _pad_pairs(crops))
+    return _batch_to_space(ctx, x, [b, b], _pad_pairs(crops))
 
 
 def _same_or_valid(size: int, window: int, stride: int, padding: str) -> tuple[int, int, int]:
@@ -1079,9 +1113,14 @@ def matrix_band_part(ctx, x, num_lower, num_upper):
     return jnp.where(in_band, x, jnp.zeros((), x.dtype))
 
 
-def _diag_range(k) -> tuple[int, int]:
+def _diag_range(k, ctx=None, rows: int = 0, cols: int = 0) -> tuple[int, int]:
+    """(lower, upper) diagonal; given a matrix's shape, checked as matrix_diag_op.cc does for Part/SetDiag."""
     k = _ints(k)
-    return k[0], k[-1]
+    k0, k1 = k[0], k[-1]
+    bad = k0 > k1 or any(not (-rows < d < cols or d == 0) for d in (k0, k1))
+    if ctx is not None and not (is_dim(rows) or is_dim(cols)) and bad:
+        raise ctx.error(f"diagonals k=({k0}, {k1}) out of range for {rows}x{cols} matrices (or lower > upper)")
+    return k0, k1
 
 
 def _diag_len(rows: int, cols: int, d: int) -> int:
@@ -1133,19 +1172,22 @@ def _matrix_diag(ctx, diagonal, k, num_rows, num_cols, padding, align):
     if rows == -1 and cols == -1:
         rows = cols = max(min_rows, min_cols)
     rows, cols = (min_rows if rows == -1 else rows), (min_cols if cols == -1 else cols)
+    # matrix_diag_op.cc: each at least its minimum, and one of them exactly
+    if not is_dim(max_len) and (rows < min_rows or cols < min_cols or (rows != min_rows and cols != min_cols)):
+        raise ctx.error(f"{rows}x{cols} matrices cannot hold diagonals {k0}..{k1} of length {max_len}")
     (band_row, band_col, in_band), _ = _diag_layout(rows, cols, k0, k1, align, max_len)
     return jnp.where(in_band, diagonal[..., band_row, band_col], jnp.asarray(padding, diagonal.dtype))
 
 
 def _matrix_diag_part(ctx, x, k, padding, align):
-    k0, k1 = _diag_range(k)
+    k0, k1 = _diag_range(k, ctx, *x.shape[-2:])
     _, (row, col, valid) = _diag_layout(*x.shape[-2:], k0, k1, align)
     part = jnp.where(valid, jnp.asarray(x)[..., row, col], jnp.asarray(padding, x.dtype))
     return part[..., 0, :] if k0 == k1 else part
 
 
 def _matrix_set_diag(ctx, x, diagonal, k, align):
-    k0, k1 = _diag_range(k)
+    k0, k1 = _diag_range(k, ctx, *x.shape[-2:])
     diagonal = jnp.asarray(diagonal, x.dtype)
     if k0 == k1:
         diagonal = diagonal[..., None, :]

@@ -36,6 +36,8 @@ def _is_carry(v: Any) -> bool:
 def _as_jax(v: Any) -> Any:
     if isinstance(v, TensorList | OptionalValue):
         return v
+    if isinstance(v, np.ndarray) and v.dtype == object:  # XLA has no strings: run op by op (a Python loop)
+        raise StaticValueError("a string loop variable that changes at run time cannot be compiled")
     return jnp.asarray(v)
 
 
@@ -389,6 +391,8 @@ def _scan_loop(ctx, body, init, static, steps, dynamic):
     if any(len({steps[t][i].shape for t in range(trips)}) > 1 for i in order):
         raise ctx.error("a trace-time loop variable changes shape, so the loop is unrolled", StaticValueError)
     xs = {i: np.stack([steps[t][i] for t in range(trips)]) for i in order}
+    if any(x.dtype == object for x in xs.values()):  # (strings cannot be scanned over)
+        raise ctx.error("a string loop variable cannot be scanned over, so the loop is unrolled", StaticValueError)
     vars0 = _materialize_lists(ctx, body, [_as_jax(v) if i in dynamic else v for i, v in enumerate(init)])
     resized = _resizing_lists(ctx, body, vars0, dynamic, order, trips)
     carry0 = ([vars0[i] for i in dynamic], dict(interp.state), jnp.asarray(True))

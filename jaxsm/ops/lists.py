@@ -55,6 +55,16 @@ def check_index(ctx, index, size: int | None, action: str) -> None:
         raise ctx.error(f"Trying to {action} element {int(bad[0])} in a list with {size} elements")
 
 
+def _check_item_shape(ctx, items, shape) -> None:
+    """A list is one array: an element of another shape (TF allows them where the element shape is unknown, e.g.
+    TensorArray(infer_shape=False)) cannot be stored, and must not be broadcast into the slot."""
+    if tuple(shape) != tuple(items.shape[1:]):
+        raise ctx.error(
+            f"TensorList element of shape {tuple(shape)} in a list of {tuple(items.shape[1:])} elements: jaxsm "
+            "stores a list as one array, so its elements must all have the same shape"
+        )
+
+
 def read(items, index):
     """``items[index]`` with TF's bounds: an out-of-range or negative run-time index reads zeros."""
     items, index = jnp.asarray(items), jnp.asarray(index)
@@ -102,6 +112,7 @@ def tensor_list_set_item(ctx, lst, index, item):
     items = lst.items
     if items is None:
         items = jnp.zeros((lst.capacity,) + item.shape, lst.element_dtype)
+    _check_item_shape(ctx, items, item.shape)
     i = to_static(index)
     if i is not None and int(i) >= items.shape[0] and ctx.attr("resize_if_index_out_of_bounds", False):
         # a dynamic-size TensorArray grows at indices known at trace time (e.g. in an unrolled loop)
@@ -126,6 +137,9 @@ def tensor_list_get_item(ctx, lst, index, element_shape):
 
 @op("TensorListStack", stateful=True)
 def tensor_list_stack(ctx, lst, element_shape):
+    n, length = ctx.attr("num_elements", -1), _static_length(lst)
+    if n != -1 and length is not None and n != length:
+        raise ctx.error(f"TensorListStack expected a list with {n} elements but got a list with {length} elements")
     return _require_items(ctx, lst, element_shape)
 
 
@@ -153,6 +167,7 @@ def tensor_list_scatter(ctx, tensor, indices, element_shape, num_elements=None):
 def tensor_list_scatter_into(ctx, lst, tensor, indices):
     t = jnp.asarray(tensor, lst.element_dtype)
     items = lst.items if lst.items is not None else jnp.zeros((lst.capacity,) + t.shape[1:], t.dtype)
+    _check_item_shape(ctx, items, t.shape[1:])
     check_index(ctx, indices, _static_length(lst), "scatter into")
     return TensorList(write(items, indices, t), lst.length, lst.element_dtype, lst.element_shape, lst.capacity)
 
@@ -234,6 +249,8 @@ def tensor_list_pop_back(ctx, lst, element_shape):
 @op("TensorListResize", static=(1,), stateful=True)
 def tensor_list_resize(ctx, lst, size):
     n = int(size)
+    if n < 0:
+        raise ctx.error(f"TensorListResize size must be non-negative, got {n}")
     items = lst.items
     if items is not None:
         items = (

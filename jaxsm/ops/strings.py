@@ -95,6 +95,7 @@ _MOVES = frozenset(
         "ReverseSequence",
         "TensorScatterUpdate",
         "RaggedTensorToTensor",
+        "OneHot",
     }
 )
 # Ops that fill new elements with zeros: position 0 of their pool is b"", TF's zero string.

@@ -339,25 +339,36 @@ class UserObject:
                 pass
 
     def _walk_variables(self) -> list[Variable]:
-        seen: set[int] = set()
+        # tf.Module's order (module.py, _flatten_module): an object's attributes sorted by name, each flattened as
+        # tf.nest does (dicts by sorted key), then the objects found there, in that order; each value once.
+        seen: set[int] = {id(self)}
         out: list[Variable] = []
 
+        def leaves(value):
+            if isinstance(value, dict):
+                for k in sorted(value):
+                    yield from leaves(value[k])
+            elif isinstance(value, (list, tuple)):
+                for v in value:
+                    yield from leaves(v)
+            else:
+                yield value
+
         def visit(obj):
-            if id(obj) in seen:
-                return
-            seen.add(id(obj))
-            if isinstance(obj, Variable):
-                out.append(obj)
-            elif isinstance(obj, UserObject):
-                for k, v in obj._jaxsm_children.items():
-                    if k != "signatures":
-                        visit(v)
-            elif isinstance(obj, (list, tuple)):
-                for v in obj:
-                    visit(v)
-            elif isinstance(obj, dict):
-                for v in obj.values():
-                    visit(v)
+            found = []
+            for name in sorted(obj._jaxsm_children):
+                if name == "signatures":
+                    continue
+                for leaf in leaves(obj._jaxsm_children[name]):
+                    if id(leaf) in seen:
+                        continue
+                    seen.add(id(leaf))
+                    if isinstance(leaf, Variable):
+                        out.append(leaf)
+                    elif isinstance(leaf, UserObject):
+                        found.append(leaf)
+            for child in found:
+                visit(child)
 
         visit(self)
         return out
@@ -803,6 +814,10 @@ class RestoredFunction:
     def dispatch(self, args: tuple, kwargs: dict) -> tuple[ConcreteFunction, list[Any]]:
         """The concrete function a call runs and its flat inputs: TF's rule, first match wins, first without
         then with conversion of Python values."""
+        if not self.concrete_functions:  # TF's message for a tf.function saved without any trace
+            raise FunctionMatchError(
+                "Found zero restored functions for caller function: the tf.function was saved with no traces"
+            )
         call = self._canonicalize(args, kwargs)
         for convert in (False, True):
             for cf in self.concrete_functions:

@@ -33,6 +33,20 @@ def _dt(x) -> np.dtype:
     return np.dtype(x.dtype)
 
 
+def _tf_derivative(fn, tangent):
+    """``fn`` with TF's registered gradient at its kinks and ties (math_grad.py, nn_grad.py, clip_ops.py) as
+    its JVP, ``tangent(*primals, *tangents)``, which JAX transposes for reverse mode: JAX's own derivative of
+    jnp.maximum splits a tie evenly and abs(0) has slope 1, TF picks one side. For real floating-point inputs.
+    The rule's primal output is ``f`` itself, so higher derivatives use the rule too."""
+    f = jax.custom_jvp(fn)
+    f.defjvp(lambda primals, tangents: (f(*primals), tangent(*primals, *tangents)))
+    return f
+
+
+def _real_float(*xs) -> bool:
+    return all(jnp.issubdtype(jnp.result_type(x), jnp.floating) for x in xs)
+
+
 def _is_complex(x) -> bool:
     return _dt(x).kind == "c"
 
@@ -91,9 +105,12 @@ def _fresnel_cos(x):
     return jsp.fresnel(x)[1]
 
 
+_abs_tf = _tf_derivative(jnp.abs, lambda x, t: t * jnp.sign(x))  # _AbsGrad: grad * sign(x), 0 at 0
+
+
 def _abs(x):
     if not jnp.iscomplexobj(x):
-        return jnp.abs(x)
+        return _abs_tf(x) if _real_float(x) else jnp.abs(x)
     # hypot(nan, inf) is inf in C (TF); XLA's complex abs gives NaN
     infinite = jnp.isinf(jnp.real(x)) | jnp.isinf(jnp.imag(x))
     return jnp.where(infinite, jnp.asarray(jnp.inf, jnp.real(x).dtype), jnp.abs(x))
@@ -202,11 +219,26 @@ def _digamma(x):
     return jnp.where(negative & (x == jnp.floor(x)), jnp.nan, y)
 
 
-def _relu(x):
+def _relu_value(x):
     # Eigen's float16/bfloat16 max keeps -0.0 (TF's Relu(-0.0) is -0.0 there; float32/64: gaps.py)
     if _dt(x) in (np.float16, jnp.bfloat16):
         return jnp.where(x < 0, jnp.zeros((), x.dtype), x)
     return jnp.maximum(x, 0)
+
+
+# ReluGrad / Relu6Grad: the gradient passes where 0 < x (< 6), not at 0 or 6
+_relu_tf = _tf_derivative(_relu_value, lambda x, t: jnp.where(x > 0, t, jnp.zeros_like(t)))
+_relu6_tf = _tf_derivative(
+    lambda x: jnp.minimum(_relu_value(x), 6), lambda x, t: jnp.where((x > 0) & (x < 6), t, jnp.zeros_like(t))
+)
+
+
+def _relu(x):
+    return _relu_tf(x) if _real_float(x) else _relu_value(x)
+
+
+def _relu6(x):
+    return _relu6_tf(x) if _real_float(x) else jnp.minimum(_relu_value(x), 6)
 
 
 def _sigmoid(x):
@@ -226,6 +258,11 @@ def _sigmoid(x):
     # reduce_precision flushes subnormals; there e / (1 + e) is e, and TF keeps float16's subnormals
     return jnp.where(exp < info.smallest_normal, exp, out).astype(x.dtype)
 
+
+# _LgammaGrad: digamma(x); _DigammaGrad: polygamma(1, x). JAX's derivative of the lowerings' branch-free
+# formulas is 0 at 1 and 2 (Lgamma) and NaN (Digamma: the reflection term of an unselected branch).
+_digamma_tf = _tf_derivative(_digamma, lambda x, t: t * jsp.polygamma(1, x).astype(t.dtype))
+_lgamma_tf = _tf_derivative(_lgamma, lambda x, t: t * _digamma_tf(x))
 
 _UNARY = {
     "Abs": _abs,
@@ -261,8 +298,8 @@ _UNARY = {
     "Erfc": lax.erfc,
     "Erfinv": _erfinv,
     "Ndtri": jsp.ndtri,
-    "Lgamma": _lgamma,
-    "Digamma": _digamma,
+    "Lgamma": _lgamma_tf,
+    "Digamma": _digamma_tf,
     "IsNan": jnp.isnan,
     "IsInf": jnp.isinf,
     "IsFinite": jnp.isfinite,
@@ -277,7 +314,7 @@ _UNARY = {
     "Softplus": _softplus,
     "Softsign": lambda x: x / (1 + jnp.abs(x)),
     "Relu": _relu,
-    "Relu6": lambda x: jnp.minimum(_relu(x), 6),
+    "Relu6": _relu6,
     "Elu": _elu,
     "Selu": _selu,
     "BesselI0": jsp.i0,
@@ -591,9 +628,14 @@ for _name, _fn in _BINARY.items():
     _register_binary(_name, _fn)
 
 
+# _MaximumMinimumGrad: a tie's gradient goes to x (x >= y for Maximum, x <= y for Minimum)
+_maximum_tf = _tf_derivative(jnp.maximum, lambda x, y, tx, ty: jnp.where(x >= y, tx, ty))
+_minimum_tf = _tf_derivative(jnp.minimum, lambda x, y, tx, ty: jnp.where(x <= y, tx, ty))
+
+
 @op("Maximum")
 def maximum(ctx, x, y):
-    out = jnp.maximum(jnp.asarray(x), jnp.asarray(y))
+    out = (_maximum_tf if _real_float(x, y) else jnp.maximum)(jnp.asarray(x), jnp.asarray(y))
     for a, b in ((x, y), (y, x)):
         if isinstance(a, np.ndarray) and not isinstance(b, np.ndarray):
             ctx.interp.lower_bounds[id(out)] = (out, a)  # out >= a, elementwise (see Minimum)
@@ -610,7 +652,7 @@ def minimum(ctx, x, y):
             if bound is not None and bound[0] is b and bool(np.all(bound[1] >= a)):
                 dtype = np.dtype(jnp.result_type(jnp.asarray(x), jnp.asarray(y)))
                 return np.broadcast_to(a, np.broadcast_shapes(a.shape, tuple(b.shape))).astype(dtype)
-    return jnp.minimum(jnp.asarray(x), jnp.asarray(y))
+    return (_minimum_tf if _real_float(x, y) else jnp.minimum)(jnp.asarray(x), jnp.asarray(y))
 
 
 @op("HistogramFixedWidth", static=(2,), checked=(0,))
@@ -695,10 +737,20 @@ def add_n(ctx, *xs):
     return functools.reduce(operator.add, xs)
 
 
-@op("ClipByValue")
-def clip_by_value(ctx, t, lo, hi):
+def _clip_value(t, lo, hi):
     # TF: t.cwiseMin(hi).cwiseMax(lo), so lo wins when lo > hi.
     return jnp.maximum(jnp.minimum(t, hi), lo)
+
+
+# _clip_by_value_grad: t's gradient passes where lo <= t <= hi (bounds included), lo's where t < lo, hi's where t > hi
+_clip_tf = _tf_derivative(
+    _clip_value, lambda t, lo, hi, dt, dlo, dhi: jnp.where(t < lo, dlo, jnp.where(t > hi, dhi, dt))
+)
+
+
+@op("ClipByValue")
+def clip_by_value(ctx, t, lo, hi):
+    return (_clip_tf if _real_float(t, lo, hi) else _clip_value)(jnp.asarray(t), jnp.asarray(lo), jnp.asarray(hi))
 
 
 @op("Select")

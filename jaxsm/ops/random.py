@@ -166,6 +166,8 @@ def _uniform_float(words, dtype: np.dtype):
     float64 (Uint64ToDouble) uses word pairs: 20 mantissa bits from the first, 32 from the second."""
     if dtype == np.float64:
         pairs = words.reshape(-1, 2)
+        if not jax.config.jax_enable_x64:  # no float64 to bitcast to: the same 52 bits, summed in float32
+            return (pairs[:, 0] & 0xFFFFF).astype(jnp.float32) * 2.0**-20 + pairs[:, 1].astype(jnp.float32) * 2.0**-52
         hi = (pairs[:, 0] & 0xFFFFF) | 0x3FF00000
         return lax.bitcast_convert_type(jnp.stack([pairs[:, 1], hi], axis=-1), jnp.float64) - 1.0
     if dtype == np.float32:
@@ -249,6 +251,13 @@ def _uniform_int(ctx, key, counter, shape, minval, maxval, xp):
     if lo_s is not None and hi_s is not None and not lo_s < hi_s:
         raise ctx.error(f"need minval < maxval, got {lo_s} >= {hi_s}")
     n = int(np.prod(shape))
+    if dtype.itemsize == 8 and not jax.config.jax_enable_x64:
+        # x64 off: the bounds were narrowed to 32 bits (jaxsm warns), the 64-bit bits are not; take their
+        # remainder in uint32 arithmetic
+        pairs = _words_for(key, counter, n, 2, xp).reshape(-1, 2)
+        lo = jnp.asarray(minval).astype(_U32)
+        out = lo + _mod_u64(pairs[:, 0], pairs[:, 1], jnp.asarray(maxval).astype(_U32) - lo)
+        return out.astype(dtype).reshape(shape)
     if dtype.itemsize == 8:
         pairs = _words_for(key, counter, n, 2, xp).reshape(-1, 2)
         bits, udt = _join_u64(pairs[:, 0], pairs[:, 1]), np.dtype(np.uint64)
@@ -257,6 +266,16 @@ def _uniform_int(ctx, key, counter, shape, minval, maxval, xp):
     lo = jnp.asarray(minval).astype(udt)
     span = jnp.asarray(maxval).astype(udt) - lo
     return (lo + bits % span).astype(dtype).reshape(shape)
+
+
+def _mod_u64(lo, hi, span):
+    """(hi * 2^32 + lo) mod span for a uint32 span, in uint32 arithmetic: long division, one bit of lo at a time
+    (the remainder r < span stays below 2^32; 2r + bit may wrap, and then exceeds span)."""
+    r = hi % span
+    for i in range(31, -1, -1):
+        r2 = (r << _U32(1)) | ((lo >> _U32(i)) & _U32(1))
+        r = jnp.where(((r >> _U32(31)) == 1) | (r2 >= span), r2 - span, r2)
+    return r
 
 
 def _uniform_full_int(key, counter, shape, dtype, xp):

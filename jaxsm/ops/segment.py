@@ -108,7 +108,17 @@ def _zero_sign(out, data, ids, num_segments: int, sorted_ids: bool):
     last = jax.ops.segment_max(jnp.where(data == 0, rows, -1), ids, **kw)  # -1: no zero in that segment
     negative = jnp.take_along_axis(jnp.signbit(data), jnp.maximum(last, 0), axis=0)
     zero = jnp.where(negative, jnp.asarray(-0.0, out.dtype), jnp.asarray(0.0, out.dtype))
-    return jnp.where((out == 0) & (last >= 0), zero, out)
+    return _slope_of(out, jnp.where((out == 0) & (last >= 0), zero, out))
+
+
+@jax.custom_jvp
+def _slope_of(x, value):
+    """``value`` (``x`` with the sign of a zero fixed) with ``x``'s derivative: a zero max or min keeps the
+    gradient TF gives its rows."""
+    return value
+
+
+_slope_of.defjvp(lambda primals, tangents: (_slope_of(*primals), tangents[0]))
 
 
 def _rounded(x):

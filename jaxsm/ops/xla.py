@@ -144,6 +144,10 @@ def _binary_kind(ctx, attr: str, *dtypes) -> str:
     a, b = jaxpr.invars[:2]
     out = jaxpr.outvars[0]
     eqns = [e for e in jaxpr.eqns if e.primitive.name not in ("convert_element_type", "copy", "copy_p")]
+    if len(eqns) == 1 and eqns[0].primitive.name == "custom_jvp_call":  # (Maximum/Minimum carry TF's gradient)
+        inner = eqns[0].params["call_jaxpr"].jaxpr
+        if len(inner.eqns) == 1 and list(eqns[0].invars) == [a, b] and eqns[0].outvars[0] is out:
+            return inner.eqns[0].primitive.name
     if not eqns and out is b:
         return "second"
     if len(eqns) == 1 and list(eqns[0].invars) == [a, b] and eqns[0].outvars[0] is out:

@@ -591,7 +591,9 @@ def test_colour(jit):
         ],
         np.float32,
     )
-    _compare("colour", fn, [rgb], jit, rtol=1e-4, atol=1e-6)
+    # rtol 5e-4: one float16 ulp of 0.5 (hsv_f16 under jit on an AVX512-FP16 CPU, where XLA rounds float16 steps
+    # natively; it matched TF exactly on an AMD CPU)
+    _compare("colour", fn, [rgb], jit, rtol=5e-4, atol=1e-6)
 
 
 @JIT

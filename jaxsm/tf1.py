@@ -496,7 +496,7 @@ def _annotate_conds(nodes, functions: set[str], problems) -> list[node_def_pb2.N
         cond[n.name] = c_in
         opdef = lookup(n.op)
         stateful = n.op in functions or (opdef is not None and opdef.stateful)
-        if c_in and stateful and n.op not in _SWITCH:
+        if c_in and (stateful or n.op in _BRANCH_READS) and n.op not in _SWITCH:
             g = _copy(n)
             literals = sorted(c_in)
             for k, (p, _) in enumerate(literals):
@@ -537,6 +537,7 @@ class TF1Interpreter(Interpreter):
         self.table_nodes = dict(table_nodes or {})
         # set for a function that pops no stack: its StackV2s take no values (jaxsm/ops/tf1.py)
         self.discard_stacks = False
+        self.unchecked_reads = False  # set while a read in an untaken branch runs (jaxsm/ops/lists.py)
 
     def run_node(self, node: Node, args: list[Any]) -> list[Any]:
         if not node.has_attr(GUARD_ATTR):
@@ -551,6 +552,8 @@ class TF1Interpreter(Interpreter):
                 held = jnp.all(x) if node.op == "Assert" else jnp.all(jnp.isfinite(x))
                 self.run_time_asserts.append(~_live_traced(preds, branches) | held)
             return [] if node.op == "Assert" else [args[0]]
+        if node.op in _BRANCH_READS and live is not True:
+            return self._branch_read(node, args[:n], preds, branches, live)
         before = dict(self.state)
         outs = super().run_node(node, args[:n])
         for k, v in list(self.state.items()):
@@ -561,8 +564,27 @@ class TF1Interpreter(Interpreter):
                     self.state[k] = before[k]
         return outs
 
+    def _branch_read(self, node: Node, args: list[Any], preds, branches, live) -> list[Any]:
+        """A read in a branch that may not be taken: TF never runs it there, so an index out of range (known at
+        trace time, e.g. raw_rnn's ``cond(finished, zeros, lambda: ta.read(time))``) must not raise. It reads
+        zeros; where the branch is live at run time that is a run-time error, as in TF."""
+        try:
+            return super().run_node(node, args)
+        except JaxsmError:
+            if live is None and self.run_time_asserts is None:
+                raise
+        if live is None:
+            self.run_time_asserts.append(~_live_traced(preds, branches))
+        self.unchecked_reads = True
+        try:
+            return super().run_node(node, args)
+        finally:
+            self.unchecked_reads = False
+
 
 _CHECKS = frozenset({"Assert", "CheckNumerics", "CheckNumericsV2"})
+# reads that check their index at trace time: guarded like state writes when inside a cond branch
+_BRANCH_READS = frozenset({"TensorArrayReadV3", "TensorArrayGatherV3", "TensorListGetItem", "TensorListGather"})
 
 
 def _live(preds, branches) -> bool | None:

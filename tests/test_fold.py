@@ -221,3 +221,15 @@ def test_a_node_needing_xla_is_known_after_staging_once(monkeypatch):
         with pytest.raises(Unfoldable, match="exp"):
             fold(cache, "n", lambda v: jnp.exp(v) + 1, [np.ones(3, np.float32)])
     assert len(staged) == 1
+
+
+def test_lowerings_with_tf_derivatives_fold():
+    """Maximum, Minimum, Relu, Abs, ClipByValue carry TF's registered gradients (a custom_jvp): folding evaluates
+    their primal, so a Keras Normalization layer's max(variance, epsilon) of constants compiles nothing."""
+    from jaxsm.ops import math as math_ops
+
+    x = np.array([[-1.5, 0.0, 2.0], [3.0, 0.25, 7.5]], np.float32)
+    _check(math_ops._maximum_tf, x, np.float32(1e-3))
+    _check(math_ops._minimum_tf, x, np.float32(1.0))
+    _check(math_ops._relu_tf, x)
+    _check(math_ops._abs_tf, x)

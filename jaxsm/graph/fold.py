@@ -364,4 +364,6 @@ _RULES: dict[str, Callable[..., Any]] = {
     "jit": _call,
     "pjit": _call,
     "closed_call": _call,
+    # the primal of a lowering with TF's derivative (jaxsm/ops/math.py _tf_derivative: Maximum, Relu, ...)
+    "custom_jvp_call": lambda *args, call_jaxpr, **_: _call(*args, jaxpr=call_jaxpr),
 }

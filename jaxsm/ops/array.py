@@ -794,6 +794,8 @@ def dynamic_stitch(ctx, *args):
     indices = [ctx.static(i, f"the indices of {ctx.node.op} (they set the output shape)") for i in args[:n]]
     data = args[n:]
     flat = np.concatenate([i.reshape(-1) for i in indices]).astype(np.int64)
+    if (flat < 0).any():  # (TF's bounds check against max(indices) + 1)
+        raise ctx.error(f"indices[{int(np.flatnonzero(flat < 0)[0])}] = {int(flat[flat < 0][0])} is out of range")
     rows = jnp.concatenate(
         [jnp.reshape(d, (-1,) + tuple(d.shape[i.ndim :])) for i, d in zip(indices, data, strict=True)]
     )
@@ -809,6 +811,10 @@ def dynamic_partition(ctx, data, partitions):
     parts = ctx.static(partitions, "the partitions of DynamicPartition (they set the output shapes)")
     rows = jnp.reshape(data, (-1,) + tuple(data.shape[parts.ndim :]))
     flat = parts.reshape(-1)
+    bad = (flat < 0) | (flat >= ctx.attr("num_partitions"))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ctx.error(f"partitions[{i}] = {int(flat[i])} is not in [0, {ctx.attr('num_partitions')})")
     return [rows[np.flatnonzero(flat == p)] for p in range(ctx.attr("num_partitions"))]
 
 

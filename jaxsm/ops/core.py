@@ -26,12 +26,23 @@ def const(ctx):
     "DebugIdentityV3",
     "RefIdentity",
     "PlaceholderWithDefault",
-    "EnsureShape",
     "Print",
     "GuaranteeConst",
     "DeepCopy",
 )
 def identity(ctx, x, *rest):
+    return x
+
+
+@op("EnsureShape")
+def ensure_shape(ctx, x):
+    # TF's EnsureShapeOp: the shape must have the attr's rank and its known dimensions
+    want, have = ctx.attr("shape"), np.shape(x)
+    if want is None or not isinstance(x, (np.ndarray, np.generic, jax.Array)):  # (not a variant, list, table)
+        return x
+    if len(want) != len(have) or any(w is not None and isinstance(h, int) and w != h for w, h in zip(want, have)):
+        shown = [-1 if w is None else w for w in want]
+        raise ctx.error(f"Shape of tensor {list(have)} is not compatible with expected shape {shown}.")
     return x
 
 

@@ -2,8 +2,8 @@
 forms.
 
 ``fft_length`` (and ``axes`` for the N-D ops) must be known at trace time: they fix output shapes. As in TF,
-the input is cropped or zero-padded to ``fft_length`` along each transformed axis (for inverse real
-transforms, the innermost axis to ``fft_length // 2 + 1``).
+the input is cropped to ``fft_length`` along each transformed axis (for inverse real transforms, the innermost
+axis to ``fft_length // 2 + 1``); RFFT/IRFFT(2D/3D) raise where it is shorter, as TF's kernels do.
 """
 
 from __future__ import annotations
@@ -37,17 +37,33 @@ def _lengths(ctx, fft_length, rank: int) -> tuple[int, ...]:
     return lengths
 
 
+def _check_real_lengths(ctx, x, lengths: tuple[int, ...], inverse: bool) -> None:
+    # TF's kernels crop but do not pad: each transformed input dimension must be at least fft_length (the inner one
+    # of an inverse transform at least fft_length // 2 + 1)
+    for i, n in enumerate(lengths):
+        need = n // 2 + 1 if inverse and i == len(lengths) - 1 else n
+        dim = np.shape(x)[i - len(lengths)]
+        if isinstance(dim, int) and dim < need:
+            raise ctx.error(
+                f"Input dimension {x.ndim - len(lengths) + i} must have length of at least {need} but got: {dim}"
+            )
+
+
 @op("RFFT", "RFFT2D", "RFFT3D", static=(1,))
 def rfft(ctx, x, fft_length):
     rank = _RANK[ctx.node.op[4:]]
-    out = jnp.fft.rfftn(x, s=_lengths(ctx, fft_length, rank), axes=_inner_axes(rank))
+    lengths = _lengths(ctx, fft_length, rank)
+    _check_real_lengths(ctx, x, lengths, inverse=False)
+    out = jnp.fft.rfftn(x, s=lengths, axes=_inner_axes(rank))
     return out.astype(ctx.dtype("Tcomplex", np.dtype(np.complex64)))
 
 
 @op("IRFFT", "IRFFT2D", "IRFFT3D", static=(1,))
 def irfft(ctx, x, fft_length):
     rank = _RANK[ctx.node.op[5:]]
-    out = jnp.fft.irfftn(x, s=_lengths(ctx, fft_length, rank), axes=_inner_axes(rank))
+    lengths = _lengths(ctx, fft_length, rank)
+    _check_real_lengths(ctx, x, lengths, inverse=True)
+    out = jnp.fft.irfftn(x, s=lengths, axes=_inner_axes(rank))
     return out.astype(ctx.dtype("Treal", np.dtype(np.float32)))
 
 

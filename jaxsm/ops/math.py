@@ -663,6 +663,9 @@ def histogram_fixed_width(ctx, values, value_range, nbins):
     known = to_static(values)
     if known is not None and known.dtype.kind == "f" and np.isnan(known).any():
         raise ctx.error("Histogram values must not contain NaN")
+    known = to_static(value_range)
+    if known is not None and not known[0] < known[1]:
+        raise ctx.error(f"value_range should satisfy value_range[0] < value_range[1], but got {known.tolist()}")
     lo, hi = value_range[0], value_range[1]
     v = jnp.asarray(values)
     idx = jnp.floor((v - lo) / (hi - lo) * n).astype(jnp.int32)

@@ -96,10 +96,13 @@ _MOVES = frozenset(
         "TensorScatterUpdate",
         "RaggedTensorToTensor",
         "OneHot",
+        "DynamicStitch",
+        "ParallelDynamicStitch",
+        "DynamicPartition",
     }
 )
 # Ops that fill new elements with zeros: position 0 of their pool is b"", TF's zero string.
-_FILLS = frozenset({"Pad"})
+_FILLS = frozenset({"Pad", "DynamicStitch", "ParallelDynamicStitch"})
 # Ops with some string outputs (the positions of the others are numbers): op -> the string outputs.
 _MOVES_SOME = {"SparseFillEmptyRows": (1,)}
 # Ops whose (numeric) outputs only depend on their string inputs' shapes.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from jaxsm.dtypes import is_strings
 from jaxsm.graph.values import Resource
@@ -111,6 +112,10 @@ def scatter_rows(value, indices, updates, kind: str):
     if kind == "Sub":
         upd = -upd
     (idx,) = nd_index(idx[..., None], value.shape[:1])
+    if kind == "Div" and not jnp.issubdtype(value.dtype, jnp.inexact):
+        # integers divide as C++ does (truncating; TF's scatter_functor), not as NumPy's true division; dividing
+        # in turn by each duplicate's update is dividing by their product
+        return lax.div(value, jnp.ones_like(value).at[idx].multiply(upd, mode="drop"))
     return getattr(value.at[idx], SCATTER_MODES[kind])(upd, mode="drop")
 
 

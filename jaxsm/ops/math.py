@@ -345,7 +345,13 @@ for _name, _fn in _UNARY.items():
 @op("LeakyRelu")
 def leaky_relu(ctx, x):
     x = jnp.asarray(x)  # a folded NumPy bfloat16 times a Python float would be float32
-    return jnp.where(x > 0, x, x * ctx.attr("alpha", 0.2))
+    return jnp.where(x > 0, x, x * _float_attr(ctx, "alpha", 0.2, x.dtype))
+
+
+def _float_attr(ctx, name, default, dtype):
+    """A float attr as TF's kernels use it: the proto's float32 value cast to the operands' dtype (protobuf reads
+    0.2 back as the double 0.2; TF's float64 kernels multiply by 0.20000000298023224)."""
+    return np.asarray(np.float32(ctx.attr(name, default)), dtype)
 
 
 # -- activation gradients (appear in saved training functions) ----------------------------------------------
@@ -411,7 +417,8 @@ def softsign_grad(ctx, gradients, features):
 
 @op("LeakyReluGrad")
 def leaky_relu_grad(ctx, gradients, features):
-    return jnp.where(features > 0, gradients, gradients * ctx.attr("alpha", 0.2))
+    gradients = jnp.asarray(gradients)
+    return jnp.where(features > 0, gradients, gradients * _float_attr(ctx, "alpha", 0.2, gradients.dtype))
 
 
 # -- elementwise binary -------------------------------------------------------------------------------------
@@ -722,7 +729,9 @@ def not_equal(ctx, x, y):
 
 @op("ApproximateEqual")
 def approximate_equal(ctx, x, y):
-    return jnp.abs(x - y) < ctx.attr("tolerance", 1e-5)
+    # TF's kernel (approximate_equal_op.cc) takes |x - y| <= tolerance, not the documented <
+    diff = jnp.abs(jnp.asarray(x) - jnp.asarray(y))
+    return diff <= _float_attr(ctx, "tolerance", 1e-5, diff.dtype)
 
 
 # -- n-ary, selection, casts ---------------------------------------------------------------------------------
@@ -742,8 +751,10 @@ def add_n(ctx, *xs):
 
 
 def _clip_value(t, lo, hi):
-    # TF: t.cwiseMin(hi).cwiseMax(lo), so lo wins when lo > hi.
-    return jnp.maximum(jnp.minimum(t, hi), lo)
+    # TF: t.cwiseMin(hi).cwiseMax(lo), so lo wins when lo > hi; Eigen's min/max are std::min/max's comparisons,
+    # so a NaN t stays NaN and a NaN bound leaves t as it is (jnp.minimum/maximum would give NaN)
+    m = jnp.where(hi < t, hi, t)
+    return jnp.where(m < lo, lo, m)
 
 
 # _clip_by_value_grad: t's gradient passes where lo <= t <= hi (bounds included), lo's where t < lo, hi's where t > hi
@@ -853,6 +864,8 @@ def cast(ctx, x):
         x = _truncate_mantissa(x, dst)
     if _is_float(_dt(x)) and dst.kind in "iu":
         return _float_to_int(x, dst)
+    if _dt(x) == jnp.bfloat16 and dst.itemsize > 2 and not isinstance(x, np.ndarray):
+        x = _bfloat16_operand(x)  # else XLA may skip rounding the bfloat16 op before (see _sum)
     return x.astype(dst)
 
 
@@ -975,6 +988,8 @@ def _mean(x, axes, keep):
         return lax.div(total, lax.optimization_barrier(jnp.full(total.shape, count, jnp.float32))).astype(x.dtype)
     if _dt(x).itemsize == 2:
         return jnp.sum(x, axis=axes, dtype=x.dtype, keepdims=keep) / jnp.asarray(count, x.dtype)
+    if count == 0 and _dt(x).kind == "c":  # TF fills NumTraits<complex>::quiet_NaN(), which is 0
+        return jnp.zeros_like(jnp.sum(x, axis=axes, keepdims=keep))
     return jnp.mean(x, axis=axes, keepdims=keep).astype(x.dtype)
 
 
@@ -1066,17 +1081,53 @@ def _scan(ctx, x, axis, fn, identity):
 
 @op("Cumsum", static=(1,))
 def cumsum(ctx, x, axis):
+    if _is_half(x):
+        return _scan(ctx, x, axis, lambda v, a: _half_scan(v, a, lambda acc, e, r: r(acc + e), 0.0), 0)
     return _scan(ctx, x, axis, lambda v, a: jnp.cumsum(v, axis=a, dtype=v.dtype), 0)
 
 
 @op("Cumprod", static=(1,))
 def cumprod(ctx, x, axis):
+    if _is_half(x):
+        return _scan(ctx, x, axis, lambda v, a: _half_scan(v, a, lambda acc, e, r: r(acc * e), 1.0), 1)
     return _scan(ctx, x, axis, lambda v, a: jnp.cumprod(v, axis=a, dtype=v.dtype), 1)
 
 
 @op("CumulativeLogsumexp", static=(1,))
 def cumulative_logsumexp(ctx, x, axis):
+    if _is_half(x):
+        return _scan(ctx, x, axis, lambda v, a: _half_scan(v, a, _logsumexp_step, -np.inf), -np.inf)
     return _scan(ctx, x, axis, _cumlogsumexp_tf_nan, -np.inf)
+
+
+def _is_half(x) -> bool:
+    return _dt(x) in (jnp.float16, jnp.bfloat16)
+
+
+def _half_scan(x, axis: int, step, init: float):
+    """float16/bfloat16 scans: TF's CPU scan (Eigen's TensorScanOp) folds each line element by element in the
+    16-bit type, every op rounded; XLA's scans (a parallel prefix, or float32 partial results) end up to a few
+    ulps away. A sequential lax.scan in float32 whose every result ``step(acc, element, rounded)`` rounds
+    (reduce_precision: XLA may drop a float32 -> 16 bit -> float32 round trip)."""
+    bits = (5, 10) if _dt(x) == jnp.float16 else (8, 7)
+
+    def rounded(v):
+        return lax.reduce_precision(v, exponent_bits=bits[0], mantissa_bits=bits[1])
+
+    def body(acc, v):
+        acc = step(acc, v, rounded)
+        return acc, acc
+
+    xs = jnp.moveaxis(x, axis, 0).astype(jnp.float32)
+    _, ys = lax.scan(body, jnp.full(xs.shape[1:], init, jnp.float32), xs)
+    return jnp.moveaxis(ys, 0, axis).astype(x.dtype)
+
+
+def _logsumexp_step(acc, v, rounded):
+    # scan_ops.h LogSumExp: max + log1p(exp(min - max)), max itself if -inf; std::min/max keep acc for a NaN v
+    lo, hi = jnp.where(v < acc, v, acc), jnp.where(acc < v, v, acc)
+    total = rounded(rounded(jnp.log1p(rounded(jnp.exp(rounded(lo - hi))))) + hi)
+    return jnp.where(hi == -jnp.inf, hi, total)
 
 
 def _cumlogsumexp_tf_nan(x, axis: int):

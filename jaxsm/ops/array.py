@@ -13,6 +13,7 @@ raise as on TF's CPU (``check_indices``).
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -823,15 +824,128 @@ def dynamic_partition(ctx, data, partitions):
 
 @op("TopKV2", static=(1,))
 def top_k_v2(ctx, x, k):
-    # Ties go to the lower index, as in TF. With sorted=False TF leaves the order unspecified; sorted is fine.
-    x = jnp.asarray(x)
+    # Ties go to the lower index, as in TF.
+    x, k = jnp.asarray(x), int(k)
+    n = x.shape[-1]
+    index_type = ctx.dtype("index_type", _INT32)
+    # sorted=False, 1 < k < n: TF's CPU kernel returns its TopN heap's array. (Its sorted output is that set
+    # sorted, except where a NaN's non-ordering shows: replaying the heap for it too would cost every sorted
+    # top_k the heap's compile time, 1-2 s. k = 1 and k = n have their own paths with the sorted order.)
+    if isinstance(n, int) and 1 < k < n and math.prod(x.shape[:-1]) > 0 and not ctx.attr("sorted", True):
+        return _heap_top_k(x, k, index_type)
     if not jnp.issubdtype(x.dtype, jnp.floating):
-        values, indices = lax.top_k(x, int(k))
-        return values, indices.astype(ctx.dtype("index_type", _INT32))
-    # TF compares with >: -0.0 ties with 0.0 (lax.top_k's total order puts 0.0 first) and a NaN is never
-    # greater, so it is taken last (TF's order among NaNs and the values equal to them is unspecified).
-    _, indices = lax.top_k(jnp.where(jnp.isnan(x), -jnp.inf, jnp.where(x == 0, 0, x)), int(k))
-    return jnp.take_along_axis(x, indices, axis=-1), indices.astype(ctx.dtype("index_type", _INT32))
+        values, indices = lax.top_k(x, k)
+        return values, indices.astype(index_type)
+
+    # TF compares with >: -0.0 ties with 0.0 (lax.top_k's total order puts 0.0 first); a NaN is never greater,
+    # so here it is taken last (TF leaves it where its algorithm does: gaps.py).
+    _, indices = lax.top_k(jnp.where(jnp.isnan(x), -jnp.inf, jnp.where(x == 0, 0, x)), k)
+    return jnp.take_along_axis(x, indices, axis=-1), indices.astype(index_type)
+
+
+def _heap_before(a, b):
+    """TF's TopN comparator (topk_op.cc stable_comp) on (value, column) pairs: a comes before b if b's value
+    is less, or neither is greater (ties, and any comparison with NaN) and a has the lower column."""
+    return (b[0] < a[0]) | (~(b[0] > a[0]) & (a[1] < b[1]))
+
+
+def _heap_positions(heap, pos):
+    return jnp.broadcast_to(jnp.asarray(pos, np.int32), heap[0].shape[:1])
+
+
+def _heap_get(heap, pos):
+    """Each row's (value, column) at ``pos`` (one position per row); a heap is a (values, columns) pair of
+    (rows, k + 1) arrays."""
+    pos = _heap_positions(heap, pos)
+    return tuple(jnp.take_along_axis(a, pos[:, None], axis=1, mode="clip")[:, 0] for a in heap)
+
+
+def _heap_set(heap, pos, item, go=True):
+    """heap[pos] = item in the rows where ``go``."""
+    pos = _heap_positions(heap, pos)
+    at = (jnp.arange(heap[0].shape[1]) == pos[:, None]) & jnp.asarray(go)[..., None]
+    return tuple(jnp.where(at, v[:, None], a) for a, v in zip(heap, item, strict=True))
+
+
+def _push_heap(heap, hole, top, item, depth: int):
+    """libstdc++'s std::__push_heap (bits/stl_heap.h): move ``item`` up from ``hole`` towards ``top``. The
+    heap's root is the element that comes last."""
+
+    def up(_, state):  # a loop whose condition, once false, stays false: run it ``depth`` times
+        heap, hole = state
+        parent = lax.div(jnp.maximum(hole - 1, 0), np.int32(2))
+        above = _heap_get(heap, parent)
+        go = (hole > top) & _heap_before(above, item)
+        return _heap_set(heap, hole, above, go), jnp.where(go, parent, hole)
+
+    heap, hole = lax.fori_loop(0, depth, up, (heap, _heap_positions(heap, hole)))
+    return _heap_set(heap, hole, item)
+
+
+def _adjust_heap(heap, hole, length, item, depth: int):
+    """libstdc++'s std::__adjust_heap: move the hole at ``hole`` down to a leaf along the children that come
+    later, then push ``item`` up from there."""
+    top = hole = _heap_positions(heap, hole)
+    length = jnp.asarray(length, np.int32)
+
+    def down(_, state):
+        heap, hole, second = state
+        go = second < lax.div(length - 1, np.int32(2))
+        child = 2 * (second + 1)
+        child = jnp.where(_heap_before(_heap_get(heap, child), _heap_get(heap, child - 1)), child - 1, child)
+        second = jnp.where(go, child, second)
+        return _heap_set(heap, hole, _heap_get(heap, second), go), jnp.where(go, second, hole), second
+
+    heap, hole, second = lax.fori_loop(0, depth, down, (heap, hole, hole))
+    tail = (length % 2 == 0) & (second == lax.div(length - 2, np.int32(2)))
+    child = 2 * second + 1
+    heap = _heap_set(heap, hole, _heap_get(heap, child), tail)
+    return _push_heap(heap, jnp.where(tail, child, hole), top, item, depth)
+
+
+def _pop_heap(heap, length, depth: int):
+    """std::pop_heap over the first ``length`` elements: the root moves to position length - 1."""
+    last = jnp.asarray(length - 1, np.int32)
+    item = _heap_get(heap, last)
+    return _adjust_heap(_heap_set(heap, last, _heap_get(heap, 0)), 0, length - 1, item, depth)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))  # one compilation per shape and k, also op by op
+def _heap_top_k(x, k: int, index_type, window: int = 128):
+    """TF's CPU TopKV2 for 1 < k < n (topk_op.cc with gtl::TopN, tsl/lib/gtl/top_n.h): column indices are
+    pushed in order; the first k + 1 go through std::make_heap and one std::pop_heap, after that a column
+    enters (std::pop_heap, then std::push_heap) when it comes before the heap's root. sorted=False returns
+    the heap's array as it is (sorted=True would apply std::sort_heap). All rows replay these steps together;
+    the columns that cannot enter are skipped ``window`` at a time."""
+    shape, n = x.shape, x.shape[-1]
+    rows = jnp.reshape(lax.stop_gradient(x), (-1, n))  # (only the values taken from x at the end carry one)
+    depth, window = (k + 1).bit_length(), min(window, n)
+    columns = jnp.broadcast_to(jnp.arange(k + 1, dtype=np.int32), (rows.shape[0], k + 1))
+    heap = rows[:, : k + 1], columns
+
+    def make(j, heap):  # std::make_heap over the first k + 1 columns
+        parent = jnp.full(rows.shape[:1], (k - 1) // 2 - j, np.int32)
+        return _adjust_heap(heap, parent, k + 1, _heap_get(heap, parent), depth)
+
+    heap = _pop_heap(lax.fori_loop(0, (k - 1) // 2 + 1, make, heap), k + 1, depth)
+    padded = jnp.concatenate([rows, jnp.zeros((rows.shape[0], window), rows.dtype)], axis=1)
+
+    def step(state):
+        start, heap = state
+        cols = start[:, None] + jnp.arange(window, dtype=np.int32)
+        # every pushed column is after the heap's, so it comes before the root if and only if it is greater
+        hit = (jnp.take_along_axis(padded, cols, axis=1, mode="clip") > heap[0][:, :1]) & (cols < n)
+        found = hit.any(axis=1)
+        col = start + jnp.argmax(hit, axis=1).astype(np.int32)
+        item = jnp.take_along_axis(rows, col[:, None], axis=1, mode="clip")[:, 0], col
+        entered = _push_heap(_heap_set(_pop_heap(heap, k, depth), k - 1, item), k - 1, 0, item, depth)
+        heap = tuple(jnp.where(found[:, None], a, b) for a, b in zip(entered, heap, strict=True))
+        return jnp.where(found, col + 1, start + window), heap
+
+    start = jnp.full(rows.shape[:1], k + 1, np.int32)
+    _, heap = lax.while_loop(lambda s: (s[0] < n).any(), step, (start, heap))
+    indices = heap[1][:, :k].reshape(shape[:-1] + (k,))
+    return jnp.take_along_axis(x, indices, axis=-1), indices.astype(index_type)
 
 
 @op("TopK")

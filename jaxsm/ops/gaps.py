@@ -251,9 +251,11 @@ KNOWN_GAPS: list[tuple[str, str, str]] = [
     ),
     (
         "TopKV2 (and tf.sort/argsort of floats)",
-        "NaN in the input",
-        "TF compares with > so a NaN's position depends on its heap/sort algorithm; jaxsm ranks NaN below -inf"
-        " (taken last). -0.0 and 0.0 tie (lower index first) as in TF",
+        "NaN in the input (sorted=True, or k = 1 or k = the last dimension; tf.sort/argsort use k = n)",
+        "TF compares with > so a NaN's position depends on its algorithm (an Eigen max reduction for k = 1,"
+        " std::sort for k = n, std::sort_heap of its TopN heap otherwise); jaxsm ranks NaN below -inf (taken"
+        " last). sorted=False with 1 < k < n replays TF's heap, NaN included. -0.0 and 0.0 tie (lower index"
+        " first) as in TF",
     ),
     (
         "StackV2, StackPushV2, StackPopV2, StackCloseV2 (and v1 Stack*): tf.compat.v1 gradients of v1 while loops",
@@ -544,9 +546,10 @@ KNOWN_GAPS: list[tuple[str, str, str]] = [
     ),
     (
         "TopKV2",
-        "sorted=False with 1 < k < the last dimension",
-        "TF returns its TopN heap's internal order (libstdc++ heap operations, data-dependent and sequential);"
-        " jaxsm returns the sorted order, the same set of values and indices. k = 1 and k = n are sorted in TF too",
+        "sorted=False with 1 < k < the last dimension, that dimension symbolic (jax.export shape polymorphism)",
+        "TF returns its TopN heap's internal order, which jaxsm replays for a known last dimension (libstdc++ heap"
+        " operations, jaxsm/ops/array.py _heap_top_k); a symbolic one gets the sorted order, the same set of"
+        " values and indices",
     ),
     (
         "OnesLike (uint32, uint64)",

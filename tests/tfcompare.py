@@ -16,11 +16,28 @@ tf.function's own output on the same inputs. ``jit=False`` runs jaxsm's pure fun
 from __future__ import annotations
 
 import contextlib
+import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
+
+# JAXSM_TEST_X64=0 (tests/conftest.py) keeps jax_enable_x64 off: jaxsm then computes TF's 64-bit dtypes in 32 bits,
+# so TF's value is compared as its 32-bit twin, floats within float32's tolerances.
+X64_OFF = os.environ.get("JAXSM_TEST_X64") == "0"
+_NARROW = {np.dtype(a): np.dtype(b) for a, b in [("int64", "int32"), ("uint64", "uint32")]}
+_NARROW |= {np.dtype(a): np.dtype(b) for a, b in [("float64", "float32"), ("complex128", "complex64")]}
+
+
+def _as_jaxsm_holds(e: np.ndarray, g: np.ndarray, rtol: float, atol: float) -> tuple[np.ndarray, float, float]:
+    """TF's value ``e`` in the dtype jaxsm computes it in (narrowed with X64_OFF unless jaxsm's ``g`` kept TF's
+    64-bit dtype: host values may), with the tolerances for it."""
+    if not X64_OFF or e.dtype not in _NARROW or g.dtype == e.dtype:
+        return e, rtol, atol
+    if e.dtype.kind in "fc":
+        rtol, atol = max(rtol, 1e-5), max(atol, 1e-6)
+    return e.astype(_NARROW[e.dtype]), rtol, atol
 
 
 def _tf():
@@ -52,6 +69,7 @@ def save_function(
 def assert_close(got: Any, want: Any, what: str, rtol: float = 1e-5, atol: float = 1e-6) -> None:
     """``got`` has TF's shape and dtype and its values within the tolerances; messages name ``what``."""
     got, want = np.asarray(got), np.asarray(want)
+    want, rtol, atol = _as_jaxsm_holds(want, got, rtol, atol)
     assert got.shape == want.shape, f"{what}: shape {got.shape} != TF's {want.shape}"
     assert got.dtype == want.dtype, f"{what}: dtype {got.dtype} != TF's {want.dtype}"
     np.testing.assert_allclose(got, want, rtol=rtol, atol=atol, err_msg=what)
@@ -103,6 +121,7 @@ def assert_matches_tf(
         if e.dtype.kind == "S":
             e = e.astype(object)
         g = np.asarray(g)
+        e, rtol_e, atol_e = _as_jaxsm_holds(e, g, rtol, atol)
         assert e.shape == g.shape, f"{path}: shape {g.shape} != TF's {e.shape}"
         if check_dtype:
             assert e.dtype == g.dtype, f"{path}: dtype {g.dtype} != TF's {e.dtype}"
@@ -114,8 +133,8 @@ def assert_matches_tf(
             np.testing.assert_allclose(
                 g.astype(np.complex128 if e.dtype.kind == "c" else np.float64),
                 e.astype(np.complex128 if e.dtype.kind == "c" else np.float64),
-                rtol=rtol,
-                atol=atol,
+                rtol=rtol_e,
+                atol=atol_e,
                 equal_nan=equal_nan,
                 err_msg=path,
             )
@@ -150,6 +169,7 @@ def compare_case(
         e = np.array(e, dtype=object) if isinstance(e, bytes) else np.asarray(e)  # (keeps trailing NUL bytes)
         e = e.astype(object) if e.dtype.kind == "S" else e
         g = np.asarray(g)
+        e, rtol_e, atol_e = _as_jaxsm_holds(e, g, rtol, atol)
         where = f"{name} {path}"
         assert e.shape == g.shape, f"{where}: shape {g.shape} != TF's {e.shape}"
         assert e.dtype == g.dtype, f"{where}: dtype {g.dtype} != TF's {e.dtype}"
@@ -160,7 +180,7 @@ def compare_case(
         else:
             wide = np.complex128 if e.dtype.kind == "c" else np.float64
             g, e = g.astype(wide), e.astype(wide)
-            np.testing.assert_allclose(g, e, rtol=rtol, atol=atol, equal_nan=True, err_msg=where)
+            np.testing.assert_allclose(g, e, rtol=rtol_e, atol=atol_e, equal_nan=True, err_msg=where)
             if signed_zeros:
                 zero = e == 0
                 np.testing.assert_array_equal(np.signbit(g[zero].real), np.signbit(e[zero].real), f"{where}: 0's sign")

@@ -244,6 +244,7 @@ class Interpreter:
 
     def run_node(self, node: Node, args: list[Any]) -> list[Any]:
         """Lower one node: dispatch to a library function or the op registry, with static folding."""
+        from jaxsm.ops.random import U64_WORDS_OPS, low_words
         from jaxsm.ops.registry import lookup
         from jaxsm.ops.strings import HOST_OPS, on_strings
 
@@ -255,6 +256,8 @@ class Interpreter:
                 f"op {node.op} has no JAX lowering (node {node.where()})", {node.op: (1, node.name)}
             )
         ctx = OpContext(node, self)
+        if not jax.config.jax_enable_x64 and node.op not in U64_WORDS_OPS:
+            args = low_words(args)
         has_symbolic = any(symbolic.is_symbolic(a) for a in args)
         if has_symbolic:
             if node.op in symbolic.SYMBOLIC_OPS and all(isinstance(a, np.ndarray) for a in args):
@@ -354,10 +357,13 @@ def _beyond_int32(a: Any) -> bool:
     return bool(a.min() < _INT32.min or a.max() > _INT32.max)
 
 
+_WIDE_DTYPES = frozenset(np.dtype(t) for t in ("int64", "uint64", "float64", "complex128"))
+
+
 def _static_precision(args: list[np.ndarray]):
     """Values known at trace time keep TF's 64-bit dtypes even with jax_enable_x64 off (principle 7), so
     e.g. int64 shape or index arithmetic beyond 2**31 folds exactly."""
-    if not jax.config.jax_enable_x64 and any(a.dtype.itemsize == 8 and a.dtype.kind in "iuf" for a in args):
+    if not jax.config.jax_enable_x64 and any(a.dtype in _WIDE_DTYPES for a in args):
         return jax.enable_x64(True)
     return contextlib.nullcontext()
 
@@ -386,6 +392,10 @@ def pure_function(
         interp = Interpreter(library, state)
         interp.run_time_asserts = []
         outputs = interp.call(fname, list(flat_inputs) + list(captures))
+        if not jax.config.jax_enable_x64:
+            from jaxsm.ops.random import low_words
+
+            outputs = low_words(outputs)
         updated = {k: v for k, v in interp.state.items() if k not in state or state[k] is not v}
         return outputs, with_run_time_asserts(updated, interp)
 

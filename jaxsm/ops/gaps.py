@@ -613,6 +613,12 @@ KNOWN_GAPS: list[tuple[str, str, str]] = [
         " gives 2^63-1 (jaxsm/graph/interpreter.py _SATURATED_OPS)",
     ),
     (
+        "Bitcast",
+        "to or from float64, of a value known only at run time, jax_enable_x64 off",
+        "LoweringError: float64 bits have no 32-bit stand-in (an int64/uint64 source is its sign- or zero-extended"
+        " words, a 64-bit integer result its low word; values known at trace time keep TF's exact bits)",
+    ),
+    (
         "StatelessRandomUniformFullIntV2 (int64/uint64 output) feeding a seed",
         "jax_enable_x64 off",
         "the 64-bit seeds tf.random.Generator.make_seeds/uniform_full_int draw keep only their low 32 bits, so the"

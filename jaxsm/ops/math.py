@@ -306,7 +306,6 @@ _UNARY = {
     "IsFinite": jnp.isfinite,
     "LogicalNot": jnp.logical_not,
     "Invert": jnp.bitwise_not,
-    "PopulationCount": lambda x: lax.population_count(x).astype(np.uint8),
     "Real": jnp.real,
     "Imag": jnp.imag,
     "Conj": _conj,
@@ -340,6 +339,17 @@ def _register_unary(name: str, fn) -> None:
 
 for _name, _fn in _UNARY.items():
     _register_unary(_name, _fn)
+
+
+@op("PopulationCount")
+def population_count(ctx, x):
+    """The set bits of each element. An int64 held in 32 bits (x64 off) stands for its sign extension: a
+    negative one has 32 more."""
+    x = jnp.asarray(x)
+    n = lax.population_count(x).astype(np.uint8)
+    if ctx.dtype("T", _dt(x)) == np.int64 and _dt(x).itemsize == 4:
+        n = jnp.where(x < 0, n + np.uint8(32), n)
+    return n
 
 
 @op("LeakyRelu")
@@ -872,10 +882,39 @@ def cast(ctx, x):
 @op("Bitcast")
 def bitcast(ctx, x):
     dst = ctx.dtype("type")
+    src = ctx.dtype("T", _dt(x))
+    if not jax.config.jax_enable_x64 and 8 in (src.itemsize, dst.itemsize) and "c" not in src.kind + dst.kind:
+        return _bitcast_x64_off(ctx, x, src, dst)
     if _is_complex(x) or dst.kind == "c":
         return _bitcast_complex(jnp.asarray(x), dst)
     # lax's shape rule is TF's: a wider source gains a trailing dim, a narrower one loses its last dim.
     return lax.bitcast_convert_type(x, dst)
+
+
+def _bitcast_x64_off(ctx, x, src: np.dtype, dst: np.dtype):
+    """Bitcast from or to a 64-bit type while x64 is off. A known value keeps TF's exact 64-bit result (NumPy); a
+    traced int64/uint64 source (held in 32 bits) is its sign or zero extension, and an int64/uint64 result is
+    narrowed to its low word as every 64-bit tensor is. float64 bits have no 32-bit stand-in."""
+    ratio = max(src.itemsize, dst.itemsize) // min(src.itemsize, dst.itemsize)
+    if src.itemsize < dst.itemsize and (np.ndim(x) == 0 or np.shape(x)[-1] != ratio):
+        raise ctx.error(f"Cannot bitcast from {src.name} to {dst.name}: the last dimension must be {ratio}")
+    if isinstance(x, np.ndarray):
+        out = np.ascontiguousarray(x, src).view(dst)
+        return out.reshape(x.shape + (ratio,) if src.itemsize > dst.itemsize else x.shape[:-1])
+    if np.dtype(np.float64) in (src, dst):
+        raise ctx.error(f"bitcast between {src.name} and {dst.name} needs jax_enable_x64 (float64 bits)")
+    if src.itemsize == 8:  # the 64-bit value as its two uint32 words, low first
+        lo = lax.bitcast_convert_type(x, np.uint32)
+        hi = (x >> 31).astype(np.uint32) if src.kind == "i" else jnp.zeros_like(lo)
+        x = jnp.stack([lo, hi], axis=-1)
+        if dst.itemsize == 8:
+            return lax.bitcast_convert_type(lo, jax.dtypes.canonicalize_dtype(dst))
+        out = lax.bitcast_convert_type(x, dst)
+        return out.reshape(out.shape[:-2] + (-1,)) if out.ndim > x.ndim else out
+    # a 64-bit result from narrower elements: only its low word (the first 4 bytes) survives in 32 bits
+    words = x.reshape(x.shape[:-1] + (2, 4 // src.itemsize)) if src.itemsize < 4 else x
+    words = lax.bitcast_convert_type(words, np.uint32)
+    return lax.bitcast_convert_type(words[..., 0], jax.dtypes.canonicalize_dtype(dst))
 
 
 def _bitcast_complex(x, dst: np.dtype):

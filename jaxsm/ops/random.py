@@ -125,6 +125,21 @@ class U64Words:
         return cls(*children)
 
 
+# The ops that take a U64Words (the V2 random ops' key and counter) or pass it on unchanged; any other op, and a
+# function's outputs, get its low word: the uint64 value narrowed to 32 bits as every 64-bit tensor is with x64 off.
+U64_WORDS_OPS = frozenset(
+    {"StatelessRandomUniformV2", "StatelessRandomNormalV2", "StatelessTruncatedNormalV2", "StatelessShuffle"}
+    | {"StatelessRandomUniformIntV2", "StatelessRandomUniformFullIntV2", "StatelessRandomGammaV3"}
+    | {"Identity", "IdentityN", "PartitionedCall", "StatefulPartitionedCall", "If", "StatelessIf", "Case"}
+    | {"StatelessCase", "While", "StatelessWhile"}
+)
+
+
+def low_words(values: list) -> list:
+    """``values`` with each U64Words replaced by its low word (a uint32 tensor)."""
+    return [v.lo if isinstance(v, U64Words) else v for v in values]
+
+
 def _split_u64(v):
     """A uint64/int64 tensor's low and high 32-bit words."""
     if isinstance(v, U64Words):
@@ -819,8 +834,9 @@ _PTN_MAX_ITERATIONS = 1000
 def _ptn_candidates(w0, w1, mean, stddev, minval, maxval, dtype):
     """One round of TruncatedNormalFunctor's samplers for one batch's parameters: the Philox blocks w0 (and w1,
     the uniform sampler's acceptance draws) give up to 4 candidates. Returns (valid, accepted, values, blocks
-    used), candidates in TF's order; an invalid batch (TF: "Invalid parameters") gives no valid candidate."""
-    t = partial(jnp.asarray, dtype=dtype)
+    used), candidates in TF's order; an invalid batch (TF: "Invalid parameters") gives no valid candidate.
+    ``dtype`` is TF's: it picks the samplers (float64 takes two words a value, in float32 while x64 is off)."""
+    t = partial(jnp.asarray, dtype=mean.dtype)
     valid = (stddev > 0) & (minval < maxval) & (jnp.isfinite(minval) | jnp.isfinite(maxval))
     flip = (jnp.isinf(minval) & (minval < 0)) | (maxval < mean)
     minval, maxval, stddev = (
@@ -834,7 +850,7 @@ def _ptn_candidates(w0, w1, mean, stddev, minval, maxval, dtype):
     inside = t(1.3)
     use_randn = ((norm_min < -inside) & (norm_max >= 0)) | ((norm_max > inside) & (norm_min <= 0))
     use_uniform = ~use_randn & (norm_max - norm_min < cutoff)
-    normals = _box_muller(w0, dtype).astype(dtype)
+    normals = _box_muller(w0, dtype).astype(mean.dtype)
     randn_ok = (normals >= norm_min) & (normals <= norm_max)
     rand, u = _uniform_float(w0, dtype), _uniform_float(w1, dtype)
     z = rand * (norm_max - norm_min) + norm_min
@@ -852,13 +868,12 @@ def _ptn_candidates(w0, w1, mean, stddev, minval, maxval, dtype):
     return valid, ok & valid, norm * stddev + mean, jnp.where(use_uniform, 2, 1)
 
 
-@partial(jax.jit, static_argnums=(3, 4))
-def _ptn_stream(key, counter, params, batch_len: int, n: int):
+@partial(jax.jit, static_argnums=(3, 4, 5))
+def _ptn_stream(key, counter, params, batch_len: int, n: int, dtype: np.dtype):
     """TruncatedNormalFunctor(V2)<CPUDevice> on one shard: outputs 0..n-1 in order, batch ``i // batch_len``
     using params[:, batch]; each round draws one or two Philox blocks and keeps the accepted candidates that
     the batch still needs (a new batch starts on a fresh block). A batch with invalid parameters gives NaN (TF
     raises), as does one whose sampler rejects 1000 candidates in a row (TF raises an internal error)."""
-    dtype = params.dtype
     counter = [jnp.asarray(w) for w in counter]
 
     def round_(state):
@@ -877,7 +892,7 @@ def _ptn_stream(key, counter, params, batch_len: int, n: int):
         pos = jnp.where(give_up, pos + need, pos + jnp.sum(write, dtype=jnp.int32))
         return t + blocks.astype(_U32), pos, jnp.where(give_up, 0, misses).astype(jnp.int32), out
 
-    init = (jnp.zeros((), _U32), jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32), jnp.zeros((n,), dtype))
+    init = (jnp.zeros((), _U32), jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32), jnp.zeros((n,), params.dtype))
     return lax.while_loop(lambda s: s[1] < n, round_, init)[3]
 
 
@@ -904,7 +919,7 @@ def stateless_parameterized_truncated_normal(ctx, shape, seed, means, stddevs, m
         return jnp.zeros(shape, dtype)
     flat = jnp.stack([jnp.broadcast_to(jnp.asarray(p, dtype), batch_shape).reshape(-1) for p in params])
     # Outputs are drawn batch by batch but laid out [samples, batches].
-    out = _ptn_stream(*_v1_key_counter(ctx, seed), flat, n // n_batches, n)
+    out = _ptn_stream(*_v1_key_counter(ctx, seed), flat, n // n_batches, n, dtype)
     return out.reshape(n_batches, -1).T.reshape(shape)
 
 
@@ -938,7 +953,7 @@ def parameterized_truncated_normal(ctx, shape, means, stdevs, minvals, maxvals):
     if n == 0:
         return jnp.zeros(shape, dtype)
     flat = jnp.stack([jnp.asarray(p, dtype).reshape(-1)[index % np.size(p)] for p in params])
-    return _ptn_stream(key, counter, flat, batch_len, n).reshape(shape)
+    return _ptn_stream(key, counter, flat, batch_len, n, dtype).reshape(shape)
 
 
 # -- shuffles --------------------------------------------------------------------------------------------------

@@ -233,3 +233,75 @@ def test_lowerings_with_tf_derivatives_fold():
     _check(math_ops._minimum_tf, x, np.float32(1.0))
     _check(math_ops._relu_tf, x)
     _check(math_ops._abs_tf, x)
+
+
+def test_with_xla_what_numpy_cannot_fold_runs_as_one_program():
+    """The interpreter folds with ``xla=True``: a lowering NumPy cannot evaluate exactly (transcendental functions,
+    float reductions, float-to-int casts, integer division by zero, subnormals) runs as one jitted XLA program (the
+    values of ``jax.jit``: XLA's, which may differ from eager XLA's in the last bit of a transcendental function),
+    compiled once per staged node and shape, not once per primitive."""
+    x = np.array([1.5, -0.0, np.nan, np.inf, 3e-37, -2.5, 7.0e9], np.float32)
+    cases = [
+        (lambda v: jnp.exp(v) * 2 + jnp.sum(v), [x]),
+        (lambda v: (v.astype(jnp.int16), jnp.tanh(v).astype(jnp.int32)), [x[[0, 1, 4, 5]]]),
+        (lax.div, [np.array([1, 2, -9], I32), np.array([1, 0, 2], I32)]),
+        (lax.mul, [np.array([3e-39], np.float32), np.array([3.0], np.float32)]),
+        (lambda v: jnp.cumsum(v.astype(jnp.bfloat16)), [x[[0, 1, 4, 5, 6]]]),
+    ]
+    for fn, args in cases:
+        want = [np.asarray(o) for o in jax.tree.leaves(jax.jit(fn)(*args))]
+        cache = {}
+        for _ in range(2):
+            got = [np.asarray(o) for o in jax.tree.leaves(fold(cache, "n", fn, args, xla=True))]
+            assert [g.dtype for g in got] == [w.dtype for w in want]
+            for g, w in zip(got, want):
+                np.testing.assert_array_equal(g, w)
+        with pytest.raises(Unfoldable):  # without xla: declined
+            fold({}, "n", fn, args)
+
+    def lowering(v):  # five primitives, each its own compilation when run eagerly
+        return jnp.sin(v) * jnp.cos(v) + jnp.exp(-v) - jnp.tanh(v) * jnp.log1p(jnp.abs(v))
+
+    y = np.linspace(-2, 2, 5, dtype=np.float32)
+    cache = {}
+    _, compiles = _compiles_during(lambda: fold(cache, "n", lowering, [y], xla=True))
+    assert compiles == 1
+    _, compiles = _compiles_during(lambda: fold(cache, "n", lowering, [y + 1], xla=True))
+    assert compiles == 0
+
+
+def test_with_xla_a_lowering_reading_input_values_still_runs_eagerly():
+    """A lowering that reads an input's value (to_static) takes another path when that input is traced: its
+    staged program is not the eager run, so fold declines and the interpreter runs it eagerly."""
+    from jaxsm.graph.values import to_static
+
+    def lowering(v):
+        known = to_static(v)
+        return jnp.exp(v) + (1.0 if known is not None and known.sum() > 0 else 0.0)
+
+    with pytest.raises(Unfoldable):
+        fold({}, "n", lowering, [np.array([1.0, 2.0], np.float32)], xla=True)
+
+
+def test_op_by_op_cast_compiles_once(tmp_path):
+    """A saved Cast float32 -> int16 run op by op (``pure()`` called eagerly): its lowering (clamp, NaN, truncation)
+    was 13 eager compilations; now one program per node, with TF's values."""
+    tf = pytest.importorskip("tensorflow")
+
+    class M(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([6], tf.float32)])
+        def f(self, x):
+            return tf.cast(x * 3.0, tf.int16), tf.cast(tf.exp(x), tf.uint8)
+
+    path = str(tmp_path / "m")
+    tf.saved_model.save(M(), path)
+    x = np.array([1.5, -2.7, np.nan, 1e6, -1e6, 0.49], np.float32)
+    want = [w.numpy() for w in tf.saved_model.load(path).f(tf.constant(x))]
+    cf = jaxsm.load(path).f.concrete_functions[0]
+    (got, _), compiles = _compiles_during(lambda: cf.pure()({}, [x]))
+    for g, w in zip(got, want):
+        assert np.asarray(g).dtype == w.dtype
+        np.testing.assert_array_equal(np.asarray(g), w)
+    # one per node (Mul folds with NumPy; the Casts and the Exp: a program each), and at most two small eager ones
+    # JAX evaluates while staging (iota, lt); 16 before
+    assert compiles <= 5

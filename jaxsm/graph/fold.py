@@ -7,8 +7,11 @@ EfficientNetB0's 6. Here the lowering is staged instead (``jax.make_jaxpr``; inp
 when run eagerly, are staged as constants) and its jaxpr evaluated with NumPy, for the primitives whose NumPy
 result is bit for bit XLA's: integer arithmetic and comparisons, layout and indexing primitives, and the
 correctly rounded float operations (add, sub, mul, div, sqrt, max, min). Anything else -- transcendental
-functions, float reductions (XLA's summation order), random bits -- raises :class:`Unfoldable` and the caller
-runs the lowering eagerly under ``jax.ensure_compile_time_eval`` as before.
+functions, float reductions (XLA's summation order), random bits -- goes to XLA: with ``xla=True`` (the
+interpreter) the staged jaxpr runs as one jitted program, so a node is one compilation rather than one per
+primitive (a float32 -> int16 Cast run op by op: 1 instead of 13); a lowering that read an input's value while
+staged, or could only be staged with its inputs' values, raises :class:`Unfoldable` and the caller runs it
+eagerly under ``jax.ensure_compile_time_eval`` as before.
 
 Float add, sub, mul, div and sqrt fold only where JAX's default backend is the CPU: XLA:GPU's float division
 is not correctly rounded (7 / 3 in float32 is one ulp off on an H200) and it may contract a multiply and an add
@@ -25,14 +28,25 @@ import jax
 import numpy as np
 from jax import lax
 
+from jaxsm.graph.values import TRACED_READS
+
 
 class Unfoldable(Exception):
     """This jaxpr needs XLA (a primitive or case NumPy does not reproduce exactly)."""
 
 
-def fold(cache: dict, key: Any, fn: Callable[..., Any], args: list[np.ndarray], static: tuple[int, ...] = ()) -> Any:
+def fold(
+    cache: dict,
+    key: Any,
+    fn: Callable[..., Any],
+    args: list[np.ndarray],
+    static: tuple[int, ...] = (),
+    xla: bool = False,
+) -> Any:
     """``fn(*args)`` for NumPy ``args``, as NumPy arrays computed without XLA; raises :class:`Unfoldable` where
-    that is not exact (or the lowering cannot be staged).
+    that is not exact (or the lowering cannot be staged). With ``xla``, where NumPy is not exact the staged
+    lowering runs as one jitted XLA program (see :class:`_Staged`), and Unfoldable is left for lowerings that
+    only run eagerly.
 
     The staged jaxpr is kept in ``cache`` under ``key`` (the node), the values of the ``static`` arguments and the
     other inputs' shapes and dtypes, so a node folded again -- a loop body traced once per iteration, a function
@@ -70,11 +84,20 @@ def fold(cache: dict, key: Any, fn: Callable[..., Any], args: list[np.ndarray], 
                 entry = str(e)
             cache[vsig] = entry
         inputs = []
-    if isinstance(entry, str):  # known from staging: this fold needs XLA every time
+    if isinstance(entry, str):  # known from staging: this fold needs XLA every time, primitive by primitive
         raise Unfoldable(entry)
-    closed, treedef = entry
-    flat = _eval(closed.jaxpr, [np.asarray(c) for c in closed.consts], inputs)
-    return jax.tree.unflatten(treedef, flat)
+    if entry.unknown is None:
+        try:
+            flat = _eval(entry.closed.jaxpr, [np.asarray(c) for c in entry.closed.consts], inputs)
+            return jax.tree.unflatten(entry.treedef, flat)
+        except Unfoldable:
+            if not xla or entry.program is None:
+                raise
+    elif not xla or entry.program is None:
+        raise Unfoldable(f"primitive {entry.unknown}")
+    with jax.ensure_compile_time_eval():
+        flat = entry.program(*inputs)
+    return jax.tree.unflatten(entry.treedef, [np.asarray(v) for v in flat])
 
 
 _NEEDS_VALUES = object()
@@ -82,15 +105,34 @@ _MAX_CACHED = 20000
 _MAX_VALUE_KEY = 4096  # elements: index vectors and shapes, not weights
 
 
-def _stage(fn: Callable[..., Any], args: list[np.ndarray]) -> tuple[Any, Any] | str:
-    """``fn``'s jaxpr and output structure -- or, if it has a primitive NumPy does not evaluate here, the reason
-    as a string (kept in the cache, so the node goes to XLA at once the next times)."""
+class _Staged:
+    """A staged lowering: its jaxpr, evaluated with NumPy unless it has a primitive NumPy does not evaluate
+    exactly (``unknown``), and ``program``, the jaxpr as one jitted XLA program, for when NumPy cannot: run
+    eagerly, each primitive of the lowering would be its own compilation (13 for a float32 -> int16 Cast). None
+    where the lowering read an input's value while staged (its eager run may take another path) or was staged
+    with its inputs' values."""
+
+    __slots__ = ("closed", "treedef", "unknown", "program")
+
+    def __init__(self, closed: Any, treedef: Any, unknown: str | None, program: Callable | None):
+        self.closed, self.treedef, self.unknown, self.program = closed, treedef, unknown, program
+
+
+def _stage(fn: Callable[..., Any], args: list[np.ndarray]) -> _Staged | str:
+    """``fn``'s staged form (:class:`_Staged`) -- or, if it can only run eagerly, the reason as a string (kept in
+    the cache, so the node goes to XLA at once the next times)."""
+    reads = TRACED_READS[0]
     try:
         closed, shapes = jax.make_jaxpr(fn, return_shape=True)(*args)
     except Exception as e:  # the eager path reports real errors with the node's context
         raise Unfoldable(str(e)) from e
     unknown = _unknown_primitive(closed.jaxpr)
-    return f"primitive {unknown}" if unknown else (closed, jax.tree.structure(shapes))
+    program = None
+    if args and TRACED_READS[0] == reads:
+        program = jax.jit(jax.extend.core.jaxpr_as_fun(closed))
+    if unknown and program is None:
+        return f"primitive {unknown}"
+    return _Staged(closed, jax.tree.structure(shapes), unknown, program)
 
 
 def _unknown_primitive(jaxpr: Any) -> str | None:

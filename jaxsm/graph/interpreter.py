@@ -292,7 +292,9 @@ class Interpreter:
                         if not args:  # Const and friends: already NumPy
                             raise Unfoldable("no inputs")
                         known = opdef.static + opdef.checked
-                        out = fold_numpy(self.library.fold_cache, id(node), partial(opdef.fn, ctx), args, known)
+                        out = fold_numpy(
+                            self.library.fold_cache, id(node), partial(opdef.fn, ctx), args, known, xla=True
+                        )
                     except Unfoldable:
                         with jax.ensure_compile_time_eval():
                             out = opdef.fn(ctx, *args)

@@ -61,4 +61,11 @@ def to_static(x: Any) -> np.ndarray | None:
         return np.asarray(x)
     if isinstance(x, jax.Array) and not isinstance(x, jax.core.Tracer):
         return np.asarray(x)
+    if isinstance(x, jax.core.Tracer):
+        TRACED_READS[0] += 1
     return None
+
+
+# How often a lowering asked for the value of a traced input: a folded node's lowering staged as one XLA program
+# (jaxsm.graph.fold) stands for its eager run only when it never did while staged.
+TRACED_READS = [0]

@@ -312,7 +312,7 @@ def _crop_coords(lo, hi, image_size: int, crop_size: int):
         # an image edge to the other side: known boxes are computed in NumPy, as TF's float32 C++, others
         # behind a barrier
         divisor = _F32(crop_size - 1)
-        divisor = divisor if isinstance(lo, np.ndarray) else jax.lax.optimization_barrier(divisor)
+        divisor = divisor if to_static(lo) is not None else jax.lax.optimization_barrier(divisor)
         step = (hi - lo) * _F32(image_size - 1) / divisor
         return lo[:, None] * _F32(image_size - 1) + np.arange(crop_size, dtype=_F32) * step[:, None]
     # TF multiplies by a double 0.5 here; float32 differs only in the last bit of the sample position.

@@ -948,7 +948,7 @@ def _fake_quant(x, lo, hi, num_bits: int, narrow_range: bool, divide: bool = Fal
     contract the final multiply-add into an FMA, so inputs exactly halfway between two grid points can round
     to the other neighbour (a select between the two keeps most of them apart)."""
     qmin, qmax = (1.0 if narrow_range else 0.0), float((1 << num_bits) - 1)
-    static = not any(isinstance(v, jax.core.Tracer) for v in (lo, hi))
+    static = all(to_static(v) is not None for v in (lo, hi))
     xp = np if static else jnp
     f32 = np.float32
     lo, hi = xp.asarray(lo, f32), xp.asarray(hi, f32)

@@ -31,6 +31,7 @@ from jaxsm.compile import tuned_jit
 from jaxsm.composite import SparseTensor, from_components, to_components
 from jaxsm.errors import (
     CallArgumentError,
+    FormatError,
     FunctionMatchError,
     GraphError,
     IncompleteSavedModelError,
@@ -325,6 +326,12 @@ def _rewrite_frame(nodes, frame, frame_of, parent, functions, problems, taken) -
     passed: list[node_def_pb2.NodeDef] = []
     for e in invariants:
         src = by_name.get(_split(e.input[0])[0])
+        if src is not None and src.op == "Identity" and src.input:
+            # 'v/read', an Identity of a RefVariable, forwards the variable's buffer in TF: each iteration reads
+            # the value current then (after the body's assignments), so it enters as the variable itself
+            var = by_name.get(_split(src.input[0])[0])
+            if var is not None and var.op in ("VariableV2", "Variable"):
+                src = var
         if src is not None and src.op in _VARIABLE_OPS:
             c = _copy(src)
             c.name = e.name
@@ -1209,6 +1216,13 @@ class TF1Model:
         }
         restore = options.load_variables and not options.experimental_skip_checkpoint
         if restore and not self._files.has_variables and meta_graph.saver_def.restore_op_name:
+            v1_file = os.path.isfile(self._files.variables_prefix)  # a Saver(write_version=V1) checkpoint
+            if not options.allow_partial_checkpoint and v1_file:
+                raise FormatError(
+                    f"{self._files.variables_prefix} is a V1 checkpoint (Saver(write_version=SaverDef.V1)), a format "
+                    "jaxsm does not read: re-save the variables with a V2 Saver, or pass "
+                    "LoadOptions(allow_partial_checkpoint=True) to load without values"
+                )
             if not options.allow_partial_checkpoint:  # TF's loader runs the Saver's restore, which fails here
                 raise IncompleteSavedModelError(
                     f"{self._files.variables_index} is missing, but the MetaGraph restores variables from it: the "

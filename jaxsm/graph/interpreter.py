@@ -219,7 +219,10 @@ class Interpreter:
             self.frames.pop()
         results = []
         for src, idx in body.outputs:
-            results.append(inputs[idx] if src < 0 else values[src][idx])
+            value = inputs[idx] if src < 0 else values[src][idx]
+            if src >= 0 and type(value) is Resource and value.kind == "ref":  # a TF1 loop body's forwarded ref
+                value = self.read_resource(value, body.nodes[src])
+            results.append(value)
         return results
 
     def _run_nodes(self, body: Body, inputs: list[Any], values: list, kept: set[str] | None) -> None:

@@ -95,6 +95,7 @@ _MOVES = frozenset(
         "ReverseSequence",
         "TensorScatterUpdate",
         "RaggedTensorToTensor",
+        "SparseToDense",
         "OneHot",
         "DynamicStitch",
         "ParallelDynamicStitch",

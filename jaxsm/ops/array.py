@@ -684,6 +684,8 @@ def _ragged_splits(ctx, types: list[str], partitions: list) -> list[np.ndarray]:
         for kind, rowids in zip(types[1:], parts[1:], strict=True):
             if kind != "VALUE_ROWIDS":
                 raise ctx.error(f"row partition type {kind} after FIRST_DIM_SIZE is not supported")
+            if rowids.size and (rowids[0] < 0 or np.any(np.diff(rowids) < 0) or rowids[-1] >= nrows):
+                raise ctx.error(f"value row ids {rowids.tolist()} must be sorted and in [0, {nrows})")
             splits.append(np.concatenate([[0], np.cumsum(np.bincount(rowids, minlength=nrows))]))
             nrows = rowids.size
         return splits

@@ -64,11 +64,11 @@ KNOWN_GAPS: list[tuple[str, str, str]] = [
     ),
     (
         "RegexReplace, RegexFullMatch (and the Static* forms)",
-        "RE2-only syntax; case-insensitive (?i) matching of non-ASCII letters; \\s against a vertical tab",
-        "patterns run with Python's re module, compiled with re.ASCII (RE2's \\w, \\d, \\s, \\b are ASCII): the"
-        " common syntax is shared; RE2-only constructs (\\C, \\pN classes, (?P=name) differences) raise"
-        " LoweringError or differ; (?i) folds ASCII letters only (RE2 folds Unicode); Python's \\s also matches"
-        " \\v, RE2's does not",
+        "RE2 Unicode script classes (\\p{Greek}), \\C, the U (ungreedy) flag; UTF-8-encoded surrogates in the text",
+        "patterns are translated to Python's re (jaxsm/ops/re2.py: POSIX classes, general categories \\pL, \\z,"
+        " \\Q..\\E, \\x{...}, ASCII \\w \\d \\s \\b, $ at the very end, RE2's rewrite rules); these three raise"
+        " LoweringError. RE2 reads an encoded surrogate (ED A0 80) as one character, jaxsm as three invalid bytes"
+        " that match nothing",
     ),
     (
         "DecodeJpeg, DecodeAndCropJpeg (and DecodeImage, DecodePng, DecodeGif given a JPEG)",

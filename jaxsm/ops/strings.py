@@ -27,6 +27,7 @@ import numpy as np
 from jaxsm.dtypes import is_strings
 from jaxsm.graph.tensor_list import TensorList
 from jaxsm.graph.values import to_static
+from jaxsm.ops import re2
 from jaxsm.ops.registry import OPS, op
 
 # -- helpers -------------------------------------------------------------------------------------------------
@@ -345,11 +346,11 @@ def reduce_join(ctx, x, axes):
 
 
 def _re2_compile(ctx, pattern: bytes) -> re.Pattern:
-    """A pattern compiled to run as TF's RE2 does: on UTF-8 text (decoded, invalid bytes as lone surrogates, so
-    ``.`` and empty matches step by character), with ASCII-only ``\\w``, ``\\d``, ``\\s``, ``\\b``."""
+    """A pattern compiled to run as TF's RE2 does (jaxsm/ops/re2.py translates RE2's syntax): on UTF-8 text
+    (decoded, invalid bytes as lone surrogates, so ``.`` and empty matches step by character)."""
     try:
-        return re.compile(pattern.decode("utf-8"), re.ASCII)
-    except (re.error, UnicodeDecodeError) as e:
+        return re.compile(re2.translate(pattern.decode("utf-8")))
+    except (re.error, re2.Re2Error, UnicodeDecodeError) as e:
         raise ctx.error(f"invalid regular expression {pattern!r}: {e}") from None
 
 
@@ -357,7 +358,7 @@ def _utf8_text(s: bytes) -> str:
     return s.decode("utf-8", errors="surrogateescape")
 
 
-def _re2_global_replace(compiled: re.Pattern, text: str, rewrite: str) -> str:
+def _re2_global_replace(compiled: re.Pattern, text: str, rewrite: list) -> str:
     """RE2::GlobalReplace: like re.sub, except that an empty match where the previous match ended is skipped
     (Python 3.7+ replaces it too: x* on "xxa" gives "--a-" where RE2 gives "-a-")."""
     out, at, last_end = [], 0, -1
@@ -370,19 +371,26 @@ def _re2_global_replace(compiled: re.Pattern, text: str, rewrite: str) -> str:
             out.append(text[at : at + 1])
             at += 1
             continue
-        out.append(m.expand(rewrite))
+        out.append(re2.expand(m, rewrite))
         at = last_end = m.end()
     return "".join(out) + text[at:]
 
 
 def _regex_replace(ctx, x, pattern: bytes, rewrite: bytes):
     compiled = _re2_compile(ctx, pattern)
-    # RE2's rewrite string: \0..\9 for groups, \\ for a backslash
-    repl = re.sub(r"\\(\d)", r"\\g<\1>", rewrite.decode("utf-8", errors="surrogateescape"))
-    if ctx.attr("replace_global", True):
-        replace = lambda t: _re2_global_replace(compiled, t, repl)  # noqa: E731
+    # RE2's rewrite string: \0..\9 for groups, \\ for a backslash. RE2 replaces nothing when it names a missing
+    # group, and at another escape stops each replacement (GlobalReplace) or replaces nothing (Replace).
+    parsed = re2.rewrite(rewrite.decode("utf-8", errors="surrogateescape"), compiled.groups)
+    if parsed is None:
+        replace = lambda t: t  # noqa: E731
+    elif ctx.attr("replace_global", True):
+        replace = lambda t: _re2_global_replace(compiled, t, parsed[0])  # noqa: E731
     else:
-        replace = lambda t: compiled.sub(repl, t, count=1)  # noqa: E731
+
+        def replace(t: str) -> str:
+            m = compiled.search(t)
+            return t if m is None or not parsed[1] else t[: m.start()] + re2.expand(m, parsed[0]) + t[m.end() :]
+
     return _map(ctx, x, lambda s: replace(_utf8_text(s)).encode("utf-8", errors="surrogateescape"))
 
 
@@ -530,13 +538,15 @@ def string_to_number(ctx, x):
 
     def parse(s: bytes):
         """strtod / strtol rules: surrounding whitespace, a sign, decimal or hex floats, inf/nan; no '_'."""
-        text = s.decode("utf-8", errors="replace").strip()
+        text = s.decode("utf-8", errors="replace").strip(" \t\n\v\f\r")  # ASCII whitespace only
         try:
-            if "_" in text:
-                raise ValueError
-            if dtype.kind == "f":
-                hexadecimal = text.lstrip("+-")[:2].lower() == "0x"
-                return dtype.type(float.fromhex(text) if hexadecimal else float(text))
+            if dtype.kind == "f":  # safe_strtof / safe_strtod, as DecodeCSV: correctly rounded, nan(chars)
+                from jaxsm.ops.text_io import _parse_float
+
+                value = _parse_float(s, dtype)
+                if value is None:
+                    raise ValueError
+                return value
             if not re.fullmatch(r"[+-]?[0-9]+", text):
                 raise ValueError
             value = int(text, 10)
@@ -583,7 +593,9 @@ def string_split(ctx, x, delimiter):
     skip_empty = ctx.attr("skip_empty", True)
     rows = []
     for v in s:
-        if not delim:
+        if not v:  # string_split_op.cc: an empty string has no pieces, even an empty one with skip_empty off
+            pieces = []
+        elif not delim:
             pieces = [v[i : i + 1] for i in range(len(v))]
         else:
             pieces = re.split(b"[" + re.escape(delim) + b"]", v)
@@ -673,8 +685,9 @@ def _decode(ctx, x, with_offsets: bool):
     def add(text: str, pos: int) -> None:
         for ch in text:
             cp = ord(ch)
-            chars.append(replacement if controls and cp < 0x20 else cp)  # C0 controls only, as TF
-            offsets.append(pos)
+            if not (controls and cp < 0x20 and errors == "ignore"):  # C0 controls only, as TF; 'ignore' drops them
+                chars.append(replacement if controls and cp < 0x20 else cp)
+                offsets.append(pos)
             pos += len(ch.encode(codec))
 
     for v in s:

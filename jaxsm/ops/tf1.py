@@ -621,27 +621,45 @@ def table_state(table: Resource, keys: np.ndarray, values: np.ndarray) -> dict[s
     }
 
 
-def _parse_column(ctx, text: str, index: int, line_no: int, offset: int, dtype: np.dtype, path: str) -> Any:
+def _parse_column(ctx, text: bytes, index: int, line_no: int, offset: int, dtype: np.dtype, path: str) -> Any:
     if index == -1:
         return line_no + offset
     if index == -2:
         field = text
     else:
-        cols = text.split(ctx.attr("delimiter", "\t"))
+        cols = text.split(_as_bytes_attr(ctx.attr("delimiter", "\t")))
         if index >= len(cols):
             raise ctx.error(f"{path}:{line_no + 1}: line has {len(cols)} columns, column {index} was requested")
         field = cols[index]
     if dtype.kind == "O":
-        return field.encode()
+        return field
     try:
-        return dtype.type(field)
-    except ValueError:
+        return dtype.type(field.decode())
+    except (ValueError, OverflowError, UnicodeDecodeError):
         raise ctx.error(f"{path}:{line_no + 1}: cannot parse {field!r} as {dtype.name}") from None
+
+
+def _as_bytes_attr(v: str | bytes) -> bytes:
+    return v.encode() if isinstance(v, str) else v
+
+
+def _unique_entries(ctx, keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A HashTable's entries without repeated keys (lookup_table_op.h ``DoInsert``): a key repeated with the same
+    value is kept once, with a different value it is an error."""
+    first: dict[Any, int] = {}
+    for i, k in enumerate(keys.tolist()):
+        if k not in first:
+            first[k] = i
+        elif np.any(values[first[k]] != values[i]):
+            raise ctx.error(f"HashTable has different values for key {k!r}: {values[first[k]]!r} and {values[i]!r}")
+    keep = sorted(first.values())
+    return keys[keep], values[keep]
 
 
 @op("InitializeTableFromTextFileV2", "InitializeTableFromTextFile", stateful=True)
 def initialize_table_from_text_file(ctx, table, filename):
-    """Host-side: read the vocabulary file (an asset) into the table, as TF's ``lookup_util.cc`` does."""
+    """Host-side: read the vocabulary file (an asset) into the table, as TF's ``lookup_util.cc`` does: lines end
+    at "\\n" (a "\\r" before it is dropped), an empty line or file is an error."""
     key_dtype, value_dtype = _table_dtypes(ctx, table)
     name = ctx.static(filename, "the vocabulary file name")
     path = name.item() if isinstance(name, np.ndarray) else name
@@ -649,17 +667,24 @@ def initialize_table_from_text_file(ctx, table, filename):
     vocab_size = ctx.attr("vocab_size", -1)
     offset = ctx.attr("offset", 0)
     try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
+        with open(path, "rb") as f:
+            data = f.read()
     except OSError as e:
         raise ctx.error(f"cannot read the vocabulary file {path}: {e}") from e
+    if not data:
+        raise ctx.error(f"the vocabulary file {path} is empty")
+    lines = data.split(b"\n")
+    lines = [t[:-1] if t.endswith(b"\r") else t for t in (lines[:-1] if lines[-1] == b"" else lines)]
     if vocab_size >= 0:
         if len(lines) < vocab_size:
             raise ctx.error(f"{path} has {len(lines)} lines but vocab_size={vocab_size}")
         lines = lines[:vocab_size]
+    if b"" in lines:
+        raise ctx.error(f"invalid content in {path}: line {lines.index(b'') + 1} is empty")
     keys = [_parse_column(ctx, t, ctx.attr("key_index"), n, offset, key_dtype, path) for n, t in enumerate(lines)]
     values = [_parse_column(ctx, t, ctx.attr("value_index"), n, offset, value_dtype, path) for n, t in enumerate(lines)]
-    _store_table(ctx, table, np.asarray(keys, key_dtype), np.asarray(values, value_dtype))
+    keys, values = _unique_entries(ctx, np.asarray(keys, key_dtype), np.asarray(values, value_dtype))
+    _store_table(ctx, table, keys, values)
     return []
 
 
@@ -680,7 +705,10 @@ def initialize_table(ctx, table, keys, values):
     key_dtype, value_dtype = _table_dtypes(ctx, table)
     keys = np.asarray(ctx.static(keys, "the table keys"), key_dtype).reshape(-1)
     values = np.asarray(ctx.static(values, "the table values"), value_dtype)
-    _store_table(ctx, table, keys, values.reshape((keys.shape[0],) + values.shape[keys.ndim :]))
+    values = values.reshape((keys.shape[0],) + values.shape[keys.ndim :])
+    if table.kind == TABLE_KIND:  # a HashTable (TF2 fills one with LookupTableImportV2)
+        keys, values = _unique_entries(ctx, keys, values)
+    _store_table(ctx, table, keys, values)
     return []
 
 

@@ -305,3 +305,14 @@ def test_op_by_op_cast_compiles_once(tmp_path):
     # one per node (Mul folds with NumPy; the Casts and the Exp: a program each), and at most two small eager ones
     # JAX evaluates while staging (iota, lt); 16 before
     assert compiles <= 5
+
+
+def test_compiled_programs_are_bounded(monkeypatch):
+    """Each node staged as an XLA program holds a compiled executable: an op-by-op loop over ever new shapes
+    must not keep thousands of them."""
+    monkeypatch.setattr(fold_module, "_MAX_PROGRAMS", 3)
+    cache = {}
+    for n in range(1, 12):
+        out = fold(cache, "n", jnp.exp, [np.zeros(n, np.float32)], xla=True)
+        np.testing.assert_array_equal(out, np.ones(n, np.float32))
+        assert cache[fold_module._PROGRAMS] <= 3

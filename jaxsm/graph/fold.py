@@ -57,8 +57,8 @@ def fold(
     sig = (key, jax.config.jax_enable_x64, fixed, tuple((args[i].shape, args[i].dtype.str) for i in dynamic))
     entry = cache.get(sig)
     if entry is None:
-        if len(cache) >= _MAX_CACHED:  # e.g. a Python loop (op by op) folding a node for every new value
-            cache.clear()
+        if len(cache) >= _MAX_CACHED or cache.get(_PROGRAMS, 0) >= _MAX_PROGRAMS:
+            cache.clear()  # e.g. a Python loop (op by op) folding a node for every new value or shape
 
         def staged(*values):
             full = list(args)
@@ -95,13 +95,18 @@ def fold(
                 raise
     elif not xla or entry.program is None:
         raise Unfoldable(f"primitive {entry.unknown}")
+    if not entry.compiled:  # each holds a compiled executable: their number is bounded too
+        entry.compiled = True
+        cache[_PROGRAMS] = cache.get(_PROGRAMS, 0) + 1
     with jax.ensure_compile_time_eval():
         flat = entry.program(*inputs)
     return jax.tree.unflatten(entry.treedef, [np.asarray(v) for v in flat])
 
 
 _NEEDS_VALUES = object()
+_PROGRAMS = "compiled programs"  # (a cache entry: how many entries hold one)
 _MAX_CACHED = 20000
+_MAX_PROGRAMS = 2000
 _MAX_VALUE_KEY = 4096  # elements: index vectors and shapes, not weights
 
 
@@ -112,10 +117,11 @@ class _Staged:
     where the lowering read an input's value while staged (its eager run may take another path) or was staged
     with its inputs' values."""
 
-    __slots__ = ("closed", "treedef", "unknown", "program")
+    __slots__ = ("closed", "treedef", "unknown", "program", "compiled")
 
     def __init__(self, closed: Any, treedef: Any, unknown: str | None, program: Callable | None):
         self.closed, self.treedef, self.unknown, self.program = closed, treedef, unknown, program
+        self.compiled = False
 
 
 def _stage(fn: Callable[..., Any], args: list[np.ndarray]) -> _Staged | str:

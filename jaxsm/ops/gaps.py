@@ -614,7 +614,7 @@ KNOWN_GAPS: list[tuple[str, str, str]] = [
     ),
     (
         "Bitcast",
-        "to or from float64, of a value known only at run time, jax_enable_x64 off",
+        "to or from float64 or complex128, of a value known only at run time, jax_enable_x64 off",
         "LoweringError: float64 bits have no 32-bit stand-in (an int64/uint64 source is its sign- or zero-extended"
         " words, a 64-bit integer result its low word; values known at trace time keep TF's exact bits)",
     ),

@@ -870,8 +870,10 @@ def cast(ctx, x):
         return x
     if _is_complex(x) and dst.kind != "c":
         x = jnp.real(x)  # TF keeps the real part
-    if ctx.attr("Truncate", False) and (_dt(x), dst) in _TRUNCATING_CASTS:
-        x = _truncate_mantissa(x, dst)
+    if ctx.attr("Truncate", False):
+        src = ctx.dtype("SrcT", _dt(x))  # TF's: a float64 held in float32 (x64 off) still rounds to bfloat16
+        if (np.dtype(src.char.lower()) if src.kind == "c" else src, dst) in _TRUNCATING_CASTS:
+            x = _truncate_mantissa(x, dst)
     if _is_float(_dt(x)) and dst.kind in "iu":
         return _float_to_int(x, dst)
     if _dt(x) == jnp.bfloat16 and dst.itemsize > 2 and not isinstance(x, np.ndarray):
@@ -879,11 +881,14 @@ def cast(ctx, x):
     return x.astype(dst)
 
 
+_X64_ONLY_TYPES = {np.dtype(t) for t in ("int64", "uint64", "float64", "complex128")}
+
+
 @op("Bitcast")
 def bitcast(ctx, x):
     dst = ctx.dtype("type")
     src = ctx.dtype("T", _dt(x))
-    if not jax.config.jax_enable_x64 and 8 in (src.itemsize, dst.itemsize) and "c" not in src.kind + dst.kind:
+    if not jax.config.jax_enable_x64 and {src, dst} & _X64_ONLY_TYPES:
         return _bitcast_x64_off(ctx, x, src, dst)
     if _is_complex(x) or dst.kind == "c":
         return _bitcast_complex(jnp.asarray(x), dst)
@@ -894,19 +899,27 @@ def bitcast(ctx, x):
 def _bitcast_x64_off(ctx, x, src: np.dtype, dst: np.dtype):
     """Bitcast from or to a 64-bit type while x64 is off. A known value keeps TF's exact 64-bit result (NumPy); a
     traced int64/uint64 source (held in 32 bits) is its sign or zero extension, and an int64/uint64 result is
-    narrowed to its low word as every 64-bit tensor is. float64 bits have no 32-bit stand-in."""
+    narrowed to its low word as every 64-bit tensor is (complex64 is two words). float64/complex128 bits have no
+    32-bit stand-in."""
     ratio = max(src.itemsize, dst.itemsize) // min(src.itemsize, dst.itemsize)
     if src.itemsize < dst.itemsize and (np.ndim(x) == 0 or np.shape(x)[-1] != ratio):
         raise ctx.error(f"Cannot bitcast from {src.name} to {dst.name}: the last dimension must be {ratio}")
     if isinstance(x, np.ndarray):
         out = np.ascontiguousarray(x, src).view(dst)
+        if src.itemsize == dst.itemsize:
+            return out
         return out.reshape(x.shape + (ratio,) if src.itemsize > dst.itemsize else x.shape[:-1])
-    if np.dtype(np.float64) in (src, dst):
+    if {src, dst} & {np.dtype(np.float64), np.dtype(np.complex128)}:
         raise ctx.error(f"bitcast between {src.name} and {dst.name} needs jax_enable_x64 (float64 bits)")
+    if src.kind == "c":  # complex64 to int64/uint64: the low word is the real part's bits
+        return lax.bitcast_convert_type(jnp.real(x), jax.dtypes.canonicalize_dtype(dst))
     if src.itemsize == 8:  # the 64-bit value as its two uint32 words, low first
         lo = lax.bitcast_convert_type(x, np.uint32)
         hi = (x >> 31).astype(np.uint32) if src.kind == "i" else jnp.zeros_like(lo)
         x = jnp.stack([lo, hi], axis=-1)
+        if dst.kind == "c":  # complex64: the real part's bits, then the imaginary part's
+            parts = lax.bitcast_convert_type(x, np.float32)
+            return lax.complex(parts[..., 0], parts[..., 1])
         if dst.itemsize == 8:
             return lax.bitcast_convert_type(lo, jax.dtypes.canonicalize_dtype(dst))
         out = lax.bitcast_convert_type(x, dst)
@@ -1017,7 +1030,9 @@ def _mean(x, axes, keep):
         return x
     count = int(np.prod([np.shape(x)[a] for a in axes]))
     if _is_int(x):
-        wide = np.int64 if _dt(x).itemsize < 8 and jax.config.jax_enable_x64 else _dt(x)
+        if not jax.config.jax_enable_x64:
+            return _int_mean_in_words(x, axes, keep, count)
+        wide = np.int64 if _dt(x).itemsize < 8 else _dt(x)
         s = jnp.sum(x, axis=axes, dtype=wide, keepdims=keep)
         return lax.div(s, jnp.full_like(s, max(count, 1))).astype(x.dtype)  # TF: 0 for an empty integer mean
     if _dt(x) == jnp.bfloat16:  # TF sums bfloat16 in float32 and divides there (see _sum): one rounding
@@ -1030,6 +1045,36 @@ def _mean(x, axes, keep):
     if count == 0 and _dt(x).kind == "c":  # TF fills NumTraits<complex>::quiet_NaN(), which is 0
         return jnp.zeros_like(jnp.sum(x, axis=axes, keepdims=keep))
     return jnp.mean(x, axis=axes, keepdims=keep).astype(x.dtype)
+
+
+def _int_mean_in_words(x, axes, keep, count: int):
+    """TF's integer Mean (an int64 sum, truncated division) with jax_enable_x64 off, where the sum of int32 (or
+    narrower) values can overflow 32 bits though the mean fits: the sum is kept as two uint32 words, high and low,
+    with the carry, and its magnitude divided by the count bit by bit (restoring long division)."""
+    dtype, signed = _dt(x), _dt(x).kind == "i"
+    x = x.astype(np.int32 if signed else np.uint32)
+    lo = lax.bitcast_convert_type(x, np.uint32)
+    hi = lax.bitcast_convert_type(x >> 31, np.uint32) if signed else jnp.zeros_like(lo)
+
+    def add(a, b):
+        low = a[1] + b[1]
+        return a[0] + b[0] + (low < a[1]).astype(np.uint32), low
+
+    zero = np.uint32(0)
+    hi, lo = lax.reduce((hi, lo), (zero, zero), add, axes)
+    negative = (hi >> 31) == 1
+    lo, hi = jnp.where(negative, -lo, lo), jnp.where(negative, ~hi + (lo == 0).astype(np.uint32), hi)
+    n = np.uint32(max(count, 1))  # TF: 0 for an empty integer mean
+    rem, quotient = hi, jnp.zeros_like(lo)  # |sum| < count * 2**32: hi < n, the quotient fits 32 bits
+    for bit in range(31, -1, -1):
+        rem = (rem << 1) | ((lo >> bit) & 1)
+        fits = rem >= n
+        rem = jnp.where(fits, rem - n, rem)
+        quotient = quotient | (fits.astype(np.uint32) << bit)
+    out = jnp.where(negative, -quotient, quotient)
+    if keep:
+        out = out.reshape([1 if i in axes else d for i, d in enumerate(np.shape(x))])
+    return lax.bitcast_convert_type(out, np.int32 if signed else np.uint32).astype(dtype)
 
 
 def _extreme(reduce, initial_of):

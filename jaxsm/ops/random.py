@@ -144,10 +144,10 @@ def _split_u64(v):
     """A uint64/int64 tensor's low and high 32-bit words."""
     if isinstance(v, U64Words):
         return v.lo, v.hi
-    if isinstance(v, np.ndarray):
+    if isinstance(v, np.ndarray) and v.dtype.itemsize == 8:
         return (v & 0xFFFFFFFF).astype(_U32), (v >> 32).astype(_U32)
     if np.dtype(v.dtype).itemsize < 8:  # jax_enable_x64 off: the value was truncated to 32 bits (jaxsm warns)
-        return v.astype(_U32), jnp.zeros(v.shape, _U32)
+        return v.astype(_U32), (np if isinstance(v, np.ndarray) else jnp).zeros(v.shape, _U32)
     return (v & np.uint64(0xFFFFFFFF).astype(v.dtype)).astype(_U32), (v >> np.asarray(32, v.dtype)).astype(_U32)
 
 

@@ -240,6 +240,8 @@ def test_with_xla_what_numpy_cannot_fold_runs_as_one_program():
     float reductions, float-to-int casts, integer division by zero, subnormals) runs as one jitted XLA program (the
     values of ``jax.jit``: XLA's, which may differ from eager XLA's in the last bit of a transcendental function),
     compiled once per staged node and shape, not once per primitive."""
+    from jaxsm.ops import math as math_ops
+
     x = np.array([1.5, -0.0, np.nan, np.inf, 3e-37, -2.5, 7.0e9], np.float32)
     cases = [
         (lambda v: jnp.exp(v) * 2 + jnp.sum(v), [x]),
@@ -247,6 +249,12 @@ def test_with_xla_what_numpy_cannot_fold_runs_as_one_program():
         (lax.div, [np.array([1, 2, -9], I32), np.array([1, 0, 2], I32)]),
         (lax.mul, [np.array([3e-39], np.float32), np.array([3.0], np.float32)]),
         (lambda v: jnp.cumsum(v.astype(jnp.bfloat16)), [x[[0, 1, 4, 5, 6]]]),
+        # a bfloat16 Mean: a float32 sum divided behind an optimization barrier (under jax.ensure_compile_time_eval
+        # a jitted call gave a row 1 ulp off: the program is compiled ahead and called as such)
+        (
+            lambda v: math_ops._mean(v, (2,), True),
+            [(np.random.default_rng(0).standard_normal((3, 50, 7)) * 10).astype(jnp.bfloat16)],
+        ),
     ]
     for fn, args in cases:
         want = [np.asarray(o) for o in jax.tree.leaves(jax.jit(fn)(*args))]

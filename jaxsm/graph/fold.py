@@ -95,11 +95,13 @@ def fold(
                 raise
     elif not xla or entry.program is None:
         raise Unfoldable(f"primitive {entry.unknown}")
-    if not entry.compiled:  # each holds a compiled executable: their number is bounded too
-        entry.compiled = True
-        cache[_PROGRAMS] = cache.get(_PROGRAMS, 0) + 1
-    with jax.ensure_compile_time_eval():
-        flat = entry.program(*inputs)
+    consts = list(entry.closed.consts)
+    if entry.compiled is None:  # (an entry is for one set of input shapes and dtypes: one executable)
+        # compiled ahead and called as such: run under an outer trace, a jitted call would be staged into it, and
+        # under jax.ensure_compile_time_eval it is not the program XLA:CPU runs (a bfloat16 mean 1 ulp off)
+        entry.compiled = entry.program.lower(consts, *inputs).compile()
+        cache[_PROGRAMS] = cache.get(_PROGRAMS, 0) + 1  # each holds an executable: their number is bounded too
+    flat = entry.compiled(consts, *inputs)
     return jax.tree.unflatten(entry.treedef, [np.asarray(v) for v in flat])
 
 
@@ -121,7 +123,7 @@ class _Staged:
 
     def __init__(self, closed: Any, treedef: Any, unknown: str | None, program: Callable | None):
         self.closed, self.treedef, self.unknown, self.program = closed, treedef, unknown, program
-        self.compiled = False
+        self.compiled = None
 
 
 def _stage(fn: Callable[..., Any], args: list[np.ndarray]) -> _Staged | str:
@@ -135,7 +137,10 @@ def _stage(fn: Callable[..., Any], args: list[np.ndarray]) -> _Staged | str:
     unknown = _unknown_primitive(closed.jaxpr)
     program = None
     if args and TRACED_READS[0] == reads:
-        program = jax.jit(jax.extend.core.jaxpr_as_fun(closed))
+        # the jaxpr's constants (arrays the lowering built, hoisted by staging) are the program's arguments, as
+        # they are computed values in a jitted call: as literals XLA would fold through them (a division by a
+        # constant behind an optimization barrier became a product with its reciprocal)
+        program = jax.jit(lambda consts, *xs: jax.core.eval_jaxpr(closed.jaxpr, consts, *xs))
     if unknown and program is None:
         return f"primitive {unknown}"
     return _Staged(closed, jax.tree.structure(shapes), unknown, program)

@@ -324,3 +324,10 @@ def test_compiled_programs_are_bounded(monkeypatch):
         out = fold(cache, "n", jnp.exp, [np.zeros(n, np.float32)], xla=True)
         np.testing.assert_array_equal(out, np.ones(n, np.float32))
         assert cache[fold_module._PROGRAMS] <= 3
+
+
+def test_with_jit_disabled_the_eager_path_runs():
+    """Under jax.disable_jit() a compiled executable cannot run: fold declines and the lowering runs eagerly."""
+    with jax.disable_jit():
+        with pytest.raises(Unfoldable, match="jit disabled"):
+            fold({}, "n", jnp.exp, [np.ones(3, np.float32)], xla=True)

@@ -95,6 +95,8 @@ def fold(
                 raise
     elif not xla or entry.program is None:
         raise Unfoldable(f"primitive {entry.unknown}")
+    if jax.config.jax_disable_jit:  # (jax.disable_jit(): compiled executables cannot run there)
+        raise Unfoldable("jit disabled")
     consts = list(entry.closed.consts)
     if entry.compiled is None:  # (an entry is for one set of input shapes and dtypes: one executable)
         # compiled ahead and called as such: run under an outer trace, a jitted call would be staged into it, and

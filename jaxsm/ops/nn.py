@@ -155,8 +155,9 @@ def conv(ctx, x, w):
 def _depthwise_slices(x, w, strides, dilations, pads, round_to=None):
     """Depthwise convolution (NHWC, filter [kh, kw, C, M], output channel c*M + m) as a sum of kh*kw shifted,
     strided slices times per-channel weights: TF's DepthwiseConv2dNative semantics, fast on CPU. Written with
-    lax primitives (no jnp wrappers: a 5x5 kernel is 75 ops, traced in every model that has one). The products
-    keep the [N, H, W, C, M] shape also for M == 1: XLA:CPU runs and compiles that form faster than NHWC.
+    lax primitives, five per tap (no jnp wrappers: a 5x5 kernel is 125 ops, traced in every model that has one).
+    The products keep the [N, H, W, C, M] shape also for M == 1: XLA:CPU runs and compiles that form faster than
+    NHWC.
     ``round_to`` (a half type, with float32 ``x``/``w``) rounds the sum after every tap as TF's half kernels do
     (DepthwiseConv2DKernel in tensorflow/core/kernels/depthwise_conv_op.cc: one multiply-add per tap in float,
     the accumulator stored as half)."""
@@ -169,19 +170,20 @@ def _depthwise_slices(x, w, strides, dilations, pads, round_to=None):
     oh = (h - (kh - 1) * dh - 1) // sh + 1
     ow = (wd - (kw - 1) * dw - 1) // sw + 1
     out_shape = (n, oh, ow, c, m)
+    x = lax.reshape(x, (n, h, wd, c, 1))
     acc = None
     for i in range(kh):
         for j in range(kw):
             patch = lax.slice(
                 x,
-                (0, i * dh, j * dw, 0),
-                (n, i * dh + (oh - 1) * sh + 1, j * dw + (ow - 1) * sw + 1, c),
-                (1, sh, sw, 1),
+                (0, i * dh, j * dw, 0, 0),
+                (n, i * dh + (oh - 1) * sh + 1, j * dw + (ow - 1) * sw + 1, c, 1),
+                (1, sh, sw, 1, 1),
             )
-            tap = lax.index_in_dim(lax.index_in_dim(w, i, 0, keepdims=False), j, 0, keepdims=False)  # [C, M]
-            term = lax.mul(
-                lax.broadcast_in_dim(patch, out_shape, (0, 1, 2, 3)), lax.broadcast_in_dim(tap, out_shape, (3, 4))
-            )
+            if m != 1:
+                patch = lax.broadcast_in_dim(patch, out_shape, (0, 1, 2, 3, 4))
+            tap = lax.slice(w, (i, j, 0, 0), (i + 1, j + 1, c, m))  # [1, 1, C, M], broadcast over N, OH, OW
+            term = lax.mul(patch, lax.broadcast_in_dim(tap, out_shape, (1, 2, 3, 4)))
             acc = term if acc is None else lax.add(acc, term)
             if round_to is not None:
                 acc = _half_rounded(acc, round_to)

@@ -331,3 +331,78 @@ def test_with_jit_disabled_the_eager_path_runs():
     with jax.disable_jit():
         with pytest.raises(Unfoldable, match="jit disabled"):
             fold({}, "n", jnp.exp, [np.ones(3, np.float32)], xla=True)
+
+
+def _check_jit(fn, *args):
+    """fold() gives what the compiled program gives (XLA:CPU's order of accumulation, not eager dispatch's)."""
+    args = [np.asarray(a) for a in args]
+    want = [np.asarray(o) for o in jax.tree.leaves(jax.jit(fn)(*args))]
+    got = [np.asarray(o) for o in jax.tree.leaves(fold({}, "node", fn, args))]
+    assert [g.dtype for g in got] == [w.dtype for w in want]
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+
+
+def test_scatters_fold_in_xla_cpu_order():
+    x = np.arange(12, dtype=I32).reshape(4, 3)
+    idx = np.array([2, 0, 2, -1, 4, 3, 2], I32)  # duplicates, negative (wrapped by jnp), out of range (dropped)
+    upd = np.arange(21, dtype=I32).reshape(7, 3) - 9
+    for op in ("set", "add", "multiply", "min", "max"):
+        _check(lambda v, i, u, op=op: getattr(jnp.asarray(v).at[i], op)(u), x, idx, upd)
+        _check(lambda v, i, u, op=op: getattr(jnp.asarray(v).at[i], op)(u, mode="clip"), x, idx, upd)
+    _check(lambda v, i, u: jnp.asarray(v).at[i, 1:].add(u[:, :2]), x, idx, upd)  # a window of part of a row
+    _check(lambda v, i: jnp.asarray(v).at[i, i % 3].add(7), x, idx)  # two scatter dimensions
+    # float sums whose value depends on the order of the additions
+    big = np.array([1e8, 1.0, -1e8, 1.0, 3.5, -2.25, 1e-3, 1e8], np.float32)
+    seg = np.array([0, 0, 0, 0, 1, 1, 0, 1], I32)
+    if jax.default_backend() == "cpu":
+        _check_jit(lambda d, s: jnp.zeros(2, jnp.float32).at[s].add(d), big, seg)
+        _check_jit(lambda d, s: jax.ops.segment_max(d, s, num_segments=3), big, seg)
+    r = np.random.default_rng(0)
+    data = (r.standard_normal(200) * 10.0 ** r.integers(-3, 6, 200)).astype(np.float32)
+    ids = r.integers(0, 5, 200).astype(I32)
+    _check_jit(lambda d, s: jnp.zeros(5, jnp.float32).at[s].add(d), data, ids)
+    _declines(
+        lambda v, u: jnp.asarray(v).at[np.array([0])].max(u), np.array([0.0], np.float32), np.array([-0.0], np.float32)
+    )
+
+
+def test_sorts_scans_tiles_and_bitcasts():
+    keys = np.array([[3, 1, 3, -2, 1, 0], [5, 5, 5, 1, 0, 5]], I32)
+    vals = np.arange(12, dtype=I32).reshape(2, 6)
+    _check(lambda k, v: lax.sort((k, v), dimension=1, num_keys=1, is_stable=True), keys, vals)
+    _check(lambda k, v: lax.sort((k, v), dimension=0, num_keys=2), keys, vals)
+    _check(lambda k, v: lax.sort((k.T, v.T), dimension=0, num_keys=1, is_stable=True), keys, vals)
+    _declines(lambda k, v: lax.sort((k, v), dimension=1, num_keys=1, is_stable=False), keys, vals)  # ties
+    _check(lambda k, v: lax.sort((k, v), dimension=1, num_keys=1, is_stable=False), vals[:, ::-1], keys)
+    f = np.array([2.0, np.nan, -0.0, 0.0, -np.inf, -np.nan, 1.0, -0.0], np.float32)
+    _check(lambda k: lax.sort((k, jnp.arange(8)), num_keys=1, is_stable=True), f)
+    _check(lambda k: jnp.argsort(k, stable=True), f)
+    _check(lambda v: (jnp.cumsum(v, axis=1), lax.cumsum(v, axis=0, reverse=True), lax.cumprod(v, axis=1)), keys)
+    _check(lambda v: (lax.cummax(v, axis=1, reverse=True), lax.cummin(v, axis=0)), keys)
+    _declines(lambda v: jnp.cumsum(v), np.array([0.1, 0.2, 0.3], np.float32))
+    _check(lambda v: jnp.tile(v, (2, 3)), keys)
+    _check(lambda v: lax.bitcast_convert_type(v, jnp.float32), keys)
+    _check(lambda v: lax.bitcast_convert_type(v, jnp.uint8), keys)
+    _check(lambda v: lax.bitcast_convert_type(v, jnp.int32), np.arange(8, dtype=np.uint8).reshape(2, 4))
+
+    def body(c, x):
+        return c * 3 + x, (c, x * 2)
+
+    for reverse in (False, True):
+        _check(lambda v, reverse=reverse: lax.scan(body, np.ones(6, I32), v, reverse=reverse), keys)
+    _check(lambda v: lax.scan(body, np.ones(6, I32), v[:0]), keys)  # zero iterations
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8, I32, np.uint32, I64, np.uint64])
+def test_shifts_by_any_amount(dtype):
+    info = np.iinfo(dtype)
+    x = np.array([info.min, info.min + 3, 0, 5, info.max, 77, info.max - 9, 1, info.max - 2], dtype)
+    bits = x.dtype.itemsize * 8
+    amount = np.array([0, 1, 3, bits - 1, bits, bits + 3, 2 * bits, 7, 2], dtype)
+    if info.min < 0:
+        amount[-1] = -1  # a negative amount is out of range
+    with jax.enable_x64(x.dtype.itemsize == 8):
+        for fn in (lax.shift_left, lax.shift_right_arithmetic, lax.shift_right_logical):
+            _check(fn, x, amount)
+    _check(lambda a, b: lax.sort((a, b), num_keys=1, is_stable=True), np.array([3, 1, 2], I32), np.arange(3))

@@ -9,9 +9,10 @@ result is bit for bit XLA's: integer arithmetic and comparisons, layout and inde
 correctly rounded float operations (add, sub, mul, div, sqrt, max, min). Anything else -- transcendental
 functions, float reductions (XLA's summation order), random bits -- goes to XLA: with ``xla=True`` (the
 interpreter) the staged jaxpr runs as one jitted program, so a node is one compilation rather than one per
-primitive (a float32 -> int16 Cast run op by op: 1 instead of 13); a lowering that read an input's value while
-staged, or could only be staged with its inputs' values, raises :class:`Unfoldable` and the caller runs it
-eagerly under ``jax.ensure_compile_time_eval`` as before.
+primitive (a float32 -> int16 Cast run op by op: 1 instead of 13). A lowering that reads an input's value while
+staged (a bounds check, a value-dependent path) is staged again with the values as constants (cached under
+them); if that jaxpr needs XLA, :class:`Unfoldable` is raised and the caller runs the lowering eagerly under
+``jax.ensure_compile_time_eval`` as before.
 
 Float add, sub, mul, div and sqrt fold only where JAX's default backend is the CPU: XLA:GPU's float division
 is not correctly rounded (7 / 3 in float32 is one ulp off on an H200) and it may contract a multiply and an add
@@ -118,8 +119,7 @@ class _Staged:
     """A staged lowering: its jaxpr, evaluated with NumPy unless it has a primitive NumPy does not evaluate
     exactly (``unknown``), and ``program``, the jaxpr as one jitted XLA program, for when NumPy cannot: run
     eagerly, each primitive of the lowering would be its own compilation (13 for a float32 -> int16 Cast). None
-    where the lowering read an input's value while staged (its eager run may take another path) or was staged
-    with its inputs' values."""
+    where the lowering was staged with its inputs' values (a program per value would compile for each)."""
 
     __slots__ = ("closed", "treedef", "unknown", "program", "compiled")
 
@@ -136,9 +136,13 @@ def _stage(fn: Callable[..., Any], args: list[np.ndarray]) -> _Staged | str:
         closed, shapes = jax.make_jaxpr(fn, return_shape=True)(*args)
     except Exception as e:  # the eager path reports real errors with the node's context
         raise Unfoldable(str(e)) from e
+    if TRACED_READS[0] != reads:
+        # the lowering asked for an input's value (a bounds check, a value-dependent path) and got none: this
+        # jaxpr is not what it does with the actual values, so it is staged again with them (_NEEDS_VALUES)
+        raise Unfoldable("the lowering reads its inputs' values")
     unknown = _unknown_primitive(closed.jaxpr)
     program = None
-    if args and TRACED_READS[0] == reads:
+    if args:
         # the jaxpr's constants (arrays the lowering built, hoisted by staging) are the program's arguments, as
         # they are computed values in a jitted call: as literals XLA would fold through them (a division by a
         # constant behind an optimization barrier became a product with its reciprocal)
@@ -212,7 +216,7 @@ def _cpu_backend() -> bool:
 # Primitives that only move or select values: subnormal floats pass through XLA unchanged.
 _MOVES = frozenset(
     "broadcast_in_dim reshape squeeze expand_dims transpose concatenate stack slice dynamic_slice pad rev select_n "
-    "gather copy copy_p while jit pjit closed_call".split()
+    "gather copy copy_p while jit pjit closed_call scatter sort tile bitcast_convert_type scan".split()
 )
 
 
@@ -361,6 +365,130 @@ def _call(*args: np.ndarray, jaxpr, **_: Any) -> list[np.ndarray]:
     return _eval(closed, [np.asarray(c) for c in jaxpr.consts], list(args))
 
 
+def _scatter(combine: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> Callable:
+    """XLA's scatter (no batching dims) as XLA:CPU runs it: the updates applied one window at a time in index
+    order (its scatter is expanded into a sequential loop, so duplicate indices accumulate in that order, and
+    the last of duplicate replacements wins), a window out of bounds skipped, or clamped into them (CLIP)."""
+
+    def rule(operand, indices, updates, *, dimension_numbers, mode, update_jaxpr=None, **_):
+        dn = dimension_numbers
+        if dn.operand_batching_dims or (combine is _replace and update_jaxpr is not None):
+            raise Unfoldable("general scatter")
+        window_dims = tuple(dn.update_window_dims)
+        scatter_dims = [d for d in range(updates.ndim) if d not in window_dims]
+        count = int(np.prod([updates.shape[d] for d in scatter_dims], dtype=np.int64))
+        if count > _MAX_SCATTER:
+            raise Unfoldable("large scatter")
+        window = [1] * operand.ndim
+        for d, u in zip((d for d in range(operand.ndim) if d not in dn.inserted_window_dims), window_dims):
+            window[d] = updates.shape[u]
+        upd = np.moveaxis(updates, scatter_dims, range(len(scatter_dims))).reshape((count, *window))
+        idx = indices.reshape(count, indices.shape[-1]).astype(np.int64)
+        clip = mode == lax.GatherScatterMode.CLIP
+        out = operand.copy()
+        for u in range(count):
+            start = [0] * operand.ndim
+            for k, d in enumerate(dn.scatter_dims_to_operand_dims):
+                start[d] = int(idx[u, k])
+            if clip:
+                start = [min(max(s, 0), n - w) for s, n, w in zip(start, operand.shape, window)]
+            elif any(s < 0 or s + w > n for s, n, w in zip(start, operand.shape, window)):
+                continue
+            at = tuple(slice(s, s + w) for s, w in zip(start, window))
+            out[at] = combine(out[at], upd[u])
+        return out
+
+    return rule
+
+
+def _shift(kind: str) -> Callable:
+    """XLA's shifts: an amount outside [0, bits) shifts everything out (0, or the sign for an arithmetic right
+    shift), where C's and NumPy's shifts are undefined."""
+
+    def rule(x: np.ndarray, amount: np.ndarray, **_: Any) -> np.ndarray:
+        if _is_float(x, amount):
+            raise Unfoldable("float operands")
+        bits = x.dtype.itemsize * 8
+        unsigned = np.dtype(f"u{x.dtype.itemsize}")
+        amount = amount.astype(unsigned)  # a negative amount is a huge one, as in XLA
+        out_of_range = amount >= bits
+        safe = np.where(out_of_range, 0, amount).astype(x.dtype)
+        if kind == "left":
+            return np.where(out_of_range, np.zeros_like(x), np.left_shift(x, safe))
+        if kind == "logical":
+            u = x.view(unsigned)
+            return np.where(out_of_range, 0, np.right_shift(u, safe.view(unsigned))).astype(unsigned).view(x.dtype)
+        signed = x.view(np.dtype(f"i{x.dtype.itemsize}"))  # XLA shifts an unsigned type's bits as signed
+        out = np.right_shift(signed, np.where(out_of_range, bits - 1, safe).astype(signed.dtype))
+        return out.view(x.dtype)
+
+    return rule
+
+
+def _replace(old: np.ndarray, new: np.ndarray) -> np.ndarray:
+    return new
+
+
+_MAX_SCATTER = 1 << 16  # updates folded one by one in Python; a larger scatter is one XLA program
+
+
+def _cumulative(np_fn: Callable) -> Callable:
+    def rule(x: np.ndarray, *, axis: int, reverse: bool, **_: Any) -> np.ndarray:
+        if _is_float(x):
+            raise Unfoldable("float scan")  # XLA's association order; NaN and signed zeros
+        if reverse:
+            return np.flip(np_fn(np.flip(x, axis), axis=axis, dtype=x.dtype), axis)
+        return np_fn(x, axis=axis, dtype=x.dtype)
+
+    return rule
+
+
+def _sort_keys(x: np.ndarray) -> np.ndarray:
+    """Integer ranks ordered as lax.sort compares ``x``: -0.0 equal to 0.0, every NaN equal and last."""
+    if x.dtype.kind != "f":
+        return x
+    x = np.where(x == 0, np.zeros_like(x), x)
+    _, ranks = np.unique(x, return_inverse=True, equal_nan=True)  # NaN sorts last in NumPy too
+    return ranks.reshape(x.shape)
+
+
+def _sort(*operands: np.ndarray, dimension: int, is_stable: bool, num_keys: int, **_: Any) -> list[np.ndarray]:
+    keys = [np.moveaxis(_sort_keys(k), dimension, -1) for k in operands[:num_keys]]
+    order = np.lexsort(keys[::-1], axis=-1)  # lexsort's last key is the primary one; it is stable
+    if not is_stable and keys[0].shape[-1] > 1:
+        ordered = [np.take_along_axis(k, order, axis=-1) for k in keys]
+        if np.any(np.logical_and.reduce([k[..., 1:] == k[..., :-1] for k in ordered])):
+            raise Unfoldable("unstable sort with equal keys")  # XLA's order of equal keys is its own
+    return [
+        np.moveaxis(np.take_along_axis(np.moveaxis(x, dimension, -1), order, axis=-1), -1, dimension) for x in operands
+    ]
+
+
+def _bitcast(x: np.ndarray, new_dtype: Any, **_: Any) -> np.ndarray:
+    new = np.dtype(new_dtype)
+    if new.kind not in "biuf" or new.itemsize > 8 or x.dtype.kind == "b" or new.kind == "b":
+        raise Unfoldable("dtype")
+    if new.itemsize == x.dtype.itemsize:
+        return x.view(new)
+    if new.itemsize < x.dtype.itemsize:  # a new last dimension of the narrower elements
+        return np.ascontiguousarray(x).view(new).reshape(*x.shape, x.dtype.itemsize // new.itemsize)
+    return np.ascontiguousarray(x).view(new).reshape(x.shape[:-1])  # the last dimension merges
+
+
+def _scan(*args: np.ndarray, jaxpr, num_consts: int, num_carry: int, length: int, reverse: bool, **_) -> list:
+    consts, carry = list(args[:num_consts]), list(args[num_consts : num_consts + num_carry])
+    xs = args[num_consts + num_carry :]
+    closed = [np.asarray(c) for c in jaxpr.consts]
+    ys_avals = [v.aval for v in jaxpr.jaxpr.outvars[num_carry:]]
+    ys = [np.empty((length, *a.shape), a.dtype) for a in ys_avals]
+    for i in reversed(range(length)) if reverse else range(length):
+        outs = _eval(jaxpr.jaxpr, closed, consts + carry + [x[i] for x in xs])
+        carry = outs[:num_carry]
+        for y, out in zip(ys, outs[num_carry:]):
+            y[i] = out
+    return carry + ys
+
+
 _RULES: dict[str, Callable[..., Any]] = {
     "add": lambda a, b, **_: np.add(a, b),
     "sub": lambda a, b, **_: np.subtract(a, b),
@@ -421,4 +549,23 @@ _RULES: dict[str, Callable[..., Any]] = {
     "closed_call": _call,
     # the primal of a lowering with TF's derivative (jaxsm/ops/math.py _tf_derivative: Maximum, Relu, ...)
     "custom_jvp_call": lambda *args, call_jaxpr, **_: _call(*args, jaxpr=call_jaxpr),
+    "scatter": _scatter(_replace),
+    "scatter-add": _scatter(np.add),
+    "scatter-sub": _scatter(np.subtract),
+    "scatter-mul": _scatter(np.multiply),
+    "scatter-min": _scatter(_extremum(np.minimum)),
+    "scatter-max": _scatter(_extremum(np.maximum)),
+    "cumsum": _cumulative(np.cumsum),
+    "cumprod": _cumulative(np.cumprod),
+    "cummax": _cumulative(lambda x, axis, dtype: np.maximum.accumulate(x, axis=axis, dtype=dtype)),
+    "cummin": _cumulative(lambda x, axis, dtype: np.minimum.accumulate(x, axis=axis, dtype=dtype)),
+    "sort": _sort,
+    "tile": lambda x, reps, **_: np.tile(x, reps),
+    "bitcast_convert_type": _bitcast,
+    "scan": _scan,
+    "shift_left": _shift("left"),
+    "shift_right_arithmetic": _shift("arithmetic"),
+    "shift_right_logical": _shift("logical"),
+    "lt_to": _ints_only(lambda a, b, **_: np.less(a, b)),  # (total order: the same for integers)
+    "le_to": _ints_only(lambda a, b, **_: np.less_equal(a, b)),
 }

@@ -21,6 +21,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from google.protobuf.message import DecodeError
 
 from jaxsm import composite, dtypes
 from jaxsm._proto import meta_graph_pb2, saved_object_graph_pb2, trackable_object_graph_pb2
@@ -35,6 +36,7 @@ from jaxsm.compile import (
 )
 from jaxsm.errors import (
     CallArgumentError,
+    CorruptFileError,
     FormatError,
     FunctionMatchError,
     IncompleteSavedModelError,
@@ -1237,7 +1239,12 @@ def _checkpoint_keys(reader, saved_graph, others: dict[int, dict[str, str]] | No
     if not reader.has_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"):
         return {}
     raw = reader.get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH")
-    tog = trackable_object_graph_pb2.TrackableObjectGraph.FromString(raw.item() if isinstance(raw, np.ndarray) else raw)
+    try:
+        tog = trackable_object_graph_pb2.TrackableObjectGraph.FromString(
+            raw.item() if isinstance(raw, np.ndarray) else raw
+        )
+    except DecodeError as e:
+        raise CorruptFileError(f"{reader.prefix}: cannot parse the checkpoint's object graph: {e}") from e
     keys: dict[int, str] = {}
     matched = {0: 0}  # saved node id -> checkpoint node id
     stack = [(0, 0)]
@@ -1290,10 +1297,60 @@ def _object_paths(saved_graph) -> dict[int, str]:
     return paths
 
 
+def _check_object_graph(ctx: _LoadContext) -> None:
+    """Every node id the object graph names is one of its nodes, and every variable's dtype is a TF dtype
+    (a corrupt saved_model.pb would otherwise index out of range, or wrap a negative id around)."""
+    graph, where = ctx.graph, f"{ctx.files.proto_path}: the object graph"
+    n = len(graph.nodes)
+
+    def check(node_id: int, what: str) -> None:
+        if not 0 <= node_id < n:
+            raise CorruptFileError(f"{where}: {what} names node {node_id}, but there are {n} nodes (re-export it)")
+
+    for nid, node in enumerate(graph.nodes):
+        for c in node.children:
+            check(c.node_id, f"child '{c.local_name}' of node {nid}")
+        for ref in node.slot_variables:
+            check(ref.original_variable_node_id, f"a slot variable of node {nid}")
+            check(ref.slot_variable_node_id, f"a slot variable of node {nid}")
+        kind = node.WhichOneof("kind")
+        if kind == "variable":
+            try:
+                dtypes.to_numpy(node.variable.dtype)
+            except KeyError:
+                raise CorruptFileError(
+                    f"{where}: variable node {nid} has dtype {dtypes.name(node.variable.dtype)}, not a variable's dtype"
+                ) from None
+        if kind == "asset" and not 0 <= node.asset.asset_file_def_index < len(ctx.meta_graph.asset_file_def):
+            raise CorruptFileError(
+                f"{where}: asset node {nid} names asset_file_def {node.asset.asset_file_def_index}, but there "
+                f"are {len(ctx.meta_graph.asset_file_def)}"
+            )
+    for name, cf in graph.concrete_functions.items():
+        for node_id in cf.bound_inputs:
+            check(node_id, f"a bound input of concrete function '{name}'")
+
+
+def _check_variable_entry(var: Variable, declared_dtype: int, dtype: int, shape: list[int], prefix: str) -> None:
+    """The checkpoint's dtype and shape of ``var`` are the declared ones (TF's restore fails otherwise)."""
+    declared = var._shape
+    if dtypes.base_enum(dtype) != dtypes.base_enum(declared_dtype) or (
+        declared is not None
+        and (len(declared) != len(shape) or any(d is not None and d != s for d, s in zip(declared, shape)))
+    ):
+        raise VariableError(
+            f"variable '{var.name}' (object path '{var.key}') is declared {dtypes.name(declared_dtype)} "
+            f"{list(declared) if declared is not None else '<unknown rank>'} in the "
+            f"object graph, but the checkpoint {prefix} holds {dtypes.name(dtype)} {shape}: the SavedModel is "
+            "inconsistent (re-export it)"
+        )
+
+
 def load_object_graph(export_dir: str, meta_graph: meta_graph_pb2.MetaGraphDef, options: LoadOptions) -> Any:
     """Restore the object tree of a TF2 MetaGraph (called by :func:`jaxsm.load`)."""
     ctx = _LoadContext(export_dir, meta_graph, options)
     graph = ctx.graph
+    _check_object_graph(ctx)
     paths = _object_paths(graph)
 
     reader = None
@@ -1368,10 +1425,16 @@ def load_object_graph(export_dir: str, meta_graph: meta_graph_pb2.MetaGraphDef, 
             ctx.nodes[nid] = _Captured(None)
 
     # Variable values.
+    entry_dtypes = reader.get_variable_to_dtype_enum_map() if reader is not None else {}
+    entry_shapes = reader.get_variable_to_shape_map() if reader is not None else {}
     for nid, obj in enumerate(ctx.nodes):
         if isinstance(obj, Variable):
             key = ckpt_keys.get(nid)
             if reader is not None and key is not None and reader.has_tensor(key):
+                declared_dtype = graph.nodes[nid].variable.dtype
+                _check_variable_entry(
+                    obj, declared_dtype, entry_dtypes[key], entry_shapes[key], ctx.files.variables_prefix
+                )
                 obj._pending = functools.partial(_read_variable, reader, key, obj.key, options)
                 if options.param_dtype is not None and obj._dtype.kind == "f":
                     obj._dtype = np.dtype(options.param_dtype)
@@ -1516,7 +1579,7 @@ def load(
     from jaxsm.format.saved_model import load_meta_graph
 
     options = options or LoadOptions()
-    export_dir = os.fspath(export_dir)
+    export_dir = os.fsdecode(export_dir)  # bytes paths too (non-UTF-8 names survive as surrogates)
     with gc_paused():
         meta_graph = load_meta_graph(export_dir, tags)
         if len(meta_graph.object_graph_def.nodes) == 0:

@@ -24,6 +24,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from google.protobuf.message import DecodeError
 
 from jaxsm import dtypes
 from jaxsm._proto import function_pb2, graph_pb2, meta_graph_pb2, node_def_pb2, struct_pb2, variable_pb2
@@ -31,6 +32,7 @@ from jaxsm.compile import tuned_jit
 from jaxsm.composite import SparseTensor, from_components, to_components
 from jaxsm.errors import (
     CallArgumentError,
+    CorruptFileError,
     FormatError,
     FunctionMatchError,
     GraphError,
@@ -1250,7 +1252,7 @@ class TF1Model:
             names = []
             if cdef is not None:
                 for raw in cdef.bytes_list.value:
-                    vdef = variable_pb2.VariableDef.FromString(raw)
+                    vdef = _parse(variable_pb2.VariableDef, raw, f"collection {coll!r}")
                     name = _split(vdef.variable_name)[0]
                     defs[name] = vdef
                     names.append(name)
@@ -1323,9 +1325,15 @@ class TF1Model:
             stack.extend(_split(i)[0] for i in node.input)
 
         def const(ref: str) -> np.ndarray:
-            node = by_name[_split(ref)[0]]
-            while node.op == "Identity":
-                node = by_name[_split(node.input[0])[0]]
+            node, seen = by_name.get(_split(ref)[0]), set()
+            while node is not None and node.op == "Identity" and node.input and node.name not in seen:
+                seen.add(node.name)
+                node = by_name.get(_split(node.input[0])[0])
+            if node is None or "value" not in node.attr:
+                raise GraphError(
+                    f"the Saver's restore op reads {ref!r}, which is not a constant of the graph: the SavedModel's "
+                    "graph is corrupt (re-export it)"
+                )
             return tensor_from_proto(node.attr["value"].tensor)
 
         def target(src: tuple[str, int], depth: int = 0) -> node_def_pb2.NodeDef | None:
@@ -1378,6 +1386,16 @@ class TF1Model:
                     f"{prefix}; pass LoadOptions(allow_partial_checkpoint=True) to load anyway"
                 )
             value = _apply_slice(np.asarray(reader.get_tensor(ckpt_key)), spec, ckpt_key)
+            declared = var._shape
+            fits = declared is None or (
+                len(declared) == value.ndim and all(d is None or d < 0 or d == s for d, s in zip(declared, value.shape))
+            )
+            if value.dtype != var._dtype or not fits:  # TF's graph import fails on the restore op's Assign
+                raise VariableError(
+                    f"variable '{var.name}' is declared {var._dtype} {list(declared) if declared is not None else '?'} "
+                    f"in the graph, but checkpoint key '{ckpt_key}' of {prefix} holds {value.dtype} "
+                    f"{list(value.shape)}: the SavedModel is inconsistent (re-export it)"
+                )
             var._value = self._options.place(var.key, value)
 
     def _restore_tables(self, reader: Any, tables: dict[str, list[str | None]], missing_ok: bool) -> None:
@@ -1418,7 +1436,8 @@ class TF1Model:
         local = mg.collection_def.get("local_variables")
         if local is not None:
             targets += [
-                _split(variable_pb2.VariableDef.FromString(raw).initializer_name)[0] for raw in local.bytes_list.value
+                _split(_parse(variable_pb2.VariableDef, raw, "collection 'local_variables'").initializer_name)[0]
+                for raw in local.bytes_list.value
             ]
         if "table_initializer" in mg.collection_def:
             targets += [_split(v)[0] for v in mg.collection_def["table_initializer"].node_list.value]
@@ -1499,6 +1518,14 @@ class TF1Model:
         )
 
 
+def _parse(cls: type, raw: bytes, where: str) -> Any:
+    """A proto serialized inside the MetaGraph (a collection entry); a CorruptFileError if it does not parse."""
+    try:
+        return cls.FromString(raw)
+    except DecodeError as e:
+        raise CorruptFileError(f"cannot parse a {cls.__name__} of the MetaGraph's {where}: {e} (re-export it)") from e
+
+
 def _asset_file_defs(meta_graph: meta_graph_pb2.MetaGraphDef) -> list[meta_graph_pb2.AssetFileDef]:
     """``asset_file_def``, or for older Builders the ``saved_model_assets`` collection, as TF's
     ``loader_impl.get_asset_tensors`` reads them."""
@@ -1507,7 +1534,7 @@ def _asset_file_defs(meta_graph: meta_graph_pb2.MetaGraphDef) -> list[meta_graph
     cdef = meta_graph.collection_def.get(_ASSETS_KEY)
     if cdef is None:
         return []
-    return [meta_graph_pb2.AssetFileDef.FromString(a.value) for a in cdef.any_list.value]
+    return [_parse(meta_graph_pb2.AssetFileDef, a.value, f"collection {_ASSETS_KEY!r}") for a in cdef.any_list.value]
 
 
 def _text(x: Any) -> str:

@@ -105,7 +105,7 @@ def _key_str(key: bytes) -> str:
 
 def normalize_prefix(path: str | os.PathLike[str]) -> str:
     """Accept ``<prefix>``, ``<prefix>.index`` or a data shard path, and return ``<prefix>``."""
-    path = os.fspath(path)
+    path = os.fsdecode(path)
     if path.endswith(".index") and not os.path.exists(path + ".index"):
         return path[: -len(".index")]
     m = re.fullmatch(r"(.*)\.data-\d{5}-of-\d{5}", path)

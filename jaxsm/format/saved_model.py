@@ -148,7 +148,10 @@ def read_saved_model(export_dir: str | os.PathLike[str]) -> saved_model_pb2.Save
             f"{files.export_dir} has no {SAVED_MODEL_PB}: the SavedModel is incomplete "
             f"(a writer may still be running; {SAVED_MODEL_PB} is written last)"
         )
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise FormatError(f"cannot read {path}: {e}") from e
     if not data:
         raise CorruptFileError(f"{path} is empty (0 bytes): the SavedModel file is truncated")
     saved_model = saved_model_pb2.SavedModel()
@@ -212,6 +215,8 @@ def read_fingerprint(export_dir: str | os.PathLike[str]) -> Fingerprint:
         proto.ParseFromString(path.read_bytes())
     except message.DecodeError as e:
         raise CorruptFileError(f"cannot parse {path}: {e} (the file is truncated or corrupt)") from e
+    except OSError as e:
+        raise FormatError(f"cannot read {path}: {e}") from e
     return Fingerprint(
         proto.saved_model_checksum,
         proto.graph_def_program_hash,

@@ -45,6 +45,11 @@ class Library:
         self.functions: dict[str, function_pb2.FunctionDef] = {}
         if library is not None:
             for f in library.function:
+                prev = self.functions.get(f.signature.name)
+                if prev is not None and prev != f:  # TF's FunctionLibraryDefinition refuses it
+                    raise GraphError(
+                        f"the function library defines '{f.signature.name}' twice, differently: the graph is corrupt"
+                    )
                 self.functions[f.signature.name] = f
         self._op_defs = {o.name: o for o in op_list.op} if op_list is not None else {}
         self._bodies: dict[str, Body] = {}
@@ -94,7 +99,7 @@ class Library:
             return 0
         for name, start, n in layout:
             if name == arg:
-                if i >= n:
+                if not 0 <= i < n:
                     raise GraphError(f"{where}: '{node.name}:{arg}:{i}' is out of range ({arg} has {n} outputs)")
                 return start + i
         raise GraphError(f"{where}: {node.op} has no output arg '{arg}' (referenced as '{node.name}:{arg}:{i}')")
@@ -113,10 +118,10 @@ class Library:
             nodes = [Node(nd, name) for nd in fdef.node_def]
             inputs = [a.name for a in fdef.signature.input_arg]
             ret_names = [a.name for a in fdef.signature.output_arg]
-            try:
-                rets = [fdef.ret[n] for n in ret_names]
-            except KeyError as e:
-                raise GraphError(f"function '{name}' has no ret entry for output {e}") from None
+            missing = [n for n in ret_names if n not in fdef.ret]  # (a proto map gives '' for a missing key)
+            if missing:
+                raise GraphError(f"function '{name}' has no ret entry for output {missing[0]!r}")
+            rets = [fdef.ret[n] for n in ret_names]
             control = [fdef.control_ret[k] for k in sorted(fdef.control_ret)]
             self._bodies[name] = self.build_body(name, inputs, nodes, rets, ret_names, control, function_style=True)
         return self._bodies[name]
@@ -153,17 +158,23 @@ class Library:
         (``"x:0"``/``"x"``), which cut the graph there.
         """
         by_name = {n.name: n for n in nodes}
+        where = f"function '{name}'" if function_style else f"graph '{name}'"
+        if len(by_name) != len(nodes):
+            seen: set[str] = set()
+            dup = next(n.name for n in nodes if n.name in seen or seen.add(n.name))
+            raise GraphError(f"{where}: node '{dup}' is not unique (the graph is corrupt; TF refuses it too)")
         input_index: dict[str, int] = {}
         for i, nm in enumerate(inputs):
             input_index[nm] = i
             if not function_style and ":" not in nm:
                 input_index[nm + ":0"] = i
-        where = f"function '{name}'" if function_style else f"graph '{name}'"
 
         def parse(ref: str) -> tuple[str, int] | int:
             if ref in input_index:
                 return input_index[ref]
             parts = ref.split(":")
+            if len(parts) > 1 and not parts[-1].isdigit():
+                raise GraphError(f"{where}: cannot parse input reference '{ref}' (its output index is not a number)")
             if not function_style:
                 if len(parts) == 1:
                     key = ref + ":0"

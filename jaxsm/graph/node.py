@@ -108,6 +108,8 @@ class Node:
             value = decode_attr(self._attr_proto[name])
         except Exception as e:
             raise AttrError(f"cannot decode attribute '{name}' of node {self.where()}: {e}") from e
+        if isinstance(default, bool) and not isinstance(value, bool):  # a bytes value would read as True
+            raise AttrError(f"attribute '{name}' of node {self.where()} is {value!r}, not a bool: the graph is corrupt")
         self._attrs[name] = value
         return value
 

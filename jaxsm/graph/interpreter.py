@@ -264,7 +264,7 @@ class Interpreter:
         has_symbolic = any(symbolic.is_symbolic(a) for a in args)
         if has_symbolic:
             if node.op in symbolic.SYMBOLIC_OPS and all(isinstance(a, np.ndarray) for a in args):
-                return [symbolic.SYMBOLIC_OPS[node.op](ctx, *args)]
+                return [symbolic.settle(ctx, symbolic.SYMBOLIC_OPS[node.op](ctx, *args))]
             args = [
                 a if i in opdef.static or not symbolic.is_symbolic(a) else symbolic.to_traced(a)
                 for i, a in enumerate(args)

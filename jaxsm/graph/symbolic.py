@@ -27,6 +27,14 @@ def is_symbolic(x: Any) -> bool:
     return isinstance(x, np.ndarray) and x.dtype == object and any(is_dim(v) for v in x.flat)
 
 
+def settle(ctx, x: np.ndarray) -> np.ndarray:
+    """The result of a shape-arithmetic op with no symbolic dimension left (``tf.shape(x)[1]`` beside a symbolic
+    batch) as the op's int array: an object array of plain ints is no value that JAX or folding takes."""
+    if x.dtype != object or is_symbolic(x):
+        return x
+    return x.astype(ctx.dtype("DstT" if ctx.node.op == "Cast" else "T"))
+
+
 def to_traced(x: np.ndarray) -> Any:
     """A symbolic static value as a run-time int array."""
     if x.ndim == 0:

@@ -55,6 +55,13 @@ def _run_with_state(
         interp.state, interp.run_time_asserts = saved, saved_asserts
 
 
+def _note_assigned(assigned: set, state: dict, new_state: dict) -> None:
+    """Add to ``assigned`` the variables a loop body or branch assigned (a new value). The others come back from
+    lax.while_loop/scan/switch as new traced values too, but must stay the caller's own: inside the user's
+    jax.jit they would count as assignments of a read-only function (VariableError)."""
+    assigned.update(k for k in state if new_state[k] is not state[k])
+
+
 def _slotted(o: Any, k: int, layout: list | None) -> Any:
     """Output ``o`` of branch ``k`` as lax.switch needs it when the branches put optionals of different shapes at
     its position (``layout``: each branch's value shapes there, or None): one slot per branch."""
@@ -122,6 +129,7 @@ def _switch(ctx: OpContext, index: Any, branches: list[str], args: list[Any]) ->
     """Run ``branches[index]`` on ``args`` with lax.switch, threading variable state through every branch."""
     interp = ctx.interp
     state0 = dict(interp.state)
+    assigned: set = set()
 
     layouts: dict[int, list] = {}
 
@@ -129,6 +137,7 @@ def _switch(ctx: OpContext, index: Any, branches: list[str], args: list[Any]) ->
         def branch():
             asserts: list[Any] = []  # (TF's Assert wrapper puts the Assert in a cond's branch)
             outs, state = _run_with_state(interp, fname, args, state0, asserts)
+            _note_assigned(assigned, state0, state)
             if set(state) != set(state0):
                 raise ctx.error(
                     f"branch '{fname}' creates variables {sorted(set(state) - set(state0))} that the other "
@@ -154,7 +163,7 @@ def _switch(ctx: OpContext, index: Any, branches: list[str], args: list[Any]) ->
             f"({str(e).splitlines()[0]})",
             StaticValueError,
         ) from None
-    interp.state.update(state)
+    interp.state.update({k: v for k, v in state.items() if k in assigned})
     if interp.run_time_asserts is not None:
         interp.run_time_asserts.append(held)
     return outs
@@ -397,6 +406,7 @@ def _scan_loop(ctx, body, init, static, steps, dynamic):
     resized = _resizing_lists(ctx, body, vars0, dynamic, order, trips)
     carry0 = ([vars0[i] for i in dynamic], dict(interp.state), jnp.asarray(True))
     asserts = _LoopAsserts(interp)
+    assigned: set = set()
 
     def step(carry, x):
         dyn, state, held = carry
@@ -406,6 +416,7 @@ def _scan_loop(ctx, body, init, static, steps, dynamic):
         for i, v in zip(dynamic, dyn):
             full[i] = v
         outs, new_state = _run_with_state(interp, body, full, state, asserts.fresh())
+        _note_assigned(assigned, state, new_state)
         new_dyn = [_fit(outs[i], old, ctx, f"loop variable {i}") for i, old in zip(dynamic, dyn)]
         if set(new_state) != set(state):  # (they would be lost: the scan carries the state it started with)
             raise ctx.error("the loop body creates state (variables, stacks), so it runs op by op", StaticValueError)
@@ -416,7 +427,7 @@ def _scan_loop(ctx, body, init, static, steps, dynamic):
         ), None
 
     (dyn, state, held), _ = lax.scan(step, carry0, xs, length=trips)
-    interp.state.update(state)
+    interp.state.update({k: v for k, v in state.items() if k in assigned})
     asserts.report(held)
     result = list(init)
     for i in order:
@@ -438,6 +449,7 @@ def _while_loop(ctx, cond, body, init, carried):
     vars0 = _materialize_lists(ctx, body, [_as_jax(v) if i in carried else v for i, v in enumerate(init)])
     carry0 = ([vars0[i] for i in carried], dict(interp.state), jnp.asarray(True))
     asserts = _LoopAsserts(interp)
+    assigned: set = set()
 
     def full_vars(dyn):
         full = list(vars0)
@@ -453,6 +465,7 @@ def _while_loop(ctx, cond, body, init, carried):
     def body_fn(carry):
         dyn, state, held = carry
         outs, new_state = _run_with_state(interp, body, full_vars(dyn), state, asserts.fresh())
+        _note_assigned(assigned, state, new_state)
         new_dyn = [_fit(outs[i], old, ctx, f"loop variable {i}") for i, old in zip(carried, dyn)]
         if set(new_state) != set(state):
             raise ctx.error("the loop body creates state (variables, stacks), so it runs op by op", StaticValueError)
@@ -460,7 +473,7 @@ def _while_loop(ctx, cond, body, init, carried):
         return new_dyn, state, asserts.held(held)
 
     dyn, state, held = _forward_only(ctx, lax.while_loop(cond_fn, body_fn, carry0))
-    interp.state.update(state)
+    interp.state.update({k: v for k, v in state.items() if k in assigned})
     asserts.report(held)
     return full_vars(dyn)
 

@@ -364,7 +364,11 @@ KNOWN_GAPS: list[tuple[str, str, str]] = [
         "(loader) restored functions",
         "a call that assigns variables or tables inside the user's jax.jit/grad/vmap",
         "raises VariableError (a traced value cannot be kept in the loaded object); jaxsm.functional(fn) gives a"
-        " pure apply that returns the updated variables. Functions that only read variables work under jit/grad/vmap",
+        " pure apply that returns the updated variables. Functions that only read variables work under jit/grad/vmap,"
+        " with the values the variables hold when the caller's jit traces them (closed-over constants: a later"
+        " assign is not seen by that compiled function; apply takes them as arguments). Seeded stateful random ops"
+        " (tf.random.uniform(seed=...), tf_keras Dropout) keep their counters under the user's jax.jit (the draws"
+        " repeat from call to call), and under jax.vmap every example gets the same draws",
     ),
     (
         "(loader) ConcreteFunction.inputs / .outputs",

@@ -218,7 +218,7 @@ class Library:
                     stack.append(p[0])
             if control_edges:
                 for c in node.control_inputs:
-                    if c not in needed:
+                    if c not in needed and c not in input_index:  # "^arg": a FunctionDef's own argument
                         stack.append(c)
 
         # Kahn's algorithm in the original node order, so execution order is deterministic.

@@ -634,11 +634,30 @@ _TENSOR_SCATTER = {
 }
 
 
+@jax.custom_jvp
+def _scatter_update(tensor, indices, updates):
+    return scatter_nd_values(tensor, indices, updates, "set")
+
+
+@_scatter_update.defjvp
+def _scatter_update_jvp(primals, tangents):
+    # _TensorScatterUpdateGrad: every update gets the gradient at its index, also a duplicate that another
+    # update overwrote (gather_nd(grad, indices)); the tangent adds up the duplicates' tangents
+    tensor, indices, updates = primals
+    t_tensor, _, t_updates = tangents
+    kept = scatter_nd_values(jnp.ones(tensor.shape, bool), indices, jnp.zeros(updates.shape, bool), "set")
+    t_out = scatter_nd_values(jnp.where(kept, t_tensor, 0), indices, t_updates, "add")
+    return _scatter_update(tensor, indices, updates), t_out
+
+
 @op(*_TENSOR_SCATTER, checked=(1,))
 def tensor_scatter(ctx, tensor, indices, updates):
     check_index_depth(ctx, indices)
     check_indices(ctx, indices, _nd_bounds(indices, np.shape(tensor)))
-    return scatter_nd_values(tensor, indices, updates, _TENSOR_SCATTER[ctx.node.op])
+    how = _TENSOR_SCATTER[ctx.node.op]
+    if how == "set" and jnp.issubdtype(jnp.result_type(tensor), jnp.inexact):
+        return _scatter_update(jnp.asarray(tensor), jnp.asarray(indices), jnp.asarray(updates, jnp.result_type(tensor)))
+    return scatter_nd_values(tensor, indices, updates, how)
 
 
 @op("InplaceUpdate", "InplaceAdd", "InplaceSub")
@@ -806,7 +825,15 @@ def dynamic_stitch(ctx, *args):
     writer = np.full(int(flat.max()) + 1 if flat.size else 0, -1, np.int64)
     np.maximum.at(writer, flat, np.arange(flat.size))
     mask = (writer >= 0).reshape((-1,) + (1,) * (rows.ndim - 1))
-    return jnp.where(mask, rows[np.maximum(writer, 0)], jnp.zeros((), rows.dtype))
+
+    @jax.custom_jvp
+    def stitch(rows):
+        return jnp.where(mask, rows[np.maximum(writer, 0)], jnp.zeros((), rows.dtype))
+
+    # _DynamicStitchGrads: every data row gets the gradient at its index, also a duplicate that a later one
+    # overwrote (gather(grad, indices)); the tangent adds up the duplicates' tangents
+    stitch.defjvp(lambda p, t: (stitch(*p), jnp.zeros((writer.size,) + rows.shape[1:], t[0].dtype).at[flat].add(t[0])))
+    return stitch(rows) if jnp.issubdtype(rows.dtype, jnp.inexact) else stitch.fun(rows)
 
 
 @op("DynamicPartition")

@@ -380,12 +380,12 @@ def tanh_grad(ctx, y, dy):
 
 @op("SqrtGrad")
 def sqrt_grad(ctx, y, dy):
-    return dy * 0.5 / _conj(y)
+    return jnp.where(dy == 0, 0, dy * 0.5 / _conj(y))  # TF: a zero gradient stays 0 where y is 0 or NaN
 
 
 @op("RsqrtGrad")
 def rsqrt_grad(ctx, y, dy):
-    return dy * _conj(y * y * y) * -0.5
+    return jnp.where(dy == 0, 0, dy * _conj(y * y * y) * -0.5)  # TF: a zero gradient stays 0 where y is inf
 
 
 @op("ReciprocalGrad", "InvGrad")
@@ -460,9 +460,21 @@ def _floor_mod(x, y):
     return jnp.where(fix, r + y, r)
 
 
+# _PowGrad: the exponent's gradient is z * log(x) where x > 0 and 0 elsewhere (JAX's is NaN for x < 0)
+_pow_tf = _tf_derivative(
+    jnp.power,
+    lambda x, y, tx, ty: (
+        tx * jnp.where(y == 0, 0, y * _pow_tf(x, y - 1))
+        + ty * _pow_tf(x, y) * jnp.where(x > 0, jnp.log(jnp.where(x > 0, x, 1)), 0)
+    ),
+)
+
+
 def _pow(x, y):
     # TF raises for an integer to a negative power; one known only at run time truncates like C's 1 / x^-y (the
     # gaps.py rule), where jnp.power's square-and-multiply over the exponent's bits gives garbage (5^-2 = -558738647)
+    if _real_float(x, y):
+        return _pow_tf(x, y)
     out = jnp.power(x, y)
     if not _is_int(x) or _dt(y).kind == "u":
         return out
@@ -706,6 +718,7 @@ def betainc(ctx, a, b, x):
     # Eigen's incbet: NaN for a <= 0 or b <= 0 first, then 0 at x == 0 and 1 at x == 1 (even for a NaN a or b),
     # NaN for an infinite a or b inside (0, 1)
     a, b, x = jnp.broadcast_arrays(a, b, x)
+    a, b = lax.stop_gradient(a), lax.stop_gradient(b)  # _BetaincGrad: none for a and b (jax.grad raised)
     # jax's float32 betainc is off by ~1e-5 relative (0.2999985 for I_0.3(1, 1)): compute wider where possible
     wide = jnp.float64 if jax.config.jax_enable_x64 else x.dtype
     v = jsp.betainc(a.astype(wide), b.astype(wide), x.astype(wide)).astype(x.dtype)

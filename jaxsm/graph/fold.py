@@ -87,6 +87,8 @@ def fold(
         inputs = []
     if isinstance(entry, str):  # known from staging: this fold needs XLA every time, primitive by primitive
         raise Unfoldable(entry)
+    if isinstance(entry, _Computed):
+        return jax.tree.map(np.copy, entry.out)
     if entry.unknown is None:
         try:
             flat = _eval(entry.closed.jaxpr, [np.asarray(c) for c in entry.closed.consts], inputs)
@@ -132,10 +134,24 @@ def _stage(fn: Callable[..., Any], args: list[np.ndarray]) -> _Staged | str:
     """``fn``'s staged form (:class:`_Staged`) -- or, if it can only run eagerly, the reason as a string (kept in
     the cache, so the node goes to XLA at once the next times)."""
     reads = TRACED_READS[0]
+    computed: list[Any] = []
+
+    def staged(*xs: Any) -> Any:
+        out = fn(*xs)
+        leaves = jax.tree.leaves(out)
+        known = [v for v in leaves if isinstance(v, (np.ndarray, np.generic))]
+        if leaves and len(known) == len(leaves):
+            computed.append(out)  # the lowering computed it with NumPy: that is the value, in its own dtypes
+        elif not jax.config.jax_enable_x64 and any(v.dtype in _WIDE for v in known):
+            raise Unfoldable("a 64-bit NumPy result")  # staged, it would be narrowed to 32 bits
+        return out
+
     try:
-        closed, shapes = jax.make_jaxpr(fn, return_shape=True)(*args)
+        closed, shapes = jax.make_jaxpr(staged, return_shape=True)(*args)
     except Exception as e:  # the eager path reports real errors with the node's context
         raise Unfoldable(str(e)) from e
+    if computed and (TRACED_READS[0] == reads or not args):
+        return _Computed(computed[0])
     if TRACED_READS[0] != reads:
         # the lowering asked for an input's value (a bounds check, a value-dependent path) and got none: this
         # jaxpr is not what it does with the actual values, so it is staged again with them (_NEEDS_VALUES)
@@ -150,6 +166,18 @@ def _stage(fn: Callable[..., Any], args: list[np.ndarray]) -> _Staged | str:
     if unknown and program is None:
         return f"primitive {unknown}"
     return _Staged(closed, jax.tree.structure(shapes), unknown, program)
+
+
+_WIDE = frozenset(np.dtype(t) for t in ("int64", "uint64", "float64", "complex128"))
+
+
+class _Computed:
+    """A lowering that computed its outputs with NumPy, without a JAX operation: they are the fold's value."""
+
+    __slots__ = ("out",)
+
+    def __init__(self, out: Any):
+        self.out = out
 
 
 def _unknown_primitive(jaxpr: Any) -> str | None:

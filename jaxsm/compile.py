@@ -36,6 +36,7 @@ import numpy as np
 
 from jaxsm.dtypes import is_strings
 from jaxsm.errors import AssertFailedError, EagerFallbackWarning, StaticValueError
+from jaxsm.graph.custom_gradient import is_forward_mode
 
 LARGE_DOT_ROWS = 4096
 
@@ -168,6 +169,13 @@ def tuned_jit(fn: Callable, name: str = "function") -> Callable:
                 stacklevel=4,
             )
         run = plain if has_tracers((state, flat_inputs)) and key not in eager else choice.get(key)
+        if run is plain and any(is_forward_mode(x) for x in jax.tree_util.tree_leaves((state, flat_inputs))):
+            try:
+                return check_run_time_asserts(run(state, flat_inputs), op_by_op, state, flat_inputs)
+            except TypeError as e:  # JAX cannot push tangents through the jaxpr's custom_vjp (a saved custom
+                if "custom_vjp" not in str(e):  # gradient); traced under the caller's jvp, jaxsm gives it TF's JVP
+                    raise
+                return check_run_time_asserts(fn(state, flat_inputs), op_by_op, state, flat_inputs)
         if run is not None:
             return check_run_time_asserts(run(state, flat_inputs), op_by_op, state, flat_inputs)
         if key not in eager:

@@ -1160,7 +1160,7 @@ class RestoredResource:
         self._dense = _dense_table_layout(ctx.library, cf.name)
         made = Interpreter(ctx.library).call(cf.name, cf._bind_captures())
         if made and isinstance(made[0], Resource):
-            self.handle = Resource(self.key, made[0].kind, made[0].dtypes)
+            self.handle = Resource(self.key, made[0].kind, made[0].dtypes, made[0].key_shape)
         if isinstance(init, RestoredFunction) and init.concrete_functions:
             cf = init.concrete_functions[0]
             interp = Interpreter(ctx.library)

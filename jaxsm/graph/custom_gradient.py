@@ -10,7 +10,9 @@ and the function) and variables. It returns a gradient for each IdentityN input 
 
 jaxsm lowers such an IdentityN as a ``jax.custom_vjp`` identity whose backward pass runs the saved gradient
 function, so ``jax.grad`` through a restored function gives TF's custom gradient rather than the derivative of
-the forward ops. The captured forward tensors and variable values are residuals of the forward pass.
+the forward ops. The captured forward tensors and variable values are residuals of the forward pass. Traced under
+the caller's ``jax.jvp``/``jacfwd`` (which a custom_vjp refuses), it is a ``jax.custom_jvp`` identity instead, whose
+tangents are TF's ForwardAccumulator's for the saved gradient.
 """
 
 from __future__ import annotations
@@ -107,7 +109,44 @@ def identity_with_gradient(ctx: Any, xs: list[Any], grad: SavedGradient) -> list
 
     identity.defvjp(forward, backward)
     caps_arrays = tuple(jnp.asarray(c) if c is not None else None for c in caps)
+    if any(is_forward_mode(x) for x in xs):  # the caller's jax.jvp/jacfwd: a custom_vjp has no JVP
+        return list(_forward_mode_identity(run_gradient, grad)(tuple(jnp.asarray(x) for x in xs), caps_arrays, state))
     return list(identity(tuple(jnp.asarray(x) for x in xs), caps_arrays, state))
+
+
+def is_forward_mode(x: Any) -> bool:
+    """Whether ``x`` is traced by JAX's forward mode (``jax.jvp``, ``jax.jacfwd``; jax.grad's are LinearizeTracers)."""
+    return isinstance(x, jax.core.Tracer) and type(x).__name__ == "JVPTracer"
+
+
+def _forward_mode_identity(run_gradient: Any, grad: SavedGradient) -> Any:
+    """The identity whose JVP is TF's for a custom gradient (tensorflow/python/eager/forwardprop.py
+    ``_jvp_helper``): the derivative of <gradient function(cotangents), tangents> with respect to the cotangents,
+    taken where they are all ones (the transpose of the gradient where it is linear in them, as usual)."""
+
+    @jax.custom_jvp
+    def identity(xs, caps, state):
+        return xs
+
+    def jvp(primals, tangents):
+        xs, caps, state = primals
+        inexact = [i for i, x in enumerate(xs) if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
+
+        def gradient(cts: tuple) -> tuple:
+            full = [jnp.zeros_like(x) for x in xs]
+            for i, c in zip(inexact, cts, strict=True):
+                full[i] = c
+            outs = iter(run_gradient(tuple(full), caps, state))
+            made = [jnp.asarray(next(outs), jnp.result_type(x)) if m else None for x, m in zip(xs, grad.produces)]
+            return tuple(jnp.zeros_like(xs[i]) if made[i] is None else made[i] for i in inexact)
+
+        ones = tuple(jnp.ones_like(xs[i]) for i in inexact)
+        _, pullback = jax.vjp(gradient, ones)
+        moved = iter(pullback(tuple(jnp.asarray(tangents[0][i], jnp.result_type(xs[i])) for i in inexact))[0])
+        return xs, tuple(next(moved) if i in inexact else _zero_cotangent(x) for i, x in enumerate(xs))
+
+    identity.defjvp(jvp)
+    return identity
 
 
 def _zero_cotangent(x: Any) -> Any:

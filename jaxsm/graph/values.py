@@ -21,6 +21,8 @@ class Resource:
     kind: str = "variable"
     # (key dtype, value dtype) as TF DataType enums, for hash tables
     dtypes: tuple[int, int] | None = None
+    # the shape of a DenseHashTable's keys (its empty key's shape); None for other resources
+    key_shape: tuple[int, ...] | None = None
 
 
 @jax.tree_util.register_pytree_node_class

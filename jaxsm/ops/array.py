@@ -856,7 +856,7 @@ def top_k_v2(ctx, x, k):
     # Ties go to the lower index, as in TF.
     x, k = jnp.asarray(x), int(k)
     n = x.shape[-1]
-    index_type = ctx.dtype("index_type", _INT32)
+    index_type = jax.dtypes.canonicalize_dtype(ctx.dtype("index_type", _INT32))  # (int64 with x64 off: int32)
     # sorted=False, 1 < k < n: TF's CPU kernel returns its TopN heap's array. (Its sorted output is that set
     # sorted, except where a NaN's non-ordering shows: replaying the heap for it too would cost every sorted
     # top_k the heap's compile time, 1-2 s. k = 1 and k = n have their own paths with the sorted order.)
@@ -999,7 +999,7 @@ def _search(sorted_inputs, values, side: str, dtype):
         middle = jnp.take_along_axis(rows, jnp.minimum(first + half, n - 1), axis=-1)
         right = (count > 0) & (middle < values if side == "left" else ~(values < middle))
         first, count = jnp.where(right, first + half + 1, first), jnp.where(right, count - half - 1, half)
-    return first.astype(dtype)
+    return first.astype(jax.dtypes.canonicalize_dtype(dtype))
 
 
 @op("LowerBound")
@@ -1123,6 +1123,7 @@ def _bincount(arr, size: int, weights, dtype, binary: bool):
     """TF's (Dense)Bincount: per-row counts (or weight sums) of values in ``[0, size)``; values outside
     are ignored (TF's CPU kernel raises on negative values). ``binary`` marks presence with 1, ignoring
     weights."""
+    dtype = jax.dtypes.canonicalize_dtype(dtype)  # (64-bit types with x64 off: the 32-bit ones, as JAX computes)
     weights = jnp.asarray(weights, dtype)
     if binary or weights.size == 0:
         weights = jnp.ones(arr.shape, dtype)
@@ -1396,7 +1397,7 @@ def diag_part(ctx, x):
 @op("Empty", static=(0,))
 def empty(ctx, shape):
     # TF leaves the contents undefined unless init=True (zeros); zeros satisfy both.
-    return jnp.zeros(tuple(_ints(shape)), ctx.dtype("dtype"))
+    return jnp.zeros(tuple(_ints(shape)), jax.dtypes.canonicalize_dtype(ctx.dtype("dtype")))
 
 
 @op("Bucketize")

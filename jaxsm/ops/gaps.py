@@ -688,4 +688,23 @@ KNOWN_GAPS: list[tuple[str, str, str]] = [
         "y matches TF bit for bit for bfloat16 and 99.98% for float16 (1 ulp); training's batch_mean/batch_variance"
         " (float32) are summed in another order than Eigen's, so their last float32 bits differ (relative 1e-7)",
     ),
+    (
+        "TensorArrayReadV3, TensorArrayGatherV3 (clear_after_read=True, TF1's default)",
+        "an element read twice at an index known only at run time, or inside a cond branch or a compiled loop",
+        "TF raises at the second read; jaxsm raises only where both indices are known at trace time outside cond"
+        " branches (op by op, loop indices are known), else it returns the element again",
+    ),
+    (
+        "IdentityN (a saved tf.custom_gradient)",
+        "jax.jvp/jacfwd around the caller's own jax.jit of the function",
+        "forward mode gives TF's ForwardAccumulator tangents when jaxsm traces under the jvp (a restored function's"
+        " call, jaxsm.functional's apply); inside the caller's jax.jit JAX sees a custom_vjp and raises its"
+        " TypeError (put jax.jit outside the jvp)",
+    ),
+    (
+        "MutableDenseHashTableV2",
+        "keys of a non-scalar shape (an empty_key that is a vector)",
+        "jaxsm keeps a table's keys as a sorted vector of scalars: such a table raises a LoweringError when it is"
+        " created (at load)",
+    ),
 ]

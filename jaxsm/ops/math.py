@@ -841,7 +841,7 @@ def _float_to_int(x, dst: np.dtype):
     t = jnp.trunc(x)
     ok = (t >= -(2.0 ** (bits - 1))) & (t < 2.0 ** (bits - 1))
     out = jnp.where(ok, jnp.where(ok, t, 0).astype(itype), np.iinfo(itype).min)
-    return out.astype(dst)  # uint64: XLA reinterprets the int64 bits
+    return out.astype(jax.dtypes.canonicalize_dtype(dst))  # uint64: XLA reinterprets the int64 bits
 
 
 # Elements per vectorized step of TF's float -> int8/int16/uint8/uint16 Cast on x86 (Eigen's packet conversions,
@@ -891,7 +891,7 @@ def cast(ctx, x):
         return _float_to_int(x, dst)
     if _dt(x) == jnp.bfloat16 and dst.itemsize > 2 and not isinstance(x, np.ndarray):
         x = _bfloat16_operand(x)  # else XLA may skip rounding the bfloat16 op before (see _sum)
-    return x.astype(dst)
+    return x.astype(dst if isinstance(x, np.ndarray | np.generic) else jax.dtypes.canonicalize_dtype(dst))
 
 
 _X64_ONLY_TYPES = {np.dtype(t) for t in ("int64", "uint64", "float64", "complex128")}
@@ -1117,7 +1117,7 @@ def _euclidean_norm(x, axes, keep):
         sq = lax.optimization_barrier(sq)
     s = jnp.sum(sq, axis=axes, dtype=x.dtype, keepdims=keep)
     if _is_int(s):
-        return jnp.sqrt(s.astype(np.float64)).astype(s.dtype)
+        return jnp.sqrt(s.astype(jax.dtypes.canonicalize_dtype(np.float64))).astype(s.dtype)
     return jnp.sqrt(s)
 
 
@@ -1145,7 +1145,7 @@ def _arg_extreme(ctx, x, dimension, fn):
     if jnp.issubdtype(_dt(x), jnp.floating):
         # TF's reducer skips NaNs (a NaN never compares greater), jnp.argmax picks them: make them lose.
         x = jnp.where(jnp.isnan(x), -jnp.inf if fn is jnp.argmax else jnp.inf, x)
-    return fn(x, axis=axis).astype(ctx.dtype("output_type", np.dtype(np.int64)))
+    return fn(x, axis=axis).astype(jax.dtypes.canonicalize_dtype(ctx.dtype("output_type", np.dtype(np.int64))))
 
 
 @op("ArgMax", static=(1,))
@@ -1276,6 +1276,7 @@ def mat_mul(ctx, a, b):
 @op("BatchMatMul", "BatchMatMulV2", "BatchMatMulV3")
 def batch_mat_mul(ctx, x, y):
     out = ctx.dtype("Tout", _dt(x))
+    out = jax.dtypes.canonicalize_dtype(out)
     x = _adjoint(x, ctx.attr("adj_x", False), conj=True).astype(out)
     y = _adjoint(y, ctx.attr("adj_y", False), conj=True).astype(out)
     if out == jnp.bfloat16:

@@ -525,7 +525,7 @@ def max_pool_with_argmax(ctx, x):
     out, index = _max_pool_argmax(ctx, x, *_pool_windows(ctx, x))
     if not ctx.attr("include_batch_in_index", False):
         index = index - (np.arange(n) * (h * w * c))[:, None, None, None]
-    return out, index.astype(ctx.dtype("Targmax", np.dtype(np.int64)))
+    return out, index.astype(jax.dtypes.canonicalize_dtype(ctx.dtype("Targmax", np.dtype(np.int64))))
 
 
 def _scatter_to_argmax(orig_shape, index, grad):
@@ -1039,7 +1039,7 @@ def isotonic_regression(ctx, x):
     """Non-increasing least-squares fit along the last axis (tf.nn.isotonic_regression negates for increasing);
     8/16-bit integers fit in float32, 32/64-bit ones in float64 (``output_dtype``)."""
     x = jnp.asarray(x)
-    y = x.astype(ctx.dtype("output_dtype", np.dtype(np.float32)))
+    y = x.astype(jax.dtypes.canonicalize_dtype(ctx.dtype("output_dtype", np.dtype(np.float32))))
     if y.size == 0:
         return y, jnp.zeros(x.shape, np.int32)
     y = y.reshape(-1, x.shape[-1] if x.ndim else 1)

@@ -261,7 +261,35 @@ def tensor_array(ctx, size):
     dtype = ctx.dtype("dtype")
     shape = _element_shape(ctx, "element_shape")
     items = jnp.zeros((n,) + shape, dtype) if shape is not None else None
-    return Resource(ctx.node.name, TENSOR_ARRAY_KIND), TensorList(items, n, dtype, shape, n)
+    handle = Resource(ctx.node.name, TENSOR_ARRAY_KIND)
+    reads = _cleared_reads(ctx)
+    reads.pop(handle.key, None)
+    if ctx.attr("clear_after_read", True):
+        reads[handle.key] = set()
+    return handle, TensorList(items, n, dtype, shape, n)
+
+
+def _cleared_reads(ctx) -> dict[str, set[int]]:
+    """The indices read so far of each TensorArray made with clear_after_read (in this interpreter's run)."""
+    if not hasattr(ctx.interp, "tensor_array_reads"):
+        ctx.interp.tensor_array_reads = {}
+    return ctx.interp.tensor_array_reads
+
+
+def _clear_after_read(ctx, handle: Any, index: Any) -> None:
+    """TF's clear_after_read (tensor_array.h ``LockedRead``): an element read once is gone, a second read raises.
+    Checked for indices known at trace time, outside cond branches (jaxsm.tf1.GUARD_ATTR: both are traced)."""
+    reads = _cleared_reads(ctx).get(getattr(handle, "key", None))
+    i = to_static(index)
+    if reads is None or i is None or ctx.node.has_attr("_jaxsm_guard_branches"):
+        return
+    for k in np.asarray(i).reshape(-1).tolist():
+        if k in reads:
+            raise ctx.error(
+                f"TensorArray {handle.key}: Could not read index {k} twice because it was cleared after a previous "
+                "read (perhaps try setting clear_after_read = false?)."
+            )
+        reads.add(k)
 
 
 @op("TensorArrayWriteV3")
@@ -294,6 +322,7 @@ def tensor_array_read(ctx, handle, index, flow):
     if _is_grad(handle):
         return _grad_read(ctx, handle, index)
     check_index(ctx, index, _size(flow), "read")
+    _clear_after_read(ctx, handle, index)
     return read(_items(ctx, flow), index)
 
 
@@ -302,6 +331,7 @@ def tensor_array_gather(ctx, handle, indices, flow):
     if _is_grad(handle):
         return _grad_read(ctx, handle, indices)
     check_index(ctx, indices, _size(flow), "gather")
+    _clear_after_read(ctx, handle, indices)
     return read(_items(ctx, flow, _element_shape(ctx, "element_shape")), indices)
 
 
@@ -578,7 +608,22 @@ def hash_table(ctx):
 def mutable_hash_table(ctx, *dense_keys):
     """A table that starts empty and changes with LookupTableInsertV2/RemoveV2 (new sizes: op by op)."""
     dtypes_ = (ctx.attr("key_dtype"), ctx.attr("value_dtype"))
-    return Resource(ctx.attr("shared_name", "") or ctx.node.name, MUTABLE_TABLE_KIND, dtypes_)
+    key_shape = tuple(np.shape(dense_keys[0])) if dense_keys else None  # a DenseHashTable's keys: its empty key's
+    if key_shape:
+        raise ctx.error(f"a DenseHashTable with keys of shape {list(key_shape)} (not scalars) is not supported")
+    return Resource(ctx.attr("shared_name", "") or ctx.node.name, MUTABLE_TABLE_KIND, dtypes_, key_shape)
+
+
+def _check_key_shape(ctx, table: Resource, keys: Any, rank: int = 0) -> None:
+    """A DenseHashTable's keys are [n] + its key shape, any other shape is TF's InvalidArgumentError
+    (``MutableDenseHashTable::Find``/``Remove`` in lookup_table_op.cc; Remove needs ``rank`` 1)."""
+    if table.key_shape is None:
+        return
+    shape = tuple(np.shape(keys))
+    n = shape[0] if shape else 1
+    if np.ndim(keys) < rank or int(np.prod(shape)) != n * int(np.prod(table.key_shape)):
+        want = "[" + ",".join(map(str, (n,) + table.key_shape)) + "]"
+        raise ctx.error(f"Expected key shape {want} got [{','.join(map(str, shape))}]")
 
 
 @op("LookupTableInsertV2", "LookupTableInsert", stateful=True)
@@ -588,6 +633,9 @@ def lookup_table_insert(ctx, table, keys, values):
     kd, vd = _table_dtypes(ctx, table)
     raw = np.asarray(ctx.static(keys, "the inserted keys (a table's size is its contents)"), kd)
     values = np.asarray(ctx.static(values, "the inserted values"), vd)
+    if values.shape[: raw.ndim] != raw.shape:  # (lookup_interface.cc CheckKeyAndValueTensorsHelper)
+        want = ",".join(map(str, raw.shape + values.shape[raw.ndim :]))
+        raise ctx.error(f"Expected shape [{want}] for value, got [{','.join(map(str, values.shape))}]")
     keys, values = raw.reshape(-1), values.reshape((raw.size,) + values.shape[raw.ndim :])
     merged = dict(zip(np.asarray(old_keys).tolist(), list(np.asarray(old_values))))
     merged.update(zip(keys.tolist(), list(values)))
@@ -598,6 +646,7 @@ def lookup_table_insert(ctx, table, keys, values):
 @op("LookupTableRemoveV2", stateful=True)
 def lookup_table_remove(ctx, table, keys):
     old_keys, old_values = _table_state(ctx, table)
+    _check_key_shape(ctx, table, keys, rank=1)
     drop = set(np.asarray(ctx.static(keys, "the removed keys"), old_keys.dtype).reshape(-1).tolist())
     keep = [i for i, k in enumerate(np.asarray(old_keys).tolist()) if k not in drop]
     _store_table(ctx, table, np.asarray(old_keys)[keep], np.asarray(old_values)[keep])
@@ -726,6 +775,7 @@ def _table_state(ctx, table: Resource) -> tuple[Any, Any]:
 @op("LookupTableFindV2", "LookupTableFind", stateful=True)
 def lookup_table_find(ctx, table, keys, default_value):
     table_keys, table_values = _table_state(ctx, table)
+    _check_key_shape(ctx, table, keys)
     if table_keys.dtype == object or table_values.dtype == object:
         return _host_lookup(ctx, table_keys, table_values, keys, default_value)
     query = jnp.asarray(keys, table_keys.dtype)

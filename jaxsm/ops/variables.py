@@ -6,6 +6,7 @@ interpreter's state dict, which control-flow lowerings thread through ``lax`` (D
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
@@ -19,8 +20,8 @@ from jaxsm.ops.registry import op
 def _cast_like(ctx, value, handle):
     if is_strings(value):  # a string variable's value stays on the host
         return value
-    dtype = ctx.dtype("dtype", None)
-    return jnp.asarray(value, dtype=dtype) if dtype is not None else jnp.asarray(value)
+    dtype = ctx.dtype("dtype", None)  # (int64 with jax_enable_x64 off: the int32 JAX holds, asked for as such)
+    return jnp.asarray(value, dtype=jax.dtypes.canonicalize_dtype(dtype)) if dtype is not None else jnp.asarray(value)
 
 
 @op("VarHandleOp", stateful=True)

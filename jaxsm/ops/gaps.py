@@ -691,8 +691,9 @@ KNOWN_GAPS: list[tuple[str, str, str]] = [
     (
         "TensorArrayReadV3, TensorArrayGatherV3 (clear_after_read=True, TF1's default)",
         "an element read twice at an index known only at run time, or inside a cond branch or a compiled loop",
-        "TF raises at the second read; jaxsm raises only where both indices are known at trace time outside cond"
-        " branches (op by op, loop indices are known), else it returns the element again",
+        "TF raises at the second read; jaxsm raises only where two different read ops read an index known at trace"
+        " time, outside cond branches, else it returns the element again (one op reading the same index again is"
+        " taken for its loop body traced again: a loop that rereads an index in every iteration is not refused)",
     ),
     (
         "IdentityN (a saved tf.custom_gradient)",

@@ -265,12 +265,13 @@ def tensor_array(ctx, size):
     reads = _cleared_reads(ctx)
     reads.pop(handle.key, None)
     if ctx.attr("clear_after_read", True):
-        reads[handle.key] = set()
+        reads[handle.key] = {}
     return handle, TensorList(items, n, dtype, shape, n)
 
 
-def _cleared_reads(ctx) -> dict[str, set[int]]:
-    """The indices read so far of each TensorArray made with clear_after_read (in this interpreter's run)."""
+def _cleared_reads(ctx) -> dict[str, dict[int, str]]:
+    """The indices read so far of each TensorArray made with clear_after_read (in this interpreter's run), and
+    the node that read each."""
     if not hasattr(ctx.interp, "tensor_array_reads"):
         ctx.interp.tensor_array_reads = {}
     return ctx.interp.tensor_array_reads
@@ -278,18 +279,19 @@ def _cleared_reads(ctx) -> dict[str, set[int]]:
 
 def _clear_after_read(ctx, handle: Any, index: Any) -> None:
     """TF's clear_after_read (tensor_array.h ``LockedRead``): an element read once is gone, a second read raises.
-    Checked for indices known at trace time, outside cond branches (jaxsm.tf1.GUARD_ATTR: both are traced)."""
+    Checked for indices known at trace time, outside cond branches (jaxsm.tf1.GUARD_ATTR: both are traced), and
+    between different read ops: one node reading an index again is a loop body traced again (a compiled attempt
+    before the op-by-op run, a shape probe), not a second read."""
     reads = _cleared_reads(ctx).get(getattr(handle, "key", None))
     i = to_static(index)
     if reads is None or i is None or ctx.node.has_attr("_jaxsm_guard_branches"):
         return
     for k in np.asarray(i).reshape(-1).tolist():
-        if k in reads:
+        if reads.setdefault(k, ctx.node.name) != ctx.node.name:
             raise ctx.error(
                 f"TensorArray {handle.key}: Could not read index {k} twice because it was cleared after a previous "
                 "read (perhaps try setting clear_after_read = false?)."
             )
-        reads.add(k)
 
 
 @op("TensorArrayWriteV3")

@@ -8,6 +8,7 @@ straight from ``MetaGraphDef.object_graph_def``.
 from __future__ import annotations
 
 import argparse
+import ast
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -30,7 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return args.handler(args)
-    except (JaxsmError, OSError) as e:
+    except (JaxsmError, OSError, ValueError, SyntaxError) as e:  # (bad --inputs/--input_examples too)
         print(f"jaxsm {args.command}: error: {e}", file=sys.stderr)
         return 1
 
@@ -67,6 +68,9 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--signature_def", default="serving_default", help="SignatureDef key to run")
     run.add_argument("--inputs", help="inputs as KEY=FILE.npy;KEY2=FILE2.npz[name]")
     run.add_argument("--input_exprs", help="inputs as KEY=python_expression;...")
+    run.add_argument(
+        "--input_examples", help="serialized tf.Examples as KEY=[{feature_name: feature_list, ...}, ...];..."
+    )
     run.add_argument("--outdir", help="write each output to OUTDIR/<key>.npy instead of printing it")
     run.set_defaults(handler=_cmd_run)
     return parser
@@ -410,7 +414,36 @@ def _parse_inputs(args: argparse.Namespace) -> dict[str, Any]:
     for item in filter(None, (args.input_exprs or "").split(";")):
         key, _, expr = item.partition("=")
         feeds[key.strip()] = np.asarray(eval(expr, {"np": np, "__builtins__": {}}))  # noqa: S307 (CLI input)
+    for item in filter(None, (args.input_examples or "").split(";")):
+        key, _, expr = item.partition("=")
+        examples = ast.literal_eval(expr)
+        if not isinstance(examples, list) or not all(isinstance(e, dict) for e in examples):
+            raise ValueError(f"--input_examples {key}: must be a list of dictionaries, not {examples!r}")
+        feeds[key.strip()] = np.array([_example(e) for e in examples], dtype=object).reshape(len(examples))
     return feeds
+
+
+def _example(features: dict) -> bytes:
+    """A serialized ``tf.train.Example`` of ``{feature_name: feature_list}``, typed by the first item as
+    ``saved_model_cli``'s ``_create_example_string`` does (float, str or bytes, int)."""
+    from jaxsm._proto import example_pb2
+
+    example = example_pb2.Example()
+    for name, values in features.items():
+        if not isinstance(values, list) or not values:
+            raise ValueError(f"--input_examples: feature {name!r} must be a non-empty list, not {values!r}")
+        feature = example.features.feature[name]
+        if isinstance(values[0], float):
+            feature.float_list.value.extend(values)
+        elif isinstance(values[0], (str, bytes)):
+            feature.bytes_list.value.extend(v.encode() if isinstance(v, str) else v for v in values)
+        elif isinstance(values[0], int):
+            feature.int64_list.value.extend(values)
+        else:
+            raise ValueError(
+                f"--input_examples: feature {name!r} has a {type(values[0]).__name__}, not a number or text"
+            )
+    return example.SerializeToString()
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

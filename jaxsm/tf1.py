@@ -1046,7 +1046,7 @@ def _from_python(x: Any, spec: _InputSpec, fn_name: str) -> np.ndarray:
 def _spec(key: str, info: meta_graph_pb2.TensorInfo, feeds: set[str]) -> TensorSpec | TypeSpec | None:
     if info.WhichOneof("encoding") == "coo_sparse":
         return _sparse_spec(info, feeds)
-    if info.WhichOneof("encoding") != "name":
+    if info.WhichOneof("encoding") != "name" or ":" not in info.name:  # (an operation: the init op's signature)
         return None
     shape = None if info.tensor_shape.unknown_rank else shape_from_proto(info.tensor_shape)
     return TensorSpec(shape, _np_dtype(info.dtype), key, info.dtype)
@@ -1135,6 +1135,15 @@ def _pack_fetches(structure: Any, values: Iterator[Any]) -> Any:
     if isinstance(structure, (list, tuple)):
         return type(structure)(_pack_fetches(f, values) for f in structure)
     return next(values) if ":" in structure else None
+
+
+def _flatten_feeds(x: Any) -> list[Any]:
+    """Prune feeds in ``tf.nest.flatten`` order, as ``WrappedFunction.prune`` flattens them."""
+    if isinstance(x, Mapping):
+        return [f for k in sorted(x) for f in _flatten_feeds(x[k])]
+    if isinstance(x, (list, tuple)):
+        return [f for v in x for f in _flatten_feeds(v)]
+    return [x]
 
 
 def _names(x: Any) -> Any:
@@ -1235,11 +1244,8 @@ class TF1Model:
             self._restore(self._files.variables_prefix, missing_ok=options.allow_partial_checkpoint)
         self.initializer = Initializer(self, self._init_targets(), self.asset_paths)
         self.initializer()
-        sigs = {
-            k: SignatureFunction(self, k, s)
-            for k, s in sorted(meta_graph.signature_def.items())
-            if k != INIT_OP_SIGNATURE_KEY
-        }
+        # (the init op's signature too, as TF's loader gives it: calling it runs the init op again)
+        sigs = {k: SignatureFunction(self, k, s) for k, s in sorted(meta_graph.signature_def.items())}
         self.signatures = Signatures(sigs)
         self._check_ops(sigs)
 
@@ -1492,15 +1498,15 @@ class TF1Model:
         """A :class:`PrunedFunction` from ``feeds`` to ``fetches``, like TF's ``WrappedFunction.prune``.
 
         Arguments:
-          feeds: a tensor name (``"x:0"``) or a list of them; the function takes one value per feed.
+          feeds: a tensor name (``"x:0"``) or a (nested) list/tuple/dict of them; the function takes one value
+            per feed, in ``tf.nest.flatten`` order (dicts by sorted key), positionally or by op name.
           fetches: a tensor or operation name, or a (nested) list/tuple/dict of them (graph-view Tensors and
             Operations work too).
 
         Returns:
           A callable returning ``fetches``' structure: arrays for tensors, None for operations (which run).
         """
-        feeds = _names(feeds)
-        feeds = [feeds] if isinstance(feeds, str) else list(feeds)
+        feeds = _flatten_feeds(_names(feeds))
         for f in feeds:
             if not isinstance(f, str) or ":" not in f:
                 raise GraphElementError(f"feeds must be tensor names like 'x:0', got {f!r}")

@@ -134,7 +134,8 @@ def read_saved_model(export_dir: str | os.PathLike[str]) -> saved_model_pb2.Save
       SavedModelNotFoundError: ``export_dir`` does not exist (also a FileNotFoundError).
       IncompleteSavedModelError: the directory has neither file (a writer may still be running).
       CorruptFileError: the file is empty, truncated or does not parse.
-      UnsupportedFormatError: only the chunked ``saved_model.cpb`` is present.
+      UnsupportedFormatError: only the chunked ``saved_model.cpb``, or a SessionBundle's ``export.meta``, is
+        present.
     """
     files = SavedModelFiles.of(export_dir)
     path = files.proto_path
@@ -143,6 +144,11 @@ def read_saved_model(export_dir: str | os.PathLike[str]) -> saved_model_pb2.Save
             raise UnsupportedFormatError(
                 f"{files.export_dir} holds a chunked {SAVED_MODEL_CPB} (used for protos over 2 GiB), which "
                 "jaxsm cannot read yet; re-export without chunking or load it with TensorFlow"
+            )
+        if (files.export_dir / "export.meta").is_file():  # TF 0.x's session_bundle exporter (no saved_model.pb)
+            raise UnsupportedFormatError(
+                f"{files.export_dir} holds a SessionBundle export (export.meta), the format before SavedModel, "
+                "which neither jaxsm nor TF 2 loads; re-export it as a SavedModel with TF 1.x"
             )
         raise IncompleteSavedModelError(
             f"{files.export_dir} has no {SAVED_MODEL_PB}: the SavedModel is incomplete "

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsm.errors import AssertFailedError, LoweringError
+from jaxsm.errors import AssertFailedError, AttrError, LoweringError
 from jaxsm.graph.custom_gradient import identity_with_gradient
 from jaxsm.graph.tensor_list import TensorList
 from jaxsm.graph.values import OptionalValue, to_static
@@ -15,7 +15,16 @@ from jaxsm.ops.registry import op
 
 @op("Const")
 def const(ctx):
-    return ctx.attr("value")
+    # TF checks the NodeDef against the OpDef (``value`` is a tensor, ``dtype`` a valid type) and ConstantOp that
+    # the two agree (core/kernels/constant_op.cc)
+    value, dtype = ctx.attr("value"), ctx.dtype("dtype")
+    if not isinstance(value, np.ndarray):
+        raise ctx.error(f"attribute 'value' is {value!r}, not a tensor: the graph is corrupt", AttrError)
+    if value.dtype != dtype:
+        raise ctx.error(
+            f"type mismatch between value ({value.dtype}) and dtype ({dtype}): the graph is corrupt", AttrError
+        )
+    return value
 
 
 @op(

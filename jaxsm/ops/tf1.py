@@ -74,7 +74,8 @@ def variable_v2(ctx):
 
 @op("Assign", stateful=True)
 def assign(ctx, ref, value):
-    value = jnp.asarray(value, ctx.dtype("T"))
+    if not dtypes.is_strings(value):  # a string variable's value stays on the host
+        value = jnp.asarray(value, ctx.dtype("T"))
     old = ctx.interp.state.get(ref.key)
     if ctx.attr("validate_shape", True) and old is not None and tuple(old.shape) != tuple(value.shape):
         raise ctx.error(

@@ -806,9 +806,10 @@ def _heap_push(key, pay, base, hole, top, vk, vp, active):
     return key.at[at].set(vk, mode="drop"), pay.at[at].set(vp, mode="drop")
 
 
-def _heap_adjust(key, pay, base, hole, n, vk, vp, active):
+def _heap_adjust(key, pay, base, hole, n, vk, vp, active, top=None):
     """libstdc++'s __adjust_heap on the ``n``-element heap at ``base``: move the hole down to a leaf through the
-    larger child (the right one unless it is less than the left), then push the value up from there."""
+    larger child (the right one unless it is less than the left), then push the value up from there (up to
+    ``top``, the hole by default). A hole at n - 1 with ``top`` 0 is std::push_heap's __push_heap."""
     drop = key.shape[0]
 
     def moving(c):
@@ -828,7 +829,8 @@ def _heap_adjust(key, pay, base, hole, n, vk, vp, active):
     at = jnp.where(only_left, base + h, drop)
     key = key.at[at].set(key[base + 2 * c + 1], mode="drop")
     pay = pay.at[at].set(pay[base + 2 * c + 1], mode="drop")
-    return _heap_push(key, pay, base, jnp.where(only_left, 2 * c + 1, h), hole, vk, vp, active)
+    top = hole if top is None else top
+    return _heap_push(key, pay, base, jnp.where(only_left, 2 * c + 1, h), top, vk, vp, active)
 
 
 def _heap_select(scores, cand, boxes, size: int, iou_threshold):
@@ -843,36 +845,34 @@ def _heap_select(scores, cand, boxes, size: int, iou_threshold):
     pushed = jnp.zeros((lanes, n), jnp.int32).at[jnp.arange(lanes)[:, None], rank].set(box_ids, mode="drop")
     flat_scores = scores.reshape(-1)
     zero = jnp.zeros((lanes,), jnp.int32)
-
-    def push(i, s):
-        j = pushed[:, jnp.minimum(i, n - 1)]
-        return _heap_push(*s, base, zero + i, zero, flat_scores[base + j], j, i < count)
-
-    empty = (jnp.zeros((lanes * n,), _F32), jnp.zeros((lanes * n,), jnp.int32))
-    key, pay = lax.fori_loop(0, jnp.max(count), push, empty)
     rows = jnp.arange(lanes)
 
-    def going(t, kept):
-        return (t < count) & (kept < size)
+    def popping(i, t, kept):
+        return (i >= count) & (t < count) & (kept < size)
 
-    def step(s):
-        t, kept, idx, chosen, key, pay = s
-        active = going(t, kept)
+    def step(s):  # a lane pushes its candidates first, then pops (one __adjust_heap to compile for both)
+        i, t, kept, idx, chosen, key, pay = s
+        pushing, active = i < count, popping(i, t, kept)
         box = boxes[rows, pay[base]]  # the top of the heap
         overlap = (_iou_against(box, chosen) > iou_threshold) & (jnp.arange(size) < kept[:, None])
         take = active & ~jnp.any(overlap, axis=-1)
         slot = jnp.where(take, kept, size)
         idx = idx.at[rows, slot].set(pay[base], mode="drop")
         chosen = chosen.at[rows, slot].set(box, mode="drop")
+        j = pushed[rows, jnp.minimum(i, n - 1)]  # push_heap: the next candidate, sifted up from the back
         last = count - 1 - t  # pop_heap: the back element goes to the root's place, sifted from the root
-        vk, vp = key[base + last], pay[base + last]
+        vk = jnp.where(pushing, flat_scores[base + j], key[base + last])
+        vp = jnp.where(pushing, j, pay[base + last])
         at = jnp.where(active, base + last, lanes * n)
         key, pay = key.at[at].set(key[base], mode="drop"), pay.at[at].set(pay[base], mode="drop")
-        key, pay = _heap_adjust(key, pay, base, zero, last, vk, vp, active)
-        return t + active, kept + take, idx, chosen, key, pay
+        hole, length = jnp.where(pushing, i, 0), jnp.where(pushing, i + 1, last)
+        key, pay = _heap_adjust(key, pay, base, hole, length, vk, vp, pushing | active, top=zero)
+        return i + pushing, t + active, kept + take, idx, chosen, key, pay
 
-    init = (zero, zero, jnp.zeros((lanes, size), jnp.int32), jnp.zeros((lanes, size, 4), _F32), key, pay)
-    _, kept, idx, *_ = lax.while_loop(lambda s: jnp.any(going(s[0], s[1])), step, init)
+    empty = (jnp.zeros((lanes * n,), _F32), jnp.zeros((lanes * n,), jnp.int32))
+    init = (zero, zero, zero, jnp.zeros((lanes, size), jnp.int32), jnp.zeros((lanes, size, 4), _F32), *empty)
+    cond = lambda s: jnp.any((s[0] < count) | popping(*s[:3]))  # noqa: E731
+    _, _, kept, idx, *_ = lax.while_loop(cond, step, init)
     return idx, kept
 
 
@@ -885,24 +885,14 @@ def _sort_descending(values, valid):
     return order, jnp.any((key[..., 1:] == key[..., :-1]) & (key[..., :-1] < jnp.inf))
 
 
-def _segments(start):
-    """Per position: the first and one-past-last index of the segment it is in (``start`` marks segment heads)."""
-    m = start.shape[0]
-    pos = jnp.arange(m, dtype=jnp.int32)
-    first = lax.cummax(jnp.where(start, pos, 0))
-    heads = jnp.where(start, pos, m)
-    nxt = jnp.concatenate([lax.cummin(heads, reverse=True)[1:], jnp.array([m], jnp.int32)])
-    return first, nxt
-
-
-def _introsort_level(key, pay, start):
-    """One level of libstdc++'s __introsort_loop for every segment longer than 16 (``comp`` is ``<`` on key):
-    __move_median_to_first of (first + 1, mid, last - 1), then __unguarded_partition around it, vectorized: the
-    k-th element from the left that is not less than the pivot swaps with the k-th from the right that the pivot
-    is not less than, while the former lies left of the latter; the cut becomes a segment head."""
+def _introsort_level(key, pay, first, last):
+    """One level of libstdc++'s __introsort_loop for every segment longer than 16 (``comp`` is ``<`` on key;
+    ``first``/``last``: each position's segment): __move_median_to_first of (first + 1, mid, last - 1), then
+    __unguarded_partition around it, vectorized: the k-th element from the left that is not less than the pivot
+    swaps with the k-th from the right that the pivot is not less than, while the former lies left of the
+    latter; the cut splits the segment."""
     m = key.shape[0]
     pos = jnp.arange(m, dtype=jnp.int32)
-    first, last = _segments(start)
     active = last - first > 16
     a, b, c = first + 1, first + (last - first) // 2, last - 1
     ka, kb, kc = key[jnp.minimum(a, m - 1)], key[b], key[jnp.maximum(c, 0)]
@@ -917,13 +907,12 @@ def _introsort_level(key, pay, start):
     inner = active & (pos > first)
     stop_left = inner & ~(key < pivot)  # where the left scan stops
     stop_right = inner & ~(pivot < key)  # where the right scan stops
-    cl, cr = jnp.cumsum(stop_left), jnp.cumsum(stop_right)
+    cl, cr = jnp.cumsum(jnp.stack([stop_left, stop_right]).astype(jnp.int32), axis=1)  # (one scan to compile)
     rank_left = cl - cl[first]  # 1-based among the segment's left stops, from the left
     right_after = cr[jnp.maximum(last - 1, 0)] - cr  # right stops after this position
     rank_right = right_after + stop_right  # 1-based among the right stops, from the right
     swaps = stop_left & (right_after >= rank_left)
-    cs = jnp.cumsum(swaps)
-    k = cs[jnp.maximum(last - 1, 0)] - cs[first]  # swaps in the segment
+    k = jnp.zeros((m,), jnp.int32).at[first].add(swaps.astype(jnp.int32))[first]  # swaps in the segment
     lefts = jnp.zeros((m,), jnp.int32).at[jnp.where(stop_left, first + rank_left, m)].set(pos, mode="drop")
     rights = jnp.zeros((m,), jnp.int32).at[jnp.where(stop_right, first + rank_right, m)].set(pos, mode="drop")
     swap_right = stop_right & (rank_right <= k)
@@ -937,29 +926,29 @@ def _introsort_level(key, pay, start):
     next_left = jnp.where(k + 1 <= n_left, lefts[jnp.minimum(first + k + 1, m - 1)], m)
     last_right = jnp.where(k >= 1, rights[jnp.minimum(first + k, m - 1)], m)
     cut = jnp.minimum(next_left, last_right)
-    start = start.at[jnp.where(active & (pos == first), cut, m)].set(True, mode="drop")
-    return key, pay, start
+    first, last = jnp.where(active & (pos >= cut), cut, first), jnp.where(active & (pos < cut), cut, last)
+    return key, pay, first, last
 
 
 def _heap_sort_segment(key, pay, base, n):
-    """libstdc++'s __partial_sort(first, last, last): __make_heap then __sort_heap on ``key[base:base + n]``."""
-    one, zero = jnp.ones((1,), bool), jnp.zeros((1,), jnp.int32)
-    base = jnp.reshape(base, (1,))
+    """libstdc++'s __partial_sort(first, last, last): __make_heap then __sort_heap on ``key[base:base + n]``, in
+    one loop (one __adjust_heap to compile): step i < half adjusts parent half - 1 - i of the n elements, a
+    later one pops the root to the back of the shrinking heap."""
+    one, drop = jnp.ones((1,), bool), key.shape[0]
+    base, half = jnp.reshape(base, (1,)), (n - 2) // 2 + 1
 
-    def make(i, s):
-        parent = zero + (n - 2) // 2 - i
-        return _heap_adjust(*s, base, parent, n, s[0][base + parent], s[1][base + parent], one)
-
-    key, pay = lax.fori_loop(0, (n - 2) // 2 + 1, make, (key, pay))
-
-    def pop(i, s):
+    def step(i, s):
         key, pay = s
-        last = n - 1 - i
-        vk, vp = key[base + last], pay[base + last]
-        key, pay = key.at[base + last].set(key[base]), pay.at[base + last].set(pay[base])
-        return _heap_adjust(key, pay, base, zero, last, vk, vp, one)
+        making = i < half
+        length = jnp.where(making, n, n - 1 - (i - half))
+        at = jnp.where(making, half - 1 - i, length)  # the element taken out: the parent, or the back one
+        vk, vp = key[base + at], pay[base + at]
+        back = jnp.where(making, drop, base + at)  # pop_heap: the root goes to the back
+        key, pay = key.at[back].set(key[base], mode="drop"), pay.at[back].set(pay[base], mode="drop")
+        hole = jnp.zeros((1,), jnp.int32) + jnp.where(making, at, 0)
+        return _heap_adjust(key, pay, base, hole, length, vk, vp, one)
 
-    return lax.fori_loop(0, n - 1, pop, (key, pay))
+    return lax.fori_loop(0, half + n - 1, step, (key, pay))
 
 
 def _std_sort_order(key):
@@ -972,10 +961,9 @@ def _std_sort_order(key):
     pay = jnp.broadcast_to(jnp.arange(m, dtype=jnp.int32), (rows, m))
     if m > 16:
         size = rows * m
-        start = jnp.zeros((size,), bool).at[np.arange(rows) * m].set(True)
-        state = (key.reshape(-1), pay.reshape(-1), start)
-        flat, pay, start = lax.fori_loop(0, 2 * (m.bit_length() - 1), lambda _, s: _introsort_level(*s), state)
-        first, last = _segments(start)
+        first = np.repeat(np.arange(rows, dtype=np.int32) * m, m)
+        state = (key.reshape(-1), pay.reshape(-1), first, first + np.int32(m))
+        flat, pay, first, last = lax.fori_loop(0, 2 * (m.bit_length() - 1), lambda _, s: _introsort_level(*s), state)
         long = (last - first > 16) & (jnp.arange(size) == first)  # out of depth: heapsorted
 
         def heapsort_all(s):

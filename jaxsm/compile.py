@@ -132,6 +132,22 @@ def check_run_time_asserts(result: Any, op_by_op: Callable, state: Any, flat_inp
     raise AssertFailedError("an Assert of the function failed at run time (rerun op by op did not say which)")
 
 
+def _known_small_int(x: Any) -> bool:
+    """An integer or bool input with a value at trace time (not a tracer) and at most 16 elements."""
+    if isinstance(x, jax.core.Tracer) or not isinstance(x, (np.ndarray, np.generic, jax.Array, int)):
+        return False
+    dtype = np.result_type(x)
+    return (np.issubdtype(dtype, np.integer) or dtype == np.bool_) and np.size(x) <= 16
+
+
+def _staged(x: Any) -> bool:
+    """Whether tracer ``x`` (a forward-mode one, or what it wraps) is being staged into a jaxpr (the caller's
+    ``jax.jit``)."""
+    if type(x).__name__ == "DynamicJaxprTracer":
+        return True
+    return isinstance(x, jax.core.Tracer) and any(_staged(getattr(x, a, None)) for a in ("primal", "tangent", "val"))
+
+
 def input_key(flat_inputs: Any) -> tuple:
     """What a compiled version is chosen by: the inputs' shapes and dtypes (a model's variables keep theirs)."""
     return tuple((np.shape(x), str(getattr(x, "dtype", type(x).__name__))) for x in flat_inputs)
@@ -149,6 +165,25 @@ def tuned_jit(fn: Callable, name: str = "function") -> Callable:
     eigen = jax.jit(fn, compiler_options=EIGEN_CPU_OPTIONS)
     choice: dict[tuple, Callable] = {}
     eager: set[tuple] = set()
+    with_known: dict[tuple, Callable] = {}
+
+    def traced_in(state: Any, flat_inputs: Any) -> Any:
+        """The call traced into the caller's ``jit``/``grad``/``vmap``. Small integer and bool inputs the caller
+        gave as values (a Python/NumPy int, a concrete array) stay trace-time values, as in
+        ``jaxsm.functional``'s apply: a loop whose trip count they set runs as ``lax.scan``, which ``jax.grad``
+        differentiates, and shape arguments stay static. One trace per distinct values."""
+        known = {i: np.asarray(x) for i, x in enumerate(flat_inputs) if _known_small_int(x)}
+        if not known:
+            return plain(state, flat_inputs)
+        key = tuple((i, x.dtype.str, x.shape, x.tobytes()) for i, x in known.items())
+        run = with_known.get(key)
+        if run is None:
+            if len(with_known) >= 64:  # (a Python loop over many values: keep the latest)
+                with_known.clear()
+            run = with_known[key] = jax.jit(
+                lambda state, rest: fn(state, [known[i] if i in known else x for i, x in enumerate(rest)])
+            )
+        return run(state, [None if i in known else x for i, x in enumerate(flat_inputs)])
 
     def pick(state: Any, flat_inputs: Any) -> Callable:
         key = input_key(flat_inputs)
@@ -168,8 +203,14 @@ def tuned_jit(fn: Callable, name: str = "function") -> Callable:
                 EagerFallbackWarning,
                 stacklevel=4,
             )
-        run = plain if has_tracers((state, flat_inputs)) and key not in eager else choice.get(key)
-        if run is plain and any(is_forward_mode(x) for x in jax.tree_util.tree_leaves((state, flat_inputs))):
+        run = traced_in if has_tracers((state, flat_inputs)) and key not in eager else choice.get(key)
+        leaves = jax.tree_util.tree_leaves((state, flat_inputs)) if run is traced_in else []
+        forward = [x for x in leaves if is_forward_mode(x)]
+        if forward:
+            if any(_staged(x) for x in forward):
+                # the caller's jit around its jvp: JAX would raise on the custom_vjp only when it lowers the jit,
+                # past the except below; traced directly, once, into the caller's trace instead
+                return check_run_time_asserts(fn(state, flat_inputs), op_by_op, state, flat_inputs)
             try:
                 return check_run_time_asserts(run(state, flat_inputs), op_by_op, state, flat_inputs)
             except TypeError as e:  # JAX cannot push tangents through the jaxpr's custom_vjp (a saved custom

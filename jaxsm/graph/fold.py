@@ -414,6 +414,21 @@ def _scatter(combine: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> Callabl
         idx = indices.reshape(count, indices.shape[-1]).astype(np.int64)
         clip = mode == lax.GatherScatterMode.CLIP
         out = operand.copy()
+        if operand.ndim and all(w == 1 for w in window) and upd.dtype == out.dtype:  # one element per update
+            starts = np.zeros((count, operand.ndim), np.int64)
+            for k, d in enumerate(dn.scatter_dims_to_operand_dims):
+                starts[:, d] = idx[:, k]
+            shape = np.array(operand.shape)
+            if clip:
+                starts = np.clip(starts, 0, shape - 1)
+            valid = np.all((starts >= 0) & (starts < shape), axis=1)
+            at, vals = tuple(starts[valid].T), upd.reshape(count)[valid]
+            if combine in _IN_ORDER:  # ufunc.at applies the updates one by one in index order, as XLA:CPU
+                _IN_ORDER[combine].at(out, at, vals)
+                return out
+            if combine is _replace and len(np.unique(np.ravel_multi_index(at, operand.shape))) == len(vals):
+                out[at] = vals
+                return out
         for u in range(count):
             start = [0] * operand.ndim
             for k, d in enumerate(dn.scatter_dims_to_operand_dims):
@@ -455,6 +470,9 @@ def _shift(kind: str) -> Callable:
 
 def _replace(old: np.ndarray, new: np.ndarray) -> np.ndarray:
     return new
+
+
+_IN_ORDER = {np.add: np.add, np.subtract: np.subtract, np.multiply: np.multiply}
 
 
 _MAX_SCATTER = 1 << 16  # updates folded one by one in Python; a larger scatter is one XLA program

@@ -22,8 +22,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsm import dtypes
-from jaxsm.compile import RUN_TIME_ASSERTS
+from jaxsm.compile import OP_BY_OP, RUN_TIME_ASSERTS
 from jaxsm.errors import (
+    GraphError,
     Int64RangeError,
     JaxsmError,
     LoweringError,
@@ -31,7 +32,7 @@ from jaxsm.errors import (
     UnsupportedOpError,
     VariableError,
 )
-from jaxsm.graph import symbolic
+from jaxsm.graph import staging, symbolic
 from jaxsm.graph.fold import Unfoldable
 from jaxsm.graph.fold import fold as fold_numpy
 from jaxsm.graph.library import Body, Library
@@ -226,24 +227,31 @@ class Interpreter:
         return results
 
     def _run_nodes(self, body: Body, inputs: list[Any], values: list, kept: set[str] | None) -> None:
+        if len(body.nodes) >= staging.MIN_NODES and _op_by_op(inputs, self.state):
+            if staging.run(self, body, inputs, values, kept):  # host nodes one by one, the others as jitted groups
+                return
         for k, node in enumerate(body.nodes):
-            args = []
-            for src, idx in body.node_inputs[k]:
-                if src < 0:
-                    args.append(inputs[idx])
-                else:
-                    outs = values[src]
-                    if idx >= len(outs):
-                        raise LoweringError(
-                            f"while lowering {node.where()}: input {body.nodes[src].name}:{idx} does not exist "
-                            f"({body.nodes[src].op} produced {len(outs)} outputs)"
-                        )
-                    args.append(outs[idx])
-            self.position = (body, k)
-            values[k] = self.run_node(node, args)
+            values[k] = self.run_node(node, self.node_args(body, k, inputs, values))
             for dead in body.free_after[k]:
                 if not kept or body.nodes[dead].name not in kept:
                     values[dead] = None
+
+    def node_args(self, body: Body, k: int, inputs: list[Any], values: list) -> list[Any]:
+        """The input values of ``body.nodes[k]``; sets :attr:`position` to it."""
+        args = []
+        for src, idx in body.node_inputs[k]:
+            if src < 0:
+                args.append(inputs[idx])
+            else:
+                outs = values[src]
+                if idx >= len(outs):
+                    raise LoweringError(
+                        f"while lowering {body.nodes[k].where()}: input {body.nodes[src].name}:{idx} does not exist "
+                        f"({body.nodes[src].op} produced {len(outs)} outputs)"
+                    )
+                args.append(outs[idx])
+        self.position = (body, k)
+        return args
 
     def run_node(self, node: Node, args: list[Any]) -> list[Any]:
         """Lower one node: dispatch to a library function or the op registry, with static folding."""
@@ -261,6 +269,8 @@ class Interpreter:
         ctx = OpContext(node, self)
         if not jax.config.jax_enable_x64 and node.op not in U64_WORDS_OPS:
             args = low_words(args)
+        if node.op in _TYPED_INPUTS:
+            _check_input_types(node, args)
         has_symbolic = any(symbolic.is_symbolic(a) for a in args)
         if has_symbolic:
             if node.op in symbolic.SYMBOLIC_OPS and all(isinstance(a, np.ndarray) for a in args):
@@ -313,6 +323,42 @@ class Interpreter:
         if fold:
             outs = [_to_numpy(o) for o in outs]
         return outs
+
+
+# Ops whose inputs have the dtypes their type attributes name, input by input. TF's graph import refuses a node
+# whose attribute contradicts an input's dtype (a corrupt or hand-edited graph); jaxsm would compute in the
+# input's dtype and give other dtypes downstream.
+_TYPED_INPUTS: dict[str, tuple[str, ...]] = {
+    **dict.fromkeys(("Sum", "Mean", "Prod", "Max", "Min"), ("T", "Tidx")),
+    **dict.fromkeys(("Cast",), ("SrcT",)),
+    **dict.fromkeys(
+        ("AddV2", "Add", "Sub", "Mul", "RealDiv", "Div", "DivNoNan", "Maximum", "Minimum", "Pow", "FloorDiv")
+        + ("FloorMod", "SquaredDifference", "BiasAdd", "MatMul", "BatchMatMulV2", "Less", "LessEqual", "Greater")
+        + ("GreaterEqual", "Equal", "NotEqual"),
+        ("T", "T"),
+    ),
+    **dict.fromkeys(
+        ("Neg", "Abs", "Exp", "Log", "Sqrt", "Rsqrt", "Square", "Reciprocal", "Tanh", "Sigmoid", "Relu", "Relu6")
+        + ("Elu", "Selu", "Softplus", "Floor", "Ceil", "Round", "Sign"),
+        ("T",),
+    ),
+    **dict.fromkeys(("AssignVariableOp", "AssignAddVariableOp", "AssignSubVariableOp"), ("", "dtype")),
+}
+
+
+def _check_input_types(node: Node, args: list[Any]) -> None:
+    for i, (name, a) in enumerate(zip(_TYPED_INPUTS[node.op], args)):
+        got = getattr(a, "dtype", None)
+        if not name or got is None or np.dtype(got).kind == "O":  # (handles, lists, symbolic dimensions)
+            continue
+        want = node.dtype_attr(name, None)
+        if want is None or got == want or want.kind == "O":
+            continue
+        if jax.dtypes.canonicalize_dtype(got) != jax.dtypes.canonicalize_dtype(want):  # (x64 off: 32-bit twins)
+            raise GraphError(
+                f"while lowering {node.where()}: input {i} is {np.dtype(got).name}, but the node's attribute {name}"
+                f" says {np.dtype(want).name}: the graph is corrupt (TF refuses it when it imports the graph)"
+            )
 
 
 # Ops whose static int64 operands are bounds or sentinels: Keras' IndexLookup maps its mask token to tf.int64.max
@@ -405,6 +451,11 @@ def pure_function(
         return outputs, with_run_time_asserts(updated, interp)
 
     return fn
+
+
+def _op_by_op(inputs: list[Any], state: dict[str, Any]) -> bool:
+    """Whether this body runs op by op on concrete values (jaxsm/compile.py's fallback), not in a trace."""
+    return OP_BY_OP.get() and not any(isinstance(v, jax.core.Tracer) for v in jax.tree.leaves((inputs, state)))
 
 
 def with_run_time_asserts(updated: dict[str, Any], interp: Interpreter) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Container, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from jaxsm._proto import function_pb2, graph_pb2, node_def_pb2, op_def_pb2
@@ -32,6 +32,8 @@ class Body:
     output_names: list[str]
     free_after: list[list[int]]
     # input index -> node indices that consume it (lets the interpreter drop inputs after their last use too)
+    # how runs op by op split it into host nodes and jitted groups, per input signature (jaxsm/graph/staging.py)
+    stage_plans: dict = field(default_factory=dict, repr=False, compare=False)
 
 
 class Library:
@@ -56,6 +58,10 @@ class Library:
         self._deps: dict[int, list[Dependencies]] = {}
         # Staged jaxprs of folded nodes (jaxsm.graph.fold), by node and input shapes.
         self.fold_cache: dict = {}
+        # While loops met while a call runs op by op, jitted per input shapes (jaxsm/ops/control_flow.py).
+        self.loop_cache: dict = {}
+        # Whether functions print or write files, by the functions a node calls (jaxsm/graph/staging.py).
+        self.host_effects: dict = {}
         # tf.custom_gradient's registered gradients by _gradient_op_type (jaxsm/graph/custom_gradient.py), and
         # per function the tensors they capture, which the interpreter keeps alive.
         self.custom_gradients: dict[str, Any] = {}

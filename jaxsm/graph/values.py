@@ -57,11 +57,14 @@ def is_array(x: Any) -> bool:
 
 def to_static(x: Any) -> np.ndarray | None:
     """``x`` as a NumPy array when its value is known now (NumPy, or a concrete, non-traced jax.Array)."""
+    if isinstance(x, (np.ndarray, np.generic)) and READ_IDS[0] is not None:
+        READ_IDS[0].add(id(x))
     if isinstance(x, np.ndarray):
         return x
     if isinstance(x, (np.generic, int, float, bool)):
         return np.asarray(x)
     if isinstance(x, jax.Array) and not isinstance(x, jax.core.Tracer):
+        CONCRETE_READS[0] += 1
         return np.asarray(x)
     if isinstance(x, jax.core.Tracer):
         TRACED_READS[0] += 1
@@ -71,3 +74,9 @@ def to_static(x: Any) -> np.ndarray | None:
 # How often a lowering asked for the value of a traced input: a folded node's lowering staged as one XLA program
 # (jaxsm.graph.fold) stands for its eager run only when it never did while staged.
 TRACED_READS = [0]
+# How often a lowering read the value of a computed jax.Array (running op by op): such a node's shapes or
+# control depend on run-time values, so jaxsm.graph.staging runs it on its own.
+CONCRETE_READS = [0]
+# The ids of the NumPy values read, while jaxsm.graph.staging records a node's lowering (else None): a node that
+# validates values (indices TF's kernels check) runs on its own when they change from call to call.
+READ_IDS: list[set[int] | None] = [None]

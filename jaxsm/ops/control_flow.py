@@ -21,6 +21,7 @@ from jaxsm.compile import OP_BY_OP
 from jaxsm.errors import StaticValueError
 from jaxsm.graph.interpreter import Interpreter, OpContext
 from jaxsm.graph.library import Dependencies, output_dependencies, passed_through
+from jaxsm.graph.staging import SEEN_ONCE
 from jaxsm.graph.tensor_list import TensorList
 from jaxsm.graph.values import OptionalValue, is_array, to_static
 from jaxsm.ops.registry import op
@@ -169,9 +170,28 @@ def _switch(ctx: OpContext, index: Any, branches: list[str], args: list[Any]) ->
     return outs
 
 
+def _check_branches(ctx: OpContext, branches: list[str]) -> None:
+    """TF refuses (when it builds the call) a branch whose outputs disagree with the node's ``Tout``: a malformed
+    FunctionDef gets an error naming the node, whichever branch runs, instead of other dtypes downstream."""
+    tout = [dtypes.base_enum(t) for t in ctx.attr("Tout", [])]
+    for fname in branches:
+        outs = ctx.library.function_def(fname).signature.output_arg
+        if any(a.number_attr or a.type_list_attr for a in outs):
+            continue
+        if len(outs) < len(tout):
+            raise ctx.error(f"branch '{fname}' returns {len(outs)} values, but the node's Tout lists {len(tout)}")
+        for i, (a, t) in enumerate(zip(outs, tout)):
+            if a.type and dtypes.base_enum(a.type) != t:
+                raise ctx.error(
+                    f"output {i} of branch '{fname}' is {dtypes.name(a.type)}, but the node's Tout says "
+                    f"{dtypes.name(t)}"
+                )
+
+
 @op("If", "StatelessIf", stateful=True)
 def if_(ctx, cond, *args):
     then_b, else_b = ctx.attr("then_branch").name, ctx.attr("else_branch").name
+    _check_branches(ctx, [then_b, else_b])
     c = to_static(cond)
     if c is not None:
         # TF: a non-scalar predicate is true when it is non-empty.
@@ -186,6 +206,7 @@ def if_(ctx, cond, *args):
 @op("Case", "StatelessCase", stateful=True)
 def case(ctx, branch_index, *args):
     branches = [f.name for f in ctx.attr("branches")]
+    _check_branches(ctx, branches)
     n = len(branches)
     i = to_static(branch_index)
     if i is not None:
@@ -233,7 +254,7 @@ def _static_schedule(ctx: OpContext, cond: str, body: str, init: list[Any]) -> t
     schedule = [values]
     for _ in range(_MAX_STATIC_TRIPS):
         args = [values.get(i, stand_ins.get(i)) for i in range(len(init))]
-        c = to_static(interp.run(cslice, args)[0])
+        c = to_static(_predicate(ctx, cond, interp.run(cslice, args)[0]))
         if c is None:
             return None
         if not bool(c):
@@ -363,12 +384,55 @@ def _fit(new: Any, old: Any, ctx: OpContext, what: str) -> Any:
 def while_(ctx, *args):
     cond, body = ctx.attr("cond").name, ctx.attr("body").name
     init = list(args)
+    _check_loop_functions(ctx, cond, body, len(init))
     if OP_BY_OP.get() and not any(isinstance(v, jax.core.Tracer) for v in jax.tree.leaves((init, ctx.interp.state))):
-        # Running op by op (data-dependent shapes, jaxsm/compile.py): a Python loop, like TF eager; loop
-        # variables may change shape.
-        while bool(np.asarray(ctx.call(cond, init)[0])):
+        # Running op by op (string inputs, data-dependent shapes: jaxsm/compile.py): the loop is still one XLA
+        # program where it compiles, else a Python loop, like TF eager (loop variables may change shape).
+        compiled = _compiled_loop_op_by_op(ctx, cond, body, init)
+        if compiled is not None:
+            return compiled
+        while bool(np.asarray(_predicate(ctx, cond, ctx.call(cond, init)[0]))):
             init = ctx.call(body, init)
         return init
+    return _compiled_while(ctx, cond, body, init)
+
+
+def _check_loop_functions(ctx: OpContext, cond: str, body: str, n: int) -> None:
+    """TF refuses (when it builds the call) a loop whose body does not return its n loop variables with their
+    types ``T``, or whose condition does not return a bool: a malformed FunctionDef gets an error naming the node
+    here instead of a failure deep in the lowering."""
+    types = [dtypes.base_enum(t) for t in ctx.attr("T", [])]
+    csig, bsig = ctx.library.function_def(cond).signature, ctx.library.function_def(body).signature
+    for fname, sig in ((cond, csig), (body, bsig)):
+        if len(sig.input_arg) != n:
+            raise ctx.error(f"the loop function '{fname}' takes {len(sig.input_arg)} inputs for {n} loop variables")
+    if not csig.output_arg or csig.output_arg[0].type not in (dtypes.DT.DT_INVALID, dtypes.DT.DT_BOOL):
+        got = dtypes.name(csig.output_arg[0].type) if csig.output_arg else "nothing"
+        raise ctx.error(f"the loop condition '{cond}' returns {got}; TF needs a scalar bool")
+    if any(a.number_attr or a.type_list_attr for a in bsig.output_arg):
+        return
+    if len(bsig.output_arg) < n:
+        raise ctx.error(f"the loop body '{body}' returns {len(bsig.output_arg)} values for {n} loop variables")
+    for i, (a, t) in enumerate(zip(bsig.output_arg, types)):
+        if a.type and dtypes.base_enum(a.type) != t:
+            raise ctx.error(
+                f"output {i} of the loop body '{body}' is {dtypes.name(a.type)}, but loop variable {i} is "
+                f"{dtypes.name(t)} (the node's T)"
+            )
+
+
+def _predicate(ctx: OpContext, cond: str, value: Any) -> Any:
+    """A loop condition's result, which TF needs to be a scalar bool (LoopCond's input)."""
+    dtype = np.dtype(value.dtype) if hasattr(value, "dtype") else np.asarray(value).dtype
+    if np.shape(value) != () or dtype != np.bool_:
+        raise ctx.error(
+            f"the loop condition '{cond}' returns a {dtype} tensor of shape {list(np.shape(value))}; TF needs a "
+            "scalar bool"
+        )
+    return value
+
+
+def _compiled_while(ctx: OpContext, cond: str, body: str, init: list[Any]) -> list[Any]:
     schedule = _static_schedule(ctx, cond, body, init)
     carried = [i for i, v in enumerate(init) if _is_carry(v)]
     if schedule is not None:
@@ -384,6 +448,139 @@ def while_(ctx, *args):
                 raise
             return _unrolled_loop(ctx, body, init, trips)
     return _while_loop(ctx, cond, body, init, carried)
+
+
+# Ops a loop run op by op must meet in Python, at every iteration: host side effects.
+_HOST_EFFECTS = frozenset({"PrintV2", "Print", "WriteFile", "Abort"})
+_NOT_COMPILED = object()  # a loop_cache entry: this loop's compiled trace failed for these inputs
+_WITH_SCALARS = object()  # a loop_cache entry: this loop compiles only with its integer scalars as values
+_MAX_LOOP_PROGRAMS = 256
+
+
+def _compiled_loop_op_by_op(ctx: OpContext, cond: str, body: str, init: list[Any]) -> list[Any] | None:
+    """A While met while a call runs op by op (a Keras LSTM after a TextVectorization: strings make the whole
+    call run op by op), run as one jitted XLA program -- the lowering a compiled call gives it -- instead of a
+    Python loop dispatching every op of every iteration. Compiled when the same input shapes come a second time
+    (shapes that vary call by call never compile), cached in the library per loop and input shapes, with
+    non-array values (handles, string tables) as trace-time values; arrays are the program's arguments, or, where
+    that does not trace (a counter used as a shape, a list grown by a trip count), integer scalars are trace-time
+    values too, one program per value. None -- run the Python loop -- when the loop has host side effects, it does
+    not trace either way (loop variables that change shape, stacks) or one of its run-time Asserts failed (the
+    Python loop then raises it, with its data)."""
+    library, interp = ctx.library, ctx.interp
+    effects = library.loop_cache.get((cond, body))
+    if effects is None:
+        if len(library.loop_cache) > _MAX_LOOP_PROGRAMS:
+            library.loop_cache.clear()
+        effects = library.loop_cache[(cond, body)] = bool(_HOST_EFFECTS & set(library.scan_ops([cond, body])))
+    if effects:
+        return None
+    leaves, treedef = jax.tree.flatten((init, interp.state))
+    key: list[Any] = [cond, body, treedef, jax.config.jax_enable_x64]
+    for i, leaf in enumerate(leaves):
+        if _numeric(leaf):
+            key.append((i, np.shape(leaf), str(leaf.dtype), getattr(leaf, "weak_type", False)))
+        else:
+            try:
+                key.append((i, "value", hash(leaf), leaf))
+            except TypeError:  # (a NumPy string array: the same object call after call)
+                key.append((i, "object", id(leaf)))
+    base = tuple(key)
+    if library.loop_cache.get(base) is not _WITH_SCALARS:
+        outs = _run_loop_program(ctx, base, treedef, leaves, scalars=False)
+        if outs is not _WITH_SCALARS:
+            return outs
+    scalars = tuple((i, x.dtype.str, x.tobytes()) for i, x in enumerate(leaves) if _int_scalar(x))
+    return _run_loop_program(ctx, (base, scalars), treedef, leaves, scalars=True)
+
+
+def _numeric(x: Any) -> bool:
+    return isinstance(x, (jax.Array, np.ndarray, np.generic)) and np.dtype(x.dtype).kind in "biufc"
+
+
+def _int_scalar(x: Any) -> bool:
+    """A NumPy integer scalar: a trip count or counter, a trace-time value in a compiled call."""
+    return isinstance(x, (np.ndarray, np.generic)) and x.dtype.kind in "biu" and x.ndim == 0
+
+
+def _run_loop_program(ctx: OpContext, key: Any, treedef: Any, leaves: list[Any], scalars: bool) -> Any:
+    library = ctx.library
+    try:
+        entry = library.loop_cache.get(key)
+    except TypeError:  # an unhashable leaf value
+        return None
+    if entry is _NOT_COMPILED:
+        return None
+    if entry is None:  # compiled when the same inputs come again: shapes that vary call by call never compile
+        library.loop_cache[key] = SEEN_ONCE
+        return None
+    if entry is SEEN_ONCE:
+        dynamic = [i for i, x in enumerate(leaves) if _numeric(x) and not (scalars and _int_scalar(x))]
+        entry = library.loop_cache[key] = _LoopProgram(ctx.attr("cond").name, ctx.attr("body").name, treedef, dynamic)
+        entry.keep = [leaf for i, leaf in enumerate(leaves) if i not in dynamic]  # (ids in the key stay unique)
+    try:
+        outs, changed = entry(ctx, leaves)
+    except Exception:  # noqa: BLE001 -- whatever fails compiled runs as a Python loop, which raises TF's errors
+        library.loop_cache[key] = _NOT_COMPILED if scalars else _WITH_SCALARS
+        return None if scalars else _WITH_SCALARS
+    if outs is None:
+        return None
+    ctx.interp.state.update(changed)
+    return outs
+
+
+def _host_leaf(x: Any) -> bool:
+    return isinstance(x, (np.ndarray, np.generic)) and x.dtype.kind not in "biufc"
+
+
+class _LoopProgram:
+    """One loop's jitted lowering for one set of input shapes and trace-time values (see
+    :func:`_compiled_loop_op_by_op`). The caller's interpreter is given at each call, never kept."""
+
+    def __init__(self, cond: str, body: str, treedef: Any, dynamic: list[int]):
+        self.cond, self.body, self.treedef, self.dynamic = cond, body, treedef, dynamic
+        self.env: dict[str, Any] = {}
+        self.out: tuple[Any, list[Any], list[int]] | None = None  # output tree, trace-time outputs, array slots
+        self.jitted = jax.jit(self._trace)
+
+    def _trace(self, args: list[Any]) -> tuple[list[Any], Any]:
+        ctx, leaves = self.env["ctx"], list(self.env["leaves"])
+        for i, a in zip(self.dynamic, args):
+            leaves[i] = a
+        init, state = jax.tree.unflatten(self.treedef, leaves)
+        interp = ctx.interp
+        saved = interp.state, interp.run_time_asserts
+        # (host values -- a string table's keys -- cannot be carried; a body that needs one fails to trace)
+        carried = {k: v for k, v in state.items() if not any(_host_leaf(x) for x in jax.tree.leaves(v))}
+        interp.state, interp.run_time_asserts = carried, []
+        token = OP_BY_OP.set(False)
+        try:
+            outs = _compiled_while(ctx, self.cond, self.body, list(init))
+            new_state, asserts = interp.state, interp.run_time_asserts
+        finally:
+            OP_BY_OP.reset(token)
+            interp.state, interp.run_time_asserts = saved
+        changed = {k: v for k, v in new_state.items() if k not in state or v is not state[k]}
+        flat, tree = jax.tree.flatten((outs, changed))
+        slots = [j for j, leaf in enumerate(flat) if isinstance(leaf, jax.core.Tracer)]
+        self.out = (tree, [None if j in slots else leaf for j, leaf in enumerate(flat)], slots)
+        held = jnp.all(jnp.stack([jnp.asarray(a, bool).reshape(()) for a in asserts])) if asserts else True
+        return [flat[j] for j in slots], held
+
+    def __call__(self, ctx: OpContext, leaves: list[Any]) -> tuple[list[Any] | None, dict]:
+        self.env.update(ctx=ctx, leaves=leaves)
+        try:
+            arrays, held = self.jitted([jnp.asarray(leaves[i]) for i in self.dynamic])
+        finally:
+            self.env.clear()
+        if not bool(held):
+            return None, {}
+        tree, flat, slots = self.out
+        flat = list(flat)
+        for j, a in zip(slots, arrays):
+            flat[j] = a
+        outs, changed = jax.tree.unflatten(tree, flat)
+        return list(outs), changed
 
 
 def _unrolled_loop(ctx: OpContext, body: str, init: list[Any], trips: int) -> list[Any]:
@@ -460,7 +657,7 @@ def _while_loop(ctx, cond, body, init, carried):
     def cond_fn(carry):
         dyn, state, _ = carry
         outs, _ = _run_with_state(interp, cond, full_vars(dyn), state)
-        return jnp.asarray(outs[0]).astype(bool).reshape(())
+        return jnp.asarray(_predicate(ctx, cond, outs[0]))
 
     def body_fn(carry):
         dyn, state, held = carry

@@ -58,9 +58,11 @@ KNOWN_GAPS: list[tuple[str, str, str]] = [
         "String ops (StringLower, RegexReplace, StringSplitV2, ParseExampleV2, …), string lookup tables",
         "strings known only at run time (function inputs, a table's string keys or values)",
         "XLA has no string type: such a call runs op by op on the host (EagerFallbackWarning), the string ops in"
-        " NumPy, the numeric ops eagerly; jax.jit of jaxsm.functional raises. Strings known at trace time"
-        " (constants, asset paths) fold and the function compiles. Slower than TF: a TextVectorization+Embedding"
-        " model 6 ms per call vs TF's 0.6 ms, a feature-column export 12 ms (first calls 0.7-1.9 s)",
+        " NumPy; from the third call with the same input shapes the numeric ops between them run as jitted"
+        " programs (jaxsm/graph/staging.py), loops included; jax.jit of jaxsm.functional raises. Strings known at"
+        " trace time (constants, asset paths) fold and the function compiles. Slower than TF per call: a"
+        " TextVectorization+LSTM model and a tf.Example-parsing MLP take 1.5-2.3x TF's time (3-5 and 2-2.6 ms on 2"
+        " cores, 182 and 131 ms before), first calls 1-2 s",
     ),
     (
         "RegexReplace, RegexFullMatch (and the Static* forms)",
@@ -371,6 +373,12 @@ KNOWN_GAPS: list[tuple[str, str, str]] = [
         " repeat from call to call), and under jax.vmap every example gets the same draws",
     ),
     (
+        "(loader) restored functions",
+        "a call that raises (a failed Assert, an invalid index TF checks) after assigning variables",
+        "TF keeps the assignments its executor ran before the error; a jaxsm call changes the loaded object only"
+        " when it returns, so the variables keep their values from before the call",
+    ),
+    (
         "(loader) ConcreteFunction.inputs / .outputs",
         "captured variables and resources",
         "TensorSpecs named as TF's graph tensors ('x:0', 'Identity:0'); TF also lists the captured resource"
@@ -538,9 +546,11 @@ KNOWN_GAPS: list[tuple[str, str, str]] = [
         "While, StatelessWhile (and TF1 v1 loops)",
         "jax.grad through a loop whose trip count depends on run-time values",
         "TF differentiates any loop; jaxsm runs it as lax.while_loop, which JAX cannot reverse-differentiate: jax.grad"
-        " raises StaticValueError naming the loop (forward mode, jax.jvp/jacfwd, works). Trip counts from constants"
-        " or from the shapes of tensors the loop carries unchanged (captured tensors, TF1 loop invariants) run as"
-        " lax.scan and differentiate; a condition reading the shape of a variable the body updates does not",
+        " raises StaticValueError naming the loop (forward mode, jax.jvp/jacfwd, works). Trip counts from constants,"
+        " from integers the caller passes as values (a Python/NumPy int given to a restored method under its"
+        " jax.grad) or from the shapes of tensors the loop carries unchanged (captured tensors, TF1 loop"
+        " invariants) run as lax.scan and differentiate; a condition reading the shape of a variable the body"
+        " updates does not",
     ),
     (
         "IdentityN (tf.custom_gradient)",
@@ -699,8 +709,10 @@ KNOWN_GAPS: list[tuple[str, str, str]] = [
         "IdentityN (a saved tf.custom_gradient)",
         "jax.jvp/jacfwd around the caller's own jax.jit of the function",
         "forward mode gives TF's ForwardAccumulator tangents when jaxsm traces under the jvp (a restored function's"
-        " call, jaxsm.functional's apply); inside the caller's jax.jit JAX sees a custom_vjp and raises its"
-        " TypeError (put jax.jit outside the jvp)",
+        " call, also inside the caller's jit around the jvp; jaxsm.functional's apply); a jit inside the jvp is"
+        " traced before JAX knows a jvp follows, so jaxsm gives it a custom_vjp (TF's reverse-mode gradient, which"
+        " may be nonlinear in the cotangents) and JAX raises its TypeError when the jvp reaches it, in JAX's code"
+        " (put jax.jit outside the jvp)",
     ),
     (
         "MutableDenseHashTableV2",

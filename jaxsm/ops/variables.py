@@ -13,7 +13,15 @@ from jax import lax
 
 from jaxsm.dtypes import is_strings
 from jaxsm.graph.values import Resource
-from jaxsm.ops.array import check_index_depth, gather_nd_values, gather_v2, nd_index, scatter_nd_values, strided_update
+from jaxsm.ops.array import (
+    check_index_depth,
+    check_indices,
+    gather_nd_values,
+    gather_v2,
+    nd_index,
+    scatter_nd_values,
+    strided_update,
+)
 from jaxsm.ops.registry import op
 
 
@@ -81,9 +89,12 @@ def destroy_resource(ctx, handle):
 
 @op("ResourceGather", stateful=True)
 def resource_gather(ctx, handle, indices):
-    # Out-of-range and negative indices give zeros, as for GatherV2 (TF's CPU kernel raises).
-    batch_dims = ctx.attr("batch_dims", 0)
-    return gather_v2(ctx.read(handle), indices, batch_dims, batch_dims)
+    # Known out-of-range or negative indices raise as TF's CPU kernel; in a compiled call they give zeros, as for
+    # GatherV2.
+    batch_dims, params = ctx.attr("batch_dims", 0), ctx.read(handle)
+    if not batch_dims:
+        check_indices(ctx, indices, np.shape(params)[:1])
+    return gather_v2(params, indices, batch_dims, batch_dims)
 
 
 @op("ResourceGatherNd", stateful=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import collections
 import warnings
 
+import jax
 import numpy as np
 import pytest
 
@@ -251,3 +252,26 @@ def test_indices_from_strings_are_still_checked_as_tf_after_compiling(tmp_path, 
         tf_m.f(tf.constant(bad))
     with pytest.raises(jaxsm.errors.LoweringError, match="out of range"):
         _call(m.f, bad)
+
+
+def test_wide_int64_values_from_strings_raise_with_x64_off_after_compiling(tmp_path, eager_ops):
+    class Model(tf.Module):
+        def __init__(self):
+            self.v = tf.Variable([5, -7], dtype=tf.int64)
+
+        @tf.function(input_signature=[tf.TensorSpec([2], tf.string)])
+        def f(self, numbers):
+            n = tf.strings.to_number(numbers, tf.int64)
+            y = n * 3 + self.v
+            return tf.reduce_sum(tf.square(y - 1)) - tf.reduce_max(y) * 2 + tf.reduce_min(n)
+
+    tf.saved_model.save(Model(), str(tmp_path / "m"))
+    tf_m = tf.saved_model.load(str(tmp_path / "m"))
+    with jax.enable_x64(False):
+        m = _load(tmp_path / "m")
+        for numbers in [[b"1", b"2"], [b"3", b"-4"], [b"5", b"6"], [b"7", b"8"]]:
+            x = np.array(numbers, dtype=object)
+            assert int(np.asarray(_call(m.f, x))) == int(tf_m.f(tf.constant(x)).numpy())
+        assert eager_ops[3]["Square"] == 0  # compiled from the third call
+        with pytest.raises(jaxsm.errors.Int64RangeError):  # 3 * 2**32 would wrap in 32 bits
+            _call(m.f, np.array([b"4294967296", b"1"], dtype=object))

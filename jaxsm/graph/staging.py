@@ -69,6 +69,15 @@ def _small_ints(x: Any) -> bool:
     return isinstance(x, (np.ndarray, np.generic)) and x.dtype.kind in "biu" and x.size <= 16
 
 
+def wide(x: Any) -> bool:
+    """A NumPy 64-bit integer array beyond 32 bits: with jax_enable_x64 off a jitted program would get it wrapped,
+    where a node run on its own raises Int64RangeError (jaxsm/graph/interpreter.py)."""
+    if not isinstance(x, (np.ndarray, np.generic)) or x.dtype.kind not in "iu" or x.dtype.itemsize != 8 or not x.size:
+        return False
+    info = np.iinfo(np.int32 if x.dtype.kind == "i" else np.uint32)
+    return bool(x.min() < info.min or x.max() > info.max)
+
+
 def _signature(inputs: list[Any]) -> tuple:
     sig = []
     for v in inputs:
@@ -190,6 +199,8 @@ def _run_group(interp: Any, body: Body, plan: Plan, g: int, inputs: list[Any], v
     refs = sorted({(src, idx) for k in nodes for src, idx in body.node_inputs[k] if src not in members})
     external = [inputs[idx] if src < 0 else values[src][idx] for src, idx in refs]
     leaves, treedef = jax.tree.flatten((external, interp.state))
+    if not jax.config.jax_enable_x64 and any(wide(x) for x in leaves):
+        return False
     key: list[Any] = [g, treedef, jax.config.jax_enable_x64]
     for i, leaf in enumerate(leaves):
         if _numeric(leaf):

@@ -21,7 +21,7 @@ from jaxsm.compile import OP_BY_OP
 from jaxsm.errors import StaticValueError
 from jaxsm.graph.interpreter import Interpreter, OpContext
 from jaxsm.graph.library import Dependencies, output_dependencies, passed_through
-from jaxsm.graph.staging import SEEN_ONCE
+from jaxsm.graph.staging import SEEN_ONCE, wide
 from jaxsm.graph.tensor_list import TensorList
 from jaxsm.graph.values import OptionalValue, is_array, to_static
 from jaxsm.ops.registry import op
@@ -476,6 +476,8 @@ def _compiled_loop_op_by_op(ctx: OpContext, cond: str, body: str, init: list[Any
     if effects:
         return None
     leaves, treedef = jax.tree.flatten((init, interp.state))
+    if not jax.config.jax_enable_x64 and any(wide(x) for x in leaves):
+        return None
     key: list[Any] = [cond, body, treedef, jax.config.jax_enable_x64]
     for i, leaf in enumerate(leaves):
         if _numeric(leaf):

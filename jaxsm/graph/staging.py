@@ -36,7 +36,7 @@ _NOT_COMPILED = object()  # a program cache entry: the group did not trace for t
 _WITH_VALUES = object()  # a program cache entry: the group traces only with its small integer inputs as values
 
 
-def _host(v: Any) -> bool:
+def host(v: Any) -> bool:
     """A value XLA cannot hold: strings, or a host object (ragged variants, TensorArrays, stacks)."""
     for leaf in jax.tree.leaves(v):
         if isinstance(leaf, (np.ndarray, np.generic)):
@@ -61,7 +61,7 @@ def _host_effects(library: Any, node: Any) -> bool:
     return library.host_effects[key]
 
 
-def _numeric(x: Any) -> bool:
+def numeric(x: Any) -> bool:
     return isinstance(x, (jax.Array, np.ndarray, np.generic)) and np.dtype(x.dtype).kind in "biufc"
 
 
@@ -78,10 +78,25 @@ def wide(x: Any) -> bool:
     return bool(x.min() < info.min or x.max() > info.max)
 
 
+def program_key(head: tuple, leaves: list[Any]) -> tuple:
+    """A cache key for a jitted program taking ``leaves``: the arrays' shapes and dtypes, the other values
+    themselves (by identity where unhashable: a NumPy string array held in the state, the same call after call)."""
+    key: list[Any] = [*head, jax.config.jax_enable_x64]
+    for i, leaf in enumerate(leaves):
+        if numeric(leaf):
+            key.append((i, np.shape(leaf), str(leaf.dtype), getattr(leaf, "weak_type", False)))
+        else:
+            try:
+                key.append((i, "value", hash(leaf), leaf))
+            except TypeError:
+                key.append((i, "object", id(leaf)))
+    return tuple(key)
+
+
 def _signature(inputs: list[Any]) -> tuple:
     sig = []
     for v in inputs:
-        if _host(v):
+        if host(v):
             sig.append("host")
         elif isinstance(v, (jax.Array, np.ndarray, np.generic)):
             sig.append((np.shape(v), str(v.dtype)))
@@ -97,7 +112,7 @@ class Plan:
     """The stages of one body: ``groups`` in order, each (compiled?, node indices in body order), and for each
     compiled group the nodes whose values later groups or the body's outputs use."""
 
-    def __init__(self, body: Body, host: list[bool], kept: set[str] | None):
+    def __init__(self, body: Body, is_host: list[bool], kept: set[str] | None):
         n = len(body.nodes)
         index = {node.name: k for k, node in enumerate(body.nodes)}
         const = [node.op == "Const" and not node.control_inputs for node in body.nodes]
@@ -106,7 +121,7 @@ class Plan:
             preds = [src for src, _ in body.node_inputs[k] if src >= 0 and not const[src]]
             preds += [index[c] for c in node.control_inputs if c in index]
             s = max((stage[p] for p in preds), default=0)
-            if host[k] != (s % 2 == 1):  # host nodes go to odd stages, the others to even ones
+            if is_host[k] != (s % 2 == 1):  # host nodes go to odd stages, the others to even ones
                 s += 1
             stage[k] = s
         # A constant joins every group that uses it (a trace-time value there, as in a compiled call); one that
@@ -159,7 +174,7 @@ def run(interp: Any, body: Body, inputs: list[Any], values: list, kept: set[str]
     if plan is None:  # the first run: node by node, recording the host nodes
         if len(body.stage_plans) > _MAX_PROGRAMS:
             body.stage_plans.clear()
-        host = [False] * len(body.nodes)
+        is_host = [False] * len(body.nodes)
         for k in range(len(body.nodes)):
             reads, outer, READ_IDS[0] = CONCRETE_READS[0], READ_IDS[0], set()
             args = interp.node_args(body, k, inputs, values)
@@ -168,21 +183,21 @@ def run(interp: Any, body: Body, inputs: list[Any], values: list, kept: set[str]
             finally:
                 read, READ_IDS[0] = READ_IDS[0], outer
             node = body.nodes[k]
-            from_host = any(host[src] if src >= 0 else _host(inputs[idx]) for src, idx in body.node_inputs[k])
-            varying = {id(a) for (src, _), a in zip(body.node_inputs[k], args) if src < 0 or host[src]}
+            from_host = any(is_host[src] if src >= 0 else host(inputs[idx]) for src, idx in body.node_inputs[k])
+            varying = {id(a) for (src, _), a in zip(body.node_inputs[k], args) if src < 0 or is_host[src]}
             calls = library.called_functions(node)  # (a loop or call: the reads were its nodes', run one by one)
-            host[k] = (
+            is_host[k] = (
                 _host_effects(library, node)
                 or (not calls and CONCRETE_READS[0] != reads)
                 or (not calls and bool(read & varying))  # (it checked the values of an input that changes)
-                or any(_host(a) for a in (args[:1] if node.op == "Assert" else args))  # (an Assert's message)
-                or any(_host(o) for o in values[k])
+                or any(host(a) for a in (args[:1] if node.op == "Assert" else args))  # (an Assert's message)
+                or any(host(o) for o in values[k])
                 or (from_host and not any(isinstance(x, jax.Array) for x in jax.tree.leaves(values[k])))
             )
             for dead in body.free_after[k]:
                 if not kept or body.nodes[dead].name not in kept:
                     values[dead] = None
-        plan = Plan(body, host, kept)
+        plan = Plan(body, is_host, kept)
         body.stage_plans[key] = plan if plan.compiles else _NO_PLAN
         return True
     for g, (compiled, nodes) in enumerate(plan.groups):
@@ -201,16 +216,7 @@ def _run_group(interp: Any, body: Body, plan: Plan, g: int, inputs: list[Any], v
     leaves, treedef = jax.tree.flatten((external, interp.state))
     if not jax.config.jax_enable_x64 and any(wide(x) for x in leaves):
         return False
-    key: list[Any] = [g, treedef, jax.config.jax_enable_x64]
-    for i, leaf in enumerate(leaves):
-        if _numeric(leaf):
-            key.append((i, np.shape(leaf), str(leaf.dtype), getattr(leaf, "weak_type", False)))
-        else:
-            try:
-                key.append((i, "value", hash(leaf), leaf))
-            except TypeError:  # (a NumPy string array in the state: the same object call after call)
-                key.append((i, "object", id(leaf)))
-    base = tuple(key)
+    base = program_key((g, treedef), leaves)
     with_values = plan.programs.get(base) is _WITH_VALUES
     if not with_values:
         done = _run_program(interp, body, plan, g, base, refs, treedef, leaves, values, with_values=False)
@@ -233,7 +239,7 @@ def _run_program(interp, body, plan, g, key, refs, treedef, leaves, values, with
         plan.programs[key] = SEEN_ONCE
         return False
     if program is SEEN_ONCE:
-        dynamic = [i for i, x in enumerate(leaves) if _numeric(x) and not (with_values and _small_ints(x))]
+        dynamic = [i for i, x in enumerate(leaves) if numeric(x) and not (with_values and _small_ints(x))]
         program = plan.programs[key] = _Program(body, plan, g, refs, treedef, dynamic)
         program.keep = [x for i, x in enumerate(leaves) if i not in dynamic]  # (ids in the key stay unique)
     try:
@@ -277,7 +283,7 @@ class _Program:
                 local[src][idx] = v
         saved = interp.state, interp.run_time_asserts
         # (host state -- a string table's keys -- stays out: lax loops cannot carry it; its readers are host nodes)
-        interp.state = {k: v for k, v in state.items() if not _host(v)}
+        interp.state = {k: v for k, v in state.items() if not host(v)}
         interp.run_time_asserts = []
         interp.frames.append((body, local, inputs))
         token = OP_BY_OP.set(False)

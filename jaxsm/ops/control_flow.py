@@ -21,7 +21,7 @@ from jaxsm.compile import OP_BY_OP
 from jaxsm.errors import StaticValueError
 from jaxsm.graph.interpreter import Interpreter, OpContext
 from jaxsm.graph.library import Dependencies, output_dependencies, passed_through
-from jaxsm.graph.staging import SEEN_ONCE, wide
+from jaxsm.graph.staging import SEEN_ONCE, host, numeric, program_key, wide
 from jaxsm.graph.tensor_list import TensorList
 from jaxsm.graph.values import OptionalValue, is_array, to_static
 from jaxsm.ops.registry import op
@@ -478,26 +478,13 @@ def _compiled_loop_op_by_op(ctx: OpContext, cond: str, body: str, init: list[Any
     leaves, treedef = jax.tree.flatten((init, interp.state))
     if not jax.config.jax_enable_x64 and any(wide(x) for x in leaves):
         return None
-    key: list[Any] = [cond, body, treedef, jax.config.jax_enable_x64]
-    for i, leaf in enumerate(leaves):
-        if _numeric(leaf):
-            key.append((i, np.shape(leaf), str(leaf.dtype), getattr(leaf, "weak_type", False)))
-        else:
-            try:
-                key.append((i, "value", hash(leaf), leaf))
-            except TypeError:  # (a NumPy string array: the same object call after call)
-                key.append((i, "object", id(leaf)))
-    base = tuple(key)
+    base = program_key((cond, body, treedef), leaves)
     if library.loop_cache.get(base) is not _WITH_SCALARS:
         outs = _run_loop_program(ctx, base, treedef, leaves, scalars=False)
         if outs is not _WITH_SCALARS:
             return outs
     scalars = tuple((i, x.dtype.str, x.tobytes()) for i, x in enumerate(leaves) if _int_scalar(x))
     return _run_loop_program(ctx, (base, scalars), treedef, leaves, scalars=True)
-
-
-def _numeric(x: Any) -> bool:
-    return isinstance(x, (jax.Array, np.ndarray, np.generic)) and np.dtype(x.dtype).kind in "biufc"
 
 
 def _int_scalar(x: Any) -> bool:
@@ -517,7 +504,7 @@ def _run_loop_program(ctx: OpContext, key: Any, treedef: Any, leaves: list[Any],
         library.loop_cache[key] = SEEN_ONCE
         return None
     if entry is SEEN_ONCE:
-        dynamic = [i for i, x in enumerate(leaves) if _numeric(x) and not (scalars and _int_scalar(x))]
+        dynamic = [i for i, x in enumerate(leaves) if numeric(x) and not (scalars and _int_scalar(x))]
         entry = library.loop_cache[key] = _LoopProgram(ctx.attr("cond").name, ctx.attr("body").name, treedef, dynamic)
         entry.keep = [leaf for i, leaf in enumerate(leaves) if i not in dynamic]  # (ids in the key stay unique)
     try:
@@ -529,10 +516,6 @@ def _run_loop_program(ctx: OpContext, key: Any, treedef: Any, leaves: list[Any],
         return None
     ctx.interp.state.update(changed)
     return outs
-
-
-def _host_leaf(x: Any) -> bool:
-    return isinstance(x, (np.ndarray, np.generic)) and x.dtype.kind not in "biufc"
 
 
 class _LoopProgram:
@@ -553,7 +536,7 @@ class _LoopProgram:
         interp = ctx.interp
         saved = interp.state, interp.run_time_asserts
         # (host values -- a string table's keys -- cannot be carried; a body that needs one fails to trace)
-        carried = {k: v for k, v in state.items() if not any(_host_leaf(x) for x in jax.tree.leaves(v))}
+        carried = {k: v for k, v in state.items() if not host(v)}
         interp.state, interp.run_time_asserts = carried, []
         token = OP_BY_OP.set(False)
         try:

@@ -48,6 +48,7 @@ from jaxsm.graph.node import Node
 from jaxsm.graph.rng import COUNTED_OPS, initial_counters
 from jaxsm.graph.values import Resource
 from jaxsm.objects import (
+    Asset,
     LoadOptions,
     Signatures,
     Variable,
@@ -1193,7 +1194,8 @@ class TF1Model:
       variables: the graph's global variables (:class:`jaxsm.Variable`), in collection order.
       graph: a read-only :class:`GraphView` of the stored GraphDef.
       initializer: the :class:`Initializer` that ran after restoring.
-      asset_paths: asset tensor name -> absolute path of the file under ``assets/``.
+      asset_paths: the assets (:class:`jaxsm.objects.Asset`; ``.asset_path`` is the absolute path of the file under
+        ``assets/``), in the MetaGraph's order, as TF's loader lists them.
       tensorflow_version, tensorflow_git_version: from the MetaGraph's ``meta_info_def``.
     """
 
@@ -1222,9 +1224,10 @@ class TF1Model:
         self.tensorflow_version = meta_graph.meta_info_def.tensorflow_version
         self.tensorflow_git_version = meta_graph.meta_info_def.tensorflow_git_version
         self._create_variables()
-        self.asset_paths = {
+        asset_files = {
             info.tensor_info.name: str(self._files.asset_path(info.filename)) for info in _asset_file_defs(meta_graph)
         }
+        self.asset_paths = [Asset(np.asarray(path.encode(), dtype=object)) for path in asset_files.values()]
         restore = options.load_variables and not options.experimental_skip_checkpoint
         if restore and not self._files.has_variables and meta_graph.saver_def.restore_op_name:
             v1_file = os.path.isfile(self._files.variables_prefix)  # a Saver(write_version=V1) checkpoint
@@ -1242,7 +1245,7 @@ class TF1Model:
                 )
         if restore and self._files.has_variables:
             self._restore(self._files.variables_prefix, missing_ok=options.allow_partial_checkpoint)
-        self.initializer = Initializer(self, self._init_targets(), self.asset_paths)
+        self.initializer = Initializer(self, self._init_targets(), asset_files)
         self.initializer()
         # (the init op's signature too, as TF's loader gives it: calling it runs the init op again)
         sigs = {k: SignatureFunction(self, k, s) for k, s in sorted(meta_graph.signature_def.items())}

@@ -198,7 +198,9 @@ def test_asset_integer_vocabulary(tmp_path):
 
     vocab.unlink()  # the SavedModel must use its own assets/ copy
     m = jaxsm.load(export_dir)
-    assert m.asset_paths and all(p.endswith("vocab.txt") for p in m.asset_paths.values()), "asset path is fed"
+    assert m.asset_paths and all(a.asset_path.item().endswith(b"vocab.txt") for a in m.asset_paths), "asset path"
+    tf_assets = [a.asset_path.numpy() for a in tf.saved_model.load(export_dir).asset_paths]  # TF's loader lists them
+    assert [a.asset_path.item() for a in m.asset_paths] == tf_assets
     got = m.signatures["lookup"](ids=ids)
     np.testing.assert_array_equal(got["idx"], expected, err_msg="table lookup")
     assert int(got["size"]) == int(expected_size), "table size"
